@@ -1,0 +1,42 @@
+"""rbench: accuracy, robustness and throughput benchmarks for timm image classifiers.
+
+The public API that plugins import. `import rbench` stays light: torch and timm are imported
+inside the functions that need them.
+"""
+
+from .errors import (
+    DataError,
+    PluginError,
+    RbenchError,
+    UnavailableError,
+    UnknownNameError,
+    WeightsError,
+)
+from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
+from .hookspecs import hookimpl
+from .paths import cache_dir
+from .specs import BackendSpec, DataRequest, DatasetSpec, Label, MetricSpec, Source, ViewSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendSpec",
+    "DataError",
+    "DataRequest",
+    "DatasetSpec",
+    "IMAGE_EXTENSIONS",
+    "Label",
+    "MetricSpec",
+    "PluginError",
+    "RbenchError",
+    "Source",
+    "UnavailableError",
+    "UnknownNameError",
+    "ViewSpec",
+    "WeightsError",
+    "__version__",
+    "cache_dir",
+    "hookimpl",
+    "list_class_folders",
+    "natural_key",
+]

@@ -1,0 +1,132 @@
+"""Plugin discovery: entry points -> pluggy -> one table of specs per kind.
+
+Plugins are registered under `<group>:<entry point name>` (for example
+`rbench.datasets:synthetic`), so a dataset plugin and a metric plugin with the same entry-point
+name never shadow each other, and every spec is traced back to its plugin and distribution.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, unknown_name
+from .specs import BackendSpec, DatasetSpec, MetricSpec
+
+KINDS = {
+    "datasets": ("rbench.datasets", "rbench_datasets", DatasetSpec),
+    "metrics": ("rbench.metrics", "rbench_metrics", MetricSpec),
+    "backends": ("rbench.backends", "rbench_backends", BackendSpec),
+}
+BUILTIN_DISTRIBUTION = "rbench"
+DISABLE_AUTOLOAD_ENV = "RBENCH_DISABLE_PLUGIN_AUTOLOAD"
+
+
+@dataclass
+class PluginInfo:
+    """One registered plugin: its namespaced name, its distribution and what it provides."""
+
+    name: str
+    distribution: str
+    provides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Registry:
+    """Every spec that the registered plugins provide, by kind and name."""
+
+    datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    metrics: dict[str, MetricSpec] = field(default_factory=dict)
+    backends: dict[str, BackendSpec] = field(default_factory=dict)
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+
+    def get(self, kind: str, name: str) -> Any:
+        """The spec of `kind` called `name`, or an `UnknownNameError` with close matches."""
+        table = getattr(self, kind)
+        if name not in table:
+            raise unknown_name(kind.rstrip("s"), name, table, f"rbench list {kind}")
+        return table[name]
+
+
+def _distribution(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+
+
+def _entry_points(group: str) -> list[EntryPoint]:
+    found = sorted(entry_points(group=group), key=lambda ep: ep.name)
+    if os.environ.get(DISABLE_AUTOLOAD_ENV, "") not in ("", "0"):
+        found = [ep for ep in found if ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION]
+    return found
+
+
+def load_registry(extra: Iterable[tuple[str, ModuleType | object]] = ()) -> Registry:
+    """Load every plugin from the entry-point groups (plus `extra` `(name, plugin)` pairs).
+
+    Raises `PluginError` naming the plugin and its distribution when one fails to import or
+    register, or when two plugins provide the same name of one kind.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    registry = Registry()
+    for kind, (group, _, _) in KINDS.items():
+        for ep in _entry_points(group):
+            name, dist = f"{group}:{ep.name}", _distribution(ep)
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # any failure inside a third-party import
+                raise PluginError(
+                    f"plugin {name} (from {dist}) failed to import: {type(exc).__name__}: {exc}; "
+                    f"fix or uninstall it, or set {DISABLE_AUTOLOAD_ENV}=1"
+                ) from exc
+            _register(pm, registry, name, dist, plugin)
+    for name, plugin in extra:
+        _register(pm, registry, name, "no distribution", plugin)
+    for kind, (_, hook_name, spec_type) in KINDS.items():
+        table = getattr(registry, kind)
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            info = registry.plugins[impl.plugin_name]
+            for spec in impl.function() or ():
+                if not isinstance(spec, spec_type):
+                    raise PluginError(
+                        f"plugin {info.name} (from {info.distribution}) returned "
+                        f"{type(spec).__name__} from {hook_name}, expected {spec_type.__name__}"
+                    )
+                if spec.name in table:
+                    other = next(p for p in registry.plugins.values() if f"{kind}:{spec.name}" in p.provides)
+                    raise PluginError(
+                        f"{kind.rstrip('s')} name {spec.name!r} is provided twice: by plugin {other.name} "
+                        f"(from {other.distribution}) and by plugin {info.name} (from {info.distribution}); "
+                        "uninstall one of them"
+                    )
+                table[spec.name] = spec
+                info.provides.append(f"{kind}:{spec.name}")
+    return registry
+
+
+def _register(pm: pluggy.PluginManager, registry: Registry, name: str, dist: str, plugin: object) -> None:
+    if pm.is_registered(plugin):  # one module listed under several groups
+        return
+    try:
+        pm.register(plugin, name=name)
+    except (ValueError, pluggy.PluginValidationError) as exc:
+        raise PluginError(f"plugin {name} (from {dist}) could not be registered: {exc}") from exc
+    registry.plugins[name] = PluginInfo(name=name, distribution=dist)
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = load_registry()
+    return _REGISTRY

@@ -1,0 +1,119 @@
+"""Reports: result rows -> polars frames -> the CSV files of timm's `results/` folder.
+
+Rows keep full precision; rounding and formatting happen only here, when a file is written.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+VALIDATION_COLUMNS = ("model", "img_size", "top1", "top1_err", "top5", "top5_err", "param_count", "crop_pct", "interpolation")
+DIFF_COLUMNS = ("top1_diff", "top5_diff", "rank_diff")
+INFER_COLUMNS = (
+    "model", "infer_img_size", "infer_samples_per_sec", "infer_step_time", "infer_batch_size",
+    "param_count", "infer_gmacs", "infer_macts",
+)
+METADATA_COLUMNS = ("model", "pretrain")
+
+
+def sorted_validation(rows: Iterable[Mapping[str, Any]]):
+    """Validation rows as a frame sorted by top1 desc, top5 desc, model asc (full precision)."""
+    import polars as pl
+
+    frame = pl.DataFrame([{c: row[c] for c in VALIDATION_COLUMNS} for row in rows],
+                         schema=_validation_schema(), orient="row")
+    return frame.sort(["top1", "top5", "model"], descending=[True, True, False])
+
+
+def _validation_schema():
+    import polars as pl
+
+    return {
+        "model": pl.String, "img_size": pl.Int64, "top1": pl.Float64, "top1_err": pl.Float64,
+        "top5": pl.Float64, "top5_err": pl.Float64, "param_count": pl.Float64,
+        "crop_pct": pl.Float64, "interpolation": pl.String,
+    }
+
+
+def _signed(value: float, digits: int = 3) -> str:
+    value = round(value, digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return f"{value:+.{digits}f}"
+
+
+def validation_table(rows: Sequence[Mapping[str, Any]], base_rows: Sequence[Mapping[str, Any]] | None = None):
+    """The frame of one `results-<view>.csv`, all columns formatted as the spec says.
+
+    With `base_rows`, adds top1_diff, top5_diff (test minus base, on the written 3-decimal
+    values) and rank_diff (base rank minus test rank, ranks taken on fully sorted frames).
+    """
+    import polars as pl
+
+    frame = sorted_validation(rows)
+    columns: dict[str, list[str]] = {
+        "model": frame["model"].to_list(),
+        "img_size": [str(v) for v in frame["img_size"]],
+        **{c: [f"{v:.3f}" for v in frame[c]] for c in ("top1", "top1_err", "top5", "top5_err")},
+        "param_count": [f"{v:,.2f}" for v in frame["param_count"]],
+        "crop_pct": [f"{v:.3f}" for v in frame["crop_pct"]],
+        "interpolation": frame["interpolation"].to_list(),
+    }
+    if base_rows is not None:
+        base = sorted_validation(base_rows)
+        base_index = {(m, s): i for i, (m, s) in enumerate(zip(base["model"], base["img_size"]))}
+        diffs: dict[str, list[str]] = {c: [] for c in DIFF_COLUMNS}
+        for rank, (model, size, top1, top5) in enumerate(frame.select("model", "img_size", "top1", "top5").iter_rows()):
+            b = base_index.get((model, size))
+            if b is None:
+                for c in DIFF_COLUMNS:
+                    diffs[c].append("")
+                continue
+            diffs["top1_diff"].append(_signed(round(top1, 3) - round(base["top1"][b], 3)))
+            diffs["top5_diff"].append(_signed(round(top5, 3) - round(base["top5"][b], 3)))
+            rank_diff = b - rank
+            diffs["rank_diff"].append(f"{rank_diff:+d}" if rank_diff else "0")
+        columns.update(diffs)
+    return pl.DataFrame(columns, schema={c: pl.String for c in columns})
+
+
+def benchmark_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = INFER_COLUMNS):
+    """The frame of one benchmark CSV: rounded as timm's tables, sorted by samples/s descending."""
+    import polars as pl
+
+    rate = next(c for c in columns if c.endswith("_samples_per_sec"))
+    digits = {"_samples_per_sec": 2, "_step_time": 3, "param_count": 2, "_gmacs": 2, "_macts": 2}
+
+    def rounded(column: str, value: Any) -> Any:
+        for suffix, n in digits.items():
+            if column.endswith(suffix) and value is not None:
+                return round(value, n)
+        return value
+
+    data = [{c: rounded(c, row.get(c)) for c in columns} for row in rows]
+    data.sort(key=lambda r: -r[rate])
+    return pl.DataFrame(data, orient="row") if data else pl.DataFrame(schema={c: pl.String for c in columns})
+
+
+def metadata_table(rows: Iterable[Mapping[str, Any]]):
+    """The frame of `model_metadata-in1k.csv`, one row per model, sorted by model."""
+    import polars as pl
+
+    unique = {row["model"]: {c: row[c] for c in METADATA_COLUMNS} for row in rows}
+    return pl.DataFrame([unique[m] for m in sorted(unique)], schema={c: pl.String for c in METADATA_COLUMNS})
+
+
+def write_csv(frame, path: Path) -> Path:
+    """Write `frame` to `path` atomically (temporary file, then rename): readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            frame.write_csv(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

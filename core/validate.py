@@ -1,0 +1,47 @@
+"""Validation: one forward pass over a source, then every view scored by every metric."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .backends import BackendStack
+from .specs import MetricSpec, Source, ViewSpec
+
+
+def predict(model, loader, stack: BackendStack, on_batch: Callable[[int], None] = lambda n: None):
+    """Float32 logits `[N, C]` on the CPU for every sample of `loader`, in order.
+
+    Runs under `inference_mode` and the stack's autocast; the model must already be prepared.
+    """
+    import torch
+
+    outputs = []
+    with torch.inference_mode(), stack.autocast():
+        for images, _ in loader:
+            logits = model(stack.prepare_input(images))
+            outputs.append(logits.float().cpu())
+            on_batch(len(images))
+    return torch.cat(outputs)
+
+
+def view_inputs(source: Source, view: ViewSpec) -> tuple[list[int], list[Any]]:
+    """The sample indices a view scores and their labels (the view's own, or the source's)."""
+    indices = list(view.samples) if view.samples is not None else list(range(len(source.samples)))
+    labels = list(view.labels) if view.labels is not None else [source.samples[i][1] for i in indices]
+    return indices, labels
+
+
+def score_views(logits, source: Source, metrics: Sequence[MetricSpec]) -> dict[str, dict[str, Any]]:
+    """`{view name: {column: value, ..., "count": n}}` from the logits of one pass over `source`."""
+    import torch
+
+    scores: dict[str, dict[str, Any]] = {}
+    for view in source.views:
+        indices, labels = view_inputs(source, view)
+        view_logits = logits[torch.as_tensor(indices, dtype=torch.long)]
+        row: dict[str, Any] = {"count": len(indices)}
+        for metric in metrics:
+            row.update(metric.compute(view_logits, labels, view))
+        scores[view.name] = row
+    return scores
