@@ -30,6 +30,17 @@ def _console():
     return Console(highlight=False)
 
 
+def _table(title: str, columns: tuple[str, ...], right: tuple[str, ...] = ()):
+    """A rich table whose names never end in an ellipsis: long ones fold onto the next line."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left",
+                         overflow="fold" if col != "description" else "ellipsis")
+    return table
+
+
 def _split(values: tuple[str, ...]) -> list[str]:
     """`-b a,b -b c` -> `[a, b, c]`."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
@@ -148,20 +159,16 @@ def _run_and_report(plan, console, embedded: bool) -> None:
 
 
 def _print_results(console, results, written) -> None:
-    from rich.table import Table
-
     if results.validation:
-        table = Table(title="validation")
-        for col in ("view", "model", "img_size", "top1", "top5", "images"):
-            table.add_column(col, justify="left" if col in ("view", "model") else "right")
+        table = _table("validation", ("view", "model", "img_size", "top1", "top5", "images"),
+                       right=("img_size", "top1", "top5", "images"))
         for view, rows in results.validation.items():
             for row in sorted(rows, key=lambda r: (-r["top1"], -r["top5"], r["model"])):
                 table.add_row(view, row["model"], str(row["img_size"]), f"{row['top1']:.3f}", f"{row['top5']:.3f}", str(row["count"]))
         console.print(table)
     if results.benchmarks:
-        table = Table(title="inference throughput")
-        for col in ("backend", "model", "img_size", "batch", "samples/s", "step ms", "GMACs", "params (M)"):
-            table.add_column(col, justify="left" if col in ("backend", "model") else "right")
+        columns = ("backend", "model", "img_size", "batch", "samples/s", "step ms", "GMACs", "params (M)")
+        table = _table("inference throughput", columns, right=columns[2:])
         for rows in results.benchmarks.values():
             for row in rows:
                 macs = row["infer_gmacs"]
@@ -186,27 +193,21 @@ def list_(kind: str, pattern: str | None) -> None:
         return
     from fnmatch import fnmatchcase
 
-    from rich.table import Table
-
     from .registry import get_registry
 
     registry = get_registry()
     provider = {entry: info.name for info in registry.plugins.values() for entry in info.provides}
-    table = Table(title=kind)
     specs = [s for n, s in sorted(getattr(registry, kind).items()) if fnmatchcase(n, pattern or "*")]
     if kind == "datasets":
-        for col in ("name", "default folder", "description", "plugin"):
-            table.add_column(col)
+        table = _table(kind, ("name", "default folder", "description", "plugin"))
         for s in specs:
             table.add_row(s.name, s.default_folder or "-", s.description, provider[f"datasets:{s.name}"])
     elif kind == "metrics":
-        for col in ("name", "columns", "description", "plugin"):
-            table.add_column(col)
+        table = _table(kind, ("name", "columns", "description", "plugin"))
         for s in specs:
             table.add_row(s.name, ",".join(s.columns), s.description, provider[f"metrics:{s.name}"])
     else:
-        for col in ("name", "kind", "available", "description", "plugin"):
-            table.add_column(col)
+        table = _table(kind, ("name", "kind", "available", "description", "plugin"))
         for s in specs:
             reason = s.unavailable()
             table.add_row(s.name, "modifier" if s.modifier else "base", "yes" if not reason else f"no: {reason}",
@@ -217,13 +218,9 @@ def list_(kind: str, pattern: str | None) -> None:
 @main.command(context_settings=CONTEXT)
 def plugins() -> None:
     """Each loaded plugin, its distribution, and what it provides."""
-    from rich.table import Table
-
     from .registry import get_registry
 
-    table = Table(title="plugins")
-    for col in ("plugin", "distribution", "provides"):
-        table.add_column(col)
+    table = _table("plugins", ("plugin", "distribution", "provides"))
     for info in get_registry().plugins.values():
         table.add_row(info.name, info.distribution, ", ".join(info.provides) or "-")
     _console().print(table)

@@ -53,7 +53,7 @@ def validation_table(rows: Sequence[Mapping[str, Any]], base_rows: Sequence[Mapp
     import polars as pl
 
     frame = sorted_validation(rows)
-    columns: dict[str, list[str]] = {
+    columns: dict[str, list[str | None]] = {
         "model": frame["model"].to_list(),
         "img_size": [str(v) for v in frame["img_size"]],
         **{c: [f"{v:.3f}" for v in frame[c]] for c in ("top1", "top1_err", "top5", "top5_err")},
@@ -64,12 +64,12 @@ def validation_table(rows: Sequence[Mapping[str, Any]], base_rows: Sequence[Mapp
     if base_rows is not None:
         base = sorted_validation(base_rows)
         base_index = {(m, s): i for i, (m, s) in enumerate(zip(base["model"], base["img_size"]))}
-        diffs: dict[str, list[str]] = {c: [] for c in DIFF_COLUMNS}
+        diffs: dict[str, list[str | None]] = {c: [] for c in DIFF_COLUMNS}
         for rank, (model, size, top1, top5) in enumerate(frame.select("model", "img_size", "top1", "top5").iter_rows()):
             b = base_index.get((model, size))
             if b is None:
                 for c in DIFF_COLUMNS:
-                    diffs[c].append("")
+                    diffs[c].append(None)  # written as an empty field
                 continue
             diffs["top1_diff"].append(_signed(round(top1, 3) - round(base["top1"][b], 3)))
             diffs["top5_diff"].append(_signed(round(top5, 3) - round(base["top5"][b], 3)))

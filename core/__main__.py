@@ -1,0 +1,5 @@
+"""`python -m rbench` is the `rbench` command."""
+
+from .cli import main
+
+main()

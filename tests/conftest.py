@@ -1,0 +1,45 @@
+"""Shared fixtures: offline, a private cache folder, and small real-JPEG image folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["COLUMNS"] = "200"  # rich tables one row per line, so tests can read them
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rbench-cache")
+    os.environ["RBENCH_CACHE_DIR"] = str(path)
+    yield path
+
+
+def write_jpegs(folder: Path, count: int, seed: int, min_side: int = 48, max_side: int = 120) -> list[Path]:
+    """`count` textured JPEG files of random sizes in `folder`."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        h, w = rng.integers(min_side, max_side, size=2)
+        pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        path = folder / f"img_{i:03d}.JPEG"
+        Image.fromarray(pixels).save(path, quality=85)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """An ImageFolder of 8 classes x 4 real JPEGs; class folders named so that a lexical
+    sort and a natural sort differ ("10" after "9")."""
+    root = tmp_path / "images"
+    for c, name in enumerate(["1", "2", "3", "4", "5", "9", "10", "11"]):
+        write_jpegs(root / name, 4, seed=c)
+    return root

@@ -1,0 +1,130 @@
+"""The command line end to end: the embedded default run, listings, and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rbench.cli import main
+
+VALIDATION_HEADER = "model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation"
+INFER_HEADER = "model,infer_img_size,infer_samples_per_sec,infer_step_time,infer_batch_size,param_count,infer_gmacs,infer_macts"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_default_run_writes_the_three_csvs_with_spec_headers_sorted(tmp_path):
+    out = tmp_path / "results"
+    result = subprocess.run([sys.executable, "-m", "rbench", "run", "--out", str(out)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "random" in result.stdout  # the output says the weights are random
+
+    validation = (out / "results-synthetic.csv").read_text().splitlines()
+    assert validation[0] == VALIDATION_HEADER
+    rows = list(csv.DictReader(validation))
+    assert len(rows) == 3
+    keys = [(-float(r["top1"]), -float(r["top5"]), r["model"]) for r in rows]
+    assert keys == sorted(keys)
+
+    (bench,) = out.glob("benchmark-infer-*.csv")
+    torch_digits = torch.__version__.split("+")[0].replace(".", "")
+    assert re.fullmatch(rf"benchmark-infer-fp32-nchw-pt{torch_digits}-cpu-[a-z0-9_]+\.csv", bench.name)
+    lines = bench.read_text().splitlines()
+    assert lines[0] == INFER_HEADER
+    rates = [float(r["infer_samples_per_sec"]) for r in csv.DictReader(lines)]
+    assert len(rates) == 3 and rates == sorted(rates, reverse=True)
+
+    metadata = (out / "model_metadata-in1k.csv").read_text().splitlines()
+    assert metadata == ["model,pretrain", "test_byobnet.r160_in1k,in1k", "test_efficientnet.r160_in1k,in1k",
+                        "test_vit.r160_in1k,in1k"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "-m", "test_vitt"], "unknown model 'test_vitt'; did you mean 'test_vit'"),
+        (["run", "-m", "test_vit", "-d", "synthetc"], "unknown dataset 'synthetc'; did you mean 'synthetic'"),
+        (["run", "-m", "test_vit", "-b", "cpux"], "unknown backend 'cpux'; did you mean 'cpu'"),
+        (["run", "-m", "test_vit", "--bench", "valid"], "unknown benchmark 'valid'"),
+        (["run", "-m", "test_vit", "-b", "channels-last"], "starts with the modifier 'channels-last'"),
+        (["run", "-m", "test_vit", "-b", "cpu+cuda"], "two base backends"),
+        (["run", "-m", "nosuchmodel*"], "matches no timm model"),
+        (["run", "-m", "test_vit.no_such_tag"], "unknown pretrained tag 'test_vit.no_such_tag'"),
+        (["run", "-m", "test_vit", "-d", "imagefolder"], "needs a folder: pass --data-dir"),
+        (["run", "-m", "test_vit", "--data", "imagefolder"], "expected NAME=PATH"),
+        (["run", "-m", "test_vit", "--weights", "nothere.pt"], "not 'pretrained', 'random' or an existing checkpoint"),
+        (["run", "-m", "@missing-list.txt"], "model list missing-list.txt does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert expected in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_unavailable_backend_is_a_clear_error():
+    result = invoke("run", "-m", "test_vit", "-b", "cuda-amp+channels-last")
+    assert result.exit_code == 2
+    assert "backend 'cuda-amp' is not available here: torch sees no CUDA device" in result.output
+
+
+def test_missing_data_folder_is_reported_before_any_model_runs(tmp_path):
+    result = invoke("run", "-m", "test_vit", "--data-dir", str(tmp_path / "nope"), "--weights", "random")
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'nope'} does not exist" in result.output
+
+
+def test_pretrained_weights_offline_is_a_clear_error_naming_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    result = invoke("run", "-m", "test_vit", "--bench", "validate", "--out", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("rbench: error: pretrained weights for test_vit are not available here")
+
+
+def test_models_from_file_and_globs(tmp_path):
+    listing = tmp_path / "models.txt"
+    listing.write_text("# tiny ones\ntest_vit\ntest_byobnet.r160_in1k  # tagged\n")
+    out = tmp_path / "out"
+    result = invoke("run", "-m", f"@{listing}", "-m", "test_efficientnet*", "--bench", "metadata", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    models = [r["model"] for r in csv.DictReader((out / "model_metadata-in1k.csv").open())]
+    assert "test_vit.r160_in1k" in models and "test_byobnet.r160_in1k" in models
+    assert {"test_efficientnet.r160_in1k", "test_efficientnet_gn.r160_in1k"} <= set(models)
+
+
+def test_list_backends_marks_unavailable_ones():
+    result = invoke("list", "backends")
+    assert result.exit_code == 0
+    cpu_line = next(line for line in result.output.splitlines() if " cpu " in line)
+    assert "yes" in cpu_line
+    if not torch.cuda.is_available():
+        cuda_line = next(line for line in result.output.splitlines() if " cuda-amp " in line)
+        assert "no: torch sees no CUDA device" in cuda_line
+
+
+def test_list_models_pattern():
+    result = invoke("list", "models", "test_vit*")
+    assert result.exit_code == 0
+    assert sorted(result.output.split()) == ["test_vit.r160_in1k", "test_vit2.r160_in1k", "test_vit3.r160_in1k"]
+
+
+def test_help_reads_well():
+    result = invoke("run", "--help")
+    assert result.exit_code == 0
+    for option in ("--models", "--datasets", "--backends", "--bench", "--out", "--data-root", "--batch-size",
+                   "--workers", "--img-size", "--weights", "--trust-checkpoint"):
+        assert option in result.output

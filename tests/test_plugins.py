@@ -1,0 +1,133 @@
+"""Plugin discovery through entry points: built-ins, third-party plugins, and their failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rbench import DatasetSpec, Source, ViewSpec, hookimpl
+from rbench.errors import PluginError
+from rbench.registry import load_registry
+
+
+def make_distribution(site: Path, name: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str]) -> None:
+    """A minimal installed distribution in `site`: a dist-info folder and its modules."""
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    lines = []
+    for group, eps in entry_points.items():
+        lines.append(f"[{group}]")
+        lines.extend(f"{ep} = {target}" for ep, target in eps.items())
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for module, code in modules.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(code))
+
+
+DATASET_PLUGIN = """
+import rbench
+
+@rbench.hookimpl
+def rbench_datasets():
+    return [rbench.DatasetSpec(name={name!r}, description="from a test plugin", load=None)]
+"""
+
+
+def rbench_cli(*args: str, site: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    if site is not None:
+        full_env["PYTHONPATH"] = os.pathsep.join([str(site), full_env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "rbench", *args], capture_output=True, text=True, env=full_env)
+
+
+def test_builtins_are_registered_through_entry_points_namespaced_by_group():
+    registry = load_registry()
+    assert {"synthetic", "imagefolder"} <= set(registry.datasets)
+    assert "accuracy" in registry.metrics
+    assert {"cpu", "cuda", "cuda-amp", "cuda-amp-bf16", "channels-last"} <= set(registry.backends)
+    assert registry.plugins["rbench.datasets:synthetic"].distribution.startswith("rbench ")
+    assert "datasets:synthetic" in registry.plugins["rbench.datasets:synthetic"].provides
+    assert registry.plugins["rbench.backends:cuda"].provides == [
+        "backends:cuda", "backends:cuda-amp", "backends:cuda-amp-bf16"]
+
+
+def test_same_entry_point_name_in_two_groups_does_not_shadow(tmp_path):
+    metric = """
+    import rbench
+
+    @rbench.hookimpl
+    def rbench_metrics():
+        return [rbench.MetricSpec(name="synthetic", description="d", columns=("x",), compute=lambda *a: {"x": 0.0})]
+    """
+    make_distribution(tmp_path, "samename", {"rbench.metrics": {"synthetic": "samename_metric"}},
+                      {"samename_metric": metric})
+    result = rbench_cli("plugins", site=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "rbench.metrics:synthetic" in result.stdout
+    assert "rbench.datasets:synthetic" in result.stdout
+
+
+def test_plugin_that_raises_on_import_exits_2_with_one_line(tmp_path):
+    make_distribution(tmp_path, "brokenplug", {"rbench.datasets": {"broken": "brokenplug_mod"}},
+                      {"brokenplug_mod": "raise RuntimeError('boom at import')\n"})
+    result = rbench_cli("list", "datasets", site=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "rbench.datasets:broken" in lines[0] and "brokenplug 1.0" in lines[0] and "boom at import" in lines[0]
+
+
+def test_two_plugins_with_the_same_dataset_name_exit_2_naming_both(tmp_path):
+    make_distribution(tmp_path, "plugone", {"rbench.datasets": {"one": "plugone_mod"}},
+                      {"plugone_mod": DATASET_PLUGIN.format(name="twin")})
+    make_distribution(tmp_path, "plugtwo", {"rbench.datasets": {"two": "plugtwo_mod"}},
+                      {"plugtwo_mod": DATASET_PLUGIN.format(name="twin")})
+    result = rbench_cli("run", "--bench", "metadata", "-m", "test_vit", site=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "'twin'" in lines[0]
+    assert "rbench.datasets:one (from plugone 1.0)" in lines[0] and "rbench.datasets:two (from plugtwo 1.0)" in lines[0]
+
+
+def test_duplicate_of_a_builtin_name_is_refused(tmp_path):
+    make_distribution(tmp_path, "clash", {"rbench.datasets": {"clash": "clash_mod"}},
+                      {"clash_mod": DATASET_PLUGIN.format(name="synthetic")})
+    result = rbench_cli("list", "datasets", site=tmp_path)
+    assert result.returncode == 2
+    assert "rbench.datasets:synthetic" in result.stderr and "clash 1.0" in result.stderr
+
+
+def test_disable_autoload_loads_builtins_only(tmp_path):
+    make_distribution(tmp_path, "brokenplug", {"rbench.datasets": {"broken": "brokenplug_mod"}},
+                      {"brokenplug_mod": "raise RuntimeError('boom')\n"})
+    result = rbench_cli("list", "datasets", site=tmp_path, env={"RBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "synthetic" in result.stdout and "broken" not in result.stdout
+
+
+def test_a_spec_of_the_wrong_type_names_the_plugin():
+    class Wrong:
+        @hookimpl
+        def rbench_datasets(self):
+            return [ViewSpec(name="not-a-dataset")]
+
+    with pytest.raises(PluginError, match="test:wrong.*ViewSpec.*DatasetSpec"):
+        load_registry(extra=[("test:wrong", Wrong())])
+
+
+def test_extra_plugin_object_provides_a_dataset():
+    class Extra:
+        @hookimpl
+        def rbench_datasets(self):
+            return [DatasetSpec(name="extra", description="d",
+                                load=lambda req: Source(name="extra", root=Path("."), samples=[], views=[]))]
+
+    registry = load_registry(extra=[("test:extra", Extra())])
+    assert registry.datasets["extra"].description == "d"
+    assert registry.plugins["test:extra"].provides == ["datasets:extra"]

@@ -1,0 +1,68 @@
+"""The CSV formats of timm's results folder, checked against hand-written files."""
+
+from __future__ import annotations
+
+from rbench.report import benchmark_table, metadata_table, validation_table, write_csv
+
+
+def row(model, top1, top5, params=25.557032, img=224):
+    return {"model": model, "img_size": img, "top1": top1, "top1_err": 100 - top1, "top5": top5,
+            "top5_err": 100 - top5, "param_count": params, "crop_pct": 0.875, "interpolation": "bicubic"}
+
+
+def test_base_file_format_sort_and_quoting(tmp_path):
+    rows = [row("b.x", 80.0, 95.0), row("a.x", 80.0, 95.0), row("big.x", 81.12345, 90.0, params=1014.4512),
+            row("c.x", 80.0, 96.0)]
+    path = write_csv(validation_table(rows), tmp_path / "results-imagenet.csv")
+    assert path.read_text() == (
+        "model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation\n"
+        'big.x,224,81.123,18.877,90.000,10.000,"1,014.45",0.875,bicubic\n'
+        "c.x,224,80.000,20.000,96.000,4.000,25.56,0.875,bicubic\n"
+        "a.x,224,80.000,20.000,95.000,5.000,25.56,0.875,bicubic\n"
+        "b.x,224,80.000,20.000,95.000,5.000,25.56,0.875,bicubic\n"
+    )
+
+
+def test_test_file_diffs_against_base_ranks_on_sorted_frames(tmp_path):
+    base = [row("m1", 80.0, 95.0), row("m2", 79.0, 94.0), row("m3", 78.0, 93.0), row("m4", 77.0, 92.0, img=288)]
+    test = [row("m1", 60.0, 80.0), row("m3", 65.5, 85.25), row("m2", 61.0, 80.0), row("m4", 50.0, 70.0, img=288),
+            row("new", 70.0, 90.0)]
+    text = write_csv(validation_table(test, base), tmp_path / "results-sketch.csv").read_text()
+    # Test ranks: new 0, m3 1, m2 2, m1 3, m4 4. Base ranks: m1 0, m2 1, m3 2, m4 3.
+    assert text.splitlines() == [
+        "model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation,top1_diff,top5_diff,rank_diff",
+        "new,224,70.000,30.000,90.000,10.000,25.56,0.875,bicubic,,,",
+        "m3,224,65.500,34.500,85.250,14.750,25.56,0.875,bicubic,-12.500,-7.750,+1",
+        "m2,224,61.000,39.000,80.000,20.000,25.56,0.875,bicubic,-18.000,-14.000,-1",
+        "m1,224,60.000,40.000,80.000,20.000,25.56,0.875,bicubic,-20.000,-15.000,-3",
+        "m4,288,50.000,50.000,70.000,30.000,25.56,0.875,bicubic,-27.000,-22.000,-1",
+    ]
+
+
+def test_diff_of_equal_values_is_plus_zero_and_uses_written_decimals(tmp_path):
+    base = [row("m", 80.0004, 95.0)]
+    test = [row("m", 79.9996, 95.0)]  # both write as 80.000
+    text = write_csv(validation_table(test, base), tmp_path / "r.csv").read_text()
+    assert text.splitlines()[1].endswith(",+0.000,+0.000,0")
+
+
+def test_benchmark_table_rounds_and_sorts_by_rate(tmp_path):
+    rows = [
+        {"model": "slow", "infer_img_size": 224, "infer_samples_per_sec": 100.123456, "infer_step_time": 2556.98765,
+         "infer_batch_size": 256, "param_count": 25.557032, "infer_gmacs": 4.1095, "infer_macts": 11.1149},
+        {"model": "fast", "infer_img_size": 160, "infer_samples_per_sec": 9000.005, "infer_step_time": 28.4444,
+         "infer_batch_size": 256, "param_count": 1.5, "infer_gmacs": None, "infer_macts": None},
+    ]
+    text = write_csv(benchmark_table(rows), tmp_path / "b.csv").read_text()
+    assert text.splitlines() == [
+        "model,infer_img_size,infer_samples_per_sec,infer_step_time,infer_batch_size,param_count,infer_gmacs,infer_macts",
+        "fast,160,9000.0,28.444,256,1.5,,",
+        "slow,224,100.12,2556.988,256,25.56,4.11,11.11",
+    ]
+
+
+def test_metadata_table_one_row_per_model_sorted(tmp_path):
+    rows = [{"model": "z.in1k", "pretrain": "in1k"}, {"model": "a.in21k_ft_in1k", "pretrain": "in21k"},
+            {"model": "z.in1k", "pretrain": "in1k"}]
+    text = write_csv(metadata_table(rows), tmp_path / "m.csv").read_text()
+    assert text == "model,pretrain\na.in21k_ft_in1k,in21k\nz.in1k,in1k\n"
