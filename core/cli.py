@@ -71,7 +71,8 @@ def main() -> None:
               help="timm names, globs ('resnet*'), 'all', or @FILE; comma-separated or repeated. "
                    "Default: the embedded suite (tiny test models, random weights).")
 @click.option("-d", "--datasets", multiple=True, metavar="NAMES",
-              help="Data set sources to validate on (see `rbench list datasets`). Default: synthetic.")
+              help="Data set sources to validate on (see `rbench list datasets`). Default: those named by "
+                   "--data/--data-dir, else synthetic.")
 @click.option("-b", "--backends", multiple=True, metavar="STACKS",
               help="Backend stacks, e.g. cpu, cuda-amp+channels-last (see `rbench list backends`). "
                    "Validation runs on the first; benchmarks on each. Default: the best available.")
@@ -109,8 +110,8 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, bat
         options.data_paths.setdefault("imagefolder", data_dir)
     if datasets:
         options.datasets = _split(datasets)
-    elif "imagefolder" in options.data_paths:
-        options.datasets = ["imagefolder"]
+    elif options.data_paths:  # a folder given for a data set asks for that data set
+        options.datasets = list(options.data_paths)
     options.backends = _split(backends)
     if benches:
         options.benches = _split(benches)

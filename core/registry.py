@@ -114,10 +114,16 @@ def load_registry(extra: Iterable[tuple[str, ModuleType | object]] = ()) -> Regi
 def _register(pm: pluggy.PluginManager, registry: Registry, name: str, dist: str, plugin: object) -> None:
     if pm.is_registered(plugin):  # one module listed under several groups
         return
+    if name in registry.plugins:
+        other = registry.plugins[name].distribution
+        raise PluginError(
+            f"plugin name {name} is declared twice: by {other} and by {dist}; uninstall one of them"
+        )
     try:
         pm.register(plugin, name=name)
     except (ValueError, pluggy.PluginValidationError) as exc:
-        raise PluginError(f"plugin {name} (from {dist}) could not be registered: {exc}") from exc
+        summary = " ".join(str(exc).split("\n", 1)[0].split())  # pluggy adds a multi-line listing
+        raise PluginError(f"plugin {name} (from {dist}) could not be registered: {summary}") from exc
     registry.plugins[name] = PluginInfo(name=name, distribution=dist)
 
 

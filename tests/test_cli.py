@@ -128,3 +128,11 @@ def test_help_reads_well():
     for option in ("--models", "--datasets", "--backends", "--bench", "--out", "--data-root", "--batch-size",
                    "--workers", "--img-size", "--weights", "--trust-checkpoint"):
         assert option in result.output
+
+
+def test_data_option_alone_selects_that_data_set(image_folder, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("run", "-m", "test_vit", "--weights", "random", "--data", f"imagefolder={image_folder}",
+                    "--bench", "validate", "--out", str(out), "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("*.csv")) == ["results-imagefolder.csv"]

@@ -131,3 +131,29 @@ def test_extra_plugin_object_provides_a_dataset():
     registry = load_registry(extra=[("test:extra", Extra())])
     assert registry.datasets["extra"].description == "d"
     assert registry.plugins["test:extra"].provides == ["datasets:extra"]
+
+
+def test_two_distributions_with_one_entry_point_name_exit_2_naming_both(tmp_path):
+    make_distribution(tmp_path, "firstdist", {"rbench.datasets": {"same": "firstdist_mod"}},
+                      {"firstdist_mod": DATASET_PLUGIN.format(name="first")})
+    make_distribution(tmp_path, "seconddist", {"rbench.datasets": {"same": "seconddist_mod"}},
+                      {"seconddist_mod": DATASET_PLUGIN.format(name="second")})
+    result = rbench_cli("list", "datasets", site=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "rbench.datasets:same" in line and "firstdist 1.0" in line and "seconddist 1.0" in line
+
+
+def test_hook_with_wrong_arguments_is_one_line(tmp_path):
+    bad = """
+    import rbench
+
+    @rbench.hookimpl
+    def rbench_datasets(unexpected):
+        return []
+    """
+    make_distribution(tmp_path, "badhook", {"rbench.datasets": {"badhook": "badhook_mod"}}, {"badhook_mod": bad})
+    result = rbench_cli("list", "datasets", site=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "rbench.datasets:badhook (from badhook 1.0) could not be registered" in line
