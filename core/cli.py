@@ -56,6 +56,17 @@ def _data_paths(values: tuple[str, ...]) -> dict[str, Path]:
     return paths
 
 
+def _data_options(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    options: dict[str, dict[str, str]] = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        name, dot, option = key.partition(".")
+        if not (sep and dot and name and option):
+            raise RbenchError(f"--data-option {value!r}: expected NAME.KEY=VALUE, for example imagenet.labels=/data/LOC_val_solution.csv")
+        options.setdefault(name.strip(), {})[option.strip()] = setting
+    return options
+
+
 @click.group(cls=RbenchGroup, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="rbench")
 def main() -> None:
@@ -84,6 +95,9 @@ def main() -> None:
               help="Folder holding the data sets in their default folders [env: RBENCH_DATA_ROOT].")
 @click.option("--data", "data", multiple=True, metavar="NAME=PATH", help="Folder of one data set, overriding --data-root.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Folder of class subfolders for the 'imagefolder' data set.")
+@click.option("--data-option", "data_option", multiple=True, metavar="NAME.KEY=VALUE",
+              help="A setting for one data set's plugin, e.g. imagenet.labels=LOC_val_solution.csv.")
+@click.option("--store", type=click.Path(path_type=Path), help="Folder of per-cell result records. [default: OUT/store]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size for validation and benchmarks. [default: 256; 32 for the embedded suite]")
 @click.option("--workers", type=click.IntRange(min=0), help="Data loader worker processes. [default: CPU count, at most 8]")
 @click.option("--img-size", type=click.IntRange(min=16), help="Evaluate at this square size instead of the model's test size.")
@@ -95,8 +109,8 @@ def main() -> None:
 @click.option("--warmup-steps", type=click.IntRange(min=0), help="Benchmark warm-up steps. [default: 10]")
 @click.option("--bench-steps", type=click.IntRange(min=1), help="Benchmark: time at least this many steps. [default: 40]")
 @click.option("--bench-seconds", type=click.FloatRange(min=0), help="Benchmark: and at least this many seconds. [default: 5]")
-def run(models, datasets, backends, benches, out, data_root, data, data_dir, batch_size, workers, img_size,
-        weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds) -> None:
+def run(models, datasets, backends, benches, out, data_root, data, data_dir, data_option, store, batch_size, workers,
+        img_size, weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds) -> None:
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
 
@@ -104,8 +118,9 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, bat
     from .run import RunOptions, check_out_dir, default_suite, make_plan
 
     console = _console()
-    options = RunOptions(out=out, data_root=data_root, data_paths=_data_paths(data),
-                         trust_checkpoint=trust_checkpoint, allow_partial=allow_partial)
+    options = RunOptions(out=out, store=store, data_root=data_root, data_paths=_data_paths(data),
+                         data_options=_data_options(data_option), trust_checkpoint=trust_checkpoint,
+                         allow_partial=allow_partial)
     if data_dir is not None:
         options.data_paths.setdefault("imagefolder", data_dir)
     if datasets:
@@ -155,8 +170,12 @@ def _run_and_report(plan, console, embedded: bool) -> None:
         console.print(f"  {source.name}: {len(source.samples):,} images at {source.root}" + (f" ({source.note})" if source.note else ""))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        results, written = run_plan(plan, options.out, progress)
+        results, written, unreadable = run_plan(plan, progress)
     _print_results(console, results, written)
+    if unreadable:
+        console.print(f"[yellow]{len(unreadable)} unreadable image(s) were left out of the metrics:[/]")
+        for path in unreadable:
+            console.print(f"  {path}")
 
 
 def _print_results(console, results, written) -> None:
@@ -179,6 +198,49 @@ def _print_results(console, results, written) -> None:
         console.print(table)
     if written:
         console.print("[bold]wrote[/] " + ", ".join(str(p) for p in written))
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--store", type=click.Path(path_type=Path), help="Store of result records. [default: OUT/store]")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Folder for the rebuilt CSVs.")
+@click.option("--import", "imports", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
+              help="A results-<view>.csv in timm's published format, or a folder of them, merged as extra rows.")
+def report(store, out, imports) -> None:
+    """Rebuild every CSV from a store, optionally ranked among imported published results."""
+    from .report import read_published
+    from .run import Results, check_out_dir, write_reports
+    from .store import Store
+
+    check_out_dir(out)
+    store_dir = store or out / "store"
+    if store is not None and not store.is_dir():
+        raise RbenchError(f"store {store} does not exist; pass the --store folder of an earlier `rbench run`")
+    results = Results.from_store(Store(store_dir))
+    bases = _known_view_bases()
+    files = []
+    for path in imports:
+        if path.is_dir():
+            files.extend(sorted(path.glob("results-*.csv")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise RbenchError(f"--import {path} does not exist; pass a results CSV or a folder of them")
+    for path in files:
+        view, rows = read_published(path)
+        for row in rows:
+            results.add({"table": "validation", "view": view, "base": bases.get(view), "row": row})
+    if not (results.validation or results.benchmarks or results.metadata):
+        raise RbenchError(f"nothing to report: no records in {store_dir} and no --import files")
+    written = write_reports(results, out)
+    _console().print("[bold]wrote[/] " + ", ".join(str(p) for p in written))
+
+
+def _known_view_bases() -> dict[str, str | None]:
+    """Each view that a loaded dataset plugin can produce, and its base view."""
+    from .registry import get_registry
+
+    return {view: base for spec in get_registry().datasets.values() for view, base in spec.view_bases().items()}
 
 
 @main.command("list", context_settings=CONTEXT)

@@ -25,28 +25,39 @@ def eval_transform(data_config: dict[str, Any]):
 
 
 class ImageDataset:
-    """Images from `(path, label)` samples, decoded with PIL and transformed; yields `(image, index)`."""
+    """Images from `(path, label)` samples, decoded with PIL and transformed.
 
-    def __init__(self, samples: Sequence[tuple[str, int]], transform):
+    Yields `(image, index, ok)`. An unreadable or truncated file gives a zero image and
+    `ok=False` instead of killing the pass; the caller leaves it out of the metrics.
+    """
+
+    def __init__(self, samples: Sequence[tuple[str, int]], transform, input_size: Sequence[int]):
         self.samples = samples
         self.transform = transform
+        self.input_size = tuple(input_size)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
+        import torch
         from PIL import Image
 
-        with Image.open(self.samples[index][0]) as img:
-            return self.transform(img.convert("RGB")), index
+        try:
+            with Image.open(self.samples[index][0]) as img:
+                return self.transform(img.convert("RGB")), index, True
+        except (OSError, SyntaxError, ValueError):  # PIL's errors for unreadable, truncated or bad files
+            return torch.zeros(self.input_size), index, False
 
 
-def make_loader(samples: Sequence[tuple[str, int]], transform, *, batch_size: int, workers: int, pin_memory: bool):
-    """A DataLoader over `samples` in their order (never shuffled: views index into it)."""
+def make_loader(samples: Sequence[tuple[str, int]], data_config: dict[str, Any], *, batch_size: int, workers: int,
+                pin_memory: bool):
+    """A DataLoader of eval-transformed images over `samples` in their order (never shuffled:
+    views index into it)."""
     import torch
 
     return torch.utils.data.DataLoader(
-        ImageDataset(samples, transform),
+        ImageDataset(samples, eval_transform(data_config), data_config["input_size"]),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,

@@ -61,6 +61,12 @@ def validation_table(rows: Sequence[Mapping[str, Any]], base_rows: Sequence[Mapp
         "crop_pct": [f"{v:.3f}" for v in frame["crop_pct"]],
         "interpolation": frame["interpolation"].to_list(),
     }
+    if any(row.get("partial") for row in rows):
+        # A partial data set's rows say how many images they counted (after the spec's columns).
+        counts = {(r["model"], r["img_size"]): r.get("count") for r in rows}
+        columns_after = [counts.get((m, s)) for m, s in zip(frame["model"], frame["img_size"])]
+    else:
+        columns_after = None
     if base_rows is not None:
         base = sorted_validation(base_rows)
         base_index = {(m, s): i for i, (m, s) in enumerate(zip(base["model"], base["img_size"]))}
@@ -76,7 +82,41 @@ def validation_table(rows: Sequence[Mapping[str, Any]], base_rows: Sequence[Mapp
             rank_diff = b - rank
             diffs["rank_diff"].append(f"{rank_diff:+d}" if rank_diff else "0")
         columns.update(diffs)
+    if columns_after is not None:
+        columns["images"] = [None if c is None else str(c) for c in columns_after]
     return pl.DataFrame(columns, schema={c: pl.String for c in columns})
+
+
+def read_published(path: Path) -> tuple[str, list[dict[str, Any]]]:
+    """The view name and rows of a `results-<view>.csv` in timm's published format.
+
+    Columns are found by name (timm's own files put img_size in different places); values are
+    parsed back to numbers, so re-writing the rows reproduces the file.
+    """
+    import csv
+
+    from .errors import DataError
+
+    name = path.name
+    if not (name.startswith("results-") and name.endswith(".csv")):
+        raise DataError(f"{path} is not a results-<view>.csv file; --import takes timm's published result files")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in VALIDATION_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path} lacks the column(s) {', '.join(missing)}; is it a timm results file?")
+        rows = []
+        for line, raw in enumerate(reader, start=2):
+            try:
+                rows.append({
+                    "model": raw["model"], "img_size": int(raw["img_size"]),
+                    **{c: float(raw[c]) for c in ("top1", "top1_err", "top5", "top5_err", "crop_pct")},
+                    "param_count": float(raw["param_count"].replace(",", "")),
+                    "interpolation": raw["interpolation"],
+                })
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"{path} line {line}: {exc}; fix or remove that line") from exc
+    return name[len("results-"):-len(".csv")], rows
 
 
 def benchmark_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = INFER_COLUMNS):

@@ -1,26 +1,29 @@
-"""One `rbench run`: plan (every name resolved, every data folder checked), then the models,
+"""One `rbench run`: plan (every name resolved, every data folder checked), then the cells,
 then the CSV reports.
 
-Reports are rewritten after each model, so a run stopped halfway still leaves valid files of
-what it finished.
+Each finished cell is written to the store at once, and the reports are rewritten from the
+results so far, so a run stopped halfway still leaves valid files of what it finished.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .backends import BackendStack, best_stack, resolve_stack
 from .benchmark import BenchSettings, infer_benchmark
-from .errors import DataError, RbenchError
+from .errors import DataError, RbenchError, unknown_name
 from .metadata import metadata_row
 from .models import WEIGHTS_CHOICES, create_model, param_count, pretrained_tag, resolve_models
 from .paths import cache_dir
 from .registry import Registry
 from .specs import DataRequest, MetricSpec, Source
+from .store import Store
 
 BENCHES = ("validate", "infer", "metadata")
 
@@ -34,8 +37,10 @@ class RunOptions:
     backends: list[str] = field(default_factory=list)  # empty: the best available
     benches: list[str] = field(default_factory=lambda: list(BENCHES))
     out: Path = Path("results")
+    store: Path | None = None  # None: <out>/store
     data_root: Path | None = None
     data_paths: dict[str, Path] = field(default_factory=dict)
+    data_options: dict[str, dict[str, str]] = field(default_factory=dict)
     batch_size: int = 256
     workers: int = min(8, os.cpu_count() or 1)
     img_size: int | None = None
@@ -43,6 +48,10 @@ class RunOptions:
     trust_checkpoint: bool = False
     allow_partial: bool = False
     bench: BenchSettings = field(default_factory=BenchSettings)
+
+    @property
+    def store_dir(self) -> Path:
+        return self.store or self.out / "store"
 
 
 DEFAULT_SUITE_MODELS = ["test_vit.r160_in1k", "test_efficientnet.r160_in1k", "test_byobnet.r160_in1k"]
@@ -70,6 +79,39 @@ class Plan:
     metrics: list[MetricSpec]
 
 
+def requested_views(names: list[str], registry: Registry) -> dict[str, frozenset[str] | None]:
+    """`-d` names (sources or view names) -> `{source: views asked for by name, or None for all}`."""
+    owner = {view: spec.name for spec in registry.datasets.values() for view in spec.view_bases()}
+    wanted: dict[str, frozenset[str] | None] = {}
+    for name in names:
+        if name in registry.datasets:
+            wanted[name] = None
+        elif name in owner:
+            source = owner[name]
+            if source not in wanted or wanted[source] is not None:
+                wanted[source] = (wanted.get(source) or frozenset()) | {name}
+        else:
+            raise unknown_name("dataset", name, [*registry.datasets, *owner], "rbench list datasets")
+    return wanted
+
+
+def load_source(spec, views: frozenset[str] | None, options: RunOptions) -> Source:
+    """List one source's samples (the plugin checks its folder), keeping the views asked for."""
+    path = options.data_paths.get(spec.name)
+    if path is None and spec.default_folder and options.data_root is not None:
+        path = options.data_root / spec.default_folder
+    request = DataRequest(path=path, cache_dir=cache_dir(), views=views, allow_partial=options.allow_partial,
+                          options=options.data_options.get(spec.name, {}))
+    source = spec.load(request)
+    if views is not None:
+        missing = views - {v.name for v in source.views}
+        if missing:
+            raise DataError(f"data set {spec.name} at {source.root} cannot give the view {sorted(missing)[0]!r}"
+                            + (f" ({source.note})" if source.note else ""))
+        source = replace(source, views=[v for v in source.views if v.name in views])
+    return source
+
+
 def make_plan(options: RunOptions, registry: Registry) -> Plan:
     """Resolve every name and check every data folder, before any model runs."""
     unknown = [b for b in options.benches if b not in BENCHES]
@@ -78,23 +120,17 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
     weights = options.weights
     if weights not in WEIGHTS_CHOICES and not Path(weights).is_file():
         raise RbenchError(f"--weights {weights!r}: not 'pretrained', 'random' or an existing checkpoint file")
-    dataset_specs = [registry.get("datasets", name) for name in options.datasets] if "validate" in options.benches else []
-    for name in options.data_paths:
+    wanted = requested_views(options.datasets, registry) if "validate" in options.benches else {}
+    for name in [*options.data_paths, *options.data_options]:
         registry.get("datasets", name)  # a typo in --data NAME=PATH is an error too
     stacks = [resolve_stack(name, registry) for name in options.backends] or [best_stack(registry)]
     models = resolve_models(options.models)
     if not models:
         raise RbenchError("no models to run; pass --models NAMES (see `rbench list models`)")
     metrics = list(registry.metrics.values())
-    if dataset_specs and "accuracy" not in registry.metrics:
+    if wanted and "accuracy" not in registry.metrics:
         raise RbenchError("the 'accuracy' metric plugin is not loaded; reinstall rbench")
-    sources = []
-    for spec in dataset_specs:
-        path = options.data_paths.get(spec.name)
-        if path is None and spec.default_folder and options.data_root is not None:
-            path = options.data_root / spec.default_folder
-        request = DataRequest(path=path, cache_dir=cache_dir(), allow_partial=options.allow_partial)
-        sources.append(spec.load(request))
+    sources = [load_source(registry.datasets[name], views, options) for name, views in wanted.items()]
     return Plan(options=options, models=models, sources=sources, stacks=stacks, metrics=metrics)
 
 
@@ -107,17 +143,58 @@ class Results:
     benchmarks: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     metadata: list[dict[str, Any]] = field(default_factory=list)
 
+    def add(self, entry: dict[str, Any]) -> None:
+        """Add one store entry: `{"table": "validation"|"benchmark"|"metadata", "row": ..., ...}`."""
+        table, row = entry["table"], entry["row"]
+        if table == "validation":
+            self.validation[entry["view"]].append(row)
+            self.bases[entry["view"]] = entry.get("base")
+        elif table == "benchmark":
+            self.benchmarks[entry["file"]].append(row)
+        elif table == "metadata":
+            self.metadata.append(row)
+        else:
+            raise ValueError(f"unknown table {table!r} in a store entry")
 
-def validate_model(name: str, plan: Plan, progress=None) -> list[tuple[str, dict[str, Any]]]:
-    """Score one model on every source of the plan: `[(view name, row), ...]`."""
-    from .data import eval_data_config, eval_transform, make_loader
+    @classmethod
+    def from_store(cls, store: Store) -> Results:
+        results = cls()
+        for record in store.records():
+            for entry in record["entries"]:
+                results.add(entry)
+        return results
+
+
+def source_identity(source: Source) -> str:
+    """A hash of a source's file list, sizes and labels: it changes when the data set changes."""
+    digest = hashlib.sha256(str(source.root).encode())
+    for path, label in source.samples:
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = -1
+        digest.update(f"{path}\0{size}\0{label}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def provenance() -> dict[str, Any]:
+    """Versions that go with every record."""
+    import timm
+    import torch
+
+    return {"rbench": __version__, "torch": torch.__version__, "timm": timm.__version__}
+
+
+def validate_model(name: str, plan: Plan, store: Store, progress=None) -> list[dict[str, Any]]:
+    """Score one model on every source of the plan; one store record per source. Returns the
+    records (each with its entries and the paths of unreadable images)."""
+    from .data import eval_data_config, make_loader
     from .validate import predict, score_views
 
     options = plan.options
     stack = plan.stacks[0]
     model = create_model(name, options.weights, trust_checkpoint=options.trust_checkpoint)
     config = eval_data_config(model, options.img_size)
-    transform = eval_transform(config)
     common = {
         "model": pretrained_tag(model),
         "img_size": config["input_size"][-1],
@@ -126,34 +203,43 @@ def validate_model(name: str, plan: Plan, progress=None) -> list[tuple[str, dict
         "interpolation": config["interpolation"],
     }
     model = stack.prepare_model(model)
-    rows = []
+    records = []
     for source in plan.sources:
-        loader = make_loader(source.samples, transform, batch_size=options.batch_size,
+        loader = make_loader(source.samples, config, batch_size=options.batch_size,
                              workers=options.workers, pin_memory=stack.device == "cuda")
         task = progress.add_task(f"validate {name} on {source.name}", total=len(source.samples)) if progress else None
-        logits = predict(model, loader, stack, lambda n: progress and progress.advance(task, n))
+        logits, unreadable = predict(model, loader, stack, lambda n: progress and progress.advance(task, n))
         if progress:
             progress.remove_task(task)
-        for view, scores in score_views(logits, source, plan.metrics).items():
-            rows.append((view, {**common, **scores}))
-    return rows
+        scores = score_views(logits, source, plan.metrics, unreadable)
+        entries = [
+            {"table": "validation", "view": view.name, "base": view.base,
+             "row": {**common, **scores[view.name], "partial": source.partial}}
+            for view in source.views
+        ]
+        cell = {"kind": "validate", "model": name, "weights": options.weights, "source": source.name,
+                "data": source_identity(source), "views": [v.name for v in source.views], "backend": stack.name,
+                "img_size": options.img_size, **provenance()}
+        records.append(store.put(cell, entries, unreadable=[source.samples[i][0] for i in unreadable]))
+    return records
 
 
-def run_plan(plan: Plan, out: Path, progress=None) -> tuple[Results, list[Path]]:
-    """Run every model of the plan; reports are rewritten in `out` after each model."""
+def run_plan(plan: Plan, progress=None) -> tuple[Results, list[Path], list[str]]:
+    """Run every model of the plan; returns the results, the files written and the paths of
+    unreadable images. Reports are rewritten in `out` after each model."""
     options = plan.options
+    store = Store(options.store_dir)
     results = Results()
-    for source in plan.sources:
-        for view in source.views:
-            results.bases[view.name] = view.base
+    unreadable: list[str] = []
     overall = progress.add_task("models", total=len(plan.models)) if progress else None
     written: list[Path] = []
     for name in plan.models:
+        records = []
         if "metadata" in options.benches:
-            results.metadata.append(metadata_row(name))
+            records.append(store.put({"kind": "metadata", "model": name, "rbench": __version__},
+                                     [{"table": "metadata", "row": metadata_row(name)}]))
         if "validate" in options.benches and plan.sources:
-            for view, row in validate_model(name, plan, progress):
-                results.validation[view].append(row)
+            records.extend(validate_model(name, plan, store, progress))
         if "infer" in options.benches:
             for stack in plan.stacks:
                 steps = options.bench.warmup_steps + options.bench.steps
@@ -162,11 +248,19 @@ def run_plan(plan: Plan, out: Path, progress=None) -> tuple[Results, list[Path]]
                                       on_step=lambda: progress and progress.advance(task))
                 if progress:
                     progress.remove_task(task)
-                results.benchmarks[f"benchmark-infer-{stack.file_tag()}.csv"].append({**row, "backend": stack.name})
-        written = write_reports(results, out)
+                cell = {"kind": "infer", "model": name, "backend": stack.name, "img_size": options.img_size,
+                        "bench": vars(options.bench), **provenance()}
+                entry = {"table": "benchmark", "file": f"benchmark-infer-{stack.file_tag()}.csv",
+                         "row": {**row, "backend": stack.name}}
+                records.append(store.put(cell, [entry]))
+        for record in records:
+            for entry in record["entries"]:
+                results.add(entry)
+            unreadable.extend(record.get("unreadable", []))
+        written = write_reports(results, options.out)
         if progress:
             progress.advance(overall)
-    return results, written
+    return results, written, unreadable
 
 
 def write_reports(results: Results, out: Path) -> list[Path]:

@@ -39,24 +39,33 @@ class Source:
     """Images on disk, as a dataset plugin's `load` returns them.
 
     `samples` are `(path, class index)` pairs in a fixed order; `views` are what gets scored
-    from one forward pass over them; `note` is shown to the user (for example "partial").
+    from one forward pass over them. `partial` marks an incomplete data set run with
+    `--allow-partial` (its result rows then say how many images they counted); `note` is shown
+    to the user.
     """
 
     name: str
     root: Path
     samples: Sequence[tuple[str, int]]
     views: Sequence[ViewSpec]
+    partial: bool = False
     note: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataRequest:
-    """What the user asked for a source: its folder (if any) and the run's options."""
+    """What the user asked for a source.
+
+    `path`: its folder, if any. `views`: the view names asked for by name (`-d imagenet-real`),
+    or None when the source itself was named (all its views). `allow_partial`: run on an
+    incomplete data set. `options`: this source's `--data-option NAME.KEY=VALUE` settings.
+    """
 
     path: Path | None
     cache_dir: Path
+    views: frozenset[str] | None = None
     allow_partial: bool = False
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,13 +75,20 @@ class DatasetSpec:
     `load(request)` lists the samples and returns a `Source`; it raises `DataError` for a
     missing or malformed folder, before any model runs. `default_folder` is where the source
     lives under `--data-root` when no `--data NAME=PATH` is given (None: needs no folder, or
-    needs one given explicitly).
+    needs one given explicitly). `views` maps each view name the source can produce to its
+    base view (None for a base); empty means one view named like the source. A view name can
+    be asked for with `-d` as well as the source's name.
     """
 
     name: str
     description: str
     load: Callable[[DataRequest], Source]
     default_folder: str | None = None
+    views: Mapping[str, str | None] = field(default_factory=dict)
+
+    def view_bases(self) -> Mapping[str, str | None]:
+        """`views`, or `{name: None}` for a source with a single view of its own name."""
+        return self.views or {self.name: None}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from .backends import BackendStack
@@ -10,35 +10,43 @@ from .specs import MetricSpec, Source, ViewSpec
 
 
 def predict(model, loader, stack: BackendStack, on_batch: Callable[[int], None] = lambda n: None):
-    """Float32 logits `[N, C]` on the CPU for every sample of `loader`, in order.
+    """Float32 logits `[N, C]` on the CPU for every sample of `loader`, in order, and the
+    indices of the samples that could not be read.
 
     Runs under `inference_mode` and the stack's autocast; the model must already be prepared.
     """
     import torch
 
-    outputs = []
+    outputs, unreadable = [], []
     with torch.inference_mode(), stack.autocast():
-        for images, _ in loader:
+        for images, indices, ok in loader:
             logits = model(stack.prepare_input(images))
             outputs.append(logits.float().cpu())
+            unreadable.extend(indices[~ok].tolist())
             on_batch(len(images))
-    return torch.cat(outputs)
+    return torch.cat(outputs), unreadable
 
 
-def view_inputs(source: Source, view: ViewSpec) -> tuple[list[int], list[Any]]:
-    """The sample indices a view scores and their labels (the view's own, or the source's)."""
+def view_inputs(source: Source, view: ViewSpec, unreadable: Collection[int] = ()) -> tuple[list[int], list[Any]]:
+    """The sample indices a view scores and their labels (the view's own, or the source's),
+    leaving out unreadable samples."""
     indices = list(view.samples) if view.samples is not None else list(range(len(source.samples)))
     labels = list(view.labels) if view.labels is not None else [source.samples[i][1] for i in indices]
+    if unreadable:
+        skip = set(unreadable)
+        kept = [(i, label) for i, label in zip(indices, labels) if i not in skip]
+        indices, labels = [i for i, _ in kept], [label for _, label in kept]
     return indices, labels
 
 
-def score_views(logits, source: Source, metrics: Sequence[MetricSpec]) -> dict[str, dict[str, Any]]:
+def score_views(logits, source: Source, metrics: Sequence[MetricSpec],
+                unreadable: Collection[int] = ()) -> dict[str, dict[str, Any]]:
     """`{view name: {column: value, ..., "count": n}}` from the logits of one pass over `source`."""
     import torch
 
     scores: dict[str, dict[str, Any]] = {}
     for view in source.views:
-        indices, labels = view_inputs(source, view)
+        indices, labels = view_inputs(source, view, unreadable)
         view_logits = logits[torch.as_tensor(indices, dtype=torch.long)]
         row: dict[str, Any] = {"count": len(indices)}
         for metric in metrics:
