@@ -66,3 +66,100 @@ def test_metadata_table_one_row_per_model_sorted(tmp_path):
             {"model": "z.in1k", "pretrain": "in1k"}]
     text = write_csv(metadata_table(rows), tmp_path / "m.csv").read_text()
     assert text == "model,pretrain\na.in21k_ft_in1k,in21k\nz.in1k,in1k\n"
+
+
+def test_diffs_with_ties_missing_models_and_two_image_sizes(tmp_path):
+    base = [row("tie-b", 80.0, 95.0), row("tie-a", 80.0, 95.0), row("m", 79.0, 94.5), row("m", 81.0, 95.5, img=288),
+            row("only-base", 70.0, 90.0)]
+    test = [row("tie-a", 50.0, 75.0), row("tie-b", 50.0, 75.0), row("m", 52.0, 76.0), row("m", 49.0, 74.0, img=288),
+            row("only-test", 60.0, 80.0)]
+    # Base sorted: m@288 (0), tie-a (1), tie-b (2), m@224 (3), only-base (4).
+    # Test sorted: only-test (0), m@224 (1), tie-a (2), tie-b (3), m@288 (4).
+    text = write_csv(validation_table(test, base), tmp_path / "r.csv").read_text()
+    assert [line.split(",", 1)[0] + "@" + line.split(",")[1] + "," + ",".join(line.split(",")[-3:])
+            for line in text.splitlines()[1:]] == [
+        "only-test@224,,,",
+        "m@224,-27.000,-18.500,+2",
+        "tie-a@224,-30.000,-20.000,-1",
+        "tie-b@224,-30.000,-20.000,-1",
+        "m@288,-32.000,-21.500,-4",
+    ]
+
+
+PUBLISHED_BASE = (
+    "model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation\n"
+    'giant.x,560,89.792,10.208,98.992,1.008,"1,014.45",1.000,bicubic\n'
+    "b.y,224,80.114,19.886,95.010,4.990,25.56,0.950,bicubic\n"
+    "a.y,224,79.500,20.500,94.600,5.400,25.56,0.875,bilinear\n"
+    "c.y,224,79.500,20.500,94.600,5.400,11.69,0.875,bilinear\n"
+)
+# timm's own files sometimes put img_size after param_count: columns are read by name.
+PUBLISHED_TEST = (
+    "model,top1,top1_err,top5,top5_err,param_count,img_size,crop_pct,interpolation,top1_diff,top5_diff,rank_diff\n"
+    "b.y,70.000,30.000,90.000,10.000,25.56,224,0.950,bicubic,-10.114,-5.010,+1\n"
+    'giant.x,69.000,31.000,91.000,9.000,"1,014.45",560,1.000,bicubic,-20.792,-7.992,-1\n'
+)
+
+
+def test_report_rewrites_an_imported_base_file_byte_for_byte(tmp_path):
+    from click.testing import CliRunner
+
+    from rbench.cli import main
+
+    published = tmp_path / "published"
+    published.mkdir()
+    (published / "results-imagenet.csv").write_text(PUBLISHED_BASE)
+    (published / "results-sketch.csv").write_text(PUBLISHED_TEST)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["report", "--out", str(out), "--import", str(published)])
+    assert result.exit_code == 0, result.output
+    assert (out / "results-imagenet.csv").read_text() == PUBLISHED_BASE
+    assert (out / "results-sketch.csv").read_text().splitlines() == [
+        "model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation,top1_diff,top5_diff,rank_diff",
+        "b.y,224,70.000,30.000,90.000,10.000,25.56,0.950,bicubic,-10.114,-5.010,+1",
+        'giant.x,560,69.000,31.000,91.000,9.000,"1,014.45",1.000,bicubic,-20.792,-7.992,-1',
+    ]
+
+
+def test_report_rebuilds_from_the_store_and_ranks_among_imported_rows(tmp_path):
+    from click.testing import CliRunner
+
+    from rbench.cli import main
+
+    out = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", "--bench", "validate,metadata", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    first = {p.name: p.read_text() for p in out.glob("*.csv")}
+    for p in out.glob("*.csv"):
+        p.unlink()
+    rebuilt = tmp_path / "rebuilt"
+    result = runner.invoke(main, ["report", "--store", str(out / "store"), "--out", str(rebuilt)])
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_text() for p in rebuilt.glob("*.csv")} == first
+
+    published = tmp_path / "results-synthetic.csv"
+    published.write_text(PUBLISHED_BASE)
+    merged = tmp_path / "merged"
+    result = runner.invoke(main, ["report", "--store", str(out / "store"), "--out", str(merged), "--import", str(published)])
+    assert result.exit_code == 0, result.output
+    models = [line.split(",")[0] for line in (merged / "results-synthetic.csv").read_text().splitlines()[1:]]
+    assert models[:4] == ["giant.x", "b.y", "a.y", "c.y"] and len(models) == 7
+
+
+def test_report_errors_are_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from rbench.cli import main
+
+    bad = tmp_path / "results-x.csv"
+    bad.write_text("model,top1\nm,1.0\n")
+    for args, message in [
+        (["--store", str(tmp_path / "nostore")], "store"),
+        (["--import", str(bad)], "lacks the column(s) img_size"),
+        (["--import", str(tmp_path / "missing.csv")], "does not exist"),
+    ]:
+        result = CliRunner().invoke(main, ["report", "--out", str(tmp_path / "o"), *args])
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert message in line
