@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import BackendStack, best_stack, resolve_stack
-from .benchmark import BenchSettings, infer_benchmark
+from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
 from .errors import DataError, RbenchError
 from .metadata import metadata_row
 from .models import WEIGHTS_CHOICES, create_model, param_count, pretrained_tag, resolve_models
@@ -22,7 +22,9 @@ from .paths import cache_dir
 from .registry import Registry
 from .specs import DataRequest, MetricSpec, Source
 
-BENCHES = ("validate", "infer", "metadata")
+BENCHES = ("validate", *BENCH_KINDS, "metadata")
+DEFAULT_BENCHES = ("validate", "infer", "metadata")
+DETAILED = "detailed"  # the folder of the detailed benchmark files, in --out
 
 
 @dataclass(kw_only=True)
@@ -32,7 +34,7 @@ class RunOptions:
     models: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=lambda: ["synthetic"])
     backends: list[str] = field(default_factory=list)  # empty: the best available
-    benches: list[str] = field(default_factory=lambda: list(BENCHES))
+    benches: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHES))
     out: Path = Path("results")
     data_root: Path | None = None
     data_paths: dict[str, Path] = field(default_factory=dict)
@@ -104,7 +106,8 @@ class Results:
 
     validation: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     bases: dict[str, str | None] = field(default_factory=dict)
-    benchmarks: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    # (benchmark kind, backend stack's file tag) -> rows, ok or failed
+    benchmarks: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     metadata: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -154,15 +157,15 @@ def run_plan(plan: Plan, out: Path, progress=None) -> tuple[Results, list[Path]]
         if "validate" in options.benches and plan.sources:
             for view, row in validate_model(name, plan, progress):
                 results.validation[view].append(row)
-        if "infer" in options.benches:
+        for kind in (k for k in BENCH_KINDS if k in options.benches):
             for stack in plan.stacks:
-                steps = options.bench.warmup_steps + options.bench.steps
-                task = progress.add_task(f"infer {name} on {stack.name}", total=steps) if progress else None
-                row = infer_benchmark(name, stack, options.bench, options.img_size,
-                                      on_step=lambda: progress and progress.advance(task))
+                steps = max(1, options.bench.warmup_steps) + options.bench.steps
+                task = progress.add_task(f"{kind} {name} on {stack.name}", total=steps) if progress else None
+                row = run_benchmark(kind, name, stack, options.bench, options.img_size,
+                                    on_step=lambda: progress and progress.advance(task))
                 if progress:
                     progress.remove_task(task)
-                results.benchmarks[f"benchmark-infer-{stack.file_tag()}.csv"].append({**row, "backend": stack.name})
+                results.benchmarks[(kind, stack.file_tag())].append(row)
         written = write_reports(results, out)
         if progress:
             progress.advance(overall)
@@ -171,15 +174,18 @@ def run_plan(plan: Plan, out: Path, progress=None) -> tuple[Results, list[Path]]
 
 def write_reports(results: Results, out: Path) -> list[Path]:
     """Every CSV that the results so far make, rewritten atomically."""
-    from .report import benchmark_table, metadata_table, validation_table, write_csv
+    from .report import BENCH_COLUMNS, benchmark_table, metadata_table, validation_table, write_csv
 
     written = []
     for view, rows in results.validation.items():
         base = results.bases.get(view)
         base_rows = results.validation.get(base, []) if base else None
         written.append(write_csv(validation_table(rows, base_rows), out / f"results-{view}.csv"))
-    for file_name, rows in results.benchmarks.items():
-        written.append(write_csv(benchmark_table(rows), out / file_name))
+    for (kind, tag), rows in results.benchmarks.items():
+        columns = BENCH_COLUMNS[kind]
+        written.append(write_csv(benchmark_table(rows, columns), out / f"benchmark-{kind}-{tag}.csv"))
+        # Same name in a subfolder: readers that glob `benchmark-infer-*.csv` see timm's files only.
+        written.append(write_csv(benchmark_table(rows, columns, detailed=True), out / DETAILED / f"benchmark-{kind}-{tag}.csv"))
     if results.metadata:
         written.append(write_csv(metadata_table(results.metadata), out / "model_metadata-in1k.csv"))
     return written
