@@ -93,7 +93,7 @@ def main() -> None:
                    "or a .safetensors / torch checkpoint. [default: pretrained; random for the embedded suite]")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs full unpickling (can run code).")
 @click.option("--allow-partial", is_flag=True, help="Run on data sets with missing classes or images.")
-@click.option("--warmup-steps", type=click.IntRange(min=0), help="Benchmark warm-up steps. [default: 10]")
+@click.option("--warmup-steps", type=click.IntRange(min=0), help="Benchmark warm-up steps, the first call included. [default: 10]")
 @click.option("--bench-steps", type=click.IntRange(min=1), help="Benchmark: time at least this many steps. [default: 40]")
 @click.option("--bench-seconds", type=click.FloatRange(min=0), help="Benchmark: and at least this many seconds. [default: 5]")
 @click.option("--no-retry", is_flag=True,
