@@ -15,7 +15,17 @@ from .errors import (
 from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
 from .hookspecs import hookimpl
 from .paths import cache_dir
-from .specs import BackendSpec, DataRequest, DatasetSpec, Label, MetricSpec, Source, ViewSpec
+from .specs import (
+    BackendSpec,
+    DataRequest,
+    DatasetSpec,
+    Label,
+    MetricSpec,
+    Source,
+    StepTimer,
+    ViewSpec,
+    default_is_out_of_memory,
+)
 
 __version__ = "0.1.0"
 
@@ -30,12 +40,14 @@ __all__ = [
     "PluginError",
     "RbenchError",
     "Source",
+    "StepTimer",
     "UnavailableError",
     "UnknownNameError",
     "ViewSpec",
     "WeightsError",
     "__version__",
     "cache_dir",
+    "default_is_out_of_memory",
     "hookimpl",
     "list_class_folders",
     "natural_key",

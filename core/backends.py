@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import UnavailableError, UnknownNameError
 from .registry import Registry
+from .specs import StepTimer
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,55 @@ class BackendStack:
         """Wait for the device's queued work."""
         self.base.synchronize()
 
+    @property
+    def compiles(self) -> bool:
+        """Whether a member compiles the model on its first call."""
+        return any(m.compiles for m in self.members)
+
+    def timer(self) -> StepTimer:
+        """A new step timer: the base's own (CUDA events), else the host clock with `synchronize`."""
+        return self.base.timer() if self.base.timer is not None else HostTimer(self.base.synchronize)
+
+    def reset_peak_memory(self) -> None:
+        """Start a new peak-memory count on the base's device."""
+        self.base.reset_peak_memory()
+
+    def peak_memory(self) -> int | None:
+        """Peak bytes allocated on the base's device since the last reset, or None."""
+        return self.base.peak_memory()
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        """Whether `exc` means the batch did not fit on the base's device."""
+        return self.base.is_out_of_memory(exc)
+
+    def cleanup(self) -> None:
+        """Every member's cleanup, modifiers first (compiled graphs before the allocator's cache)."""
+        for member in reversed(self.members):
+            member.cleanup()
+
     def file_tag(self) -> str:
         """`<precision>-<layout>-pt<torch>-<device>[-<suffix>]` for benchmark file names."""
         suffixes = [m.suffix for m in self.members if m.suffix]
         return "-".join([self.precision, self.layout, torch_tag(), self.base.device_tag(), *suffixes])
+
+
+class HostTimer:
+    """A `StepTimer` on the host clock: each step ends with `synchronize()`, then the clock is read."""
+
+    def __init__(self, synchronize: Callable[[], None]):
+        self._synchronize = synchronize
+        self._times: list[float] = []
+        self._start = 0.0
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        self._synchronize()
+        self._times.append((time.perf_counter() - self._start) * 1000.0)
+
+    def times_ms(self) -> list[float]:
+        return list(self._times)
 
 
 def torch_tag() -> str:

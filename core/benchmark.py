@@ -1,24 +1,61 @@
-"""Inference throughput, and MACs / activations counted on the meta device."""
+"""Throughput benchmarks (inference and train), and parameters, MACs and activations counted on
+the meta device.
+
+The method is that of `spec/benchmarking.md`: a random model and a random batch on the
+stack's device; a first call (compilation, lazy initialisation, autotuning) timed on its own;
+warm-up steps until step times settle; then at least `steps` steps and `seconds` seconds timed
+by the stack's `StepTimer`; the median step time makes samples/s, p10/p50/p90 show the spread.
+A batch that does not fit backs off along timm's ladder (256, 192, 128, 96, 64, ...); any other
+error ends the benchmark as a failed row. Everything device-specific (timer, peak memory,
+what out-of-memory looks like, cleanup) comes from the backend stack.
+"""
 
 from __future__ import annotations
 
+import functools
+import gc
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .backends import BackendStack
-from .models import architecture, create_model, param_count
+from .errors import RbenchError
+from .models import architecture, create_model
+
+BENCH_KINDS = ("infer", "train")
 
 
 @dataclass(frozen=True, kw_only=True)
 class BenchSettings:
-    """How long to measure: warm-up steps, then at least `steps` steps and `seconds` seconds."""
+    """How to measure: the batch asked for, warm-up steps, then at least `steps` steps and
+    `seconds` seconds; `retry` backs off to smaller batches when a batch does not fit."""
 
     batch_size: int = 256
     warmup_steps: int = 10
     steps: int = 40
     seconds: float = 5.0
+    retry: bool = True
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Step times (ms) of the timed steps; the first call's seconds when the stack compiles; peak bytes."""
+
+    times_ms: list[float]
+    compile_s: float | None
+    peak_bytes: int | None
+
+
+@dataclass(frozen=True)
+class ModelCounts:
+    """What the meta device tells about a model at its benchmark input size; None where it cannot."""
+
+    input_size: tuple[int, int, int] | None = None
+    param_count: float | None = None  # millions
+    gmacs: float | None = None  # one image
+    macts: float | None = None  # one image, millions
 
 
 def input_size(model, img_size: int | None) -> tuple[int, int, int]:
@@ -28,88 +65,277 @@ def input_size(model, img_size: int | None) -> tuple[int, int, int]:
     return tuple(eval_data_config(model, img_size)["input_size"])  # type: ignore[return-value]
 
 
-def time_steps(step, stack: BackendStack, settings: BenchSettings, on_step=lambda: None) -> list[float]:
-    """Run `step` through warm-up, then time it; returns step times in milliseconds."""
-    for _ in range(settings.warmup_steps):
-        step()
-        on_step()
-    stack.synchronize()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < settings.steps or time.perf_counter() - start < settings.seconds:
-        t0 = time.perf_counter()
+def backoff_batches(asked: int) -> list[int]:
+    """`asked`, then every smaller size on timm's ladder of powers of two and 1.5x powers of two:
+    `backoff_batches(256)` is 256, 192, 128, 96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1."""
+    sizes: set[int] = set()
+    power = 1
+    while power < asked:
+        sizes.update(s for s in (power, 3 * power) if s < asked)
+        power *= 2
+    return [asked, *sorted(sizes, reverse=True)]
+
+
+def warm_up(step: Callable[[], None], stack: BackendStack, steps: int, on_step: Callable[[], None]) -> None:
+    """`steps` warm-up steps; then, when there were at least three, up to as many more until the
+    last three step times agree within 10% (a clock boost, a cache or an autotuner settling)."""
+    recent: list[float] = []
+    for i in range(2 * steps):
+        start = time.perf_counter()
         step()
         stack.synchronize()
-        times.append((time.perf_counter() - t0) * 1000.0)
+        recent.append(time.perf_counter() - start)
         on_step()
-    return times
+        last = recent[-3:]
+        if i + 1 >= steps and (len(last) < 3 or max(last) <= 1.1 * min(last)):
+            return
 
 
-def infer_benchmark(name: str, stack: BackendStack, settings: BenchSettings, img_size: int | None = None,
-                    on_step=lambda: None) -> dict[str, Any]:
-    """One inference benchmark row (full precision) for a randomly initialised `name`."""
+def measure(step: Callable[[], None], stack: BackendStack, settings: BenchSettings,
+            on_step: Callable[[], None] = lambda: None) -> Measurement:
+    """Time `step` as the method says; the stack's peak memory counter must be reset before.
+
+    The first call is the first warm-up step; it is always made, even with no warm-up asked.
+    """
+    # The first call compiles (torch.compile), initialises lazily and autotunes: it never
+    # counts as a step, and is reported as the compile time when the stack compiles.
+    start = time.perf_counter()
+    step()
+    stack.synchronize()
+    first_call_s = time.perf_counter() - start
+    on_step()
+    warm_up(step, stack, settings.warmup_steps - 1, on_step)
+    timer = stack.timer()
+    count, start = 0, time.perf_counter()
+    while count < settings.steps or time.perf_counter() - start < settings.seconds:
+        timer.start()
+        step()
+        timer.stop()
+        count += 1
+        on_step()
+    times = timer.times_ms()  # waits for the device
+    return Measurement(times, first_call_s if stack.compiles else None, stack.peak_memory())
+
+
+def _infer(model, batch, stack: BackendStack, settings: BenchSettings, on_step) -> Measurement:
     import torch
 
-    arch = architecture(name)
-    model = create_model(arch, "random", device=stack.device)
-    size = input_size(model, img_size)
-    model = stack.prepare_model(model)
-    batch = stack.prepare_input(torch.randn(settings.batch_size, *size, device=stack.device))
+    model.eval()
 
     def step():
         model(batch)
 
     with torch.inference_mode(), stack.autocast():
-        times = time_steps(step, stack, settings, on_step)
-    median = statistics.median(times)
-    macs, acts = count_macs(arch, size)
+        return measure(step, stack, settings, on_step)
+
+
+def _train(model, batch, stack: BackendStack, settings: BenchSettings, on_step, num_classes: int) -> Measurement:
+    import torch
+
+    model.train()
+    # timm's benchmark optimizer: SGD with Nesterov momentum 0.9, lr 1e-4, no weight decay.
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    target = torch.randint(0, num_classes, (batch.shape[0],), device=stack.device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with stack.autocast():
+            output = model(batch)
+            if isinstance(output, tuple):  # distilled models return (logits, distilled logits) in train mode
+                output = output[0]
+            loss = loss_fn(output, target)
+        loss.backward()
+        optimizer.step()
+
+    return measure(step, stack, settings, on_step)
+
+
+def _attempt(kind: str, name: str, stack: BackendStack, settings: BenchSettings, batch_size: int,
+             size: tuple[int, int, int] | None, img_size: int | None, on_step) -> tuple[Measurement, tuple, float]:
+    """One benchmark at one batch size: `(measurement, input size, parameters in millions)`."""
+    import torch
+
+    stack.reset_peak_memory()
+    # Created on the target device directly: no CPU copy, no transfer.
+    model = create_model(name, "random", device=stack.device)
+    size = size or input_size(model, img_size)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    num_classes = model.num_classes
+    model = stack.prepare_model(model)
+    batch = stack.prepare_input(torch.randn(batch_size, *size, device=stack.device))
+    if kind == "infer":
+        result = _infer(model, batch, stack, settings, on_step)
+    else:
+        result = _train(model, batch, stack, settings, on_step, num_classes)
+    return result, size, params
+
+
+def release(stack: BackendStack) -> None:
+    """Free what the last model left: Python's garbage first (it holds device tensors), then
+    each member's cleanup (compiled graphs, the allocator's cache)."""
+    gc.collect()
+    stack.cleanup()
+
+
+def _one_line(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:300]
+
+
+def run_benchmark(kind: str, name: str, stack: BackendStack, settings: BenchSettings, img_size: int | None = None,
+                  on_step: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """One row (full precision) of `kind` (`infer` or `train`) for a randomly initialised `name`.
+
+    Out of memory retries with the next smaller batch (unless `settings.retry` is off); any
+    other error, or running out of batch sizes, gives a row with status `failed` and the error.
+    An `RbenchError` (something the user must fix) is raised.
+    """
+    counts = model_counts(name, img_size)
+    batches = backoff_batches(settings.batch_size) if settings.retry else [settings.batch_size]
+    for batch_size in batches:
+        try:
+            result, size, params = _attempt(kind, name, stack, settings, batch_size, counts.input_size, img_size, on_step)
+        except RbenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure of one model becomes its row, not a crash
+            error, out_of_memory = f"batch {batch_size}: {_one_line(exc)}", stack.is_out_of_memory(exc)
+        else:
+            release(stack)
+            return _row(kind, name, stack, settings, counts, batch_size=batch_size, result=result, size=size, params=params)
+        release(stack)  # after the except block, so the traceback's frames (and tensors) are gone
+        if not out_of_memory:
+            break
+    return _row(kind, name, stack, settings, counts, error=error)
+
+
+def _row(kind: str, name: str, stack: BackendStack, settings: BenchSettings, counts: ModelCounts, *,
+         batch_size: int | None = None, result: Measurement | None = None, size: tuple | None = None,
+         params: float | None = None, error: str | None = None) -> dict[str, Any]:
+    """A benchmark row at full precision: the spec's columns, then the detailed ones."""
+    times = result.times_ms if result else []
+    median = statistics.median(times) if times else None
+    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
+    size = size or counts.input_size
+    row: dict[str, Any] = {
+        "model": architecture(name),
+        f"{kind}_img_size": size[-1] if size else None,
+        f"{kind}_samples_per_sec": batch_size / (median / 1000.0) if batch_size and median else None,
+        f"{kind}_step_time": median,
+        f"{kind}_batch_size": batch_size,
+        "param_count": params if params is not None else counts.param_count,
+        "batch_asked": settings.batch_size,
+        "status": "failed" if result is None else "ok" if batch_size == settings.batch_size else "backoff",
+        "step_time_p10": deciles[0] if deciles else None,
+        "step_time_p50": median,
+        "step_time_p90": deciles[8] if deciles else None,
+        "steps": len(times) or None,
+        "peak_memory_mib": result.peak_bytes / 2**20 if result and result.peak_bytes is not None else None,
+        "compile_s": result.compile_s if result else None,
+        "backend": stack.name,
+        "error": error,
+    }
+    if kind == "infer":
+        row["infer_gmacs"], row["infer_macts"] = counts.gmacs, counts.macts
+    return row
+
+
+@functools.lru_cache(maxsize=256)
+def model_counts(name: str, img_size: int | None = None) -> ModelCounts:
+    """Input size, parameters, GMACs and activations of `name`, from a model on the meta device
+    (no weights, no memory). Everything is None for a model that cannot be built there; the
+    MACs and activations alone for one that cannot run there."""
+    import timm
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False).eval()
+    except Exception:  # noqa: BLE001 - some architectures need real tensors to be built
+        return ModelCounts()
+    size = input_size(model, img_size)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    macs, acts = count_macs(model, size)
+    return ModelCounts(size, params, macs, acts)
+
+
+def _fvcore_flops():
+    """FLOP formulas for `FlopCounterMode` (`custom_mapping`) that add what fvcore counts beyond
+    convolutions and matmuls, so that MACs match timm's published tables.
+
+    fvcore counts one multiply-add as one, and these ops as it does (norms per input element:
+    2 for an inference batch norm with affine, else 1; 5 for a training or layer/group/instance
+    norm with affine, else 4; adaptive average pooling 1 per input element; nearest upsampling
+    1 and bilinear upsampling or grid sampling 4 per output element). FlopCounterMode counts a
+    multiply-add as 2 FLOPs, so each formula returns twice fvcore's count and the total halves.
+    """
+    import math
+
+    import torch
+
+    aten = torch.ops.aten
+
+    def batch_norm(input_shape, weight, *rest, out_shape=None, **kwargs):
+        training = next((a for a in rest if isinstance(a, bool)), False)  # absent in the no-training variant
+        per_element = (5 if weight is not None else 4) if training else (2 if weight is not None else 1)
+        return 2 * per_element * math.prod(input_shape)
+
+    def norm(weight_index: int):
+        def formula(*args, out_shape=None, **kwargs):
+            return 2 * (5 if args[weight_index] is not None else 4) * math.prod(args[0])
+
+        return formula
+
+    def per_input(scale: int):
+        return lambda input_shape, *args, out_shape=None, **kwargs: 2 * scale * math.prod(input_shape)
+
+    def per_output(scale: int):
+        return lambda *args, out_shape=None, **kwargs: 2 * scale * math.prod(out_shape)
+
+    # A global average pool (output 1x1) reaches aten as `mean`, like a squeeze-excite mean,
+    # which fvcore does not count; it is left out too (one read of the last feature map).
     return {
-        "model": arch,
-        "infer_img_size": size[-1],
-        "infer_samples_per_sec": settings.batch_size / (median / 1000.0),
-        "infer_step_time": median,
-        "infer_batch_size": settings.batch_size,
-        "param_count": param_count(model),
-        "infer_gmacs": macs,
-        "infer_macts": acts,
+        aten.native_batch_norm: batch_norm,
+        aten._native_batch_norm_legit: batch_norm,
+        aten._native_batch_norm_legit_no_training: batch_norm,
+        aten.native_layer_norm: norm(2),
+        aten.native_group_norm: norm(1),
+        aten._adaptive_avg_pool2d: per_input(1),
+        aten.upsample_nearest2d: per_output(1),
+        aten.upsample_bilinear2d: per_output(4),
+        aten.grid_sampler_2d: per_output(4),
     }
 
 
-def count_macs(arch: str, size: tuple[int, int, int]) -> tuple[float | None, float | None]:
-    """GMACs and activations (millions) for one image, counted on the meta device.
+def count_macs(model, size: tuple[int, int, int]) -> tuple[float | None, float | None]:
+    """GMACs and activations (millions) of one image through `model` (on the meta device).
 
-    MACs are FLOPs / 2 of the convolutions and matmuls; activations are the output elements of
-    those same ops. Returns `(None, None)` for a model that cannot be built on the meta device.
+    MACs are those of `FlopCounterMode` (convolutions, matmuls, attention) halved, plus the
+    norms, pooling and upsampling fvcore counts; activations are the output elements of the
+    convolutions and matmuls, as fvcore counts them. `(None, None)` when the model cannot run
+    on the meta device.
     """
-    import timm
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode
 
-    counted_ops = {
-        torch.ops.aten.convolution.default,
-        torch.ops.aten.mm.default,
-        torch.ops.aten.addmm.default,
-        torch.ops.aten.bmm.default,
-        torch.ops.aten.baddbmm.default,
-    }
+    aten = torch.ops.aten
+    # Attention reaches aten as bmm on the meta device (no fused kernel there).
+    producing = {aten.convolution, aten.mm, aten.addmm, aten.bmm, aten.baddbmm}
 
     class ActivationCounter(TorchDispatchMode):
         total = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            if func in counted_ops:
-                ActivationCounter.total += out.numel()
+            if func.overloadpacket in producing:
+                self.total += out.numel()
             return out
 
+    flops, activations = FlopCounterMode(display=False, custom_mapping=_fvcore_flops()), ActivationCounter()
     try:
-        with torch.device("meta"):
-            model = timm.create_model(arch, pretrained=False).eval()
-            x = torch.empty(1, *size)
-        flops = FlopCounterMode(display=False)
-        with torch.no_grad(), flops, ActivationCounter():
-            model(x)
-    except Exception:  # some architectures cannot run without real data; their counts stay empty
+        with torch.no_grad(), flops, activations:
+            model(torch.empty(1, *size, device="meta"))
+    except Exception:  # noqa: BLE001 - some architectures cannot run without real data
         return None, None
-    return flops.get_total_flops() / 2 / 1e9, ActivationCounter.total / 1e6
+    return flops.get_total_flops() / 2 / 1e9, activations.total / 1e6

@@ -88,7 +88,8 @@ def main() -> None:
               help="Backend stacks, e.g. cpu, cuda-amp+channels-last (see `rbench list backends`). "
                    "Validation runs on the first; benchmarks on each. Default: the best available.")
 @click.option("--bench", "benches", multiple=True, metavar="KINDS",
-              help="What to run: validate, infer, metadata (comma-separated). Default: all.")
+              help="What to run: validate, infer, train, metadata (comma-separated). "
+                   "Default: validate, infer, metadata.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Folder for the result CSVs.")
 @click.option("--data-root", type=click.Path(path_type=Path), envvar="RBENCH_DATA_ROOT",
@@ -106,11 +107,13 @@ def main() -> None:
                    "or a .safetensors / torch checkpoint. [default: pretrained; random for the embedded suite]")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs full unpickling (can run code).")
 @click.option("--allow-partial", is_flag=True, help="Run on data sets with missing classes or images.")
-@click.option("--warmup-steps", type=click.IntRange(min=0), help="Benchmark warm-up steps. [default: 10]")
+@click.option("--warmup-steps", type=click.IntRange(min=0), help="Benchmark warm-up steps, the first call included. [default: 10]")
 @click.option("--bench-steps", type=click.IntRange(min=1), help="Benchmark: time at least this many steps. [default: 40]")
 @click.option("--bench-seconds", type=click.FloatRange(min=0), help="Benchmark: and at least this many seconds. [default: 5]")
+@click.option("--no-retry", is_flag=True,
+              help="Benchmark: do not back off to a smaller batch when one does not fit (like-for-like tables).")
 def run(models, datasets, backends, benches, out, data_root, data, data_dir, data_option, store, batch_size, workers,
-        img_size, weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds) -> None:
+        img_size, weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds, no_retry) -> None:
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
 
@@ -147,6 +150,7 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
             warmup_steps=bench.warmup_steps if warmup_steps is None else warmup_steps,
             steps=bench_steps or bench.steps,
             seconds=bench.seconds if bench_seconds is None else bench_seconds,
+            retry=not no_retry,
         ),
     )
     check_out_dir(out)
@@ -187,14 +191,17 @@ def _print_results(console, results, written) -> None:
                 table.add_row(view, row["model"], str(row["img_size"]), f"{row['top1']:.3f}", f"{row['top5']:.3f}", str(row["count"]))
         console.print(table)
     if results.benchmarks:
-        columns = ("backend", "model", "img_size", "batch", "samples/s", "step ms", "GMACs", "params (M)")
-        table = _table("inference throughput", columns, right=columns[2:])
-        for rows in results.benchmarks.values():
+        columns = ("bench", "backend", "model", "img_size", "batch", "samples/s", "step ms p10/p50/p90", "GMACs",
+                   "params (M)", "status")
+        table = _table("throughput", columns, right=columns[3:-1])
+        for (kind, _), rows in results.benchmarks.items():
             for row in rows:
-                macs = row["infer_gmacs"]
-                table.add_row(row["backend"], row["model"], str(row["infer_img_size"]), str(row["infer_batch_size"]),
-                              f"{row['infer_samples_per_sec']:,.1f}", f"{row['infer_step_time']:.2f}",
-                              "-" if macs is None else f"{macs:.2f}", f"{row['param_count']:.2f}")
+                table.add_row(kind, row["backend"], row["model"], _number(row[f"{kind}_img_size"], "d"),
+                              _batch(row[f"{kind}_batch_size"], row["batch_asked"]),
+                              _number(row[f"{kind}_samples_per_sec"], ",.1f"),
+                              "/".join(_number(row[f"step_time_p{p}"], ".2f") for p in (10, 50, 90)),
+                              _number(row.get("infer_gmacs"), ".2f"), _number(row["param_count"], ".2f"),
+                              row["status"] if row["status"] != "failed" else f"failed: {row['error']}")
         console.print(table)
     if written:
         console.print("[bold]wrote[/] " + ", ".join(str(p) for p in written))
@@ -241,6 +248,15 @@ def _known_view_bases() -> dict[str, str | None]:
     from .registry import get_registry
 
     return {view: base for spec in get_registry().datasets.values() for view, base in spec.view_bases().items()}
+
+
+def _number(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _batch(ran: int | None, asked: int) -> str:
+    """`256`, or `256->64` after backing off, or `256->-` when nothing ran."""
+    return str(asked) if ran == asked else f"{asked}->{_number(ran, 'd')}"
 
 
 @main.command("list", context_settings=CONTEXT)

@@ -17,6 +17,13 @@ INFER_COLUMNS = (
     "model", "infer_img_size", "infer_samples_per_sec", "infer_step_time", "infer_batch_size",
     "param_count", "infer_gmacs", "infer_macts",
 )
+TRAIN_COLUMNS = ("model", "train_samples_per_sec", "train_step_time", "train_batch_size", "train_img_size", "param_count")
+BENCH_COLUMNS = {"infer": INFER_COLUMNS, "train": TRAIN_COLUMNS}
+# The detailed companion file: the spec's columns, then these (never before them).
+DETAIL_COLUMNS = (
+    "batch_asked", "status", "step_time_p10", "step_time_p50", "step_time_p90", "steps", "peak_memory_mib",
+    "compile_s", "backend", "error",
+)
 METADATA_COLUMNS = ("model", "pretrain")
 
 
@@ -119,22 +126,33 @@ def read_published(path: Path) -> tuple[str, list[dict[str, Any]]]:
     return name[len("results-"):-len(".csv")], rows
 
 
-def benchmark_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = INFER_COLUMNS):
-    """The frame of one benchmark CSV: rounded as timm's tables, sorted by samples/s descending."""
+_DIGITS = {"_samples_per_sec": 2, "step_time": 3, "_p10": 3, "_p50": 3, "_p90": 3, "param_count": 2,
+           "_gmacs": 2, "_macts": 2, "compile_s": 2, "peak_memory_mib": 1}
+_TEXT = {"model", "status", "backend", "error"}
+_INTEGER = ("_img_size", "_batch_size", "batch_asked", "steps")
+
+
+def benchmark_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = INFER_COLUMNS, detailed: bool = False):
+    """The frame of one benchmark CSV: rounded as timm's tables, sorted by samples/s descending.
+
+    The plain file has `columns` and only the rows that ran; `detailed` adds `DETAIL_COLUMNS`
+    and keeps failed rows (after the others).
+    """
     import polars as pl
 
     rate = next(c for c in columns if c.endswith("_samples_per_sec"))
-    digits = {"_samples_per_sec": 2, "_step_time": 3, "param_count": 2, "_gmacs": 2, "_macts": 2}
+    columns = (*columns, *DETAIL_COLUMNS) if detailed else tuple(columns)
 
     def rounded(column: str, value: Any) -> Any:
-        for suffix, n in digits.items():
+        for suffix, n in _DIGITS.items():
             if column.endswith(suffix) and value is not None:
                 return round(value, n)
         return value
 
-    data = [{c: rounded(c, row.get(c)) for c in columns} for row in rows]
-    data.sort(key=lambda r: -r[rate])
-    return pl.DataFrame(data, orient="row") if data else pl.DataFrame(schema={c: pl.String for c in columns})
+    data = [{c: rounded(c, row.get(c)) for c in columns} for row in rows if detailed or row.get(rate) is not None]
+    data.sort(key=lambda r: (r[rate] is None, -(r[rate] or 0.0), r["model"]))
+    schema = {c: pl.String if c in _TEXT else pl.Int64 if c.endswith(_INTEGER) else pl.Float64 for c in columns}
+    return pl.DataFrame(data, schema=schema)
 
 
 def metadata_table(rows: Iterable[Mapping[str, Any]]):

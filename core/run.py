@@ -16,7 +16,7 @@ from typing import Any
 
 from . import __version__
 from .backends import BackendStack, best_stack, resolve_stack
-from .benchmark import BenchSettings, infer_benchmark
+from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
 from .errors import DataError, RbenchError, unknown_name
 from .metadata import metadata_row
 from .models import WEIGHTS_CHOICES, create_model, param_count, pretrained_tag, resolve_models
@@ -25,7 +25,9 @@ from .registry import Registry
 from .specs import DataRequest, MetricSpec, Source
 from .store import Store
 
-BENCHES = ("validate", "infer", "metadata")
+BENCHES = ("validate", *BENCH_KINDS, "metadata")
+DEFAULT_BENCHES = ("validate", "infer", "metadata")
+DETAILED = "detailed"  # the folder of the detailed benchmark files, in --out
 
 
 @dataclass(kw_only=True)
@@ -35,7 +37,7 @@ class RunOptions:
     models: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=lambda: ["synthetic"])
     backends: list[str] = field(default_factory=list)  # empty: the best available
-    benches: list[str] = field(default_factory=lambda: list(BENCHES))
+    benches: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHES))
     out: Path = Path("results")
     store: Path | None = None  # None: <out>/store
     data_root: Path | None = None
@@ -140,7 +142,8 @@ class Results:
 
     validation: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     bases: dict[str, str | None] = field(default_factory=dict)
-    benchmarks: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    # (benchmark kind, backend stack's file tag) -> rows, ok or failed
+    benchmarks: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     metadata: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, entry: dict[str, Any]) -> None:
@@ -150,7 +153,7 @@ class Results:
             self.validation[entry["view"]].append(row)
             self.bases[entry["view"]] = entry.get("base")
         elif table == "benchmark":
-            self.benchmarks[entry["file"]].append(row)
+            self.benchmarks[(entry["kind"], entry["tag"])].append(row)
         elif table == "metadata":
             self.metadata.append(row)
         else:
@@ -240,18 +243,17 @@ def run_plan(plan: Plan, progress=None) -> tuple[Results, list[Path], list[str]]
                                      [{"table": "metadata", "row": metadata_row(name)}]))
         if "validate" in options.benches and plan.sources:
             records.extend(validate_model(name, plan, store, progress))
-        if "infer" in options.benches:
+        for kind in (k for k in BENCH_KINDS if k in options.benches):
             for stack in plan.stacks:
-                steps = options.bench.warmup_steps + options.bench.steps
-                task = progress.add_task(f"infer {name} on {stack.name}", total=steps) if progress else None
-                row = infer_benchmark(name, stack, options.bench, options.img_size,
-                                      on_step=lambda: progress and progress.advance(task))
+                steps = max(1, options.bench.warmup_steps) + options.bench.steps
+                task = progress.add_task(f"{kind} {name} on {stack.name}", total=steps) if progress else None
+                row = run_benchmark(kind, name, stack, options.bench, options.img_size,
+                                    on_step=lambda: progress and progress.advance(task))
                 if progress:
                     progress.remove_task(task)
-                cell = {"kind": "infer", "model": name, "backend": stack.name, "img_size": options.img_size,
+                cell = {"kind": kind, "model": name, "backend": stack.name, "img_size": options.img_size,
                         "bench": vars(options.bench), **provenance()}
-                entry = {"table": "benchmark", "file": f"benchmark-infer-{stack.file_tag()}.csv",
-                         "row": {**row, "backend": stack.name}}
+                entry = {"table": "benchmark", "kind": kind, "tag": stack.file_tag(), "row": row}
                 records.append(store.put(cell, [entry]))
         for record in records:
             for entry in record["entries"]:
@@ -265,15 +267,18 @@ def run_plan(plan: Plan, progress=None) -> tuple[Results, list[Path], list[str]]
 
 def write_reports(results: Results, out: Path) -> list[Path]:
     """Every CSV that the results so far make, rewritten atomically."""
-    from .report import benchmark_table, metadata_table, validation_table, write_csv
+    from .report import BENCH_COLUMNS, benchmark_table, metadata_table, validation_table, write_csv
 
     written = []
     for view, rows in results.validation.items():
         base = results.bases.get(view)
         base_rows = results.validation.get(base, []) if base else None
         written.append(write_csv(validation_table(rows, base_rows), out / f"results-{view}.csv"))
-    for file_name, rows in results.benchmarks.items():
-        written.append(write_csv(benchmark_table(rows), out / file_name))
+    for (kind, tag), rows in results.benchmarks.items():
+        columns = BENCH_COLUMNS[kind]
+        written.append(write_csv(benchmark_table(rows, columns), out / f"benchmark-{kind}-{tag}.csv"))
+        # Same name in a subfolder: readers that glob `benchmark-infer-*.csv` see timm's files only.
+        written.append(write_csv(benchmark_table(rows, columns, detailed=True), out / DETAILED / f"benchmark-{kind}-{tag}.csv"))
     if results.metadata:
         written.append(write_csv(metadata_table(results.metadata), out / "model_metadata-in1k.csv"))
     return written

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 Label = int | tuple[int, ...]
 """A class index, or a set of acceptable class indices (ImageNet-ReaL style)."""
@@ -114,17 +114,85 @@ def _no_reason() -> str | None:
     return None
 
 
+def _nothing() -> None:
+    return None
+
+
+def _no_peak_memory() -> int | None:
+    return None
+
+
+def default_is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is the device running out of memory: `torch.OutOfMemoryError`, or an error
+    whose message says "out of memory".
+
+    A channels_last "required rank" error and an illegal memory access are never out of memory,
+    whatever else their message says: a smaller batch would not help, and after an illegal
+    access the device is unusable.
+    """
+    import torch
+
+    text = str(exc).lower()
+    if "required rank" in text or "illegal" in text:
+        return False
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text
+
+
+class StepTimer(Protocol):
+    """Times the steps of one benchmark on a device.
+
+    `start()` and `stop()` bracket each step; after the last one, `times_ms()` waits for the
+    device and returns every step's time in milliseconds, in order. A device with an
+    asynchronous queue records markers in `start`/`stop` (CUDA events) rather than stopping
+    the host after each step.
+    """
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def times_ms(self) -> list[float]: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class BackendSpec:
     """An accelerator backend (a base such as `cpu`, `cuda-amp`) or a modifier (`channels-last`).
 
-    A stack is one base and any modifiers: `cuda-amp+channels-last`. The base gives `device`,
-    `precision` (`fp32`, `amp`, `amp_bf16`, ...) and `autocast`; every member may transform the
-    model and the input batch. `unavailable()` returns why the backend cannot run here, or None.
-    `device_tag()` names the hardware in benchmark file names (`cu130-h200`, `cpu-i7_12700h`).
-    A modifier may set `layout` (`nhwc`) or `suffix` (`dynamo`) in that file name.
-    `synchronize()` waits for queued device work, so that a host clock can time a step.
-    `priority` orders bases when choosing the best available one.
+    A stack is one base and any modifiers: `cuda-amp+channels-last`. The base says where and
+    how the model runs and how that device is measured; every member may transform the model
+    and the input batch, and clean up after a model.
+
+    Fields of every backend:
+
+    - `name`, `description`: what users type after `-b`, and what `rbench list backends` shows.
+    - `modifier`: True for a modifier, which stacks after a base (`cpu+channels-last`).
+    - `prepare_model(model)`, `prepare_input(batch)`: the model and each input batch moved,
+      cast or wrapped; members apply theirs in stack order.
+    - `unavailable()`: why the backend cannot run here, or None.
+    - `cleanup()`: called after each benchmarked model, once it is freed, so that its leftovers
+      (the allocator's cache, compiled graphs) do not slow the next one.
+
+    Fields a modifier sets (a base may too):
+
+    - `layout` (`nhwc`) and `suffix` (`dynamo`): parts of the benchmark file name.
+    - `compiles`: its `prepare_model` compiles lazily, so the first call's time is reported as
+      compile time (and never inside a step time).
+
+    Fields of a base (a modifier's are ignored):
+
+    - `device`: the torch device models and inputs are created on (`cpu`, `cuda`, `mps`).
+    - `precision`: the file-name tag, `fp32`, `amp` (fp16 autocast), `amp_bf16`, `fp16` or
+      `bf16` (model and input cast).
+    - `autocast()`: the autocast context a step runs in (`contextlib.nullcontext` for none).
+    - `device_tag()`: the hardware in benchmark file names (`cu130-h200`, `cpu-i7_12700h`).
+    - `priority`: orders bases when choosing the best available one.
+    - `synchronize()`: waits for queued device work, so that a host clock can time it.
+    - `timer()`: a new `StepTimer` for one benchmark's timed steps (CUDA events on a GPU);
+      None times each step with the host clock and `synchronize()`.
+    - `reset_peak_memory()`, `peak_memory()`: the device's peak allocated bytes since the last
+      reset, or None where the device has no such count (the CPU).
+    - `is_out_of_memory(exc)`: whether an error raised while benchmarking means the batch did
+      not fit, so that a smaller batch is tried.
     """
 
     name: str
@@ -134,10 +202,16 @@ class BackendSpec:
     precision: str = "fp32"
     layout: str | None = None
     suffix: str | None = None
+    compiles: bool = False
     priority: int = 0
     unavailable: Callable[[], str | None] = _no_reason
     device_tag: Callable[[], str] = lambda: "cpu"
     prepare_model: Callable[[Any], Any] = _identity
     prepare_input: Callable[[Any], Any] = _identity
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-    synchronize: Callable[[], None] = lambda: None
+    synchronize: Callable[[], None] = _nothing
+    timer: Callable[[], StepTimer] | None = None
+    reset_peak_memory: Callable[[], None] = _nothing
+    peak_memory: Callable[[], int | None] = _no_peak_memory
+    is_out_of_memory: Callable[[BaseException], bool] = default_is_out_of_memory
+    cleanup: Callable[[], None] = _nothing

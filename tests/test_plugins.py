@@ -49,11 +49,12 @@ def test_builtins_are_registered_through_entry_points_namespaced_by_group():
     registry = load_registry()
     assert {"synthetic", "imagefolder"} <= set(registry.datasets)
     assert "accuracy" in registry.metrics
-    assert {"cpu", "cuda", "cuda-amp", "cuda-amp-bf16", "channels-last"} <= set(registry.backends)
+    assert {"cpu", "cpu-amp-bf16", "cuda", "cuda-amp", "cuda-amp-bf16", "cuda-fp16", "cuda-bf16", "channels-last",
+            "compile"} <= set(registry.backends)
     assert registry.plugins["rbench.datasets:synthetic"].distribution.startswith("rbench ")
     assert "datasets:synthetic" in registry.plugins["rbench.datasets:synthetic"].provides
     assert registry.plugins["rbench.backends:cuda"].provides == [
-        "backends:cuda", "backends:cuda-amp", "backends:cuda-amp-bf16"]
+        "backends:cuda", "backends:cuda-amp", "backends:cuda-amp-bf16", "backends:cuda-fp16", "backends:cuda-bf16"]
 
 
 def test_same_entry_point_name_in_two_groups_does_not_shadow(tmp_path):

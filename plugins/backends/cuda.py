@@ -1,4 +1,8 @@
-"""NVIDIA GPU backends: fp32, and fp16 or bf16 autocast (AMP)."""
+"""NVIDIA GPU backends: fp32 (TF32 matmuls), fp16 or bf16 autocast (AMP), and pure fp16 or bf16.
+
+Steps are timed with CUDA events, peak memory is the caching allocator's peak, and the cache is
+emptied after each model so that the next one starts from a clean allocator.
+"""
 
 from __future__ import annotations
 
@@ -25,18 +29,35 @@ def _device_tag() -> str:
     return f"{cuda}-{re.sub(r'[^a-z0-9]+', '', name)}"
 
 
-def _to_cuda(x):
-    return x.to("cuda")
-
-
-def _prepare_fp32_model(model):
+def _allow_tf32() -> None:
     import torch
 
-    # timm's benchmark and validate scripts allow TF32 matmuls for fp32 on Ampere and later.
+    # As timm's benchmark and validate scripts do: TF32 matmuls and convolutions for fp32 on
+    # Ampere and later, and cuDNN autotuning (its cost lands in the first call, not the steps).
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
-    return model.to("cuda")
+
+
+def _to_cuda(dtype_name: str | None):
+    """A function that moves a batch (or model) to the GPU, cast to `dtype_name` when given."""
+
+    def to_cuda(x):
+        import torch
+
+        return x.to("cuda", dtype=getattr(torch, dtype_name)) if dtype_name else x.to("cuda")
+
+    return to_cuda
+
+
+def _prepare_model(dtype_name: str | None):
+    move = _to_cuda(dtype_name)
+
+    def prepare_model(model):
+        _allow_tf32()
+        return move(model)
+
+    return prepare_model
 
 
 def _autocast(dtype_name: str):
@@ -54,7 +75,51 @@ def _synchronize() -> None:
     torch.cuda.synchronize()
 
 
-def _cuda_backend(name: str, description: str, precision: str, priority: int, **kwargs) -> rbench.BackendSpec:
+class _EventTimer:
+    """A `StepTimer` of CUDA events: markers in the stream, read once after the last step, so the
+    host never waits between steps and host-side launch gaps are not hidden."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self._event = torch.cuda.Event
+        self._pairs: list[tuple] = []
+
+    def start(self) -> None:
+        begin = self._event(enable_timing=True)
+        begin.record()
+        self._pairs.append((begin, None))
+
+    def stop(self) -> None:
+        end = self._event(enable_timing=True)
+        end.record()
+        self._pairs[-1] = (self._pairs[-1][0], end)
+
+    def times_ms(self) -> list[float]:
+        _synchronize()
+        return [begin.elapsed_time(end) for begin, end in self._pairs]
+
+
+def _reset_peak_memory() -> None:
+    import torch
+
+    torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory() -> int:
+    import torch
+
+    return torch.cuda.max_memory_allocated()
+
+
+def _empty_cache() -> None:
+    import torch
+
+    torch.cuda.empty_cache()
+
+
+def _cuda_backend(name: str, description: str, precision: str, priority: int, *, dtype: str | None = None,
+                  **kwargs) -> rbench.BackendSpec:
     return rbench.BackendSpec(
         name=name,
         description=description,
@@ -63,9 +128,13 @@ def _cuda_backend(name: str, description: str, precision: str, priority: int, **
         priority=priority,
         unavailable=_unavailable,
         device_tag=_device_tag,
-        prepare_model=_prepare_fp32_model,
-        prepare_input=_to_cuda,
+        prepare_model=_prepare_model(dtype),
+        prepare_input=_to_cuda(dtype),
         synchronize=_synchronize,
+        timer=_EventTimer,
+        reset_peak_memory=_reset_peak_memory,
+        peak_memory=_peak_memory,
+        cleanup=_empty_cache,
         **kwargs,
     )
 
@@ -76,4 +145,6 @@ def rbench_backends():
         _cuda_backend("cuda", "NVIDIA GPU, fp32 (TF32 matmuls)", "fp32", 10),
         _cuda_backend("cuda-amp", "NVIDIA GPU, fp16 autocast", "amp", 30, autocast=_autocast("float16")),
         _cuda_backend("cuda-amp-bf16", "NVIDIA GPU, bf16 autocast", "amp_bf16", 20, autocast=_autocast("bfloat16")),
+        _cuda_backend("cuda-fp16", "NVIDIA GPU, model and input in fp16", "fp16", 5, dtype="float16"),
+        _cuda_backend("cuda-bf16", "NVIDIA GPU, model and input in bf16", "bf16", 6, dtype="bfloat16"),
     ]

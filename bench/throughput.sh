@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# rbench against timm's benchmark.py: the same models, batch and settings, one sweep of each.
+#
+#   bench/throughput.sh --timm PATH [--device cuda|cpu]
+#
+# PATH is timm's benchmark.py, fetched from github.com/huggingface/pytorch-image-models (it is
+# not part of this repository). $PYTHON (default python3) must have rbench, timm and torch.
+#
+# Each setting (precision and layout) is one sweep per tool over the model list, one process
+# each, run as the tool is meant to be run on a list (rbench -m @FILE, benchmark.py
+# --model-list FILE). Prints samples/s of both tools per model and their ratio, the wall time
+# of each sweep, the compiled-versus-eager check, and last, exactly:
+#
+#   min_ratio=<x> sweep_ratio=<y> compile_speedup=<z>
+#
+#   min_ratio        lowest rbench/timm samples/s ratio over all rows (target: at least 0.98)
+#   sweep_ratio      highest rbench/timm wall-time ratio over all sweeps (target: at most 0.5)
+#   compile_speedup  rbench's samples/s with +compile over without, for COMPILE_MODEL in the
+#                    compile setting (target on cuda: at least 1.5 for resnet50 amp nhwc)
+#
+# --device cuda: the six models at batch 256, 10 warm-up and 40 timed steps, amp nchw, amp nhwc
+# and amp bf16 nhwc. --device cpu: a variant for a small machine (three small models, batch 2,
+# 3 warm-up and 10 timed steps, fp32 nchw and nhwc: CPUs without bf16 instructions run bf16
+# autocast many times slower), meant to finish in a few minutes. It runs both tools on one
+# intra-op thread (OMP_NUM_THREADS, unless set): on a shared machine, threads that wait for
+# each other at every op turn another process's load into tenfold swings of step times.
+set -uo pipefail
+
+usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+timm_script="" device=cuda
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --timm) timm_script=${2:-}; shift 2 || usage ;;
+        --device) device=${2:-}; shift 2 || usage ;;
+        *) usage ;;
+    esac
+done
+[ -f "$timm_script" ] || { echo "throughput.sh: --timm PATH must name timm's benchmark.py" >&2; exit 2; }
+PYTHON=${PYTHON:-python3}
+
+# Each setting: name | rbench backend stack | timm benchmark.py flags.
+case "$device" in
+    cuda)
+        models="resnet50 resnet18 efficientnet_b0 mobilenetv3_large_100 vit_base_patch16_224 convnext_tiny"
+        batch=256 warmup=10 steps=40
+        settings=("amp-nchw|cuda-amp|--amp"
+                  "amp-nhwc|cuda-amp+channels-last|--amp --channels-last"
+                  "amp_bf16-nhwc|cuda-amp-bf16+channels-last|--amp --amp-dtype bfloat16 --channels-last")
+        compile_model=resnet50 compile_setting=1 ;;
+    cpu)
+        models="mobilenetv3_large_100 resnet18 efficientnet_b0"
+        batch=2 warmup=3 steps=10
+        settings=("fp32-nchw|cpu|"
+                  "fp32-nhwc|cpu+channels-last|--channels-last")
+        compile_model=resnet18 compile_setting=0
+        export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} ;;
+    *) usage ;;
+esac
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/rbench-throughput.XXXXXX")
+printf '%s\n' $models > "$work/models.txt"
+common_rbench=(--bench infer --batch-size "$batch" --warmup-steps "$warmup" --bench-steps "$steps" --bench-seconds 0 --no-retry)
+common_timm=(--bench inference --device "$device" -b "$batch" --num-warm-iter "$warmup" --num-bench-iter "$steps" --no-retry)
+
+run_rbench() {  # out-dir models stack: one rbench sweep
+    "$PYTHON" -m rbench run -m "$2" -b "$3" "${common_rbench[@]}" --out "$1" > "$1.log" 2>&1 \
+        || echo "throughput.sh: rbench failed, see $1.log" >&2
+}
+
+run_timm() {  # results-csv model-args... flags...: one timm sweep
+    local csv=$1; shift
+    "$PYTHON" "$timm_script" "${common_timm[@]}" "$@" --results-file "$csv" > "$csv.log" 2>&1 \
+        || echo "throughput.sh: timm's benchmark.py failed, see $csv.log" >&2
+}
+
+echo "rbench vs timm benchmark.py on $device: batch $batch, $warmup warm-up and $steps timed steps${OMP_NUM_THREADS:+, OMP_NUM_THREADS=$OMP_NUM_THREADS}; work folder $work"
+for i in "${!settings[@]}"; do
+    IFS='|' read -r name stack flags <<< "${settings[$i]}"
+    start=$EPOCHREALTIME
+    run_rbench "$work/rbench-$i" "@$work/models.txt" "$stack"
+    middle=$EPOCHREALTIME
+    # shellcheck disable=SC2086  # flags are words
+    run_timm "$work/timm-$i.csv" --model-list "$work/models.txt" $flags
+    echo "$i $name $start $middle $EPOCHREALTIME" >> "$work/sweeps.txt"
+done
+
+IFS='|' read -r name stack flags <<< "${settings[$compile_setting]}"
+run_rbench "$work/rbench-compile" "$compile_model" "$stack+compile"
+# shellcheck disable=SC2086
+run_timm "$work/timm-compile.csv" --model "$compile_model" $flags --torchcompile
+
+"$PYTHON" - "$work" "$compile_model" "$compile_setting" <<'EOF'
+"""The report: per-model samples/s of both tools, sweep wall times, the compile check, the last line."""
+import csv
+import sys
+from pathlib import Path
+
+work, compile_model, compile_setting = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+
+def rates(path):
+    """{model: samples/s} of one benchmark CSV (rbench's or timm's: the same columns)."""
+    if not path or not path.is_file():
+        return {}
+    with path.open() as f:
+        return {r["model"]: float(r["infer_samples_per_sec"]) for r in csv.DictReader(f) if r.get("infer_samples_per_sec")}
+
+
+def rbench_rates(folder):
+    return rates(next(folder.glob("benchmark-infer-*.csv"), None))
+
+
+def fmt(x, spec=",.2f"):
+    return "-" if x is None else format(x, spec)
+
+
+ratios, sweep_ratios = [], []
+print(f"\n{'setting':<14} {'model':<24} {'rbench/s':>10} {'timm/s':>10} {'ratio':>7}")
+sweeps = [line.split() for line in (work / "sweeps.txt").read_text().splitlines()]
+for i, name, *_ in sweeps:
+    ours, theirs = rbench_rates(work / f"rbench-{i}"), rates(work / f"timm-{i}.csv")
+    for model in (work / "models.txt").read_text().split():
+        a, b = ours.get(model), theirs.get(model)
+        ratio = a / b if a and b else None
+        if ratio:
+            ratios.append(ratio)
+        print(f"{name:<14} {model:<24} {fmt(a):>10} {fmt(b):>10} {fmt(ratio, '.3f'):>7}")
+
+print(f"\n{'sweep':<14} {'rbench s':>10} {'timm s':>10} {'ratio':>7}")
+for i, name, start, middle, end in sweeps:
+    ours, theirs = float(middle) - float(start), float(end) - float(middle)
+    sweep_ratios.append(ours / theirs)
+    print(f"{name:<14} {ours:>10.1f} {theirs:>10.1f} {ours / theirs:>7.3f}")
+
+setting = sweeps[int(compile_setting)][1]
+eager = rbench_rates(work / f"rbench-{compile_setting}").get(compile_model)
+compiled = rbench_rates(work / "rbench-compile").get(compile_model)
+timm_compiled = rates(work / "timm-compile.csv").get(compile_model)
+speedup = compiled / eager if compiled and eager else None
+versus = compiled / timm_compiled if compiled and timm_compiled else None
+print(f"\ncompile {compile_model} {setting}: rbench eager {fmt(eager)}/s, +compile {fmt(compiled)}/s "
+      f"(speedup {fmt(speedup, '.3f')}); timm --torchcompile {fmt(timm_compiled)}/s (rbench/timm {fmt(versus, '.3f')})")
+print(f"min_ratio={fmt(min(ratios) if ratios else None, '.3f')} sweep_ratio={fmt(max(sweep_ratios), '.3f')} "
+      f"compile_speedup={fmt(speedup, '.3f')}")
+EOF

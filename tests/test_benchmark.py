@@ -1,0 +1,212 @@
+"""Throughput benchmarks: counts against timm's published tables, the CSV files, out-of-memory
+back-off, failures that are not retried, and an accelerator backend that lives in a test plugin.
+
+No timings are asserted: the machine running the tests is whatever it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from click.testing import CliRunner
+
+from rbench import BackendSpec, default_is_out_of_memory, hookimpl
+from rbench.backends import torch_tag
+from rbench.benchmark import BenchSettings, backoff_batches, model_counts
+from rbench.cli import main
+from rbench.errors import UnavailableError
+from rbench.registry import load_registry
+from rbench.report import DETAIL_COLUMNS, INFER_COLUMNS, TRAIN_COLUMNS
+from rbench.run import RunOptions, make_plan, run_plan
+
+TINY = ["test_vit", "test_byobnet"]  # the two fastest of timm's test models
+QUICK = BenchSettings(batch_size=4, warmup_steps=0, steps=2, seconds=0.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "gmacs", "macts"),
+    [
+        ("resnet50", 4.11, 11.11),
+        ("vit_base_patch16_224", 17.58, 23.9),
+        ("efficientnet_b0", 0.40, 6.75),
+        ("convnext_tiny", 4.47, 13.44),
+    ],
+)
+def test_meta_device_counts_match_timms_tables(name, gmacs, macts):
+    counts = model_counts(name, 224)
+    assert counts.input_size == (3, 224, 224)
+    assert (round(counts.gmacs, 2), round(counts.macts, 2)) == (gmacs, macts)
+    real = timm.create_model(name)
+    assert counts.param_count * 1e6 == pytest.approx(sum(p.numel() for p in real.parameters()), abs=0.5)
+
+
+def test_backoff_ladder_goes_down_from_the_batch_asked():
+    assert backoff_batches(256) == [256, 192, 128, 96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1]
+    assert backoff_batches(200)[:3] == [200, 192, 128]
+    assert backoff_batches(1) == [1]
+
+
+@pytest.mark.parametrize(
+    ("exc", "out_of_memory"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (RuntimeError("CUDA error: out of memory"), True),
+        (RuntimeError("CUDA error: an illegal memory access was encountered"), False),
+        (RuntimeError("required rank 4 tensor to use channels_last format"), False),
+        (ValueError("shapes do not match"), False),
+    ],
+)
+def test_default_out_of_memory_recognition(exc, out_of_memory):
+    assert default_is_out_of_memory(exc) is out_of_memory
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    lines = path.read_text().splitlines()
+    return lines[0].split(","), list(csv.DictReader(lines))
+
+
+def test_infer_and_train_csvs_have_the_spec_columns_sorted_by_rate(tmp_path):
+    result = CliRunner().invoke(main, ["run", "-m", ",".join(TINY), "--bench", "infer,train", "-b", "cpu",
+                                       "--batch-size", "2", "--warmup-steps", "0", "--bench-steps", "2",
+                                       "--bench-seconds", "0", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for kind, columns in (("infer", INFER_COLUMNS), ("train", TRAIN_COLUMNS)):
+        (plain,) = tmp_path.glob(f"benchmark-{kind}-fp32-nchw-{torch_tag()}-cpu-*.csv")
+        header, rows = read_csv(plain)
+        assert header == list(columns)
+        rates = [float(r[f"{kind}_samples_per_sec"]) for r in rows]
+        assert sorted(r["model"] for r in rows) == sorted(TINY)
+        assert rates == sorted(rates, reverse=True)
+        header, detailed = read_csv(tmp_path / "detailed" / plain.name)
+        assert header == [*columns, *DETAIL_COLUMNS]
+        assert [r["model"] for r in detailed] == [r["model"] for r in rows]
+        for row in detailed:
+            assert (row["status"], row["batch_asked"], row[f"{kind}_batch_size"], row["error"]) == ("ok", "2", "2", "")
+            assert float(row["step_time_p10"]) <= float(row["step_time_p50"]) <= float(row["step_time_p90"])
+            assert row["steps"] == "2" and row["compile_s"] == ""
+
+
+class FakeOutOfMemory(Exception):
+    """What the fake device raises when a batch does not fit."""
+
+
+class FakeTimer:
+    """A step timer of the fake device (the host clock), counting the steps it times."""
+
+    def __init__(self, device: FakeDevice):
+        self.device, self.times, self.begin = device, [], 0.0
+
+    def start(self):
+        self.begin = time.perf_counter()
+
+    def stop(self):
+        self.times.append((time.perf_counter() - self.begin) * 1000.0)
+        self.device.timed_steps += 1
+
+    def times_ms(self):
+        return self.times
+
+
+class FakeDevice:
+    """A test plugin: an accelerator backend (really the CPU) with its own timer, memory counter,
+    out-of-memory error and cleanup, that runs out of memory above `limit` images a batch or
+    raises `error` on every batch."""
+
+    def __init__(self, limit: int = 1024, error: Exception | None = None):
+        self.limit, self.error = limit, error
+        self.prepared: list[int] = []
+        self.timed_steps = self.cleanups = 0
+
+    def prepare_input(self, batch):
+        self.prepared.append(batch.shape[0])
+        if self.error is not None:
+            raise self.error
+        if batch.shape[0] > self.limit:
+            raise FakeOutOfMemory(f"fake device out of memory at batch {batch.shape[0]}")
+        return batch
+
+    def cleanup(self):
+        self.cleanups += 1
+
+    @hookimpl
+    def rbench_backends(self):
+        return [BackendSpec(name="fakedev", description="a fake accelerator", device="cpu", device_tag=lambda: "fake-x1",
+                            prepare_input=self.prepare_input, timer=lambda: FakeTimer(self),
+                            reset_peak_memory=lambda: None, peak_memory=lambda: 123 * 2**20,
+                            is_out_of_memory=lambda exc: isinstance(exc, FakeOutOfMemory) or default_is_out_of_memory(exc),
+                            cleanup=self.cleanup)]
+
+
+def run_fake(tmp_path: Path, device: FakeDevice, benches=("infer",), **settings) -> dict[str, list[dict[str, str]]]:
+    """Benchmark test_vit on the fake device through the ordinary plan; the detailed rows by kind."""
+    registry = load_registry(extra=[("test:fakedev", device)])
+    options = RunOptions(models=["test_vit"], benches=list(benches), backends=["fakedev"], out=tmp_path,
+                         bench=BenchSettings(**{**QUICK.__dict__, **settings}))
+    run_plan(make_plan(options, registry))
+    tag = f"fp32-nchw-{torch_tag()}-fake-x1"
+    return {kind: read_csv(tmp_path / "detailed" / f"benchmark-{kind}-{tag}.csv")[1] for kind in benches}
+
+
+def test_a_fake_accelerator_from_a_plugin_benchmarks_with_its_own_timer_and_memory(tmp_path):
+    device = FakeDevice()
+    rows = run_fake(tmp_path, device, benches=("infer", "train"))
+    for kind in ("infer", "train"):
+        (row,) = rows[kind]
+        assert (row["status"], row[f"{kind}_batch_size"], row["peak_memory_mib"]) == ("ok", "4", "123.0")
+        assert row["backend"] == "fakedev"
+    assert device.timed_steps == 4  # 2 timed steps per benchmark, all through the plugin's timer
+    assert device.cleanups == 2  # once after each model
+
+
+def test_out_of_memory_backs_off_and_the_row_says_so(tmp_path):
+    device = FakeDevice(limit=2)
+    (row,) = run_fake(tmp_path, device)["infer"]
+    assert device.prepared == [4, 3, 2]
+    assert (row["status"], row["batch_asked"], row["infer_batch_size"], row["error"]) == ("backoff", "4", "2", "")
+    assert device.cleanups == 3  # after each attempt, so a failed one leaves nothing behind
+    plain = read_csv(tmp_path / f"benchmark-infer-fp32-nchw-{torch_tag()}-fake-x1.csv")[1]
+    assert plain[0]["infer_batch_size"] == "2"
+
+
+def test_no_retry_records_the_out_of_memory_as_a_failed_row(tmp_path):
+    device = FakeDevice(limit=2)
+    (row,) = run_fake(tmp_path, device, retry=False)["infer"]
+    assert device.prepared == [4]
+    assert row["status"] == "failed" and row["infer_batch_size"] == "" and row["infer_samples_per_sec"] == ""
+    assert row["error"] == "batch 4: FakeOutOfMemory: fake device out of memory at batch 4"
+    assert read_csv(tmp_path / f"benchmark-infer-fp32-nchw-{torch_tag()}-fake-x1.csv") == (list(INFER_COLUMNS), [])
+
+
+@pytest.mark.parametrize("error", [ValueError("fakedev has no kernel for this op"),
+                                   RuntimeError("CUDA error: an illegal memory access was encountered")])
+def test_an_error_that_is_not_out_of_memory_is_not_retried_and_becomes_a_failed_row(tmp_path, error):
+    device = FakeDevice(error=error)
+    rows = run_fake(tmp_path, device, benches=("infer", "train"))
+    assert device.prepared == [4, 4]  # one attempt each for infer and train, no back-off
+    for kind in ("infer", "train"):
+        (row,) = rows[kind]
+        assert row["status"] == "failed"
+        assert row["error"] == f"batch 4: {type(error).__name__}: {error}"
+        assert row["param_count"] == "0.37"  # from the meta device, even though nothing ran
+
+
+def test_compile_modifier_reports_compile_time_apart_and_names_the_file(tmp_path, monkeypatch):
+    # The eager compiler backend traces with dynamo but skips code generation: fast enough for a test.
+    monkeypatch.setenv("RBENCH_COMPILE_BACKEND", "eager")
+    registry = load_registry()
+    options = RunOptions(models=["test_byobnet"], benches=["infer"], backends=["cpu+compile"], out=tmp_path, bench=QUICK)
+    run_plan(make_plan(options, registry))
+    (path,) = tmp_path.glob(f"detailed/benchmark-infer-fp32-nchw-{torch_tag()}-cpu-*-dynamo.csv")
+    (row,) = read_csv(path)[1]
+    assert row["status"] == "ok" and float(row["compile_s"]) > 0
+
+
+def test_unknown_compile_mode_is_refused_while_planning(monkeypatch):
+    monkeypatch.setenv("RBENCH_COMPILE_MODE", "fastest")
+    with pytest.raises(UnavailableError, match="RBENCH_COMPILE_MODE='fastest' is not a torch.compile mode"):
+        make_plan(RunOptions(models=["test_vit"], benches=["infer"], backends=["cpu+compile"]), load_registry())
