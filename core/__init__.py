@@ -12,6 +12,7 @@ from .errors import (
     UnknownNameError,
     WeightsError,
 )
+from .engine import Cell, CellOutcome, Grid, record_failure, run_cells
 from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
 from .hookspecs import hookimpl
 from .paths import cache_dir
@@ -19,6 +20,7 @@ from .specs import (
     BackendSpec,
     DataRequest,
     DatasetSpec,
+    ExecutorSpec,
     Label,
     MetricSpec,
     Source,
@@ -31,6 +33,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendSpec",
+    "Cell",
+    "CellOutcome",
+    "ExecutorSpec",
+    "Grid",
     "DataError",
     "DataRequest",
     "DatasetSpec",
@@ -51,4 +57,6 @@ __all__ = [
     "hookimpl",
     "list_class_folders",
     "natural_key",
+    "record_failure",
+    "run_cells",
 ]

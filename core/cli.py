@@ -112,8 +112,17 @@ def main() -> None:
 @click.option("--bench-seconds", type=click.FloatRange(min=0), help="Benchmark: and at least this many seconds. [default: 5]")
 @click.option("--no-retry", is_flag=True,
               help="Benchmark: do not back off to a smaller batch when one does not fit (like-for-like tables).")
+@click.option("--executor", metavar="NAME",
+              help="How cells run: local (this process), subprocess (a fresh process per model), ray, or a "
+                   "plugin's (`rbench list executors`). [default: subprocess with benchmarks, else local]")
+@click.option("--ray-address", metavar="ADDR", help="The Ray cluster for --executor ray. [default: a local Ray instance]")
+@click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Fail a cell that runs longer than this.")
+@click.option("--force", is_flag=True, help="Redo every cell, even those the store already holds.")
+@click.option("--retry-failed", is_flag=True, help="Run again the cells that failed in an earlier run.")
 def run(models, datasets, backends, benches, out, data_root, data, data_dir, data_option, store, batch_size, workers,
-        img_size, weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds, no_retry) -> None:
+        img_size, weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds, no_retry,
+        executor, ray_address, cell_timeout, force, retry_failed) -> None:
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
 
@@ -153,15 +162,20 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
             retry=not no_retry,
         ),
     )
+    benchmarks = any(b in options.benches for b in ("infer", "train"))
+    options = replace(options, executor=executor or ("subprocess" if benchmarks else "local"),
+                      ray_address=ray_address, cell_timeout=cell_timeout)
     check_out_dir(out)
-    plan = make_plan(options, get_registry())
-    _run_and_report(plan, console, embedded=not models)
+    registry = get_registry()
+    registry.get("executors", options.executor)
+    plan = make_plan(options, registry)
+    _run_and_report(plan, registry, console, embedded=not models, force=force, retry_failed=retry_failed)
 
 
-def _run_and_report(plan, console, embedded: bool) -> None:
+def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_failed: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from .run import run_plan
+    from .run import plan_cells, run_grid
 
     options = plan.options
     title = "embedded default suite" if embedded else f"{len(plan.models)} model(s)"
@@ -173,13 +187,43 @@ def _run_and_report(plan, console, embedded: bool) -> None:
     for source in plan.sources:
         console.print(f"  {source.name}: {len(source.samples):,} images at {source.root}" + (f" ({source.note})" if source.note else ""))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    labels = {cell.key: cell.label for cell in plan_cells(plan)}
     with Progress(*columns, console=console, transient=True) as progress:
-        results, written, unreadable = run_plan(plan, progress)
+        grid_task = progress.add_task("cells", total=None)
+        cell_tasks: dict[str, int] = {}
+        failures = 0
+
+        def on_start(todo: int, done: int) -> None:
+            progress.update(grid_task, total=todo)
+            console.print(f"{todo} cell(s) to run with the {options.executor} executor"
+                          + (f", {done} already in the store {options.store_dir}" if done else ""))
+
+        def on_event(event: dict) -> None:
+            nonlocal failures
+            key = event["key"]
+            if event["event"] == "start":
+                cell_tasks[key] = progress.add_task(f"  {labels.get(key, key)}", total=None)
+            elif event["event"] == "progress" and key in cell_tasks:
+                progress.update(cell_tasks[key], completed=event["done"], total=event["total"])
+            elif event["event"] == "done":
+                if key in cell_tasks:
+                    progress.remove_task(cell_tasks.pop(key))
+                if event["status"] != "ok":
+                    failures += 1
+                    console.print(f"[red]failed[/] {labels.get(key, key)}: {event['status']}: {event['message']}")
+                progress.update(grid_task, advance=1, description=f"cells ({failures} failed)" if failures else "cells")
+
+        results = run_grid(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=on_start)
+    written = sorted(options.out.glob("*.csv"))
     _print_results(console, results, written)
-    if unreadable:
-        console.print(f"[yellow]{len(unreadable)} unreadable image(s) were left out of the metrics:[/]")
-        for path in unreadable:
+    if results.unreadable:
+        console.print(f"[yellow]{len(results.unreadable)} unreadable image(s) were left out of the metrics:[/]")
+        for path in results.unreadable:
             console.print(f"  {path}")
+    if results.failures:
+        console.print(f"[red]{len(results.failures)} cell(s) failed[/]: see {options.out / 'failures.csv'}; "
+                      "run again with --retry-failed to retry them")
+        raise SystemExit(1)  # the grid finished, but not every cell: scripts should notice
 
 
 def _print_results(console, results, written) -> None:
@@ -259,8 +303,37 @@ def _batch(ran: int | None, asked: int) -> str:
     return str(asked) if ran == asked else f"{asked}->{_number(ran, 'd')}"
 
 
+@main.command(context_settings=CONTEXT)
+@click.option("--store", type=click.Path(path_type=Path), help="Store of result records. [default: OUT/store]")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="The --out of the run, when --store is not given.")
+def status(store, out) -> None:
+    """What is done, pending and failed in a store, for each grid run on it."""
+    from .store import Store
+
+    store = Store(store or out / "store")
+    if not store.root.is_dir():
+        raise RbenchError(f"store {store.root} does not exist; pass the --store (or --out) of an earlier `rbench run`")
+    records = {r["key"]: r for r in store.records()}
+    console = _console()
+    table = _table("grids", ("created", "command", "cells", "done", "failed", "pending"), right=("cells", "done", "failed", "pending"))
+    for grid in store.grids():
+        keys = [c["key"] for c in grid["cells"]]
+        failed = sum(1 for k in keys if k in records and records[k].get("status", "ok") != "ok")
+        done = sum(1 for k in keys if k in records) - failed
+        table.add_row(grid.get("created", "-"), grid.get("command", "-"), str(len(keys)), str(done), str(failed),
+                      str(len(keys) - done - failed))
+    console.print(table)
+    failed_records = [r for r in records.values() if r.get("status", "ok") != "ok"]
+    console.print(f"{len(records)} record(s): {len(records) - len(failed_records)} done, {len(failed_records)} failed")
+    for record in failed_records:
+        info = record.get("cell_info") or {}
+        where = " on ".join(filter(None, [info.get("source"), info.get("backend")]))
+        console.print(f"  [red]{record['status']}[/] {info.get('kind')} {info.get('model')} {where}: {record.get('message', '')}")
+
+
 @main.command("list", context_settings=CONTEXT)
-@click.argument("kind", type=click.Choice(["datasets", "metrics", "backends", "models"]))
+@click.argument("kind", type=click.Choice(["datasets", "metrics", "backends", "executors", "models"]))
 @click.argument("pattern", required=False)
 def list_(kind: str, pattern: str | None) -> None:
     """List data sets, metrics, backends, or timm models matching PATTERN ('convnext*')."""
@@ -281,6 +354,10 @@ def list_(kind: str, pattern: str | None) -> None:
         table = _table(kind, ("name", "default folder", "description", "plugin"))
         for s in specs:
             table.add_row(s.name, s.default_folder or "-", s.description, provider[f"datasets:{s.name}"])
+    elif kind == "executors":
+        table = _table(kind, ("name", "description", "plugin"))
+        for s in specs:
+            table.add_row(s.name, s.description, provider[f"executors:{s.name}"])
     elif kind == "metrics":
         table = _table(kind, ("name", "columns", "description", "plugin"))
         for s in specs:

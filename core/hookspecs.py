@@ -1,7 +1,7 @@
 """The hooks an rbench plugin can implement.
 
 A plugin is a module registered under one of the entry-point groups `rbench.datasets`,
-`rbench.metrics` or `rbench.backends` (rbench's own plugins are declared the same way in its
+`rbench.metrics`, `rbench.backends` or `rbench.executors` (rbench's own plugins are declared the same way in its
 `pyproject.toml`). It implements any of the hooks below with `@rbench.hookimpl`; each returns
 an iterable of frozen spec dataclasses from `rbench.specs`.
 """
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import pluggy
 
-from .specs import BackendSpec, DatasetSpec, MetricSpec
+from .specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec
 
 PROJECT = "rbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -54,4 +54,17 @@ def rbench_backends() -> Iterable[BackendSpec]:
         def rbench_backends():
             return [rbench.BackendSpec(name="mps", description="Apple GPU", device="mps",
                                        unavailable=lambda: None if mps_ok() else "no MPS")]
+    """
+
+
+@hookspec
+def rbench_executors() -> Iterable[ExecutorSpec]:
+    """Return the executors this plugin provides (how the cells of a grid are run).
+
+    Example::
+
+        @rbench.hookimpl
+        def rbench_executors():
+            return [rbench.ExecutorSpec(name="slurm", description="one Slurm job per model",
+                                        execute=submit_and_wait)]
     """

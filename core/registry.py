@@ -18,12 +18,13 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, unknown_name
-from .specs import BackendSpec, DatasetSpec, MetricSpec
+from .specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec
 
 KINDS = {
     "datasets": ("rbench.datasets", "rbench_datasets", DatasetSpec),
     "metrics": ("rbench.metrics", "rbench_metrics", MetricSpec),
     "backends": ("rbench.backends", "rbench_backends", BackendSpec),
+    "executors": ("rbench.executors", "rbench_executors", ExecutorSpec),
 }
 BUILTIN_DISTRIBUTION = "rbench"
 DISABLE_AUTOLOAD_ENV = "RBENCH_DISABLE_PLUGIN_AUTOLOAD"
@@ -45,6 +46,7 @@ class Registry:
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     metrics: dict[str, MetricSpec] = field(default_factory=dict)
     backends: dict[str, BackendSpec] = field(default_factory=dict)
+    executors: dict[str, ExecutorSpec] = field(default_factory=dict)
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
 
     def get(self, kind: str, name: str) -> Any:

@@ -163,6 +163,18 @@ def metadata_table(rows: Iterable[Mapping[str, Any]]):
     return pl.DataFrame([unique[m] for m in sorted(unique)], schema={c: pl.String for c in METADATA_COLUMNS})
 
 
+FAILURE_COLUMNS = ("model", "dataset", "backend", "bench", "status", "message")
+
+
+def failures_table(rows: Iterable[Mapping[str, Any]]):
+    """The frame of `failures.csv`: one row per failed cell, sorted by model, bench, dataset, backend."""
+    import polars as pl
+
+    data = sorted(({c: row.get(c) or "" for c in FAILURE_COLUMNS} for row in rows),
+                  key=lambda r: (r["model"], r["bench"], r["dataset"], r["backend"]))
+    return pl.DataFrame(data, schema={c: pl.String for c in FAILURE_COLUMNS})
+
+
 def write_csv(frame, path: Path) -> Path:
     """Write `frame` to `path` atomically (temporary file, then rename): readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
-"""One `rbench run`: plan (every name resolved, every data folder checked), then the cells,
-then the CSV reports.
+"""One `rbench run`: plan (every name resolved, every data folder checked), then the grid of
+cells, run by an executor, then the CSV reports.
 
 Each finished cell is written to the store at once, and the reports are rewritten from the
-results so far, so a run stopped halfway still leaves valid files of what it finished.
+results so far, so a run stopped halfway still leaves valid files of what it finished, and the
+same command run again only runs the cells that are missing.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .backends import BackendStack, best_stack, resolve_stack
+from .engine import Cell, CellFailure, Grid, one_line
 from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
 from .errors import DataError, RbenchError, unknown_name
 from .metadata import metadata_row
@@ -50,6 +53,9 @@ class RunOptions:
     trust_checkpoint: bool = False
     allow_partial: bool = False
     bench: BenchSettings = field(default_factory=BenchSettings)
+    executor: str = "local"
+    ray_address: str | None = None
+    cell_timeout: float | None = None
 
     @property
     def store_dir(self) -> Path:
@@ -145,6 +151,8 @@ class Results:
     # (benchmark kind, backend stack's file tag) -> rows, ok or failed
     benchmarks: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     metadata: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
 
     def add(self, entry: dict[str, Any]) -> None:
         """Add one store entry: `{"table": "validation"|"benchmark"|"metadata", "row": ..., ...}`."""
@@ -159,14 +167,26 @@ class Results:
         else:
             raise ValueError(f"unknown table {table!r} in a store entry")
 
+    def add_record(self, record: dict[str, Any]) -> None:
+        """Add a cell's record: its rows, and its failure or unreadable images if any."""
+        for entry in record["entries"]:
+            self.add(entry)
+        self.unreadable.extend(record.get("unreadable", []))
+        if record.get("status", "ok") != "ok":
+            info = record.get("cell_info") or {}
+            self.failures.append({"model": info.get("model"), "dataset": info.get("source"),
+                                  "backend": info.get("backend"), "bench": info.get("kind"),
+                                  "status": record["status"], "message": record.get("message", "")})
+
     @classmethod
     def from_store(cls, store: Store) -> Results:
         results = cls()
         for record in store.records():
-            for entry in record["entries"]:
-                results.add(entry)
+            results.add_record(record)
         return results
 
+
+# --- cells --------------------------------------------------------------------------------
 
 def source_identity(source: Source) -> str:
     """A hash of a source's file list, sizes and labels: it changes when the data set changes."""
@@ -180,23 +200,67 @@ def source_identity(source: Source) -> str:
     return digest.hexdigest()[:20]
 
 
-def provenance() -> dict[str, Any]:
-    """Versions that go with every record."""
+def weights_identity(weights: str) -> str:
+    """`pretrained`, `random`, or a checkpoint's path with its size and modification time."""
+    if weights in WEIGHTS_CHOICES:
+        return weights
+    stat = Path(weights).stat()
+    return f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def versions() -> dict[str, Any]:
+    """Versions that change results: they go into every cell's key."""
     import timm
     import torch
 
     return {"rbench": __version__, "torch": torch.__version__, "timm": timm.__version__}
 
 
-def validate_model(name: str, plan: Plan, store: Store, progress=None) -> list[dict[str, Any]]:
-    """Score one model on every source of the plan; one store record per source. Returns the
-    records (each with its entries and the paths of unreadable images)."""
+def plan_cells(plan: Plan) -> list[Cell]:
+    """Every cell of the plan, grouped by model (metadata, validation, then benchmarks)."""
+    options = plan.options
+    common = versions()
+    cells = []
+    weights = weights_identity(options.weights) if "validate" in options.benches else None
+    data = {source.name: source_identity(source) for source in plan.sources}
+    for name in plan.models:
+        if "metadata" in options.benches:
+            cells.append(Cell(kind="metadata", model=name,
+                              identity={"kind": "metadata", "model": name, **common}))
+        if "validate" in options.benches:
+            stack = plan.stacks[0]
+            for source in plan.sources:
+                cells.append(Cell(kind="validate", model=name, source=source.name, backend=stack.name,
+                                  device=stack.device, identity={
+                                      "kind": "validate", "model": name, "weights": weights, "source": source.name,
+                                      "data": data[source.name], "views": [v.name for v in source.views],
+                                      "backend": stack.name, "img_size": options.img_size, **common}))
+        for kind in (k for k in BENCH_KINDS if k in options.benches):
+            for stack in plan.stacks:
+                cells.append(Cell(kind=kind, model=name, backend=stack.name, device=stack.device, identity={
+                    "kind": kind, "model": name, "backend": stack.name, "img_size": options.img_size,
+                    "bench": asdict(options.bench), **common}))
+    return cells
+
+
+def metadata_cell(plan: Plan, cell: Cell, progress) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    return [{"table": "metadata", "row": metadata_row(cell.model)}], {}
+
+
+def validate_cell(plan: Plan, cell: Cell, progress) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One model on one source: one forward pass, every view scored."""
     from .data import eval_data_config, make_loader
     from .validate import predict, score_views
 
     options = plan.options
-    stack = plan.stacks[0]
-    model = create_model(name, options.weights, trust_checkpoint=options.trust_checkpoint)
+    stack = next(s for s in plan.stacks if s.name == cell.backend)
+    source = next(s for s in plan.sources if s.name == cell.source)
+    try:
+        model = create_model(cell.model, options.weights, trust_checkpoint=options.trust_checkpoint)
+    except RbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be built is that cell's failure
+        raise CellFailure("build-failed", one_line(exc)) from exc
     config = eval_data_config(model, options.img_size)
     common = {
         "model": pretrained_tag(model),
@@ -206,68 +270,175 @@ def validate_model(name: str, plan: Plan, store: Store, progress=None) -> list[d
         "interpolation": config["interpolation"],
     }
     model = stack.prepare_model(model)
-    records = []
-    for source in plan.sources:
-        loader = make_loader(source.samples, config, batch_size=options.batch_size,
-                             workers=options.workers, pin_memory=stack.device == "cuda")
-        task = progress.add_task(f"validate {name} on {source.name}", total=len(source.samples)) if progress else None
-        logits, unreadable = predict(model, loader, stack, lambda n: progress and progress.advance(task, n))
-        if progress:
-            progress.remove_task(task)
-        scores = score_views(logits, source, plan.metrics, unreadable)
-        entries = [
-            {"table": "validation", "view": view.name, "base": view.base,
-             "row": {**common, **scores[view.name], "partial": source.partial}}
-            for view in source.views
-        ]
-        cell = {"kind": "validate", "model": name, "weights": options.weights, "source": source.name,
-                "data": source_identity(source), "views": [v.name for v in source.views], "backend": stack.name,
-                "img_size": options.img_size, **provenance()}
-        records.append(store.put(cell, entries, unreadable=[source.samples[i][0] for i in unreadable]))
-    return records
+    batch_size = options.batch_size
+    while True:  # out of memory: retry the pass with half the batch, down to 1
+        loader = make_loader(source.samples, config, batch_size=batch_size, workers=options.workers,
+                             pin_memory=stack.base.pin_memory)
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            progress(done, len(source.samples))
+
+        try:
+            logits, unreadable = predict(model, loader, stack, advance)
+            break
+        except Exception as exc:
+            if not stack.is_out_of_memory(exc):
+                raise
+            if batch_size == 1:
+                raise CellFailure("oom", f"out of memory even at batch 1: {one_line(exc)}") from exc
+            batch_size = max(1, batch_size // 2)
+            stack.cleanup()
+    import torch
+
+    if not torch.isfinite(logits).all():
+        raise CellFailure("non-finite", f"{int((~torch.isfinite(logits)).sum())} non-finite logits on {source.name}")
+    scores = score_views(logits, source, plan.metrics, unreadable)
+    entries = [{"table": "validation", "view": view.name, "base": view.base,
+                "row": {**common, **scores[view.name], "partial": source.partial}} for view in source.views]
+    return entries, {"unreadable": [source.samples[i][0] for i in unreadable]}
 
 
-def run_plan(plan: Plan, progress=None) -> tuple[Results, list[Path], list[str]]:
-    """Run every model of the plan; returns the results, the files written and the paths of
-    unreadable images. Reports are rewritten in `out` after each model."""
+def benchmark_cell(plan: Plan, cell: Cell, progress) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One model on one backend stack; a failed row is kept (detailed file) and marks the cell failed."""
+    options = plan.options
+    stack = next(s for s in plan.stacks if s.name == cell.backend)
+    total = max(1, options.bench.warmup_steps) + options.bench.steps
+    steps = 0
+
+    def on_step() -> None:
+        nonlocal steps
+        steps += 1
+        progress(min(steps, total), total)
+
+    row = run_benchmark(cell.kind, cell.model, stack, options.bench, options.img_size, on_step=on_step)
+    entries = [{"table": "benchmark", "kind": cell.kind, "tag": stack.file_tag(), "row": row}]
+    if row["status"] == "failed":
+        return entries, {"status": "failed", "message": row.get("error") or ""}
+    return entries, {}
+
+
+CELL_RUNNERS = {"metadata": metadata_cell, "validate": validate_cell, "infer": benchmark_cell,
+                "train": benchmark_cell}
+
+
+# --- the grid -----------------------------------------------------------------------------
+
+def options_to_json(options: RunOptions) -> dict[str, Any]:
+    """RunOptions as JSON, for executors that run cells in other processes or machines."""
+    data = asdict(options)
+    data["store"] = str(options.store_dir.resolve())
+    data["out"] = str(options.out)
+    data["data_root"] = str(options.data_root) if options.data_root else None
+    data["data_paths"] = {k: str(v) for k, v in options.data_paths.items()}
+    return data
+
+
+def options_from_json(data: dict[str, Any]) -> RunOptions:
+    data = dict(data)
+    data["out"] = Path(data["out"])
+    data["store"] = Path(data["store"])
+    data["data_root"] = Path(data["data_root"]) if data["data_root"] else None
+    data["data_paths"] = {k: Path(v) for k, v in data["data_paths"].items()}
+    data["bench"] = BenchSettings(**data["bench"])
+    return RunOptions(**data)
+
+
+def run_info(started: float, finished: float | None, plan: Plan) -> dict[str, Any]:
+    """Provenance written beside the CSVs (`run.json`)."""
+    import platform
+    import socket
+    import sys
+    import time
+
+    import torch
+
+    info = {
+        "command": sys.argv, **versions(), "python": platform.python_version(),
+        "cuda": torch.version.cuda, "host": socket.gethostname(), "cpu": cpu_name(),
+        "devices": {s.name: _device_tag(s) for s in plan.stacks},
+        "executor": plan.options.executor,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(finished)) if finished else None,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda_driver"] = getattr(torch._C, "_cuda_getDriverVersion", lambda: None)()
+    return info
+
+
+def _device_tag(stack: BackendStack) -> str:
+    try:
+        return stack.base.device_tag()
+    except Exception:  # noqa: BLE001 - provenance never stops a run
+        return "unknown"
+
+
+def cpu_name() -> str:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_grid(plan: Plan, registry: Registry, *, force: bool = False, retry_failed: bool = False,
+             on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+             on_start: Callable[[int, int], None] = lambda todo, done: None) -> Results:
+    """Run the cells the store does not hold yet; rewrite the reports as each one finishes.
+
+    `on_start(todo, done)` is told how many cells will run and how many were already done.
+    """
+    import time
+
     options = plan.options
     store = Store(options.store_dir)
+    cells = plan_cells(plan)
+    held = {} if force else store.load(c.key for c in cells)
+    todo = [c for c in cells if c.key not in held or (retry_failed and held[c.key].get("status") != "ok")]
     results = Results()
-    unreadable: list[str] = []
-    overall = progress.add_task("models", total=len(plan.models)) if progress else None
-    written: list[Path] = []
-    for name in plan.models:
-        records = []
-        if "metadata" in options.benches:
-            records.append(store.put({"kind": "metadata", "model": name, "rbench": __version__},
-                                     [{"table": "metadata", "row": metadata_row(name)}]))
-        if "validate" in options.benches and plan.sources:
-            records.extend(validate_model(name, plan, store, progress))
-        for kind in (k for k in BENCH_KINDS if k in options.benches):
-            for stack in plan.stacks:
-                steps = max(1, options.bench.warmup_steps) + options.bench.steps
-                task = progress.add_task(f"{kind} {name} on {stack.name}", total=steps) if progress else None
-                row = run_benchmark(kind, name, stack, options.bench, options.img_size,
-                                    on_step=lambda: progress and progress.advance(task))
-                if progress:
-                    progress.remove_task(task)
-                cell = {"kind": kind, "model": name, "backend": stack.name, "img_size": options.img_size,
-                        "bench": vars(options.bench), **provenance()}
-                entry = {"table": "benchmark", "kind": kind, "tag": stack.file_tag(), "row": row}
-                records.append(store.put(cell, [entry]))
-        for record in records:
-            for entry in record["entries"]:
-                results.add(entry)
-            unreadable.extend(record.get("unreadable", []))
-        written = write_reports(results, options.out)
-        if progress:
-            progress.advance(overall)
-    return results, written, unreadable
+    for cell in cells:
+        if cell.key in held and cell not in todo:
+            results.add_record(held[cell.key])
+    on_start(len(todo), len(cells) - len(todo))
+    store.put_grid(cells, command=" ".join(__import__("sys").argv))
+    started = time.time()
+    write_json(options.out / "run.json", run_info(started, None, plan))
+    write_reports(results, options.out)
+    executor = registry.get("executors", options.executor)
+    grid = Grid(options=options_to_json(options), cells=todo, cell_timeout=options.cell_timeout, on_event=on_event,
+                plan=plan)
+    for outcome in executor.execute(grid):
+        record = store.get(outcome.cell.key)
+        if record is not None:
+            results.add_record(record)
+        write_reports(results, options.out)
+    write_json(options.out / "run.json", run_info(started, time.time(), plan))
+    return results
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically."""
+    import json
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, default=str)
+    os.replace(tmp, path)
 
 
 def write_reports(results: Results, out: Path) -> list[Path]:
     """Every CSV that the results so far make, rewritten atomically."""
-    from .report import BENCH_COLUMNS, benchmark_table, metadata_table, validation_table, write_csv
+    from .report import BENCH_COLUMNS, benchmark_table, failures_table, metadata_table, validation_table, write_csv
 
     written = []
     for view, rows in results.validation.items():
@@ -281,6 +452,10 @@ def write_reports(results: Results, out: Path) -> list[Path]:
         written.append(write_csv(benchmark_table(rows, columns, detailed=True), out / DETAILED / f"benchmark-{kind}-{tag}.csv"))
     if results.metadata:
         written.append(write_csv(metadata_table(results.metadata), out / "model_metadata-in1k.csv"))
+    if results.failures:
+        written.append(write_csv(failures_table(results.failures), out / "failures.csv"))
+    elif (out / "failures.csv").exists():  # a retry fixed them all
+        (out / "failures.csv").unlink()
     return written
 
 

@@ -186,6 +186,7 @@ class BackendSpec:
     - `autocast()`: the autocast context a step runs in (`contextlib.nullcontext` for none).
     - `device_tag()`: the hardware in benchmark file names (`cu130-h200`, `cpu-i7_12700h`).
     - `priority`: orders bases when choosing the best available one.
+    - `pin_memory`: the data loader pins host memory (faster copies to this device).
     - `synchronize()`: waits for queued device work, so that a host clock can time it.
     - `timer()`: a new `StepTimer` for one benchmark's timed steps (CUDA events on a GPU);
       None times each step with the host clock and `synchronize()`.
@@ -204,6 +205,7 @@ class BackendSpec:
     suffix: str | None = None
     compiles: bool = False
     priority: int = 0
+    pin_memory: bool = False
     unavailable: Callable[[], str | None] = _no_reason
     device_tag: Callable[[], str] = lambda: "cpu"
     prepare_model: Callable[[Any], Any] = _identity
@@ -215,3 +217,19 @@ class BackendSpec:
     peak_memory: Callable[[], int | None] = _no_peak_memory
     is_out_of_memory: Callable[[BaseException], bool] = default_is_out_of_memory
     cleanup: Callable[[], None] = _nothing
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorSpec:
+    """A way to run the cells of a grid: in this process, one process per model, on a cluster.
+
+    `execute(grid)` runs `grid.cells` (an `rbench.Grid`) and yields an `rbench.CellOutcome` for
+    each cell as it ends, in any order. Cells are run with `rbench.run_cells(grid.job(cells))`,
+    here or in another process or machine; it writes each cell's record to the store. When a
+    worker dies or a cell runs past `grid.cell_timeout`, the executor records that cell with
+    `rbench.record_failure` and goes on with the others.
+    """
+
+    name: str
+    description: str
+    execute: Callable[[Any], Any]

@@ -87,12 +87,14 @@ def test_missing_data_folder_is_reported_before_any_model_runs(tmp_path):
     assert f"{tmp_path / 'nope'} does not exist" in result.output
 
 
-def test_pretrained_weights_offline_is_a_clear_error_naming_the_model(tmp_path, monkeypatch):
+def test_pretrained_weights_offline_fail_the_cell_with_a_clear_message_naming_the_model(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     result = invoke("run", "-m", "test_vit", "--bench", "validate", "--out", str(tmp_path))
-    assert result.exit_code == 2, result.output
-    (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("rbench: error: pretrained weights for test_vit are not available here")
+    assert result.exit_code == 1, result.output  # the grid finished, with a failed cell
+    assert "Traceback" not in result.output
+    (row,) = list(csv.DictReader((tmp_path / "failures.csv").open()))
+    assert (row["model"], row["bench"], row["status"]) == ("test_vit", "validate", "error")
+    assert row["message"].startswith("pretrained weights for test_vit are not available here")
 
 
 def test_models_from_file_and_globs(tmp_path):

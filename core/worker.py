@@ -1,0 +1,29 @@
+"""`python -m rbench.worker JOB.json`: run a job's cells in this process (the subprocess
+executor's worker). Each event is one JSON line on stdout; anything else that code prints goes
+to stderr, so it cannot be mistaken for an event."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(argv: list[str]) -> int:
+    from .engine import run_cells
+
+    events = sys.stdout
+    sys.stdout = sys.stderr
+    with open(argv[1]) as f:
+        job = json.load(f)
+
+    def emit(event: dict) -> None:
+        events.write(json.dumps(event) + "\n")
+        events.flush()
+
+    for _ in run_cells(job, on_event=emit):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

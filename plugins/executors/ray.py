@@ -1,0 +1,65 @@
+"""The Ray executor: cells spread over a Ray cluster's workers (`pip install rbench[ray]`).
+
+Each cell is one Ray task, given one GPU when its backend runs on a GPU. Workers write their
+records into the same store, so the store must be on a path every worker can reach.
+"""
+
+from __future__ import annotations
+
+import os
+
+import rbench
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as exc:
+        raise rbench.RbenchError("the ray executor needs Ray: pip install 'rbench[ray]'") from exc
+    return ray
+
+
+def execute(grid: rbench.Grid):
+    ray = _ray()
+    if not ray.is_initialized():
+        address = grid.options.get("ray_address") or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+    @ray.remote
+    def run_one(job):
+        import rbench as worker_rbench
+
+        return [outcome.status_dict() for outcome in worker_rbench.run_cells(job)]
+
+    tasks = {}
+    for cell in grid.cells:
+        gpus = 1 if cell.device == "cuda" else 0
+        task = run_one.options(num_gpus=gpus, num_cpus=1, max_retries=0).remote(grid.job([cell]))
+        tasks[task] = cell
+        grid.on_event({"event": "start", "key": cell.key})
+    while tasks:
+        done, _ = ray.wait(list(tasks), num_returns=1, timeout=grid.cell_timeout)
+        if not done:  # nothing finished within the timeout: fail the oldest cell still running
+            task = next(iter(tasks))
+            ray.cancel(task, force=True)
+            yield rbench.record_failure(grid, tasks.pop(task), "timeout", f"ran past --cell-timeout {grid.cell_timeout:g} s")
+            continue
+        task = done[0]
+        cell = tasks.pop(task)
+        try:
+            (result,) = ray.get(task)
+        except Exception as exc:  # the task itself died (worker crash, lost node)
+            yield rbench.record_failure(grid, cell, "crashed", f"Ray task failed: {type(exc).__name__}: {exc}"[:300])
+            continue
+        event = {"event": "done", "key": cell.key, **result}
+        grid.on_event(event)
+        yield rbench.CellOutcome(cell=cell, status=result["status"], message=result["message"])
+
+
+@rbench.hookimpl
+def rbench_executors():
+    return [rbench.ExecutorSpec(name="ray", description="cells spread over a Ray cluster (--ray-address)",
+                                execute=execute)]
