@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,17 @@ def image_folder(tmp_path) -> Path:
     for c, name in enumerate(["1", "2", "3", "4", "5", "9", "10", "11"]):
         write_jpegs(root / name, 4, seed=c)
     return root
+
+
+def make_distribution(site: Path, name: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str]) -> None:
+    """A minimal installed distribution in `site`: a dist-info folder and its modules."""
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    lines = []
+    for group, eps in entry_points.items():
+        lines.append(f"[{group}]")
+        lines.extend(f"{ep} = {target}" for ep, target in eps.items())
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for module, code in modules.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(code))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,7 @@ from rbench import DatasetSpec, Source, ViewSpec, hookimpl
 from rbench.errors import PluginError
 from rbench.registry import load_registry
 
-
-def make_distribution(site: Path, name: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str]) -> None:
-    """A minimal installed distribution in `site`: a dist-info folder and its modules."""
-    info = site / f"{name}-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    lines = []
-    for group, eps in entry_points.items():
-        lines.append(f"[{group}]")
-        lines.extend(f"{ep} = {target}" for ep, target in eps.items())
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    for module, code in modules.items():
-        (site / f"{module}.py").write_text(textwrap.dedent(code))
+from .conftest import make_distribution
 
 
 DATASET_PLUGIN = """

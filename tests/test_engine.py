@@ -1,0 +1,171 @@
+"""The run engine: resume after SIGKILL, failures that never stop the grid, Ray, two runs on
+one store."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import make_distribution
+
+MODELS = "test_vit,test_efficientnet,test_byobnet,test_resnet,test_convnext"
+
+FAULTY_PLUGIN = '''
+import rbench
+
+
+def _register_broken_model():
+    from timm.models import register_model
+
+    def rbench_broken_model(pretrained=False, **kwargs):
+        raise RuntimeError("this architecture cannot be built")
+
+    register_model(rbench_broken_model)
+
+
+def _oom_for_byobnet(batch):
+    raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+
+def _wrap(model):
+    kind = type(model).__name__
+    if kind == "EfficientNet":
+        forward = model.forward
+        model.forward = lambda x: forward(x) * float("nan")
+    elif kind == "ByobNet":
+        model.forward = _oom_for_byobnet
+    return model
+
+
+@rbench.hookimpl
+def rbench_backends():
+    _register_broken_model()
+    return [rbench.BackendSpec(name="faulty", description="NaN logits for EfficientNet, out of memory for ByobNet",
+                               modifier=True, prepare_model=_wrap)]
+'''
+
+
+def rbench(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "rbench", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kwargs)
+
+
+def csvs(out: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(out.glob("*.csv"))}
+
+
+def records(store: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((store / "records").glob("*.json"))]
+
+
+def test_killed_run_resumes_only_the_missing_cells_and_matches_an_uninterrupted_run(tmp_path):
+    args = ["run", "-m", MODELS, "--weights", "random", "--bench", "validate,metadata", "--executor", "local",
+            "--workers", "0"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "rbench", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "store" / "records").glob("*.json"))) < 5:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished_before = len(records(out / "store"))
+    assert 5 <= finished_before < 10, "the kill should land part way through the 10 cells"
+    for name, text in csvs(out).items():  # what is there is a valid file of the finished cells
+        assert text.splitlines()[0].startswith("model,"), name
+
+    result = rbench(*args, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    ran, held = map(int, re.search(r"(\d+) cell\(s\) to run.*?(\d+) already in the store", result.stdout, re.S).groups())
+    assert (ran, held) == (10 - finished_before, finished_before)
+    assert len(records(out / "store")) == 10
+
+    clean = tmp_path / "clean"
+    assert rbench(*args, "--out", str(clean)).returncode == 0
+    assert csvs(out) == csvs(clean)
+    assert "results-synthetic.csv" in csvs(clean)
+
+
+def test_failures_become_rows_and_the_rest_of_the_grid_completes(tmp_path):
+    site = tmp_path / "site"
+    make_distribution(site, "faultyplug", {"rbench.backends": {"faulty": "faultyplug_mod"}},
+                      {"faultyplug_mod": FAULTY_PLUGIN})
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "out"
+    result = rbench("run", "-m", "test_vit,test_efficientnet,test_byobnet,rbench_broken_model", "--weights", "random",
+                    "-b", "cpu+faulty", "--bench", "validate", "--executor", "subprocess", "--batch-size", "16",
+                    "--workers", "0", "--out", str(out), env=env)
+    assert result.returncode == 1, result.stderr  # finished, with failures
+    with open(out / "failures.csv", newline="") as f:
+        failures = {(r["model"], r["status"]) for r in csv.DictReader(f)}
+    assert failures == {("test_efficientnet", "non-finite"), ("test_byobnet", "oom"),
+                        ("rbench_broken_model", "build-failed")}
+    rows = list(csv.DictReader((out / "results-synthetic.csv").open()))
+    assert [r["model"] for r in rows] == ["test_vit.r160_in1k"]
+
+    clean = tmp_path / "clean"
+    assert rbench("run", "-m", "test_vit", "--weights", "random", "--bench", "validate", "--executor", "local",
+                  "--workers", "0", "--out", str(clean)).returncode == 0
+    assert (out / "results-synthetic.csv").read_text() == (clean / "results-synthetic.csv").read_text()
+
+    again = rbench("run", "-m", "test_vit,test_efficientnet,test_byobnet,rbench_broken_model", "--weights", "random",
+                   "-b", "cpu+faulty", "--bench", "validate", "--out", str(out), env=env)
+    assert "0 cell(s) to run" in again.stdout  # failed cells are not retried without --retry-failed
+    retry = rbench("run", "-m", "test_vit,test_efficientnet,test_byobnet,rbench_broken_model", "--weights", "random",
+                   "-b", "cpu+faulty", "--bench", "validate", "--out", str(out), "--retry-failed", env=env)
+    assert "3 cell(s) to run" in retry.stdout
+
+
+def test_cell_timeout_fails_only_that_cell(tmp_path):
+    out = tmp_path / "out"
+    result = rbench("run", "-m", "test_vit,test_byobnet", "--weights", "random", "--bench", "infer",
+                    "--executor", "subprocess", "--cell-timeout", "0.5", "--bench-seconds", "30", "--batch-size", "2",
+                    "--out", str(out))
+    assert result.returncode == 1
+    with open(out / "failures.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["model"], r["status"]) for r in rows} == {("test_vit", "timeout"), ("test_byobnet", "timeout")}
+    assert all("--cell-timeout 0.5" in r["message"] for r in rows)
+
+
+def test_ray_executor_gives_the_local_executors_csvs(tmp_path):
+    if importlib.util.find_spec("ray") is None and not os.environ.get("CI"):  # CI installs rbench[ray]
+        pytest.skip("Ray is the optional extra: pip install 'rbench[ray]'")
+    args = ["run", "-m", "test_vit,test_byobnet", "--weights", "random", "--bench", "validate,metadata",
+            "--workers", "0"]
+    local, ray_out = tmp_path / "local", tmp_path / "ray"
+    assert rbench(*args, "--executor", "local", "--out", str(local)).returncode == 0
+    result = rbench(*args, "--executor", "ray", "--out", str(ray_out), env={"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert csvs(ray_out) == csvs(local)
+    assert len(records(ray_out / "store")) == 4
+
+
+def test_two_runs_on_one_store_leave_every_cell_once_and_no_corrupt_record(tmp_path):
+    store = tmp_path / "store"
+    common = ["run", "--weights", "random", "--bench", "validate,metadata", "--executor", "local", "--workers", "0",
+              "--store", str(store)]
+    a = subprocess.Popen([sys.executable, "-m", "rbench", *common, "-m", "test_vit,test_efficientnet,test_byobnet",
+                          "--out", str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    b = subprocess.Popen([sys.executable, "-m", "rbench", *common, "-m", "test_byobnet,test_efficientnet,test_resnet",
+                          "--out", str(tmp_path / "b")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert a.wait() == 0 and b.wait() == 0
+    found = records(store)  # every file parses
+    keys = [r["key"] for r in found]
+    assert len(keys) == len(set(keys)) == 8  # 4 models x (validate, metadata)
+    assert all(r["status"] == "ok" for r in found)
+    assert not list((store / "records").glob(".*"))  # no temporary files left
+    for name, models in (("a", ["test_byobnet", "test_efficientnet", "test_vit"]),
+                         ("b", ["test_byobnet", "test_efficientnet", "test_resnet"])):
+        rows = list(csv.DictReader((tmp_path / name / "results-synthetic.csv").open()))
+        assert sorted(r["model"].split(".")[0] for r in rows) == models
