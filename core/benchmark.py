@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import BackendStack
@@ -81,35 +82,41 @@ def count_macs(arch: str, size: tuple[int, int, int]) -> tuple[float | None, flo
     MACs are FLOPs / 2 of the convolutions and matmuls; activations are the output elements of
     those same ops. Returns `(None, None)` for a model that cannot be built on the meta device.
     """
-    import timm
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import FlopCounterMode
+    return meta_counts(arch, [size]).macs.get(tuple(size), (None, None))
 
-    counted_ops = {
-        torch.ops.aten.convolution.default,
-        torch.ops.aten.mm.default,
-        torch.ops.aten.addmm.default,
-        torch.ops.aten.bmm.default,
-        torch.ops.aten.baddbmm.default,
-    }
 
-    class ActivationCounter(TorchDispatchMode):
-        total = 0
+@dataclass(frozen=True)
+class MetaCounts:
+    """What the meta device tells about one model: its parameters, and its MACs at some input sizes."""
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if func in counted_ops:
-                ActivationCounter.total += out.numel()
-            return out
+    param_count: float | None = None  # millions; None when the model cannot be built
+    macs: dict[tuple[int, ...], tuple[float, float]] = field(default_factory=dict)  # size -> (GMACs, M activations)
+    error: str | None = None  # why a count is missing
+
+
+def meta_counts(name: str, sizes: Iterable[Sequence[int]]) -> MetaCounts:
+    """Parameters (millions) and, at each input size (C, H, W), GMACs and activations (millions).
+
+    `name` is built once on the meta device: no memory, no weights. A model that cannot be built
+    or run there gives what could be counted and an `error` saying why; this never raises for it.
+    """
+    from .metadevice import count_forward, meta_model
 
     try:
-        with torch.device("meta"):
-            model = timm.create_model(arch, pretrained=False).eval()
-            x = torch.empty(1, *size)
-        flops = FlopCounterMode(display=False)
-        with torch.no_grad(), flops, ActivationCounter():
-            model(x)
-    except Exception:  # some architectures cannot run without real data; their counts stay empty
-        return None, None
-    return flops.get_total_flops() / 2 / 1e9, ActivationCounter.total / 1e6
+        model = meta_model(name)
+    except Exception as exc:
+        return MetaCounts(error=f"cannot build on the meta device: {_one_line(exc)}")
+    macs, errors = {}, []
+    for size in map(tuple, sizes):
+        try:
+            mac_count, activations = count_forward(model, size)
+        except Exception as exc:  # some models need real data (data-dependent shapes)
+            errors.append(f"cannot run on the meta device at {'x'.join(map(str, size))}: {_one_line(exc)}")
+            continue
+        macs[size] = (mac_count / 1e9, activations / 1e6)
+    return MetaCounts(param_count=param_count(model), macs=macs, error="; ".join(errors) or None)
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"
