@@ -16,7 +16,7 @@ from typing import Any
 from .backends import BackendStack, best_stack, resolve_stack
 from .benchmark import BenchSettings, infer_benchmark
 from .errors import DataError, RbenchError
-from .metadata import metadata_row
+from .metadata import in1k_rows, metadata_rows
 from .models import WEIGHTS_CHOICES, create_model, param_count, pretrained_tag, resolve_models
 from .paths import cache_dir
 from .registry import Registry
@@ -146,11 +146,14 @@ def run_plan(plan: Plan, out: Path, progress=None) -> tuple[Results, list[Path]]
     for source in plan.sources:
         for view in source.views:
             results.bases[view.name] = view.base
-    overall = progress.add_task("models", total=len(plan.models)) if progress else None
     written: list[Path] = []
+    if "metadata" in options.benches:  # all models at once: it runs in parallel processes
+        results.metadata = metadata_rows(plan.models, workers=options.workers, progress=progress)
+        written = write_reports(results, out)
+    if not ({"validate", "infer"} & set(options.benches)):
+        return results, written
+    overall = progress.add_task("models", total=len(plan.models)) if progress else None
     for name in plan.models:
-        if "metadata" in options.benches:
-            results.metadata.append(metadata_row(name))
         if "validate" in options.benches and plan.sources:
             for view, row in validate_model(name, plan, progress):
                 results.validation[view].append(row)
@@ -171,7 +174,7 @@ def run_plan(plan: Plan, out: Path, progress=None) -> tuple[Results, list[Path]]
 
 def write_reports(results: Results, out: Path) -> list[Path]:
     """Every CSV that the results so far make, rewritten atomically."""
-    from .report import benchmark_table, metadata_table, validation_table, write_csv
+    from .report import benchmark_table, metadata_table, model_metadata_table, validation_table, write_csv
 
     written = []
     for view, rows in results.validation.items():
@@ -181,7 +184,8 @@ def write_reports(results: Results, out: Path) -> list[Path]:
     for file_name, rows in results.benchmarks.items():
         written.append(write_csv(benchmark_table(rows), out / file_name))
     if results.metadata:
-        written.append(write_csv(metadata_table(results.metadata), out / "model_metadata-in1k.csv"))
+        written.append(write_csv(metadata_table(in1k_rows(results.metadata)), out / "model_metadata-in1k.csv"))
+        written.append(write_csv(model_metadata_table(results.metadata), out / "model_metadata.csv"))
     return written
 
 
