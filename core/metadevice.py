@@ -5,7 +5,8 @@ pass gives every op's output shape, which is all that counting MACs needs. What 
 Python around it: weight initialisers that fill tensors with nothing, and torch's shape functions
 for common ops (a layer norm costs about 3 ms). Two modes remove most of it:
 
-- `SkipInit` (while building) returns in-place initialisers of meta tensors at once;
+- `MetaInit` (while building) puts new tensors on the meta device and returns in-place
+  initialisers of meta tensors at once;
 - `OpCounter` (while running) counts FLOPs and activations, caches each op's output shapes by
   its inputs' shapes (a ViT block repeats the same ops 12 times, and so do many models of one
   family), and computes the shapes of pointwise, normalisation and softmax ops itself. It stays
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
+from torch.utils._device import DeviceContext
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
@@ -94,10 +95,15 @@ def _inplace_initialiser(func) -> bool:
     return any(torch.Tag.inplace in t for t in tags) and not any(torch.Tag.inplace_view in t for t in tags)
 
 
-class SkipInit(TorchFunctionMode):
-    """Skips in-place writes into meta tensors: initialising a tensor without data is a no-op."""
+class MetaInit(DeviceContext):
+    """`torch.device("meta")` that skips in-place writes into meta tensors: initialising a tensor
+    without data is a no-op. (One mode rather than two stacked: every torch call of a model's
+    constructor passes through it.)"""
 
     skippable: dict[Any, bool] = {}
+
+    def __init__(self) -> None:
+        super().__init__("meta")
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -108,7 +114,7 @@ class SkipInit(TorchFunctionMode):
                 skip = self.skippable[func] = _inplace_initialiser(func)
             if skip:
                 return None if func.__name__ == "__setitem__" else target
-        return func(*args, **kwargs)
+        return super().__torch_function__(func, types, args, kwargs)
 
 
 def _key(value):
@@ -158,6 +164,10 @@ class OpCounter(TorchDispatchMode):
         super().__init__()
         self.flops = 0
         self.activations = 0
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # nothing here is compiled; torch's guard against it costs microseconds per op
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -242,7 +252,7 @@ def meta_model(name: str):
     """
     import timm
 
-    with torch.device("meta"), SkipInit():
+    with MetaInit():
         return timm.create_model(name, pretrained=False).eval()
 
 
