@@ -16,8 +16,8 @@ import functools
 import gc
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import BackendStack
@@ -245,97 +245,54 @@ def model_counts(name: str, img_size: int | None = None) -> ModelCounts:
     """Input size, parameters, GMACs and activations of `name`, from a model on the meta device
     (no weights, no memory). Everything is None for a model that cannot be built there; the
     MACs and activations alone for one that cannot run there."""
-    import timm
-    import torch
+    from .metadevice import count_forward, meta_model
 
     try:
-        with torch.device("meta"):
-            model = timm.create_model(name, pretrained=False).eval()
+        model = meta_model(name)
     except Exception:  # noqa: BLE001 - some architectures need real tensors to be built
         return ModelCounts()
     size = input_size(model, img_size)
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    macs, acts = count_macs(model, size)
-    return ModelCounts(size, params, macs, acts)
-
-
-def _fvcore_flops():
-    """FLOP formulas for `FlopCounterMode` (`custom_mapping`) that add what fvcore counts beyond
-    convolutions and matmuls, so that MACs match timm's published tables.
-
-    fvcore counts one multiply-add as one, and these ops as it does (norms per input element:
-    2 for an inference batch norm with affine, else 1; 5 for a training or layer/group/instance
-    norm with affine, else 4; adaptive average pooling 1 per input element; nearest upsampling
-    1 and bilinear upsampling or grid sampling 4 per output element). FlopCounterMode counts a
-    multiply-add as 2 FLOPs, so each formula returns twice fvcore's count and the total halves.
-    """
-    import math
-
-    import torch
-
-    aten = torch.ops.aten
-
-    def batch_norm(input_shape, weight, *rest, out_shape=None, **kwargs):
-        training = next((a for a in rest if isinstance(a, bool)), False)  # absent in the no-training variant
-        per_element = (5 if weight is not None else 4) if training else (2 if weight is not None else 1)
-        return 2 * per_element * math.prod(input_shape)
-
-    def norm(weight_index: int):
-        def formula(*args, out_shape=None, **kwargs):
-            return 2 * (5 if args[weight_index] is not None else 4) * math.prod(args[0])
-
-        return formula
-
-    def per_input(scale: int):
-        return lambda input_shape, *args, out_shape=None, **kwargs: 2 * scale * math.prod(input_shape)
-
-    def per_output(scale: int):
-        return lambda *args, out_shape=None, **kwargs: 2 * scale * math.prod(out_shape)
-
-    # A global average pool (output 1x1) reaches aten as `mean`, like a squeeze-excite mean,
-    # which fvcore does not count; it is left out too (one read of the last feature map).
-    return {
-        aten.native_batch_norm: batch_norm,
-        aten._native_batch_norm_legit: batch_norm,
-        aten._native_batch_norm_legit_no_training: batch_norm,
-        aten.native_layer_norm: norm(2),
-        aten.native_group_norm: norm(1),
-        aten._adaptive_avg_pool2d: per_input(1),
-        aten.upsample_nearest2d: per_output(1),
-        aten.upsample_bilinear2d: per_output(4),
-        aten.grid_sampler_2d: per_output(4),
-    }
-
-
-def count_macs(model, size: tuple[int, int, int]) -> tuple[float | None, float | None]:
-    """GMACs and activations (millions) of one image through `model` (on the meta device).
-
-    MACs are those of `FlopCounterMode` (convolutions, matmuls, attention) halved, plus the
-    norms, pooling and upsampling fvcore counts; activations are the output elements of the
-    convolutions and matmuls, as fvcore counts them. `(None, None)` when the model cannot run
-    on the meta device.
-    """
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import FlopCounterMode
-
-    aten = torch.ops.aten
-    # Attention reaches aten as bmm on the meta device (no fused kernel there).
-    producing = {aten.convolution, aten.mm, aten.addmm, aten.bmm, aten.baddbmm}
-
-    class ActivationCounter(TorchDispatchMode):
-        total = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if func.overloadpacket in producing:
-                self.total += out.numel()
-            return out
-
-    flops, activations = FlopCounterMode(display=False, custom_mapping=_fvcore_flops()), ActivationCounter()
     try:
-        with torch.no_grad(), flops, activations:
-            model(torch.empty(1, *size, device="meta"))
-    except Exception:  # noqa: BLE001 - some architectures cannot run without real data
-        return None, None
-    return flops.get_total_flops() / 2 / 1e9, activations.total / 1e6
+        macs, activations = count_forward(model, size)
+    except Exception:  # noqa: BLE001 - some models need real data (data-dependent shapes)
+        return ModelCounts(size, params)
+    return ModelCounts(size, params, macs / 1e9, activations / 1e6)
+
+
+@dataclass(frozen=True)
+class MetaCounts:
+    """What the meta device tells about one model: its parameters, and its MACs at some input sizes."""
+
+    param_count: float | None = None  # millions; None when the model cannot be built
+    macs: dict[tuple[int, ...], tuple[float, float]] = field(default_factory=dict)  # size -> (GMACs, M activations)
+    error: str | None = None  # why a count is missing
+
+
+def meta_counts(name: str, sizes: Iterable[Sequence[int]]) -> MetaCounts:
+    """Parameters (millions) and, at each input size (C, H, W), GMACs and activations (millions).
+
+    `name` is built once on the meta device: no memory, no weights. A model that cannot be built
+    or run there gives what could be counted and an `error` saying why; this never raises for it.
+    """
+    from .metadevice import count_forward, meta_model
+
+    try:
+        model = meta_model(name)
+    except Exception as exc:  # noqa: BLE001 - some architectures need real tensors to be built
+        return MetaCounts(error=f"cannot build on the meta device: {_meta_error(exc)}")
+    macs, errors = {}, []
+    for size in map(tuple, sizes):
+        try:
+            mac_count, activations = count_forward(model, size)
+        except Exception as exc:  # noqa: BLE001 - some models need real data (data-dependent shapes)
+            errors.append(f"cannot run on the meta device at {'x'.join(map(str, size))}: {_meta_error(exc)}")
+            continue
+        macs[size] = (mac_count / 1e9, activations / 1e6)
+    return MetaCounts(param_count=sum(p.numel() for p in model.parameters()) / 1e6, macs=macs,
+                      error="; ".join(errors) or None)
+
+
+def _meta_error(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"

@@ -99,7 +99,8 @@ def main() -> None:
               help="A setting for one data set's plugin, e.g. imagenet.labels=LOC_val_solution.csv.")
 @click.option("--store", type=click.Path(path_type=Path), help="Folder of per-cell result records. [default: OUT/store]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size for validation and benchmarks. [default: 256; 32 for the embedded suite]")
-@click.option("--workers", type=click.IntRange(min=0), help="Data loader worker processes. [default: CPU count, at most 8]")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Data loader worker processes, and metadata processes (0: this process). [default: CPU count, at most 8]")
 @click.option("--img-size", type=click.IntRange(min=16), help="Evaluate at this square size instead of the model's test size.")
 @click.option("--weights", default=None, metavar="pretrained|random|PATH",
               help="Model weights: pretrained (timm's, from the hub cache), random (seeded by model name), "
@@ -246,6 +247,8 @@ def _print_results(console, results, written) -> None:
                               _number(row.get("infer_gmacs"), ".2f"), _number(row["param_count"], ".2f"),
                               row["status"] if row["status"] != "failed" else f"failed: {row['error']}")
         console.print(table)
+    if results.metadata:
+        _print_metadata_notes(console, results.metadata)
     if written:
         console.print("[bold]wrote[/] " + ", ".join(str(p) for p in written))
 
@@ -329,6 +332,59 @@ def status(store, out) -> None:
         info = record.get("cell_info") or {}
         where = " on ".join(filter(None, [info.get("source"), info.get("backend")]))
         console.print(f"  [red]{record['status']}[/] {info.get('kind')} {info.get('model')} {where}: {record.get('message', '')}")
+
+
+def _print_metadata_notes(console, rows) -> None:
+    """Tags that could not be counted on the meta device, then tags that no name rule knows."""
+    from .metadata import unknown_tags
+
+    failed = [row for row in rows if row.get("note")]
+    if failed:
+        console.print(f"[yellow]{len(failed)} tag(s) not fully counted on the meta device:[/]")
+        for row in failed:
+            console.print(f"  {row['model']}: {row['note']}")
+    unknown = unknown_tags(rows)
+    if unknown:
+        console.print(f"[yellow]{len(unknown)} tag(s) with unknown pretraining data or technique "
+                      "(add rules to rbench/metadata.py):[/] " + ", ".join(unknown))
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("-m", "--models", multiple=True, metavar="NAMES",
+              help="timm names, globs ('convnext*'), 'all', or @FILE; comma-separated or repeated. [default: all]")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Folder for model_metadata.csv and model_metadata-in1k.csv.")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Processes that count on the meta device; 0 counts in this process. [default: CPU count]")
+def metadata(models, out, workers) -> None:
+    """Pretraining data, technique, configs, parameters and GMACs of timm's pretrained tags.
+
+    Writes model_metadata.csv (one row per tag) and model_metadata-in1k.csv (model,pretrain for
+    the tags with a 1000-class ImageNet head). Offline: timm's configs and the meta device only.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .metadata import in1k_rows, metadata_rows
+    from .models import resolve_models
+    from .report import metadata_table, model_metadata_table, write_csv
+    from .run import check_out_dir
+
+    console = _console()
+    check_out_dir(out)
+    names = resolve_models(_split(models) or ["all"])
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        rows = metadata_rows(names, workers=workers, progress=progress)
+    written = [write_csv(model_metadata_table(rows), out / "model_metadata.csv"),
+               write_csv(metadata_table(in1k_rows(rows)), out / "model_metadata-in1k.csv")]
+    table = _table("pretraining technique", ("technique", "tags", "1000-class"), right=("tags", "1000-class"))
+    techniques = sorted({row["technique"] for row in rows})
+    for technique in techniques:
+        mine = [row for row in rows if row["technique"] == technique]
+        table.add_row(technique, str(len(mine)), str(len(in1k_rows(mine))))
+    console.print(table)
+    _print_metadata_notes(console, rows)
+    console.print("[bold]wrote[/] " + ", ".join(str(p) for p in written))
 
 
 @main.command("list", context_settings=CONTEXT)

@@ -25,6 +25,11 @@ DETAIL_COLUMNS = (
     "compile_s", "backend", "error",
 )
 METADATA_COLUMNS = ("model", "pretrain")
+MODEL_METADATA_COLUMNS = (
+    "model", "architecture", "pretrain", "pretrain_data", "finetune_chain", "technique", "num_classes",
+    "train_img_size", "test_img_size", "crop_pct", "test_crop_pct", "interpolation", "mean", "std",
+    "param_count", "gmacs", "macts", "license", "paper", "origin_url", "hub_id", "note",
+)
 
 
 def sorted_validation(rows: Iterable[Mapping[str, Any]]):
@@ -173,6 +178,27 @@ def failures_table(rows: Iterable[Mapping[str, Any]]):
     data = sorted(({c: row.get(c) or "" for c in FAILURE_COLUMNS} for row in rows),
                   key=lambda r: (r["model"], r["bench"], r["dataset"], r["backend"]))
     return pl.DataFrame(data, schema={c: pl.String for c in FAILURE_COLUMNS})
+
+
+def model_metadata_table(rows: Iterable[Mapping[str, Any]]):
+    """The frame of `model_metadata.csv`, one row per tag sorted by model; empty fields where
+    nothing is known. Counts are rounded as in the benchmark files: millions and billions, 2 decimals."""
+    import polars as pl
+
+    def text(column: str, value: Any) -> str | None:
+        if value is None or value == "":
+            return None
+        if column in ("param_count", "gmacs", "macts"):
+            return f"{value:.2f}"
+        if column in ("crop_pct", "test_crop_pct"):
+            return f"{value:.3f}"
+        if column in ("mean", "std"):
+            return ",".join(str(v) for v in value)
+        return str(value)
+
+    unique = {row["model"]: row for row in rows}
+    data = [{c: text(c, unique[m].get(c)) for c in MODEL_METADATA_COLUMNS} for m in sorted(unique)]
+    return pl.DataFrame(data, schema={c: pl.String for c in MODEL_METADATA_COLUMNS})
 
 
 def write_csv(frame, path: Path) -> Path:

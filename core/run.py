@@ -21,7 +21,7 @@ from .backends import BackendStack, best_stack, resolve_stack
 from .engine import Cell, CellFailure, Grid, one_line
 from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
 from .errors import DataError, RbenchError, unknown_name
-from .metadata import metadata_row
+from .metadata import in1k_rows, metadata_rows, pretrained_name
 from .models import WEIGHTS_CHOICES, create_model, param_count, pretrained_tag, resolve_models
 from .paths import cache_dir
 from .registry import Registry
@@ -244,7 +244,20 @@ def plan_cells(plan: Plan) -> list[Cell]:
 
 
 def metadata_cell(plan: Plan, cell: Cell, progress) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    return [{"table": "metadata", "row": metadata_row(cell.model)}], {}
+    (row,) = metadata_rows([cell.model], workers=0)
+    return [{"table": "metadata", "row": row}], {}
+
+
+def _metadata_batch(cells: list[Cell], options: RunOptions, on_event) -> tuple[list[Cell], list[dict[str, Any]]]:
+    """The metadata rows of `cells`, computed together over worker processes."""
+    if not cells:
+        return [], []
+    for cell in cells:
+        on_event({"event": "start", "key": cell.key})
+    by_tag = {row["model"]: row for row in metadata_rows([c.model for c in cells], workers=options.workers)}
+    for cell in cells:
+        on_event({"event": "done", "key": cell.key, "status": "ok", "message": ""})
+    return cells, [by_tag[pretrained_name(c.model)] for c in cells]
 
 
 def validate_cell(plan: Plan, cell: Cell, progress) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -412,6 +425,12 @@ def run_grid(plan: Plan, registry: Registry, *, force: bool = False, retry_faile
     started = time.time()
     write_json(options.out / "run.json", run_info(started, None, plan))
     write_reports(results, options.out)
+    # Metadata cells are cheap and run together, in parallel processes (the whole zoo in minutes).
+    for cell, row in zip(*_metadata_batch([c for c in todo if c.kind == "metadata"], options, on_event)):
+        results.add_record(store.put(cell.identity, [{"table": "metadata", "row": row}], status="ok", message="",
+                                     cell_info=cell.to_json()))
+    todo = [c for c in todo if c.kind != "metadata"]
+    write_reports(results, options.out)
     executor = registry.get("executors", options.executor)
     grid = Grid(options=options_to_json(options), cells=todo, cell_timeout=options.cell_timeout, on_event=on_event,
                 plan=plan)
@@ -438,7 +457,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def write_reports(results: Results, out: Path) -> list[Path]:
     """Every CSV that the results so far make, rewritten atomically."""
-    from .report import BENCH_COLUMNS, benchmark_table, failures_table, metadata_table, validation_table, write_csv
+    from .report import (BENCH_COLUMNS, benchmark_table, failures_table, metadata_table, model_metadata_table,
+                         validation_table, write_csv)
 
     written = []
     for view, rows in results.validation.items():
@@ -451,7 +471,8 @@ def write_reports(results: Results, out: Path) -> list[Path]:
         # Same name in a subfolder: readers that glob `benchmark-infer-*.csv` see timm's files only.
         written.append(write_csv(benchmark_table(rows, columns, detailed=True), out / DETAILED / f"benchmark-{kind}-{tag}.csv"))
     if results.metadata:
-        written.append(write_csv(metadata_table(results.metadata), out / "model_metadata-in1k.csv"))
+        written.append(write_csv(metadata_table(in1k_rows(results.metadata)), out / "model_metadata-in1k.csv"))
+        written.append(write_csv(model_metadata_table(results.metadata), out / "model_metadata.csv"))
     if results.failures:
         written.append(write_csv(failures_table(results.failures), out / "failures.csv"))
     elif (out / "failures.csv").exists():  # a retry fixed them all

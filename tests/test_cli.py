@@ -63,6 +63,8 @@ def test_default_run_writes_the_three_csvs_with_spec_headers_sorted(tmp_path):
         (["run", "-m", "test_vit", "--data", "imagefolder"], "expected NAME=PATH"),
         (["run", "-m", "test_vit", "--weights", "nothere.pt"], "not 'pretrained', 'random' or an existing checkpoint"),
         (["run", "-m", "@missing-list.txt"], "model list missing-list.txt does not exist"),
+        (["metadata", "-m", "test_vitt"], "unknown model 'test_vitt'; did you mean 'test_vit'"),
+        (["metadata", "-m", "nosuchmodel*"], "matches no timm model"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, expected, tmp_path, monkeypatch):
