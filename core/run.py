@@ -200,6 +200,7 @@ def source_identity(source: Source) -> str:
         except OSError:
             size = -1
         digest.update(f"{path}\0{size}\0{label}\n".encode())
+    digest.update(source.identity.encode())
     return digest.hexdigest()[:20]
 
 

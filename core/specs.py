@@ -59,6 +59,8 @@ class Source:
     picklable (a module-level function or an instance of a module-level class) and
     deterministic in `index` (every model must see the same pixels). A source can list one
     file several times (virtual samples: the same image under different transforms).
+    `identity` names anything else that changes its results (a library version, a seeding
+    scheme): it goes into the cells' keys, so that stored results made otherwise are not reused.
     """
 
     name: str
@@ -68,6 +70,7 @@ class Source:
     partial: bool = False
     note: str = ""
     sample_transform: Callable[[int, Any], Any] | None = None
+    identity: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

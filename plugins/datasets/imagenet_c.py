@@ -21,6 +21,7 @@ Only `rbench`'s public API is imported here, and numpy/torch only inside functio
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 from collections.abc import Sequence
 from functools import cache
@@ -37,6 +38,7 @@ CORRUPTIONS = (
 SEVERITIES = (1, 2, 3, 4, 5)
 DEFAULT_PER_CLASS = 10
 CLASSES = 1000
+SEED_SCHEME = "sha256(path, corruption, severity) v1"
 INSTALL_HINT = "pip install 'rbench[corruptions]' (or: pip install corrupt-tta)"
 
 # AlexNet's top-1 error on ImageNet-C, per corruption, averaged over the 5 severities (a
@@ -260,8 +262,10 @@ def load(request: rbench.DataRequest) -> rbench.Source:
             f"= {len(samples):,} images per model")
     if partial:
         note = f"partial: {len(folders)} classes, {short} short of {per_class} images; " + note
+    # A new library version or seeding scheme changes the pixels: stored results are not reused.
+    identity = f"corrupt-tta {importlib.metadata.version('corrupt-tta')}; seed {SEED_SCHEME}"
     return rbench.Source(name="imagenet-c", root=root, samples=samples, views=views, partial=partial, note=note,
-                         sample_transform=Corrupter(keys, blocks))
+                         sample_transform=Corrupter(keys, blocks), identity=identity)
 
 
 VIEWS = {"imagenet-c": "imagenet", "imagenet-c-severity": None}
