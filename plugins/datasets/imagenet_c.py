@@ -74,8 +74,13 @@ def corrupt_function():
     the global generator instead, so one seed fixes every corruption's pixels.
     """
     check_library()
+    import cv2
     import numpy as np
     from corrupt_tta import corrupt, corruptions
+
+    # This runs in each loader worker: the workers are the parallelism, and OpenCV's own thread
+    # pool in every one of them would oversubscribe the cores.
+    cv2.setNumThreads(1)
 
     original = corruptions.random_noise
     if not getattr(original, "_rbench_seeded", False):
