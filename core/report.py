@@ -51,16 +51,26 @@ def _validation_schema():
     }
 
 
+def _plain(value: Any) -> str | None:
+    """A view's own column value: 3 decimals for numbers, empty for missing or NaN."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def _signed(value: float, digits: int = 3) -> str:
     value = round(value, digits) + 0.0  # + 0.0 turns -0.0 into 0.0
     return f"{value:+.{digits}f}"
 
 
-def validation_table(rows: Sequence[Mapping[str, Any]], base_rows: Sequence[Mapping[str, Any]] | None = None):
+def validation_table(rows: Sequence[Mapping[str, Any]], base_rows: Sequence[Mapping[str, Any]] | None = None,
+                     layout: Sequence[str] | None = None):
     """The frame of one `results-<view>.csv`, all columns formatted as the spec says.
 
     With `base_rows`, adds top1_diff, top5_diff (test minus base, on the written 3-decimal
     values) and rank_diff (base rank minus test rank, ranks taken on fully sorted frames).
+    `layout` is a view's own column order (see `ViewSpec.columns`): standard columns keep
+    their format, the view's own are written with 3 decimals (empty when missing or NaN).
     """
     import polars as pl
 
@@ -73,6 +83,10 @@ def validation_table(rows: Sequence[Mapping[str, Any]], base_rows: Sequence[Mapp
         "crop_pct": [f"{v:.3f}" for v in frame["crop_pct"]],
         "interpolation": frame["interpolation"].to_list(),
     }
+    if layout is not None:
+        by_key = {(r["model"], r["img_size"]): r for r in rows}
+        ordered = [by_key[(m, z)] for m, z in zip(frame["model"], frame["img_size"])]
+        columns = {c: columns[c] if c in columns else [_plain(r.get(c)) for r in ordered] for c in layout}
     if any(row.get("partial") for row in rows):
         # A partial data set's rows say how many images they counted (after the spec's columns).
         counts = {(r["model"], r["img_size"]): r.get("count") for r in rows}

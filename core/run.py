@@ -148,6 +148,7 @@ class Results:
 
     validation: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     bases: dict[str, str | None] = field(default_factory=dict)
+    columns: dict[str, list[str]] = field(default_factory=dict)  # views with their own column order
     # (benchmark kind, backend stack's file tag) -> rows, ok or failed
     benchmarks: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     metadata: list[dict[str, Any]] = field(default_factory=list)
@@ -160,6 +161,8 @@ class Results:
         if table == "validation":
             self.validation[entry["view"]].append(row)
             self.bases[entry["view"]] = entry.get("base")
+            if entry.get("columns"):
+                self.columns[entry["view"]] = entry["columns"]
         elif table == "benchmark":
             self.benchmarks[(entry["kind"], entry["tag"])].append(row)
         elif table == "metadata":
@@ -197,6 +200,7 @@ def source_identity(source: Source) -> str:
         except OSError:
             size = -1
         digest.update(f"{path}\0{size}\0{label}\n".encode())
+    digest.update(source.identity.encode())
     return digest.hexdigest()[:20]
 
 
@@ -286,7 +290,7 @@ def validate_cell(plan: Plan, cell: Cell, progress) -> tuple[list[dict[str, Any]
     batch_size = options.batch_size
     while True:  # out of memory: retry the pass with half the batch, down to 1
         loader = make_loader(source.samples, config, batch_size=batch_size, workers=options.workers,
-                             pin_memory=stack.base.pin_memory)
+                             pin_memory=stack.base.pin_memory, sample_transform=source.sample_transform)
         done = 0
 
         def advance(n: int) -> None:
@@ -310,6 +314,7 @@ def validate_cell(plan: Plan, cell: Cell, progress) -> tuple[list[dict[str, Any]
         raise CellFailure("non-finite", f"{int((~torch.isfinite(logits)).sum())} non-finite logits on {source.name}")
     scores = score_views(logits, source, plan.metrics, unreadable)
     entries = [{"table": "validation", "view": view.name, "base": view.base,
+                **({"columns": list(view.columns)} if view.columns else {}),
                 "row": {**common, **scores[view.name], "partial": source.partial}} for view in source.views]
     return entries, {"unreadable": [source.samples[i][0] for i in unreadable]}
 
@@ -464,7 +469,8 @@ def write_reports(results: Results, out: Path) -> list[Path]:
     for view, rows in results.validation.items():
         base = results.bases.get(view)
         base_rows = results.validation.get(base, []) if base else None
-        written.append(write_csv(validation_table(rows, base_rows), out / f"results-{view}.csv"))
+        written.append(write_csv(validation_table(rows, base_rows, results.columns.get(view)),
+                                 out / f"results-{view}.csv"))
     for (kind, tag), rows in results.benchmarks.items():
         columns = BENCH_COLUMNS[kind]
         written.append(write_csv(benchmark_table(rows, columns), out / f"benchmark-{kind}-{tag}.csv"))

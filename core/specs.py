@@ -25,6 +25,13 @@ class ViewSpec:
     (`labels`: one per selected sample, an int or a tuple of acceptable classes), or restrict
     the logits to a class subset (`classes`: the class indices the argmax runs over).
     `base` names the view whose rows the diff columns compare against.
+
+    A view can add columns of its own: `score(logits, labels, indices)` gets the view's logits
+    `[n, C]`, labels and source sample indices (unreadable samples left out) and returns
+    `{column: value}`; these are added after the metrics' values and win over them (a view
+    whose top-1 counts only some of its samples says so here). `columns` is then the file's
+    full column order before the diff columns (None: the standard validation columns); every
+    value not named there is kept in the store but not written.
     """
 
     name: str
@@ -32,6 +39,8 @@ class ViewSpec:
     samples: Sequence[int] | None = None
     labels: Sequence[Label] | None = None
     classes: Sequence[int] | None = None
+    score: Callable[[Any, Sequence[Label], Sequence[int]], Mapping[str, Any]] | None = None
+    columns: Sequence[str] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +51,16 @@ class Source:
     from one forward pass over them. `partial` marks an incomplete data set run with
     `--allow-partial` (its result rows then say how many images they counted); `note` is shown
     to the user.
+
+    `sample_transform(index, image)`, when set, changes sample `index`'s image after the eval
+    resize and centre crop (so at the model's own input size) and before the conversion to a
+    tensor and the normalisation: it takes a PIL RGB image and returns a PIL image or an
+    `HxWx3` uint8 array of the same size. It runs in the loader workers, so it must be
+    picklable (a module-level function or an instance of a module-level class) and
+    deterministic in `index` (every model must see the same pixels). A source can list one
+    file several times (virtual samples: the same image under different transforms).
+    `identity` names anything else that changes its results (a library version, a seeding
+    scheme): it goes into the cells' keys, so that stored results made otherwise are not reused.
     """
 
     name: str
@@ -50,6 +69,8 @@ class Source:
     views: Sequence[ViewSpec]
     partial: bool = False
     note: str = ""
+    sample_transform: Callable[[int, Any], Any] | None = None
+    identity: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

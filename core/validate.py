@@ -51,5 +51,7 @@ def score_views(logits, source: Source, metrics: Sequence[MetricSpec],
         row: dict[str, Any] = {"count": len(indices)}
         for metric in metrics:
             row.update(metric.compute(view_logits, labels, view))
+        if view.score is not None:
+            row.update(view.score(view_logits, labels, indices))
         scores[view.name] = row
     return scores
