@@ -211,7 +211,7 @@ class OpCounter(TorchDispatchMode):
     def _fast_shapes(self, func, kind: str, args, kwargs):
         """The outputs of `func` made from shape rules, or None to let torch compute them."""
         tensors = [a for a in args if isinstance(a, Tensor)]
-        if any(t.dtype != torch.float32 or not t.is_meta for t in tensors):
+        if any(t.dtype != torch.float32 or not t.is_meta for t in tensors) or any(isinstance(v, Tensor) for v in kwargs.values()):
             return None
         rule = SHAPE_RULES.get(func)
         if rule is not None:
