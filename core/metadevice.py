@@ -97,8 +97,12 @@ def _inplace_initialiser(func) -> bool:
 
 class MetaInit(DeviceContext):
     """`torch.device("meta")` that skips in-place writes into meta tensors: initialising a tensor
-    without data is a no-op. (One mode rather than two stacked: every torch call of a model's
-    constructor passes through it.)"""
+    without data is a no-op.
+
+    `DeviceContext` is the mode that `with torch.device(...)` enters; extending it keeps one mode
+    rather than two stacked, which matters because every torch call of a constructor passes
+    through it.
+    """
 
     skippable: dict[Any, bool] = {}
 
