@@ -147,8 +147,12 @@ def _inplace_initialiser(func) -> bool:
 
 class MetaInit(DeviceContext):
     """`torch.device("meta")` that skips in-place writes into meta tensors: initialising a tensor
-    without data is a no-op. (One mode rather than two stacked: every torch call of a model's
-    constructor passes through it.)"""
+    without data is a no-op.
+
+    `DeviceContext` is the mode that `with torch.device(...)` enters; extending it keeps one mode
+    rather than two stacked, which matters because every torch call of a constructor passes
+    through it.
+    """
 
     skippable: dict[Any, bool] = {}
 
@@ -261,7 +265,7 @@ class OpCounter(TorchDispatchMode):
     def _fast_shapes(self, func, kind: str, args, kwargs):
         """The outputs of `func` made from shape rules, or None to let torch compute them."""
         tensors = [a for a in args if isinstance(a, Tensor)]
-        if any(t.dtype != torch.float32 or not t.is_meta for t in tensors):
+        if any(t.dtype != torch.float32 or not t.is_meta for t in tensors) or any(isinstance(v, Tensor) for v in kwargs.values()):
             return None
         rule = SHAPE_RULES.get(func)
         if rule is not None:
