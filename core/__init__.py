@@ -15,6 +15,7 @@ from .errors import (
 from .engine import Cell, CellOutcome, Grid, record_failure, run_cells
 from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
 from .hookspecs import hookimpl
+from .host import cpu_name
 from .paths import cache_dir
 from .specs import (
     BackendSpec,
@@ -53,6 +54,7 @@ __all__ = [
     "WeightsError",
     "__version__",
     "cache_dir",
+    "cpu_name",
     "default_is_out_of_memory",
     "hookimpl",
     "list_class_folders",

@@ -19,6 +19,7 @@ from typing import Any
 from . import __version__
 from .backends import BackendStack, best_stack, resolve_stack
 from .engine import Cell, CellFailure, Grid, one_line
+from .host import cpu_name
 from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
 from .errors import DataError, RbenchError, unknown_name
 from .metadata import in1k_rows, metadata_rows, pretrained_name
@@ -392,19 +393,6 @@ def _device_tag(stack: BackendStack) -> str:
         return stack.base.device_tag()
     except Exception:  # noqa: BLE001 - provenance never stops a run
         return "unknown"
-
-
-def cpu_name() -> str:
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_grid(plan: Plan, registry: Registry, *, force: bool = False, retry_failed: bool = False,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import platform
 import re
-from functools import cache
 
 import rbench
 
@@ -19,20 +17,8 @@ def short_cpu_name(model_name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", "_".join(words)).strip("_") or "unknown"
 
 
-@cache
-def _cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _device_tag() -> str:
-    return f"cpu-{short_cpu_name(_cpu_model_name())}"
+    return f"cpu-{short_cpu_name(rbench.cpu_name())}"
 
 
 def _to_cpu(x):
