@@ -24,7 +24,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,11 +260,12 @@ def metadata_rows(names: Iterable[str], *, workers: int | None = None, progress=
     if workers is None:
         workers = os.cpu_count() or 1
     task = progress.add_task("metadata", total=len(rows)) if progress else None
-    for tags, counts in zip(builds, _count_all(work, min(workers, len(work) // BUILDS_PER_PROCESS))):
-        for tag in tags:
-            _add_counts(rows[tag], counts)
-        if progress:
-            progress.advance(task, len(tags))
+    with _counted(work, min(workers, len(work) // BUILDS_PER_PROCESS)) as results:
+        for tags, counts in zip(builds, results):
+            for tag in tags:
+                _add_counts(rows[tag], counts)
+            if progress:
+                progress.advance(task, len(tags))
     return [{k: v for k, v in row.items() if k not in ("eval_size", "build_key")} for row in rows.values()]
 
 
@@ -272,13 +274,13 @@ def _add_counts(row: dict[str, Any], counts: MetaCounts) -> None:
     row.update(param_count=counts.param_count, gmacs=gmacs, macts=macts, note=counts.error)
 
 
-def _count_all(work: Sequence[tuple[str, tuple]], processes: int):
-    """`meta_counts` of each `(name, sizes)`, in order; in `processes` worker processes when above 1."""
+@contextmanager
+def _counted(work: Sequence[tuple[str, tuple]], processes: int) -> Iterator[Iterator[MetaCounts]]:
+    """The `meta_counts` of each `(name, sizes)`, in order: in `processes` worker processes when
+    above 1. Leaving the `with` (at the end, or on Ctrl-C) ends the workers at once."""
     if processes <= 1:
-        yield from (_count(job) for job in work)
+        yield map(_count, work)
         return
-    from concurrent.futures import ProcessPoolExecutor
-
     # forkserver (or spawn) starts clean workers: forking a process that holds torch's threads
     # is unsafe. The preloaded modules are imported once and shared by every worker.
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -286,8 +288,10 @@ def _count_all(work: Sequence[tuple[str, tuple]], processes: int):
     if method == "forkserver":
         context.set_forkserver_preload(["rbench.metadevice", "timm"])
     chunk = max(1, min(8, len(work) // (processes * 8)))  # neighbours share op shapes; keep the tail short
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=_init_worker) as pool:
-        yield from pool.map(_count, work, chunksize=chunk)
+    # A Pool rather than a ProcessPoolExecutor: its exit terminates the workers, where an
+    # executor's would wait for every queued build.
+    with context.Pool(processes, initializer=_init_worker) as pool:
+        yield pool.imap(_count, work, chunksize=chunk)
 
 
 def _init_worker() -> None:

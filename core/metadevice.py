@@ -36,7 +36,7 @@ ACTIVATION_OPS = frozenset({
 })
 # Cached op shapes are pure functions of the op and its inputs' shapes, so one cache serves every
 # model of a process; past this many entries it starts again, to bound memory.
-CACHE_LIMIT = 200_000
+CACHE_LIMIT = 100_000
 
 
 def fvcore_formulas():
