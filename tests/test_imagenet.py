@@ -9,11 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import timm
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from safetensors.torch import save_file
 from timm.data import create_transform, resolve_data_config
 
 import rbench.registry
@@ -49,18 +47,9 @@ def complete(data_root, monkeypatch):
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    """A random test_byobnet whose head favours FAVOURED (other classes get distinct, very low
-    logits: no ties), so that accuracy is far from zero and depends on the image."""
-    torch.manual_seed(7)
-    model = timm.create_model("test_byobnet").eval()
-    head = model.get_classifier()
-    others = [c for c in range(1000) if c not in FAVOURED]
-    with torch.no_grad():
-        head.weight[others] = 0.0
-        head.bias[others] = -1000.0 - 0.001 * torch.arange(len(others), dtype=torch.float32)
+    """A random test_byobnet that can only predict FAVOURED, and its weights file."""
     path = tmp_path_factory.mktemp("weights") / "byob.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return model, path
+    return imagenet_fixtures.pinned_head_model(7, FAVOURED, path), path
 
 
 class ForwardCounter:

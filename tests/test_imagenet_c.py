@@ -9,11 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import timm
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from safetensors.torch import save_file
 from timm.data import create_transform, resolve_data_config
 
 from rbench.cli import main
@@ -69,18 +67,9 @@ def val_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    """A random test_byobnet that predicts only the fixture's classes (others get distinct very
-    low logits), so that accuracy is far from zero and depends on the pixels."""
-    torch.manual_seed(11)
-    model = timm.create_model("test_byobnet").eval()
-    head = model.get_classifier()
-    others = [c for c in range(1000) if c not in CLASSES]
-    with torch.no_grad():
-        head.weight[others] = 0.0
-        head.bias[others] = -1000.0 - 0.001 * torch.arange(len(others), dtype=torch.float32)
+    """A random test_byobnet that can only predict the fixture's classes, and its weights file."""
     path = tmp_path_factory.mktemp("weights") / "byob.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return model, path
+    return imagenet_fixtures.pinned_head_model(11, CLASSES, path), path
 
 
 def oracle(model, root: Path) -> dict[str, float]:
