@@ -66,6 +66,13 @@ def _data_options(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
     return options
 
 
+cache_dir_option = click.option(
+    "--cache-dir", type=click.Path(path_type=Path), envvar="RBENCH_INPUT_CACHE",
+    help="Folder of the decoded-input cache: each data set's images resized and cropped once per eval "
+         "geometry, for every later model [env: RBENCH_INPUT_CACHE]. [default: inputs/ in the rbench cache "
+         "folder, $RBENCH_CACHE_DIR or ~/.cache/rbench]")
+
+
 @click.group(cls=RbenchGroup, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="rbench")
 def main() -> None:
@@ -118,21 +125,28 @@ def main() -> None:
 @click.option("--ray-address", metavar="ADDR", help="The Ray cluster for --executor ray. [default: a local Ray instance]")
 @click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Fail a cell that runs longer than this.")
+@cache_dir_option
+@click.option("--cache-size", metavar="SIZE", default="100GB", show_default=True,
+              help="Size limit of the decoded-input cache; an entry that would pass it is not written and "
+                   "that pass decodes every image.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the decoded-input cache.")
 @click.option("--force", is_flag=True, help="Redo every cell, even those the store already holds.")
 @click.option("--retry-failed", is_flag=True, help="Run again the cells that failed in an earlier run.")
 def run(models, datasets, backends, benches, out, data_root, data, data_dir, data_option, store, batch_size, workers,
         img_size, weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds, no_retry,
-        executor, ray_address, cell_timeout, force, retry_failed) -> None:
+        executor, ray_address, cell_timeout, cache_dir, cache_size, no_cache, force, retry_failed) -> None:
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
 
+    from .input_cache import parse_size
     from .registry import get_registry
     from .run import RunOptions, check_out_dir, default_suite, make_plan
 
     console = _console()
     options = RunOptions(out=out, store=store, data_root=data_root, data_paths=_data_paths(data),
                          data_options=_data_options(data_option), trust_checkpoint=trust_checkpoint,
-                         allow_partial=allow_partial)
+                         allow_partial=allow_partial, input_cache=not no_cache, input_cache_dir=cache_dir,
+                         input_cache_size=parse_size(cache_size, "--cache-size"))
     if data_dir is not None:
         options.data_paths.setdefault("imagefolder", data_dir)
     if datasets:
@@ -205,6 +219,8 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
                 cell_tasks[key] = progress.add_task(f"  {labels.get(key, key)}", total=None)
             elif event["event"] == "progress" and key in cell_tasks:
                 progress.update(cell_tasks[key], completed=event["done"], total=event["total"])
+            elif event["event"] == "note":
+                console.print(f"[yellow]{labels.get(key, key)}: {event['message']}[/]", soft_wrap=True)  # paths stay whole
             elif event["event"] == "done":
                 if key in cell_tasks:
                     progress.remove_task(cell_tasks.pop(key))
@@ -385,6 +401,61 @@ def metadata(models, out, workers) -> None:
     console.print(table)
     _print_metadata_notes(console, rows)
     console.print("[bold]wrote[/] " + ", ".join(str(p) for p in written))
+
+
+@main.group(context_settings=CONTEXT)
+def cache() -> None:
+    """The decoded-input cache: list its entries, or clear them."""
+
+
+@cache.command("ls", context_settings=CONTEXT, short_help="List the entries, their geometry and size.")
+@cache_dir_option
+def cache_ls(cache_dir) -> None:
+    """Each entry (named <data set>-<size>-<interpolation>-crop<crop_pct>-<crop mode>-<key>), its
+    images, its size on disk and when a model last read it."""
+    import time
+
+    from .input_cache import InputCache, format_size
+
+    store = InputCache(cache_dir)
+    entries = store.entries()
+    if not entries:
+        _console().print(f"the decoded-input cache at {store.root} is empty")
+        return
+    table = _table(f"decoded-input cache: {store.root}", ("entry", "images", "on disk", "last used"),
+                   right=("images", "on disk"))
+    for e in entries:
+        table.add_row(e.name if e.meta else f"{e.name} (incomplete)", f"{e.meta['images']:,}" if e.meta else "-",
+                      format_size(e.bytes), time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)))
+    console = _console()
+    console.print(table)
+    console.print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {format_size(sum(e.bytes for e in entries))}")
+
+
+@cache.command("clear", context_settings=CONTEXT, short_help="Remove entries: those named, or all.")
+@cache_dir_option
+@click.argument("names", nargs=-1)
+def cache_clear(cache_dir, names) -> None:
+    """Remove entries: those named (an entry, or a data set: every entry of it), else all.
+
+    An incomplete entry (a build that was stopped) is removed with all; a build still running is
+    left alone unless named.
+    """
+    from .input_cache import InputCache, format_size
+
+    store = InputCache(cache_dir)
+    entries = store.entries()
+    if names:
+        doomed = [e for e in entries if e.name in names or (e.meta and e.meta.get("source") in names)]
+        missing = [n for n in names if not any(e.name == n or (e.meta and e.meta.get("source") == n) for e in entries)]
+        if missing:
+            raise RbenchError(f"no cache entry or data set {missing[0]!r} in {store.root}; see `rbench cache ls`")
+    else:
+        doomed = [e for e in entries if e.meta is not None or not store.is_running_build(e.path)]
+    for e in doomed:
+        store.remove(e.path)
+    _console().print(f"removed {len(doomed)} entr{'y' if len(doomed) == 1 else 'ies'}, "
+                     f"{format_size(sum(e.bytes for e in doomed))} freed from {store.root}")
 
 
 @main.command("list", context_settings=CONTEXT)

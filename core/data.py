@@ -1,9 +1,19 @@
-"""Evaluation input: timm's data config and eval transform, a dataset and its loader."""
+"""Evaluation input: timm's eval data config and geometry, the decoding loader, and the move of
+each batch to the device.
+
+Loaders yield `(pixels, indices, ok)`: `pixels` is `[B, H, W, 3]` uint8, exactly what timm's eval
+transform makes before its tensor conversion (resize, crop); `ok` is False for a sample that
+could not be read. Normalisation happens on the device (`device_batches`), as timm's
+prefetching loader does it: a quarter of the bytes cross to the device, and the decoded-input
+cache (`input_cache`) can hold the pixels whatever a model's mean and std.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+
+from .specs import Source
 
 
 def eval_data_config(model, img_size: int | None = None) -> dict[str, Any]:
@@ -17,71 +27,104 @@ def eval_data_config(model, img_size: int | None = None) -> dict[str, Any]:
     return resolve_data_config(args, model=model, use_test_size=True)
 
 
-def eval_transform(data_config: dict[str, Any]):
-    """timm's eval transform: resize to `img_size / crop_pct`, centre crop, to tensor, normalise."""
+def eval_geometry(data_config: dict[str, Any]):
+    """timm's eval transform up to its conversion to a tensor: the resize and crop of a PIL image
+    (the same steps, whatever the crop mode, as `timm.data.create_transform` makes)."""
     from timm.data import create_transform
-
-    return create_transform(**data_config, is_training=False)
-
-
-def split_at_tensor(transform):
-    """`(geometry, to_tensor)`: a torchvision `Compose` split before its first conversion to a
-    tensor, so that a per-sample change can run on the resized, cropped PIL image."""
     from torchvision import transforms
 
-    steps = list(transform.transforms)
-    cut = next((i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__), None)
-    if cut is None:
-        raise ValueError(f"the eval transform has no ToTensor step: {transform}")
-    return transforms.Compose(steps[:cut]), transforms.Compose(steps[cut:])
+    steps = list(create_transform(**data_config, is_training=False, use_prefetcher=True).transforms)
+    cut = next((i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__ or "ToNumpy" in type(t).__name__),
+               len(steps))
+    return transforms.Compose(steps[:cut])
 
 
 class ImageDataset:
-    """Images from `(path, label)` samples, decoded with PIL and transformed.
+    """The images of `samples`, decoded with PIL and resized and cropped by `geometry`.
 
-    Yields `(image, index, ok)`. An unreadable or truncated file gives a zero image and
-    `ok=False` instead of killing the pass; the caller leaves it out of the metrics. With a
-    `sample_transform` (see `Source`), it is applied between the crop and the tensor
-    conversion, here in the loader worker.
+    Yields `(pixels [H, W, 3] uint8, index, ok)`. An unreadable or truncated file gives a zero
+    image and `ok=False` instead of killing the pass; the caller leaves it out of the metrics.
+    A `sample_transform` (see `Source`) runs on the cropped image; a `writer` (an input-cache
+    entry being built) gets every row as it is made. Both run here, in the loader worker.
     """
 
-    def __init__(self, samples: Sequence[tuple[str, int]], transform, input_size: Sequence[int],
-                 sample_transform=None):
+    def __init__(self, samples: Sequence[tuple[str, int]], geometry, input_size: Sequence[int],
+                 sample_transform=None, writer=None):
         self.samples = samples
-        self.input_size = tuple(input_size)
+        self.geometry = geometry
+        self.shape = (input_size[1], input_size[2], 3)
         self.sample_transform = sample_transform
-        self.transform = transform
-        # Kept as attributes (not a closure) so that the dataset pickles for spawned workers.
-        self.geometry, self.to_tensor = split_at_tensor(transform) if sample_transform else (None, None)
+        self.writer = writer
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _pixels(self, index: int, image):
+        import numpy as np
+
+        image = self.geometry(image)
+        if self.sample_transform is not None:
+            image = self.sample_transform(index, image)
+        return np.array(image, dtype=np.uint8)
+
     def __getitem__(self, index: int):
+        import numpy as np
         import torch
         from PIL import Image
 
         try:
-            with Image.open(self.samples[index][0]) as img:
-                img = img.convert("RGB")
-            if self.sample_transform is not None:
-                return self.to_tensor(self.sample_transform(index, self.geometry(img))), index, True
-            return self.transform(img), index, True
+            with Image.open(self.samples[index][0]) as image:
+                # convert() of an RGB image is a copy; the pixels are the same without it.
+                pixels = self._pixels(index, image if image.mode == "RGB" else image.convert("RGB"))
+            ok = True
         except (OSError, SyntaxError, ValueError):  # PIL's errors for unreadable, truncated or bad files
-            return torch.zeros(self.input_size), index, False
+            pixels, ok = np.zeros(self.shape, dtype=np.uint8), False
+        if pixels.shape != self.shape:
+            raise RuntimeError(f"sample {index} came out {pixels.shape}, not {self.shape} (a sample_transform "
+                               "must keep the image's size)")
+        if self.writer is not None:
+            self.writer.write(index, pixels, ok)
+        return torch.from_numpy(pixels), index, ok
 
 
-def make_loader(samples: Sequence[tuple[str, int]], data_config: dict[str, Any], *, batch_size: int, workers: int,
-                pin_memory: bool, sample_transform=None):
-    """A DataLoader of eval-transformed images over `samples` in their order (never shuffled:
-    views index into it)."""
+def make_loader(source: Source, data_config: dict[str, Any], *, batch_size: int, workers: int, pin_memory: bool,
+                writer=None):
+    """A DataLoader that decodes `source`'s images in order (never shuffled: views index into
+    it), yielding `(pixels [B, H, W, 3] uint8, indices, ok)`."""
     import torch
 
-    return torch.utils.data.DataLoader(
-        ImageDataset(samples, eval_transform(data_config), data_config["input_size"], sample_transform),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        persistent_workers=False,
-    )
+    dataset = ImageDataset(source.samples, eval_geometry(data_config), data_config["input_size"],
+                           source.sample_transform, writer)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                       pin_memory=pin_memory, persistent_workers=False)
+
+
+def device_batches(batches: Iterable[Any], device: str, mean: Sequence[float], std: Sequence[float], *,
+                   channels_last: bool = False) -> Iterator[tuple[Any, Any, Any]]:
+    """Loader batches as a model takes them: on `device`, float32 `[B, 3, H, W]` (channels-last
+    strides if asked), normalised as timm's prefetching loader does, `(x - 255 mean) / (255 std)`.
+
+    The next batch's copy is queued before the current one is handed out, so that from pinned
+    memory the transfer runs while the host waits for the model.
+    """
+    import torch
+
+    mean_ = torch.tensor([m * 255 for m in mean], device=device).view(1, -1, 1, 1)
+    std_ = torch.tensor([s * 255 for s in std], device=device).view(1, -1, 1, 1)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+
+    def normalised(pixels):
+        pixels = pixels.to(device, non_blocking=True)
+        n, h, w, c = pixels.shape
+        x = torch.empty((n, c, h, w), device=device, memory_format=layout)
+        x.copy_(pixels.permute(0, 3, 1, 2))  # one pass: to float and to the layout
+        return x.sub_(mean_).div_(std_)
+
+    pending = None
+    for pixels, indices, ok in batches:
+        current = (normalised(pixels), indices, ok)
+        if pending is not None:
+            yield pending
+        pending = current
+    if pending is not None:
+        yield pending

@@ -85,6 +85,20 @@ class Grid:
         return {"options": self.options, "cells": [c.to_json() for c in cells]}
 
 
+class CellProgress:
+    """What a cell runner tells the user while it runs: `progress(done, total)` for its bar,
+    `progress.note(message)` for a line worth reading (a warning, a cache being built)."""
+
+    def __init__(self, key: str, on_event: Callable[[dict[str, Any]], None]):
+        self.key, self.on_event = key, on_event
+
+    def __call__(self, done: int, total: int) -> None:
+        self.on_event({"event": "progress", "key": self.key, "done": done, "total": total})
+
+    def note(self, message: str) -> None:
+        self.on_event({"event": "note", "key": self.key, "message": message})
+
+
 class CellFailure(Exception):
     """A cell that failed in a known way; `status` names how."""
 
@@ -161,9 +175,7 @@ def run_cells(job: dict[str, Any], on_event: Callable[[dict[str, Any]], None] = 
         on_event({"event": "start", "key": cell.key})
         started = time.time()
 
-        def progress(done: int, total: int, key: str = cell.key) -> None:
-            on_event({"event": "progress", "key": key, "done": done, "total": total})
-
+        progress = CellProgress(cell.key, on_event)
         extra: dict[str, Any] = {}
         try:
             with _alarm(timeout):

@@ -20,6 +20,7 @@ from . import __version__
 from .backends import BackendStack, best_stack, resolve_stack
 from .engine import Cell, CellFailure, Grid, one_line
 from .host import cpu_name
+from .input_cache import DEFAULT_LIMIT as DEFAULT_INPUT_CACHE_SIZE
 from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
 from .errors import DataError, RbenchError, unknown_name
 from .metadata import in1k_rows, metadata_rows, pretrained_name
@@ -54,6 +55,9 @@ class RunOptions:
     trust_checkpoint: bool = False
     allow_partial: bool = False
     bench: BenchSettings = field(default_factory=BenchSettings)
+    input_cache: bool = True  # read and write the decoded-input cache
+    input_cache_dir: Path | None = None  # None: input_cache.default_root()
+    input_cache_size: int = DEFAULT_INPUT_CACHE_SIZE
     executor: str = "local"
     ray_address: str | None = None
     cell_timeout: float | None = None
@@ -265,9 +269,17 @@ def _metadata_batch(cells: list[Cell], options: RunOptions, on_event) -> tuple[l
     return cells, [by_tag[pretrained_name(c.model)] for c in cells]
 
 
+def input_cache(options: RunOptions):
+    """The run's decoded-input cache, or None with --no-cache."""
+    from .input_cache import InputCache
+
+    return InputCache(options.input_cache_dir, options.input_cache_size) if options.input_cache else None
+
+
 def validate_cell(plan: Plan, cell: Cell, progress) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One model on one source: one forward pass, every view scored."""
     from .data import eval_data_config, make_loader
+    from .input_cache import CacheCorrupted
     from .validate import predict, score_views
 
     options = plan.options
@@ -288,10 +300,13 @@ def validate_cell(plan: Plan, cell: Cell, progress) -> tuple[list[dict[str, Any]
         "interpolation": config["interpolation"],
     }
     model = stack.prepare_model(model)
+    cache = input_cache(options)
+    note = progress.note
     batch_size = options.batch_size
     while True:  # out of memory: retry the pass with half the batch, down to 1
-        loader = make_loader(source.samples, config, batch_size=batch_size, workers=options.workers,
-                             pin_memory=stack.base.pin_memory, sample_transform=source.sample_transform)
+        loading = dict(batch_size=batch_size, workers=options.workers, pin_memory=stack.base.pin_memory)
+        batches = (cache.loader(source, config, note=note, **loading) if cache is not None
+                   else make_loader(source, config, **loading))
         done = 0
 
         def advance(n: int) -> None:
@@ -300,8 +315,11 @@ def validate_cell(plan: Plan, cell: Cell, progress) -> tuple[list[dict[str, Any]
             progress(done, len(source.samples))
 
         try:
-            logits, unreadable = predict(model, loader, stack, advance)
+            logits, unreadable = predict(model, batches, stack, config, advance)
             break
+        except CacheCorrupted as exc:  # removed; the next pass decodes and writes it again
+            note(f"input cache: {exc}; rebuilding it")
+            cache.remove(exc.path)
         except Exception as exc:
             if not stack.is_out_of_memory(exc):
                 raise
@@ -352,6 +370,7 @@ def options_to_json(options: RunOptions) -> dict[str, Any]:
     data["out"] = str(options.out)
     data["data_root"] = str(options.data_root) if options.data_root else None
     data["data_paths"] = {k: str(v) for k, v in options.data_paths.items()}
+    data["input_cache_dir"] = str(options.input_cache_dir) if options.input_cache_dir else None
     return data
 
 
@@ -361,6 +380,7 @@ def options_from_json(data: dict[str, Any]) -> RunOptions:
     data["store"] = Path(data["store"])
     data["data_root"] = Path(data["data_root"]) if data["data_root"] else None
     data["data_paths"] = {k: Path(v) for k, v in data["data_paths"].items()}
+    data["input_cache_dir"] = Path(data["input_cache_dir"]) if data.get("input_cache_dir") else None
     data["bench"] = BenchSettings(**data["bench"])
     return RunOptions(**data)
 

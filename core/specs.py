@@ -60,7 +60,8 @@ class Source:
     deterministic in `index` (every model must see the same pixels). A source can list one
     file several times (virtual samples: the same image under different transforms).
     `identity` names anything else that changes its results (a library version, a seeding
-    scheme): it goes into the cells' keys, so that stored results made otherwise are not reused.
+    scheme): it goes into the cells' keys and the decoded-input cache's, so that results and
+    pixels made otherwise are not reused.
     """
 
     name: str

@@ -9,21 +9,29 @@ from .backends import BackendStack
 from .specs import MetricSpec, Source, ViewSpec
 
 
-def predict(model, loader, stack: BackendStack, on_batch: Callable[[int], None] = lambda n: None):
-    """Float32 logits `[N, C]` on the CPU for every sample of `loader`, in order, and the
-    indices of the samples that could not be read.
+def predict(model, batches, stack: BackendStack, data_config: dict[str, Any],
+            on_batch: Callable[[int], None] = lambda n: None):
+    """Float32 logits `[N, C]` on the CPU for every sample of `batches` (a loader's
+    `(pixels, indices, ok)`), in order, and the indices of the samples that could not be read.
 
-    Runs under `inference_mode` and the stack's autocast; the model must already be prepared.
+    Pixels are normalised on the stack's device with `data_config`'s mean and std. Runs under
+    `inference_mode` and the stack's autocast; the model must already be prepared. Logits come
+    back to the host without waiting for each batch, so the device is never left idle.
     """
     import torch
 
+    from .data import device_batches
+
     outputs, unreadable = [], []
+    inputs = device_batches(batches, stack.device, data_config["mean"], data_config["std"],
+                            channels_last=stack.layout == "nhwc")
     with torch.inference_mode(), stack.autocast():
-        for images, indices, ok in loader:
+        for images, indices, ok in inputs:
             logits = model(stack.prepare_input(images))
-            outputs.append(logits.float().cpu())
+            outputs.append(logits.float().to("cpu", non_blocking=True))
             unreadable.extend(indices[~ok].tolist())
-            on_batch(len(images))
+            on_batch(len(indices))
+    stack.synchronize()  # the last copies to the host
     return torch.cat(outputs), unreadable
 
 

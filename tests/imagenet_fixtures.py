@@ -78,16 +78,16 @@ def build(root: Path, extra_classes: list[int], extra_per_class: int = 4) -> dic
     return counts
 
 
-def pinned_head_model(seed: int, classes: list[int], path: Path):
-    """A random test_byobnet that can only predict `classes` (the others get distinct, very low
-    logits: no ties), so that accuracy is far from zero and depends on the image; saved to
+def pinned_head_model(seed: int, classes: list[int], path: Path, name: str = "test_byobnet"):
+    """A random timm model `name` that can only predict `classes` (the others get distinct, very
+    low logits: no ties), so that accuracy is far from zero and depends on the image; saved to
     `path` as safetensors. Returns the model."""
     import timm
     import torch
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
-    model = timm.create_model("test_byobnet").eval()
+    model = timm.create_model(name).eval()
     head = model.get_classifier()
     others = [c for c in range(1000) if c not in classes]
     with torch.no_grad():

@@ -1,0 +1,312 @@
+"""The decoded-input cache: the same pixels and scores with and without it, keys that follow the
+files and the data config, damaged entries detected and rebuilt, and a size limit kept."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from timm.data import create_transform
+
+from rbench import DataRequest
+from rbench.cli import main
+from rbench.data import device_batches, make_loader
+from rbench.input_cache import BuildingLoader, CacheCorrupted, CachedBatches, InputCache, entry_key
+from rbench.registry import get_registry
+
+from . import imagenet_fixtures
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Two eval geometries that differ in every part: size (and a non-square one), crop_pct, crop
+# mode and interpolation.
+CONFIGS = {
+    "160-center-bicubic": {"input_size": (3, 160, 160), "crop_pct": 0.95, "crop_mode": "center",
+                           "interpolation": "bicubic", "mean": MEAN, "std": STD},
+    "112x128-squash-bilinear": {"input_size": (3, 112, 128), "crop_pct": 0.875, "crop_mode": "squash",
+                                "interpolation": "bilinear", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
+}
+
+
+def load_source(root: Path):
+    return get_registry().datasets["imagefolder"].load(DataRequest(path=root, cache_dir=root.parent))
+
+
+def oracle_pixels(source, config) -> torch.Tensor:
+    """`[N, H, W, 3]` uint8, one image at a time: PIL, timm's (non-prefetcher) eval transform
+    without its tensor conversion and normalisation."""
+    steps = [t for t in create_transform(**config, is_training=False).transforms
+             if "ToTensor" not in type(t).__name__ and "Normalize" not in type(t).__name__]
+    images = []
+    for path, _ in source.samples:
+        img = Image.open(path).convert("RGB")
+        for t in steps:
+            img = t(img)
+        images.append(torch.from_numpy(np.array(img)))
+    return torch.stack(images)
+
+
+def pixels_of(batches) -> torch.Tensor:
+    return torch.cat([pixels for pixels, _, _ in batches])
+
+
+def normalised_of(batches, config) -> torch.Tensor:
+    return torch.cat([x for x, _, _ in device_batches(batches, "cpu", config["mean"], config["std"])])
+
+
+LOADING = dict(batch_size=5, workers=2, pin_memory=False)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_cold_warm_and_uncached_passes_give_the_oracle_pixels_bit_for_bit(name, image_folder, tmp_path):
+    config = CONFIGS[name]
+    source = load_source(image_folder)
+    cache = InputCache(tmp_path / "cache")
+    expected = oracle_pixels(source, config)
+    _, h, w = config["input_size"]
+    assert expected.shape == (32, h, w, 3)
+
+    uncached = make_loader(source, config, **LOADING)
+    cold = cache.loader(source, config, **LOADING)
+    assert isinstance(cold, BuildingLoader)  # decodes and writes the entry (in two worker processes)
+    cold_pixels = pixels_of(cold)
+    warm = cache.loader(source, config, **LOADING)
+    assert isinstance(warm, CachedBatches)  # reads it
+    for got in (pixels_of(uncached), cold_pixels, pixels_of(warm)):
+        assert torch.equal(got, expected)
+
+    # Normalised on the "device": (x - 255 mean) / (255 std), as timm's prefetcher does.
+    mean = torch.tensor([m * 255 for m in config["mean"]]).view(1, 3, 1, 1)
+    std = torch.tensor([s * 255 for s in config["std"]]).view(1, 3, 1, 1)
+    oracle = (expected.permute(0, 3, 1, 2).float() - mean) / std
+    for batches in (make_loader(source, config, **LOADING), cache.loader(source, config, **LOADING)):
+        got = normalised_of(batches, config)
+        assert got.is_contiguous() and torch.equal(got, oracle)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("model,img_size", [("test_vit", None), ("test_efficientnet", "128")])
+def test_scores_are_the_same_uncached_cold_and_warm(model, img_size, image_folder, tmp_path):
+    weights = tmp_path / "w.safetensors"
+    imagenet_fixtures.pinned_head_model(5, list(range(8)), weights, name=model)
+    common = ["run", "-m", model, "--weights", str(weights), "--data-dir", str(image_folder), "--bench", "validate",
+              "--batch-size", "6", "--workers", "2", "--cache-dir", str(tmp_path / "cache"),
+              *(["--img-size", img_size] if img_size else [])]
+    outputs, files = {}, {}
+    for run in ("uncached", "cold", "warm"):
+        out = tmp_path / run
+        extra = ["--no-cache"] if run == "uncached" else []
+        result = CliRunner().invoke(main, [*common, "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        outputs[run], files[run] = result.output, (out / "results-imagefolder.csv").read_text()
+    assert "decoding imagefolder once" in outputs["cold"]
+    assert "decoding" not in outputs["warm"] and "decoding" not in outputs["uncached"]
+    assert files["uncached"] == files["cold"] == files["warm"]
+    (row,) = read_csv(tmp_path / "warm" / "results-imagefolder.csv")
+    assert 0 < float(row["top1"]) < float(row["top5"]) < 100  # the scores depend on the pixels
+    assert row["img_size"] == (img_size or "160")
+
+
+def test_key_follows_every_file_and_every_part_of_the_geometry(image_folder):
+    source = load_source(image_folder)
+    config = CONFIGS["160-center-bicubic"]
+    key = entry_key(source, config, "transform")
+    assert entry_key(source, config, "transform") == key
+    # Normalisation happens on the device: it is not part of the key.
+    assert entry_key(source, {**config, "mean": (0, 0, 0), "std": (1, 1, 1)}, "transform") == key
+    for change in ({"input_size": (3, 160, 128)}, {"crop_pct": 0.9}, {"crop_mode": "squash"},
+                   {"interpolation": "bilinear"}):
+        assert entry_key(source, {**config, **change}, "transform") != key, change
+    assert entry_key(source, config, "another transform") != key
+
+    path = Path(source.samples[7][0])
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # touched
+    touched = entry_key(source, config, "transform")
+    assert touched != key
+    with open(path, "ab") as f:  # one more byte, same mtime
+        f.write(b"\0")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert entry_key(source, config, "transform") not in (key, touched)
+
+
+def test_a_changed_file_makes_a_new_entry(image_folder, tmp_path):
+    source = load_source(image_folder)
+    config = CONFIGS["160-center-bicubic"]
+    cache = InputCache(tmp_path / "cache")
+    pixels_of(cache.loader(source, config, **LOADING))
+    assert isinstance(cache.loader(source, config, **LOADING), CachedBatches)
+
+    path = Path(source.samples[3][0])
+    Image.new("RGB", (90, 70), (200, 10, 10)).save(path, quality=90)  # new content
+    built = cache.loader(source, config, **LOADING)
+    assert isinstance(built, BuildingLoader)
+    assert torch.equal(pixels_of(built), oracle_pixels(source, config))
+    assert len(cache.entries()) == 2  # the old entry stays until cleared; it is never read again
+    assert torch.equal(pixels_of(cache.loader(source, config, **LOADING)), oracle_pixels(source, config))
+
+
+def built_entry(image_folder: Path, tmp_path: Path):
+    source = load_source(image_folder)
+    config = CONFIGS["160-center-bicubic"]
+    cache = InputCache(tmp_path / "cache")
+    pixels_of(cache.loader(source, config, **LOADING))
+    (entry,) = cache.entries()
+    return source, config, cache, entry.path
+
+
+def test_a_damaged_row_is_detected_before_it_is_handed_out(image_folder, tmp_path):
+    source, config, cache, path = built_entry(image_folder, tmp_path)
+    row = 160 * 160 * 3
+    with open(path / "pixels.u8", "r+b") as f:  # one byte of sample 12 (the third batch of 5)
+        f.seek(12 * row + 1000)
+        byte = f.read(1)
+        f.seek(12 * row + 1000)
+        f.write(bytes([byte[0] ^ 0x40]))
+    batches = cache.loader(source, config, batch_size=5, workers=0, pin_memory=False)
+    assert isinstance(batches, CachedBatches)  # its files look whole: only the checksum can tell
+    handed_out = []
+    with pytest.raises(CacheCorrupted, match="sample 12"):
+        for _, indices, _ in batches:
+            handed_out.extend(indices.tolist())
+    assert handed_out == list(range(10))  # the batches before it, never the damaged one
+
+
+def test_a_flipped_readable_flag_is_damage_too(image_folder, tmp_path):
+    source, config, cache, path = built_entry(image_folder, tmp_path)
+    with open(path / "rows.bin", "r+b") as f:
+        f.seek(20 * 8 + 4)  # sample 20's readable flag
+        f.write(b"\x00")
+    with pytest.raises(CacheCorrupted, match="sample 20"):
+        pixels_of(cache.loader(source, config, **LOADING))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "meta garbled", "meta of another format", "row not written"])
+def test_a_broken_or_stale_entry_is_rebuilt_not_read(damage, image_folder, tmp_path):
+    source, config, cache, path = built_entry(image_folder, tmp_path)
+    if damage == "truncated":
+        os.truncate(path / "pixels.u8", (path / "pixels.u8").stat().st_size - 1)
+    elif damage == "meta garbled":
+        (path / "meta.json").write_text("{not json")
+    elif damage == "meta of another format":
+        meta = json.loads((path / "meta.json").read_text())
+        (path / "meta.json").write_text(json.dumps({**meta, "format": meta["format"] + 1}))
+    else:
+        with open(path / "rows.bin", "r+b") as f:
+            f.seek(31 * 8 + 5)
+            f.write(b"\x00")
+    rebuilt = cache.loader(source, config, **LOADING)
+    assert isinstance(rebuilt, BuildingLoader)
+    assert torch.equal(pixels_of(rebuilt), oracle_pixels(source, config))
+    assert isinstance(cache.loader(source, config, **LOADING), CachedBatches)
+
+
+def test_a_run_that_meets_a_damaged_entry_rebuilds_it_and_scores_as_uncached(image_folder, tmp_path):
+    weights = tmp_path / "w.safetensors"
+    imagenet_fixtures.pinned_head_model(2, list(range(8)), weights, name="test_vit")
+    common = ["run", "-m", "test_vit", "--weights", str(weights), "--data-dir", str(image_folder), "--bench",
+              "validate", "--batch-size", "5", "--workers", "0", "--cache-dir", str(tmp_path / "cache")]
+    assert CliRunner().invoke(main, [*common, "--out", str(tmp_path / "uncached"), "--no-cache"]).exit_code == 0
+    assert CliRunner().invoke(main, [*common, "--out", str(tmp_path / "cold")]).exit_code == 0
+    (entry,) = InputCache(tmp_path / "cache").entries()
+    with open(entry.path / "pixels.u8", "r+b") as f:
+        f.seek(30 * 160 * 160 * 3)  # sample 30, in the last batch
+        f.write(b"\xff" * 300)
+    result = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "damaged")])
+    assert result.exit_code == 0, result.output
+    assert "sample 30 does not match its checksum; rebuilding it" in result.output
+    uncached = (tmp_path / "uncached" / "results-imagefolder.csv").read_text()
+    assert (tmp_path / "damaged" / "results-imagefolder.csv").read_text() == uncached
+    source = load_source(image_folder)
+    config = CONFIGS["160-center-bicubic"]  # test_vit's own eval config
+    rebuilt = InputCache(tmp_path / "cache").loader(source, config, **LOADING)
+    assert isinstance(rebuilt, CachedBatches) and torch.equal(pixels_of(rebuilt), oracle_pixels(source, config))
+
+
+def test_an_entry_over_the_size_limit_is_not_written_and_the_run_goes_on(image_folder, tmp_path):
+    common = ["run", "-m", "test_vit", "--weights", "random", "--data-dir", str(image_folder), "--bench", "validate",
+              "--batch-size", "8", "--workers", "0", "--cache-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "small"), "--cache-size", "2MB"])
+    assert result.exit_code == 0, result.output
+    assert "not cached (it needs 2.46 MB" in result.output and "raise --cache-size" in result.output
+    assert InputCache(tmp_path / "cache").entries() == []
+    assert CliRunner().invoke(main, [*common, "--out", str(tmp_path / "cached")]).exit_code == 0
+    assert len(InputCache(tmp_path / "cache").entries()) == 1
+    assert ((tmp_path / "small" / "results-imagefolder.csv").read_text()
+            == (tmp_path / "cached" / "results-imagefolder.csv").read_text())
+
+
+def test_the_limit_counts_the_entries_already_there(image_folder, tmp_path):
+    source = load_source(image_folder)
+    first, second = CONFIGS["160-center-bicubic"], CONFIGS["112x128-squash-bilinear"]
+    notes = []
+    one_entry = 32 * (160 * 160 * 3 + 8)
+    cache = InputCache(tmp_path / "cache", limit=one_entry + 32 * (112 * 128 * 3 + 8) - 1)
+    assert isinstance(cache.loader(source, first, note=notes.append, **LOADING), BuildingLoader)
+    pixels_of(cache.loader(source, first, **LOADING))
+    assert len(notes) == 1 and "decoding imagefolder once" in notes[0]
+    notes.clear()
+    plain = cache.loader(source, second, note=notes.append, **LOADING)
+    assert not isinstance(plain, (BuildingLoader, CachedBatches))
+    assert torch.equal(pixels_of(plain), oracle_pixels(source, second))
+    assert len(notes) == 1 and "not cached" in notes[0] and "2.46 MB of its" in notes[0]
+
+
+def test_a_pass_stopped_early_leaves_no_entry(image_folder, tmp_path):
+    source = load_source(image_folder)
+    cache = InputCache(tmp_path / "cache")
+    batches = iter(cache.loader(source, CONFIGS["160-center-bicubic"], **LOADING))
+    next(batches)
+    batches.close()  # what an exception in the model does to the loop
+    assert cache.entries() == []
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_cache_ls_and_clear(image_folder, tmp_path):
+    source, config, cache, path = built_entry(image_folder, tmp_path)
+    dead = cache.root / f".building-{socket.gethostname()}-999999999-abcd1234"  # no such process
+    dead.mkdir()
+    (dead / "pixels.u8").write_bytes(b"\0" * 10)
+    where = ["--cache-dir", str(cache.root)]
+
+    listed = CliRunner().invoke(main, ["cache", "ls", *where])
+    assert listed.exit_code == 0, listed.output
+    assert path.name in listed.output and "(incomplete)" in listed.output
+    assert "2 entries" in listed.output
+
+    missing = CliRunner().invoke(main, ["cache", "clear", "nosuch", *where])
+    assert missing.exit_code == 2 and missing.output.count("\n") == 1 and "rbench cache ls" in missing.output
+
+    cleared = CliRunner().invoke(main, ["cache", "clear", "imagefolder", *where])
+    assert cleared.exit_code == 0 and "removed 1 entry" in cleared.output
+    assert [e.name for e in cache.entries()] == [dead.name]
+    cleared = CliRunner().invoke(main, ["cache", "clear", *where])
+    assert "removed 1 entry" in cleared.output and cache.entries() == []
+    assert "is empty" in CliRunner().invoke(main, ["cache", "ls", *where]).output
+
+
+def test_a_new_build_removes_folders_of_dead_builds(image_folder, tmp_path):
+    cache = InputCache(tmp_path / "cache")
+    dead = cache.root / f".building-{socket.gethostname()}-999999999-abcd1234"
+    dead.mkdir(parents=True)
+    alive = cache.root / f".building-{socket.gethostname()}-{os.getpid()}-abcd1234"
+    alive.mkdir()
+    pixels_of(cache.loader(load_source(image_folder), CONFIGS["160-center-bicubic"], **LOADING))
+    assert not dead.exists() and alive.exists()
+
+
+def test_a_bad_size_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(main, ["run", "--cache-size", "lots", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--cache-size 'lots'" in result.output and "100GB" in result.output
+    assert result.output.count("\n") == 1
