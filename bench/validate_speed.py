@@ -109,7 +109,11 @@ def main() -> int:
 
     registry = get_registry()
     stack = resolve_stack(backend, registry)
-    model = timm.create_model(args.model, pretrained=False).eval()
+    try:  # a ViT is built for the size it runs at
+        model = timm.create_model(args.model, pretrained=False, **({"img_size": args.img_size} if args.img_size else {}))
+    except TypeError:  # a model without that argument takes any size
+        model = timm.create_model(args.model, pretrained=False)
+    model.eval()
     config = eval_data_config(model, args.img_size)
     model = stack.prepare_model(model)
     source = registry.datasets["imagefolder"].load(DataRequest(path=data, cache_dir=Path(tempfile.gettempdir())))

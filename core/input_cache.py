@@ -120,12 +120,15 @@ def entry_key(source: Source, config: Mapping[str, Any], geometry_transform: Any
         "sample_transform": None if transform is None else f"{type(transform).__module__}.{type(transform).__qualname__}",
     }
     digest = hashlib.sha256(json.dumps(head, sort_keys=True).encode())
+    seen: dict[str, bytes] = {}  # a file listed many times (virtual samples) is read once
     for path, _ in source.samples:
-        try:
-            stat = os.stat(path)
-            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        except OSError:  # a missing file is an unreadable sample; its coming back changes the key
-            digest.update(f"{path}\0missing\n".encode())
+        if path not in seen:
+            try:
+                stat = os.stat(path)
+                seen[path] = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+            except OSError:  # a missing file is an unreadable sample; its coming back changes the key
+                seen[path] = f"{path}\0missing\n".encode()
+        digest.update(seen[path])
     return digest.hexdigest()
 
 
@@ -349,7 +352,10 @@ class InputCache:
         if not whole:
             self.remove(path)
             return False
-        os.utime(path / "meta.json")  # last used, for `rbench cache ls`
+        try:
+            os.utime(path / "meta.json")  # last used, for `rbench cache ls`
+        except OSError:  # a cache shared read-only
+            pass
         return True
 
     def loader(self, source: Source, config: Mapping[str, Any], *, batch_size: int, workers: int,
@@ -368,7 +374,7 @@ class InputCache:
         decoded = dict(batch_size=batch_size, workers=workers, pin_memory=pin_memory)
         reason = self._no_room(count * (shape[0] * shape[1] * shape[2] + ROW_BYTES))
         if reason:
-            note(f"input cache: {source.name} at {shape[1]}x{shape[0]} not cached ({reason}); decoding every image")
+            note(f"input cache: {source.name} at {shape[0]}x{shape[1]} not cached ({reason}); decoding every image")
             return make_loader(source, config, **decoded)
         meta = {"format": FORMAT, "key": key, "source": source.name, "root": str(source.root), "images": count,
                 "shape": list(shape), "geometry": geometry_of(config), "versions": _versions()}
@@ -377,7 +383,7 @@ class InputCache:
         except OSError as exc:  # no space after all, a read-only folder
             note(f"input cache: {source.name} not cached ({exc.strerror or exc}); decoding every image")
             return make_loader(source, config, **decoded)
-        note(f"input cache: decoding {source.name} once at {shape[1]}x{shape[0]} into {path} "
+        note(f"input cache: decoding {source.name} once at {shape[0]}x{shape[1]} into {path} "
              f"({format_size(count * shape[0] * shape[1] * shape[2])})")
         return BuildingLoader(make_loader(source, config, writer=build.writer, **decoded), build)
 
