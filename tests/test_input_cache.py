@@ -310,3 +310,19 @@ def test_a_bad_size_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(main, ["run", "--cache-size", "lots", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--cache-size 'lots'" in result.output and "100GB" in result.output
     assert result.output.count("\n") == 1
+
+
+def test_two_builds_of_one_entry_leave_one_whole_entry(image_folder, tmp_path):
+    """Two processes that miss the same entry both build it; the first rename wins, the
+    second drops its copy, and the entry read afterwards is whole."""
+    source = load_source(image_folder)
+    config = CONFIGS["160-center-bicubic"]
+    cache = InputCache(tmp_path / "cache")
+    first, second = cache.loader(source, config, **LOADING), cache.loader(source, config, **LOADING)
+    assert isinstance(first, BuildingLoader) and isinstance(second, BuildingLoader)
+    assert first.build.folder != second.build.folder
+    pixels_of(second)
+    pixels_of(first)  # finishes last: its rename finds the entry there
+    (entry,) = cache.entries()
+    assert entry.meta is not None and not first.build.folder.exists()
+    assert torch.equal(pixels_of(cache.loader(source, config, **LOADING)), oracle_pixels(source, config))
