@@ -370,7 +370,7 @@ def options_to_json(options: RunOptions) -> dict[str, Any]:
     data["out"] = str(options.out)
     data["data_root"] = str(options.data_root) if options.data_root else None
     data["data_paths"] = {k: str(v) for k, v in options.data_paths.items()}
-    data["input_cache_dir"] = str(options.input_cache_dir) if options.input_cache_dir else None
+    data["input_cache_dir"] = str(options.input_cache_dir.resolve()) if options.input_cache_dir else None
     return data
 
 
