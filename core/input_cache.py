@@ -438,11 +438,12 @@ class InputCache:
                 continue
             try:
                 meta = None if path.name.startswith(BUILDING) else json.loads((path / "meta.json").read_text())
-                found.append(EntryInfo(path=path, meta=meta, bytes=_folder_bytes(path),
-                                       last_used=(path / "meta.json").stat().st_mtime if meta else path.stat().st_mtime))
-            except (OSError, ValueError):  # vanished meanwhile, or a broken entry: listed as incomplete
+                used = (path / "meta.json") if meta else path
+                found.append(EntryInfo(path=path, meta=meta, bytes=_folder_bytes(path), last_used=used.stat().st_mtime))
+            except (OSError, ValueError):  # vanished meanwhile, or broken: listed as incomplete
                 if path.exists():
-                    found.append(EntryInfo(path=path, meta=None, bytes=_folder_bytes(path), last_used=path.stat().st_mtime))
+                    found.append(EntryInfo(path=path, meta=None, bytes=_folder_bytes(path),
+                                           last_used=path.stat().st_mtime))
         return found
 
     def remove(self, path: Path) -> None:

@@ -6,27 +6,14 @@ from __future__ import annotations
 import csv
 
 import pytest
-import timm
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from safetensors.torch import save_file
 from timm.data import create_transform, resolve_data_config
 
 from rbench.cli import main
 
-
-def boosted_random_model(name: str, boosted_classes: int):
-    """A random model whose head can only predict classes 0..boosted_classes-1 (the others get
-    a constant -1000), so the prediction among them depends on the image and accuracy is far
-    from zero."""
-    torch.manual_seed(1234)
-    model = timm.create_model(name, pretrained=False).eval()
-    head = model.get_classifier()
-    with torch.no_grad():
-        head.weight[boosted_classes:] = 0.0
-        head.bias[boosted_classes:] = -1000.0
-    return model
+from . import imagenet_fixtures
 
 
 def oracle_accuracy(model, root) -> tuple[float, float, int]:
@@ -47,9 +34,8 @@ def oracle_accuracy(model, root) -> tuple[float, float, int]:
 
 @pytest.mark.parametrize("name", ["test_vit", "test_efficientnet"])
 def test_written_accuracy_equals_independent_loop(name, image_folder, tmp_path):
-    model = boosted_random_model(name, boosted_classes=8)
     weights = tmp_path / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    model = imagenet_fixtures.pinned_head_model(1234, list(range(8)), weights, name=name)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, [
         "run", "-m", name, "--data-dir", str(image_folder), "--weights", str(weights),
