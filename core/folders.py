@@ -1,8 +1,10 @@
-"""Reading an image folder laid out as one subfolder per class."""
+"""Reading an image folder laid out as one subfolder per class, and the files of a source."""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import DataError
@@ -37,3 +39,16 @@ def list_class_folders(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
             "an image folder needs one subfolder per class"
         )
     return classes, samples
+
+
+def file_stats(paths: Iterable[str]) -> dict[str, os.stat_result | None]:
+    """Each distinct path's `os.stat` (None when it cannot be read), stat'ed once however often
+    it is listed (ImageNet-C lists each file once per corruption and severity)."""
+    stats: dict[str, os.stat_result | None] = {}
+    for path in paths:
+        if path not in stats:
+            try:
+                stats[path] = os.stat(path)
+            except OSError:
+                stats[path] = None
+    return stats

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RbenchError
+from .folders import file_stats
 from .paths import cache_dir
 from .specs import Source
 
@@ -120,15 +121,10 @@ def entry_key(source: Source, config: Mapping[str, Any], geometry_transform: Any
         "sample_transform": None if transform is None else f"{type(transform).__module__}.{type(transform).__qualname__}",
     }
     digest = hashlib.sha256(json.dumps(head, sort_keys=True).encode())
-    seen: dict[str, bytes] = {}  # a file listed many times (virtual samples) is read once
+    stats = file_stats(path for path, _ in source.samples)
     for path, _ in source.samples:
-        if path not in seen:
-            try:
-                stat = os.stat(path)
-                seen[path] = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
-            except OSError:  # a missing file is an unreadable sample; its coming back changes the key
-                seen[path] = f"{path}\0missing\n".encode()
-        digest.update(seen[path])
+        stat = stats[path]  # a missing file is an unreadable sample; its coming back changes the key
+        digest.update((f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n" if stat else f"{path}\0missing\n").encode())
     return digest.hexdigest()
 
 

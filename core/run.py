@@ -19,6 +19,7 @@ from typing import Any
 from . import __version__
 from .backends import BackendStack, best_stack, resolve_stack
 from .engine import Cell, CellFailure, Grid, one_line
+from .folders import file_stats
 from .host import cpu_name
 from .input_cache import DEFAULT_LIMIT as DEFAULT_INPUT_CACHE_SIZE
 from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
@@ -199,11 +200,9 @@ class Results:
 def source_identity(source: Source) -> str:
     """A hash of a source's file list, sizes and labels: it changes when the data set changes."""
     digest = hashlib.sha256(str(source.root).encode())
+    stats = file_stats(path for path, _ in source.samples)
     for path, label in source.samples:
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            size = -1
+        size = stats[path].st_size if stats[path] else -1
         digest.update(f"{path}\0{size}\0{label}\n".encode())
     digest.update(source.identity.encode())
     return digest.hexdigest()[:20]
