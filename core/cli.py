@@ -8,6 +8,7 @@ import click
 
 from . import __version__
 from .errors import RbenchError
+from .input_cache import DEFAULT_LIMIT
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -126,7 +127,7 @@ def main() -> None:
 @click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Fail a cell that runs longer than this.")
 @cache_dir_option
-@click.option("--cache-size", metavar="SIZE", default="100GB", show_default=True,
+@click.option("--cache-size", metavar="SIZE", default=f"{DEFAULT_LIMIT // 1000**3}GB", show_default=True,
               help="Size limit of the decoded-input cache; an entry that would pass it is not written and "
                    "that pass decodes every image.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the decoded-input cache.")
@@ -446,8 +447,11 @@ def cache_clear(cache_dir, names) -> None:
     store = InputCache(cache_dir)
     entries = store.entries()
     if names:
-        doomed = [e for e in entries if e.name in names or (e.meta and e.meta.get("source") in names)]
-        missing = [n for n in names if not any(e.name == n or (e.meta and e.meta.get("source") == n) for e in entries)]
+        def named(entry, name: str) -> bool:
+            return name in (entry.name, (entry.meta or {}).get("source"))
+
+        doomed = [e for e in entries if any(named(e, n) for n in names)]
+        missing = [n for n in names if not any(named(e, n) for e in entries)]
         if missing:
             raise RbenchError(f"no cache entry or data set {missing[0]!r} in {store.root}; see `rbench cache ls`")
     else:

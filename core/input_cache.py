@@ -385,8 +385,7 @@ class InputCache:
 
     def _no_room(self, needed: int) -> str | None:
         """Why an entry of `needed` bytes cannot be written now, or None."""
-        self._remove_dead_builds()
-        used = sum(e.bytes for e in self.entries())
+        used = sum(e.bytes for e in self._remove_dead_builds())
         if used + needed > self.limit:
             return (f"it needs {format_size(needed)} and the cache at {self.root} holds {format_size(used)} of its "
                     f"{format_size(self.limit)} limit; raise --cache-size or free space with `rbench cache clear`")
@@ -399,11 +398,15 @@ class InputCache:
             return f"it needs {format_size(needed)} and {self.root} has {format_size(free)} free"
         return None
 
-    def _remove_dead_builds(self) -> None:
-        """Remove incomplete folders that no process is writing any more."""
+    def _remove_dead_builds(self) -> list[EntryInfo]:
+        """Remove incomplete folders that no process is writing any more; return the others."""
+        kept = []
         for info in self.entries():
             if info.meta is None and not self.is_running_build(info.path):
                 self.remove(info.path)
+            else:
+                kept.append(info)
+        return kept
 
     def is_running_build(self, path: Path) -> bool:
         """Whether a process may still be writing the folder `path`: a build of this host whose
