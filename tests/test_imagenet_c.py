@@ -72,6 +72,20 @@ def model_file(tmp_path_factory):
     return imagenet_fixtures.pinned_head_model(11, CLASSES, path), path
 
 
+def oracle_pixels(f: Path, crop, corrupt=None, corruption: str | None = None, severity: int | None = None):
+    """`f` resized and cropped by timm's transform steps `crop`, then, for a corruption, given to
+    `corrupt` with numpy's global seed set from the file's key, corruption and severity: the
+    plugin's promised seeding, written out here."""
+    img = Image.open(f).convert("RGB")
+    for t in crop:
+        img = t(img)
+    if corruption is None:
+        return img
+    key = f"{f.parent.name}/{f.name}"
+    np.random.seed(int.from_bytes(hashlib.sha256(f"{key}\0{corruption}\0{severity}".encode()).digest()[:4], "little"))
+    return np.uint8(np.clip(corrupt(np.asarray(img), severity=severity, corruption_name=corruption), 0, 255))
+
+
 def oracle(model, root: Path) -> dict[str, float]:
     """Top-1 per corruption and severity, per corruption, mCE and relative mCE, computed here:
     crop with timm's transform, corrupt with the library, score one image at a time."""
@@ -93,14 +107,7 @@ def oracle(model, root: Path) -> dict[str, float]:
     def top1(corruption=None, severity=None) -> float:
         right = 0
         for f in files:
-            img = Image.open(f).convert("RGB")
-            for t in crop:
-                img = t(img)
-            if corruption is not None:
-                key = f"{f.parent.name}/{f.name}"
-                seed = int.from_bytes(hashlib.sha256(f"{key}\0{corruption}\0{severity}".encode()).digest()[:4], "little")
-                np.random.seed(seed)
-                img = np.uint8(np.clip(corrupt(np.asarray(img), severity=severity, corruption_name=corruption), 0, 255))
+            img = oracle_pixels(f, crop, corrupt, corruption, severity)
             right += predict(img) == SYNSETS.index(f.parent.name)
         return 100 * right / len(files)
 
@@ -208,16 +215,8 @@ def test_loader_workers_give_the_oracle_pixels(val_root, model_file, monkeypatch
     crop = create_transform(**config, is_training=False).transforms[:-2]  # resize + centre crop
     files = [f for c in CLASSES for f in sorted((val_root / SYNSETS[c]).glob("*.JPEG"))[:1]]
     expected = []
-    for block in [None] + [(c, s) for c in ("gaussian_noise", "impulse_noise", "frost") for s in (2, 4)]:
+    for block in [(None, None)] + [(c, s) for c in ("gaussian_noise", "impulse_noise", "frost") for s in (2, 4)]:
         for f in files:
-            img = Image.open(f).convert("RGB")
-            for t in crop:
-                img = t(img)
-            if block is not None:
-                key = f"{f.parent.name}/{f.name}"
-                seed = int.from_bytes(hashlib.sha256(f"{key}\0{block[0]}\0{block[1]}".encode()).digest()[:4], "little")
-                np.random.seed(seed)
-                img = imagenet_c.corrupt_function()(np.asarray(img), severity=block[1], corruption_name=block[0])
-                img = np.uint8(np.clip(img, 0, 255))
+            img = oracle_pixels(f, crop, imagenet_c.corrupt_function(), *block)
             expected.append(torch.from_numpy(np.array(img, dtype=np.uint8)))
     assert torch.equal(got, torch.stack(expected))
