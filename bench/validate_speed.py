@@ -95,7 +95,7 @@ def main() -> int:
 
     from rbench import DataRequest
     from rbench.backends import resolve_stack
-    from rbench.data import eval_data_config, make_loader
+    from rbench.data import device_batches, eval_data_config, make_loader
     from rbench.input_cache import InputCache
     from rbench.registry import get_registry
     from rbench.validate import predict
@@ -153,18 +153,16 @@ def main() -> int:
     def uncached():
         return rbench_pass(make_loader(source, config, **loading))
 
-    def cold():
-        for entry in cache.entries():
-            cache.remove(entry.path)
-        return rbench_pass(cache.loader(source, config, **loading))
-
     def warm():
         return rbench_pass(cache.loader(source, config, **loading))
 
+    def cold():
+        for entry in cache.entries():
+            cache.remove(entry.path)
+        return warm()  # finds no entry: decodes and writes it
+
     batch = torch.randint(0, 256, (args.batch_size, config["input_size"][1], config["input_size"][2], 3),
                           dtype=torch.uint8)
-    from rbench.data import device_batches
-
     (fixed, _, _), = device_batches([(batch, torch.arange(args.batch_size), torch.ones(args.batch_size, dtype=torch.bool))],
                                     stack.device, config["mean"], config["std"], channels_last=channels_last)
     steps = -(-n // args.batch_size)
