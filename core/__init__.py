@@ -4,6 +4,8 @@ The public API that plugins import. `import rbench` stays light: torch and timm 
 inside the functions that need them.
 """
 
+__version__ = "0.1.0"  # before the imports: modules below read it
+
 from .errors import (
     DataError,
     PluginError,
@@ -11,12 +13,14 @@ from .errors import (
     UnavailableError,
     UnknownNameError,
     WeightsError,
+    one_line,
 )
-from .engine import Cell, CellOutcome, Grid, record_failure, run_cells
+from .cells import Cell, Job
+from .engine import CellOutcome, Grid, record_failure, run_cells
 from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
 from .hookspecs import hookimpl
 from .host import cpu_name
-from .paths import cache_dir
+from .paths import cache_dir, timm_info_file
 from .specs import (
     BackendSpec,
     DataRequest,
@@ -24,13 +28,13 @@ from .specs import (
     ExecutorSpec,
     Label,
     MetricSpec,
+    Predictions,
     Source,
     StepTimer,
     ViewSpec,
     default_is_out_of_memory,
 )
 
-__version__ = "0.1.0"
 
 __all__ = [
     "BackendSpec",
@@ -42,9 +46,11 @@ __all__ = [
     "DataRequest",
     "DatasetSpec",
     "IMAGE_EXTENSIONS",
+    "Job",
     "Label",
     "MetricSpec",
     "PluginError",
+    "Predictions",
     "RbenchError",
     "Source",
     "StepTimer",
@@ -59,6 +65,8 @@ __all__ = [
     "hookimpl",
     "list_class_folders",
     "natural_key",
+    "one_line",
     "record_failure",
     "run_cells",
+    "timm_info_file",
 ]

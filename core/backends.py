@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import UnavailableError, UnknownNameError
+from .errors import RbenchError, UnavailableError, UnknownNameError
 from .registry import Registry
 from .specs import StepTimer
 
@@ -152,3 +153,60 @@ def best_stack(registry: Registry) -> BackendStack:
         if not spec.unavailable():
             return BackendStack(spec)
     raise UnavailableError("no backend is available here; see `rbench list backends`")
+
+
+# --- out of memory: the one back-off policy of validation and benchmarks -----------------
+
+T = TypeVar("T")
+
+
+def backoff_batches(asked: int) -> list[int]:
+    """`asked`, then every smaller size on timm's ladder of powers of two and 1.5x powers of two:
+    `backoff_batches(256)` is 256, 192, 128, 96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1."""
+    sizes: set[int] = set()
+    power = 1
+    while power < asked:
+        sizes.update(s for s in (power, 3 * power) if s < asked)
+        power *= 2
+    return [asked, *sorted(sizes, reverse=True)]
+
+
+def release(stack: BackendStack) -> None:
+    """Free what the last attempt left: Python's garbage first (it holds device tensors), then
+    each member's cleanup (compiled graphs, the allocator's cache)."""
+    gc.collect()
+    stack.cleanup()
+
+
+class BatchFailed(Exception):
+    """The last attempt of `with_backoff` failed: at `batch_size`, with `error`; `out_of_memory`
+    says whether every size down to the last one tried ran out of memory."""
+
+    def __init__(self, batch_size: int, error: Exception, out_of_memory: bool):
+        super().__init__(f"batch {batch_size}: {error}")
+        self.batch_size, self.error, self.out_of_memory = batch_size, error, out_of_memory
+
+
+def with_backoff(attempt: Callable[[int], T], batch_size: int, stack: BackendStack, *,
+                 retry: bool = True) -> tuple[T, int]:
+    """`(attempt(size), size)` for the first size on `backoff_batches(batch_size)` that fits.
+
+    An error that the stack calls out of memory moves to the next smaller size (with `retry`);
+    any other error, or the last size failing, raises `BatchFailed`. An `RbenchError` passes
+    through. The stack is released after every attempt.
+    """
+    sizes = backoff_batches(batch_size) if retry else [batch_size]
+    for size in sizes:
+        try:
+            result = attempt(size)
+        except RbenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted below: out of memory or not
+            failure = BatchFailed(size, exc, stack.is_out_of_memory(exc))
+        else:
+            release(stack)
+            return result, size
+        release(stack)  # after the except block, so the traceback's frames (and tensors) are gone
+        if not failure.out_of_memory:
+            break
+    raise failure

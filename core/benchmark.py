@@ -13,16 +13,15 @@ what out-of-memory looks like, cleanup) comes from the backend stack.
 from __future__ import annotations
 
 import functools
-import gc
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends import BackendStack
-from .errors import RbenchError
-from .models import architecture, create_model
+from .backends import BackendStack, BatchFailed, with_backoff
+from .errors import one_line
+from .models import architecture, create_model, param_count
 
 BENCH_KINDS = ("infer", "train")
 
@@ -63,17 +62,6 @@ def input_size(model, img_size: int | None) -> tuple[int, int, int]:
     from .data import eval_data_config
 
     return tuple(eval_data_config(model, img_size)["input_size"])  # type: ignore[return-value]
-
-
-def backoff_batches(asked: int) -> list[int]:
-    """`asked`, then every smaller size on timm's ladder of powers of two and 1.5x powers of two:
-    `backoff_batches(256)` is 256, 192, 128, 96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1."""
-    sizes: set[int] = set()
-    power = 1
-    while power < asked:
-        sizes.update(s for s in (power, 3 * power) if s < asked)
-        power *= 2
-    return [asked, *sorted(sizes, reverse=True)]
 
 
 def warm_up(step: Callable[[], None], stack: BackendStack, steps: int, on_step: Callable[[], None]) -> None:
@@ -160,7 +148,7 @@ def _attempt(kind: str, name: str, stack: BackendStack, settings: BenchSettings,
     # Created on the target device directly: no CPU copy, no transfer.
     model = create_model(name, "random", device=stack.device)
     size = size or input_size(model, img_size)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
+    params = param_count(model)
     num_classes = model.num_classes
     model = stack.prepare_model(model)
     batch = stack.prepare_input(torch.randn(batch_size, *size, device=stack.device))
@@ -169,18 +157,6 @@ def _attempt(kind: str, name: str, stack: BackendStack, settings: BenchSettings,
     else:
         result = _train(model, batch, stack, settings, on_step, num_classes)
     return result, size, params
-
-
-def release(stack: BackendStack) -> None:
-    """Free what the last model left: Python's garbage first (it holds device tensors), then
-    each member's cleanup (compiled graphs, the allocator's cache)."""
-    gc.collect()
-    stack.cleanup()
-
-
-def _one_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}"[:300]
 
 
 def run_benchmark(kind: str, name: str, stack: BackendStack, settings: BenchSettings, img_size: int | None = None,
@@ -192,21 +168,13 @@ def run_benchmark(kind: str, name: str, stack: BackendStack, settings: BenchSett
     An `RbenchError` (something the user must fix) is raised.
     """
     counts = model_counts(name, img_size)
-    batches = backoff_batches(settings.batch_size) if settings.retry else [settings.batch_size]
-    for batch_size in batches:
-        try:
-            result, size, params = _attempt(kind, name, stack, settings, batch_size, counts.input_size, img_size, on_step)
-        except RbenchError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every failure of one model becomes its row, not a crash
-            error, out_of_memory = f"batch {batch_size}: {_one_line(exc)}", stack.is_out_of_memory(exc)
-        else:
-            release(stack)
-            return _row(kind, name, stack, settings, counts, batch_size=batch_size, result=result, size=size, params=params)
-        release(stack)  # after the except block, so the traceback's frames (and tensors) are gone
-        if not out_of_memory:
-            break
-    return _row(kind, name, stack, settings, counts, error=error)
+    try:
+        (result, size, params), batch_size = with_backoff(
+            lambda batch: _attempt(kind, name, stack, settings, batch, counts.input_size, img_size, on_step),
+            settings.batch_size, stack, retry=settings.retry)
+    except BatchFailed as exc:  # every failure of one model becomes its row, not a crash
+        return _row(kind, name, stack, settings, counts, error=f"batch {exc.batch_size}: {one_line(exc.error)}")
+    return _row(kind, name, stack, settings, counts, batch_size=batch_size, result=result, size=size, params=params)
 
 
 def _row(kind: str, name: str, stack: BackendStack, settings: BenchSettings, counts: ModelCounts, *,
@@ -252,7 +220,7 @@ def model_counts(name: str, img_size: int | None = None) -> ModelCounts:
     except Exception:  # noqa: BLE001 - some architectures need real tensors to be built
         return ModelCounts()
     size = input_size(model, img_size)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
+    params = param_count(model)
     try:
         macs, activations = count_forward(model, size)
     except Exception:  # noqa: BLE001 - some models need real data (data-dependent shapes)
@@ -289,7 +257,7 @@ def meta_counts(name: str, sizes: Iterable[Sequence[int]]) -> MetaCounts:
             errors.append(f"cannot run on the meta device at {'x'.join(map(str, size))}: {_meta_error(exc)}")
             continue
         macs[size] = (mac_count / 1e9, activations / 1e6)
-    return MetaCounts(param_count=sum(p.numel() for p in model.parameters()) / 1e6, macs=macs,
+    return MetaCounts(param_count=param_count(model), macs=macs,
                       error="; ".join(errors) or None)
 
 

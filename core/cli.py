@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import RbenchError
+from .errors import DataError, RbenchError
 from .input_cache import DEFAULT_LIMIT
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -22,6 +22,13 @@ class RbenchGroup(click.Group):
         except RbenchError as exc:
             click.echo(f"rbench: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+
+
+def escape(text: str) -> str:
+    """`text` shown as it is: brackets are not rich markup."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(str(text))
 
 
 def _console():
@@ -66,6 +73,11 @@ def _data_options(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
         options.setdefault(name.strip(), {})[option.strip()] = setting
     return options
 
+
+metrics_option = click.option(
+    "--metrics", "metric_names", multiple=True, metavar="NAMES",
+    help="Metrics to score each view with (see `rbench list metrics`), comma-separated. Their columns go in "
+         "metrics-<view>.csv; accuracy's also fill results-<view>.csv. [default: every loaded metric]")
 
 cache_dir_option = click.option(
     "--cache-dir", type=click.Path(path_type=Path), envvar="RBENCH_INPUT_CACHE",
@@ -131,23 +143,24 @@ def main() -> None:
               help="Size limit of the decoded-input cache; an entry that would pass it is not written and "
                    "that pass decodes every image.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the decoded-input cache.")
+@metrics_option
 @click.option("--force", is_flag=True, help="Redo every cell, even those the store already holds.")
 @click.option("--retry-failed", is_flag=True, help="Run again the cells that failed in an earlier run.")
 def run(models, datasets, backends, benches, out, data_root, data, data_dir, data_option, store, batch_size, workers,
         img_size, weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds, no_retry,
-        executor, ray_address, cell_timeout, cache_dir, cache_size, no_cache, force, retry_failed) -> None:
+        executor, ray_address, cell_timeout, cache_dir, cache_size, no_cache, metric_names, force, retry_failed) -> None:
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
 
     from .input_cache import parse_size
     from .registry import get_registry
-    from .run import RunOptions, check_out_dir, default_suite, make_plan
+    from .plan import RunOptions, check_out_dir, default_suite, make_plan
 
     console = _console()
     options = RunOptions(out=out, store=store, data_root=data_root, data_paths=_data_paths(data),
                          data_options=_data_options(data_option), trust_checkpoint=trust_checkpoint,
                          allow_partial=allow_partial, input_cache=not no_cache, input_cache_dir=cache_dir,
-                         input_cache_size=parse_size(cache_size, "--cache-size"))
+                         input_cache_size=parse_size(cache_size, "--cache-size"), metrics=_split(metric_names))
     if data_dir is not None:
         options.data_paths.setdefault("imagefolder", data_dir)
     if datasets:
@@ -190,7 +203,7 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
 def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_failed: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from .run import plan_cells, run_grid
+    from .run import run
 
     options = plan.options
     title = "embedded default suite" if embedded else f"{len(plan.models)} model(s)"
@@ -202,15 +215,16 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
     for source in plan.sources:
         console.print(f"  {source.name}: {len(source.samples):,} images at {source.root}" + (f" ({source.note})" if source.note else ""))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    labels = {cell.key: cell.label for cell in plan_cells(plan)}
+    labels: dict[str, str] = {}
     with Progress(*columns, console=console, transient=True) as progress:
         grid_task = progress.add_task("cells", total=None)
         cell_tasks: dict[str, int] = {}
         failures = 0
 
-        def on_start(todo: int, done: int) -> None:
-            progress.update(grid_task, total=todo)
-            console.print(f"{todo} cell(s) to run with the {options.executor} executor"
+        def on_start(todo: list, done: int) -> None:
+            labels.update({cell.key: cell.label for cell in todo})
+            progress.update(grid_task, total=len(todo))
+            console.print(f"{len(todo)} cell(s) to run with the {options.executor} executor"
                           + (f", {done} already in the store {options.store_dir}" if done else ""))
 
         def on_event(event: dict) -> None:
@@ -221,7 +235,8 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
             elif event["event"] == "progress" and key in cell_tasks:
                 progress.update(cell_tasks[key], completed=event["done"], total=event["total"])
             elif event["event"] == "note":
-                console.print(f"[yellow]{labels.get(key, key)}: {event['message']}[/]", soft_wrap=True)  # paths stay whole
+                where = f"{labels.get(key, key)}: " if key else ""
+                console.print(f"[yellow]{escape(where + event['message'])}[/]", soft_wrap=True)  # paths stay whole
             elif event["event"] == "done":
                 if key in cell_tasks:
                     progress.remove_task(cell_tasks.pop(key))
@@ -230,9 +245,11 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
                     console.print(f"[red]failed[/] {labels.get(key, key)}: {event['status']}: {event['message']}")
                 progress.update(grid_task, advance=1, description=f"cells ({failures} failed)" if failures else "cells")
 
-        results = run_grid(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=on_start)
+        results = run(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=on_start)
     written = sorted(options.out.glob("*.csv"))
     _print_results(console, results, written)
+    for note in results.scorer.notes:
+        console.print(f"[yellow]{escape(note)}[/]")
     if results.unreadable:
         console.print(f"[yellow]{len(results.unreadable)} unreadable image(s) were left out of the metrics:[/]")
         for path in results.unreadable:
@@ -276,18 +293,32 @@ def _print_results(console, results, written) -> None:
               help="Folder for the rebuilt CSVs.")
 @click.option("--import", "imports", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
               help="A results-<view>.csv in timm's published format, or a folder of them, merged as extra rows.")
-def report(store, out, imports) -> None:
-    """Rebuild every CSV from a store, optionally ranked among imported published results."""
-    from .report import read_published
-    from .run import Results, check_out_dir, write_reports
+@metrics_option
+def report(store, out, imports, metric_names) -> None:
+    """Rebuild every CSV from a store's records and predictions (no model runs), optionally
+    ranked among imported published results."""
+    from .plan import check_out_dir, select_metrics
+    from .predictions import DamagedPredictions
+    from .registry import get_registry
+    from .report import Results, read_published, write_reports
+    from .run import view_bases
+    from .scoring import Scorer
     from .store import Store
 
     check_out_dir(out)
     store_dir = store or out / "store"
     if store is not None and not store.is_dir():
         raise RbenchError(f"store {store} does not exist; pass the --store folder of an earlier `rbench run`")
-    results = Results.from_store(Store(store_dir))
-    bases = _known_view_bases()
+    registry = get_registry()
+    the_store = Store(store_dir)
+    results = Results(bases=view_bases(registry), scorer=Scorer(the_store, select_metrics(_split(metric_names), registry)))
+    console = _console()
+    skipped = []
+    for record in the_store.records():
+        try:
+            results.add_record(record)
+        except (DamagedPredictions, DataError) as exc:
+            skipped.append(f"{exc}; skipped (`rbench run` again re-runs that cell)")
     files = []
     for path in imports:
         if path.is_dir():
@@ -299,18 +330,13 @@ def report(store, out, imports) -> None:
     for path in files:
         view, rows = read_published(path)
         for row in rows:
-            results.add({"table": "validation", "view": view, "base": bases.get(view), "row": row})
-    if not (results.validation or results.benchmarks or results.metadata):
+            results.add({"table": "validation", "view": view, "row": row}, imported=True)
+    for problem in [*the_store.problems, *skipped, *results.scorer.notes]:
+        click.echo(f"rbench: warning: {problem}", err=True)
+    if not (results.validation or results.metric_rows or results.benchmarks or results.metadata):
         raise RbenchError(f"nothing to report: no records in {store_dir} and no --import files")
     written = write_reports(results, out)
-    _console().print("[bold]wrote[/] " + ", ".join(str(p) for p in written))
-
-
-def _known_view_bases() -> dict[str, str | None]:
-    """Each view that a loaded dataset plugin can produce, and its base view."""
-    from .registry import get_registry
-
-    return {view: base for spec in get_registry().datasets.values() for view, base in spec.view_bases().items()}
+    console.print("[bold]wrote[/] " + escape(", ".join(str(p) for p in written)))
 
 
 def _number(value, spec: str) -> str:
@@ -335,8 +361,11 @@ def status(store, out) -> None:
         raise RbenchError(f"store {store.root} does not exist; pass the --store (or --out) of an earlier `rbench run`")
     records = {r["key"]: r for r in store.records()}
     console = _console()
+    grids = store.grids()
+    for problem in store.problems:
+        click.echo(f"rbench: warning: {problem}", err=True)
     table = _table("grids", ("created", "command", "cells", "done", "failed", "pending"), right=("cells", "done", "failed", "pending"))
-    for grid in store.grids():
+    for grid in grids:
         keys = [c["key"] for c in grid["cells"]]
         failed = sum(1 for k in keys if k in records and records[k].get("status", "ok") != "ok")
         done = sum(1 for k in keys if k in records) - failed
@@ -384,7 +413,7 @@ def metadata(models, out, workers) -> None:
     from .metadata import in1k_rows, metadata_rows
     from .models import resolve_models
     from .report import metadata_table, model_metadata_table, write_csv
-    from .run import check_out_dir
+    from .plan import check_out_dir
 
     console = _console()
     check_out_dir(out)

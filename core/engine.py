@@ -1,62 +1,43 @@
-"""The run engine: a grid of cells, run by an executor, each finished cell stored at once.
+"""The run engine: the grid loop, and the contract between it and the executors.
 
-A cell is one model on one source (validation), one model on one backend stack (a benchmark),
-or one model's metadata. Its key is a hash of everything that changes its result, so a run
-started again skips what the store already holds, and two runs can share one store.
-Executors (`local`, `subprocess`, `ray`, or a plugin's) only decide where `run_cells` runs.
+`run_grid` works out which cells of a plan the store lacks, hands them to an executor
+(`local`, `subprocess`, `ray`, or a plugin's), and passes every record, held or new, to its
+caller as it arrives. Executors only decide where `run_cells` runs a `Job`; each finished cell
+is written to the store at once, so a run started again skips what is done.
+
+Events (dicts, one JSON line each from a subprocess worker), in the order a cell sends them:
+
+    {"event": "start", "key": KEY}                              the cell began
+    {"event": "progress", "key": KEY, "done": N, "total": M}    for its progress bar
+    {"event": "note", "key": KEY, "message": TEXT}              a line worth reading
+    {"event": "done", "key": KEY, "status": S, "message": TEXT} it ended, ok or failed
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
+import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import RbenchError
-from .store import Store, cell_key
+from .cells import CELL_RUNNERS, Cell, CellFailure, Job, JobContext, job_digest, make_job, metadata_batch, \
+    plan_cells, source_identity
+from .errors import RbenchError, one_line
+from .store import Store
 
 STATUS_OK = "ok"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Cell:
-    """One unit of work. `identity` holds everything that changes its result; `key` hashes it."""
-
-    kind: str  # validate, infer, train, metadata
-    model: str
-    source: str | None = None
-    backend: str | None = None
-    device: str = "cpu"
-    identity: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-    @property
-    def key(self) -> str:
-        return cell_key(self.identity)
-
-    @property
-    def label(self) -> str:
-        where = " on ".join(filter(None, [self.source, self.backend]))
-        return f"{self.kind} {self.model}" + (f" on {where}" if where else "")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.model, "source": self.source, "backend": self.backend,
-                "device": self.device, "identity": self.identity}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Cell:
-        return cls(**data)
+EVENTS = ("start", "progress", "note", "done")
 
 
 @dataclass(frozen=True)
 class CellOutcome:
     """How a cell ended: `ok`, or a failure status (`oom`, `build-failed`, `non-finite`,
-    `timeout`, `crashed`, `error`) with a one-line message."""
+    `timeout`, `crashed`, `error`) with its message."""
 
     cell: Cell
     status: str
@@ -68,21 +49,26 @@ class CellOutcome:
 
 @dataclass
 class Grid:
-    """What an executor gets: the run's options (JSON), the cells to run, and where to report."""
+    """What an executor gets: the cells to run, the job they belong to, and where to report.
 
-    options: dict[str, Any]
+    `options` holds executor settings (`ray_address`); `job(cells)` is the `Job` of some cells.
+    `registry` is the run's plugin registry, for an executor that runs cells in this process.
+    """
+
+    base_job: Job
     cells: list[Cell]
     cell_timeout: float | None = None
     on_event: Callable[[dict[str, Any]], None] = lambda event: None
-    plan: Any = None  # the parent's plan, for executors that run cells in this process
+    options: Mapping[str, Any] = field(default_factory=dict)
+    registry: Any = None
 
     @property
     def store(self) -> Store:
-        return Store(Path(self.options["store"]))
+        return Store(Path(self.base_job.store))
 
-    def job(self, cells: list[Cell]) -> dict[str, Any]:
-        """A JSON-able job for `run_cells`, in this process or another."""
-        return {"options": self.options, "cells": [c.to_json() for c in cells]}
+    def job(self, cells: list[Cell]) -> Job:
+        """The job of `cells`, to run with `run_cells` here or in another process or machine."""
+        return self.base_job.with_cells(cells)
 
 
 class CellProgress:
@@ -97,14 +83,6 @@ class CellProgress:
 
     def note(self, message: str) -> None:
         self.on_event({"event": "note", "key": self.key, "message": message})
-
-
-class CellFailure(Exception):
-    """A cell that failed in a known way; `status` names how."""
-
-    def __init__(self, status: str, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 class CellTimeout(Exception):
@@ -134,11 +112,6 @@ def _alarm(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def one_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}"[:300]
-
-
 def record_failure(grid: Grid, cell: Cell, status: str, message: str, **extra: Any) -> CellOutcome:
     """Store a failed cell's record (for an executor whose worker could not) and return its outcome."""
     grid.store.put(cell.identity, [], status=status, message=message, cell_info=cell.to_json(), **extra)
@@ -146,52 +119,90 @@ def record_failure(grid: Grid, cell: Cell, status: str, message: str, **extra: A
     return CellOutcome(cell=cell, status=status, message=message)
 
 
-_CONTEXTS: dict[str, Any] = {}
+_CONTEXTS: dict[str, JobContext] = {}
 
 
-def _context(options_json: dict[str, Any]):
-    """The plan of a job's options, made once per process (it lists the data folders)."""
-    from .registry import get_registry
-    from .run import make_plan, options_from_json
-
-    key = json.dumps(options_json, sort_keys=True)
+def _context(job: Job, registry) -> JobContext:
+    """One context per job settings and process: its stacks and sources are resolved once."""
+    key = f"{job_digest(job)}-{id(registry)}"
     if key not in _CONTEXTS:
         _CONTEXTS.clear()
-        _CONTEXTS[key] = make_plan(options_from_json(options_json), get_registry())
+        _CONTEXTS[key] = JobContext(job, registry)
     return _CONTEXTS[key]
 
 
-def run_cells(job: dict[str, Any], on_event: Callable[[dict[str, Any]], None] = lambda event: None,
-              timeout: float | None = None, plan: Any = None) -> Iterator[CellOutcome]:
+def run_cells(job: Job, on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+              timeout: float | None = None, registry=None) -> Iterator[CellOutcome]:
     """Run a job's cells here, one by one; each record goes to the store the moment its cell
-    ends, ok or failed. A failure of one cell never stops the others. `plan`: the run's plan
-    when it is at hand (in the process that made it); else it is made from the job's options."""
-    from .run import CELL_RUNNERS
-
-    plan = plan or _context(job["options"])
-    store = Store(Path(job["options"]["store"]))
-    for data in job["cells"]:
-        cell = Cell.from_json(data)
+    ends, ok or failed. A failure of one cell never stops the others. `registry`: the plugins
+    to resolve the job's stacks with (default: this process's)."""
+    context = _context(job, registry)
+    for cell in job.cells:
         on_event({"event": "start", "key": cell.key})
         started = time.time()
-
         progress = CellProgress(cell.key, on_event)
         extra: dict[str, Any] = {}
         try:
             with _alarm(timeout):
-                entries, extra = CELL_RUNNERS[cell.kind](plan, cell, progress)
+                entries, extra = CELL_RUNNERS[cell.kind](context, cell, progress)
             # A runner may keep rows and still fail the cell (a benchmark's failed row).
             status, message = extra.pop("status", STATUS_OK), extra.pop("message", "")
         except CellTimeout:
             entries, status, message = [], "timeout", f"ran past --cell-timeout {timeout:g} s"
         except CellFailure as exc:
-            entries, status, message = [], exc.status, str(exc)[:300]
+            entries, status, message = [], exc.status, str(exc)
         except RbenchError as exc:
-            entries, status, message = [], "error", str(exc)[:300]
+            entries, status, message = [], "error", str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad model never stops the grid
             entries, status, message = [], "error", one_line(exc)
             extra = {"traceback": traceback.format_exc()[-4000:]}
-        store.put(cell.identity, entries, status=status, message=message, cell_info=cell.to_json(),
-                  seconds=time.time() - started, **extra)
+        context.store.put(cell.identity, entries, status=status, message=message, cell_info=cell.to_json(),
+                          seconds=time.time() - started, **extra)
         on_event({"event": "done", "key": cell.key, "status": status, "message": message})
         yield CellOutcome(cell=cell, status=status, message=message)
+
+
+def run_grid(plan, registry, *, force: bool = False, retry_failed: bool = False,
+             on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+             on_start: Callable[[list[Cell], int], None] = lambda todo, done: None,
+             on_record: Callable[[dict[str, Any]], None] = lambda record: None) -> None:
+    """Run the cells of `plan` that the store does not hold yet.
+
+    `on_record(record)` gets every record of the grid: first those already held, then each new
+    one as its cell ends. A held record that `on_record` cannot use (it raises an `RbenchError`,
+    such as a damaged predictions file) is reported as a note and its cell runs again.
+    `on_start(todo, done)` gets the cells that will run and how many were already done.
+    """
+    options = plan.options
+    store = Store(options.store_dir)
+    identities = {source.name: source_identity(source) for source in plan.sources}
+    cells = plan_cells(plan, identities)
+    listings = {s.name: store.put_source(s, identities[s.name]) for s in plan.sources}
+    held = {} if force else store.load(c.key for c in cells)
+    for problem in store.problems:
+        on_event({"event": "note", "key": "", "message": problem})
+    todo = []
+    for cell in cells:
+        record = held.get(cell.key)
+        if record is None or (retry_failed and record.get("status") != STATUS_OK):
+            todo.append(cell)
+            continue
+        try:
+            on_record(record)
+        except RbenchError as exc:
+            on_event({"event": "note", "key": cell.key, "message": f"{exc}; running the cell again"})
+            todo.append(cell)
+    on_start(todo, len(cells) - len(todo))
+    store.put_grid(cells, command=" ".join(sys.argv))
+    metadata_cells = [c for c in todo if c.kind == "metadata"]
+    for cell, row in zip(*metadata_batch(metadata_cells, options.workers, on_event)):
+        on_record(store.put(cell.identity, [{"table": "metadata", "row": row}], status=STATUS_OK, message="",
+                            cell_info=cell.to_json()))
+    todo = [c for c in todo if c.kind != "metadata"]
+    executor = registry.get("executors", options.executor)
+    grid = Grid(base_job=make_job(plan, [], listings), cells=todo, cell_timeout=options.cell_timeout,
+                on_event=on_event, options={"ray_address": options.ray_address}, registry=registry)
+    for outcome in executor.execute(grid):
+        record = store.get(outcome.cell.key)
+        if record is not None:
+            on_record(record)

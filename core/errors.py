@@ -35,6 +35,12 @@ class WeightsError(RbenchError):
     """Weights that cannot be found or loaded safely."""
 
 
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, whole: for a table cell or a log line."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"
+
+
 def unknown_name(kind: str, name: str, known: Iterable[str], hint: str) -> UnknownNameError:
     """An `UnknownNameError` for `name` that lists the closest known names."""
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)

@@ -1,15 +1,21 @@
 """Reports: result rows -> polars frames -> the CSV files of timm's `results/` folder.
 
-Rows keep full precision; rounding and formatting happen only here, when a file is written.
+`Results` gathers the rows of a run or a store, grouped by the file they go to (scoring the
+validation records' predictions on the way in); `write_reports` writes every file. Rows keep
+full precision; rounding and formatting happen only here, when a file is written.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .files import write_atomic
+
+DETAILED = "detailed"  # the folder of the detailed benchmark files, in --out
 
 VALIDATION_COLUMNS = ("model", "img_size", "top1", "top1_err", "top5", "top5_err", "param_count", "crop_pct", "interpolation")
 DIFF_COLUMNS = ("top1_diff", "top5_diff", "rank_diff")
@@ -215,15 +221,103 @@ def model_metadata_table(rows: Iterable[Mapping[str, Any]]):
     return pl.DataFrame(data, schema={c: pl.String for c in MODEL_METADATA_COLUMNS})
 
 
+def metrics_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]):
+    """The frame of one `metrics-<view>.csv`: model, img_size, then every metric column at full
+    precision (empty where a metric gave nothing), sorted by model and img_size."""
+    import polars as pl
+
+    data = sorted(({"model": r["model"], "img_size": r["img_size"], **{c: r.get(c) for c in columns}} for r in rows),
+                  key=lambda r: (r["model"], r["img_size"]))
+    schema = {"model": pl.String, "img_size": pl.Int64, **{c: pl.Float64 for c in columns}}
+    return pl.DataFrame([{k: (float(v) if k in columns and v is not None else v) for k, v in r.items()} for r in data],
+                        schema=schema, orient="row")
+
+
 def write_csv(frame, path: Path) -> Path:
     """Write `frame` to `path` atomically (temporary file, then rename): readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            frame.write_csv(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, frame.write_csv)
+
+
+@dataclass
+class Results:
+    """Rows at full precision, grouped by the file they will be written to.
+
+    `bases` maps each view to its base view (the diff columns), as the data set plugins declare
+    it; `scorer` (a `scoring.Scorer`) turns validation records into rows.
+    """
+
+    bases: Mapping[str, str | None] = field(default_factory=dict)
+    scorer: Any = None
+    validation: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    columns: dict[str, list[str]] = field(default_factory=dict)  # views with their own column order
+    metric_rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    # (benchmark kind, backend stack's file tag) -> rows, ok or failed
+    benchmarks: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def metric_columns(self) -> list[str]:
+        return [c for metric in (self.scorer.metrics if self.scorer else []) for c in metric.columns]
+
+    def add(self, entry: dict[str, Any], imported: bool = False) -> None:
+        """Add one entry: `{"table": "validation"|"benchmark"|"metadata", "row": ..., ...}`."""
+        table, row = entry["table"], entry["row"]
+        if table == "validation":
+            if "top1" in row:  # the timm-schema file needs accuracy (the default metric)
+                self.validation[entry["view"]].append(row)
+            if not imported:
+                self.metric_rows[entry["view"]].append(row)
+            if entry.get("columns"):
+                self.columns[entry["view"]] = entry["columns"]
+        elif table == "benchmark":
+            self.benchmarks[(entry["kind"], entry["tag"])].append(row)
+        elif table == "metadata":
+            self.metadata.append(row)
+        else:
+            raise ValueError(f"unknown table {table!r} in a store entry")
+
+    def add_record(self, record: dict[str, Any]) -> None:
+        """Add a cell's record: its rows (scored from its predictions), and its failure or
+        unreadable images if any. Raises, adding nothing, when its predictions cannot be read."""
+        entries = list(record["entries"])
+        if record.get("predictions") is not None:
+            entries.extend(self.scorer.entries(record))
+        for entry in entries:
+            self.add(entry)
+        self.unreadable.extend(record.get("unreadable", []))
+        if record.get("status", "ok") != "ok":
+            info = record.get("cell_info") or {}
+            self.failures.append({"model": info.get("model"), "dataset": info.get("source"),
+                                  "backend": info.get("backend"), "bench": info.get("kind"),
+                                  "status": record["status"], "message": record.get("message", "")})
+
+
+def write_reports(results: Results, out: Path) -> list[Path]:
+    """Every file that the results so far make, rewritten atomically."""
+    from .metadata import in1k_rows
+
+    written = []
+    for view, rows in results.validation.items():
+        base = results.bases.get(view)
+        base_rows = results.validation.get(base, []) if base else None
+        written.append(write_csv(validation_table(rows, base_rows, results.columns.get(view)),
+                                 out / f"results-{view}.csv"))
+    metric_columns = results.metric_columns
+    for view, rows in results.metric_rows.items():
+        if metric_columns:
+            written.append(write_csv(metrics_table(rows, metric_columns), out / f"metrics-{view}.csv"))
+    for (kind, tag), rows in results.benchmarks.items():
+        columns = BENCH_COLUMNS[kind]
+        written.append(write_csv(benchmark_table(rows, columns), out / f"benchmark-{kind}-{tag}.csv"))
+        # Same name in a subfolder: readers that glob `benchmark-infer-*.csv` see timm's files only.
+        written.append(write_csv(benchmark_table(rows, columns, detailed=True), out / DETAILED / f"benchmark-{kind}-{tag}.csv"))
+    if results.metadata:
+        written.append(write_csv(metadata_table(in1k_rows(results.metadata)), out / "model_metadata-in1k.csv"))
+        written.append(write_csv(model_metadata_table(results.metadata), out / "model_metadata.csv"))
+    if results.failures:
+        written.append(write_csv(failures_table(results.failures), out / "failures.csv"))
+    elif (out / "failures.csv").exists():  # a retry fixed them all
+        (out / "failures.csv").unlink()
+    return written

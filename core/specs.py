@@ -23,24 +23,66 @@ class ViewSpec:
 
     A view may restrict the samples (`samples`: indices into the source), swap the labels
     (`labels`: one per selected sample, an int or a tuple of acceptable classes), or restrict
-    the logits to a class subset (`classes`: the class indices the argmax runs over).
-    `base` names the view whose rows the diff columns compare against.
+    the logits to a class subset (`classes`: the class indices the argmax runs over). Its base
+    view (for the diff columns) is declared once, in `DatasetSpec.views`.
 
-    A view can add columns of its own: `score(logits, labels, indices)` gets the view's logits
-    `[n, C]`, labels and source sample indices (unreadable samples left out) and returns
-    `{column: value}`; these are added after the metrics' values and win over them (a view
-    whose top-1 counts only some of its samples says so here). `columns` is then the file's
-    full column order before the diff columns (None: the standard validation columns); every
-    value not named there is kept in the store but not written.
+    A view can add columns of its own: `score(predictions)` gets the view's `Predictions`
+    (unreadable samples left out) and returns `{column: value}`; these are added after the
+    metrics' values and win over them (a view whose top-1 counts only some of its samples says
+    so here). `columns` is then the file's full column order before the diff columns (None: the
+    standard validation columns); every value not named there is kept but not written.
+
+    Views are stored with the predictions (pickled), so that reports are rebuilt from the
+    store alone: `score` must be picklable (a module-level function or an instance of a
+    module-level class).
     """
 
     name: str
-    base: str | None = None
     samples: Sequence[int] | None = None
     labels: Sequence[Label] | None = None
     classes: Sequence[int] | None = None
-    score: Callable[[Any, Sequence[Label], Sequence[int]], Mapping[str, Any]] | None = None
+    score: Callable[[Predictions], Mapping[str, Any]] | None = None
     columns: Sequence[str] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Predictions:
+    """What one model predicted for the samples one view scores, read from the store.
+
+    One row per scored sample, in source order (numpy arrays):
+
+    - `indices` `[n]`: the samples' indices in the source.
+    - `labels`: each sample's label under the view (an int, or a tuple of acceptable classes).
+    - `topk` `[n, k]`: the k best classes over the view's classes (`ViewSpec.classes`, else all),
+      best first, as indices of the full label space; k is 5, or fewer when there are fewer classes.
+    - `topk_logp` `[n, k]`: their log-probabilities (log-softmax over the view's classes).
+    - `label_logp` `[n]`: the log-probability of the sample's int label (NaN for a label set,
+      or a label outside the view's classes).
+    - `logsumexp` `[n]`: the log-sum-exp of the logits over the view's classes (logit =
+      log-probability + logsumexp).
+    - `prob_sq_sum` `[n]`: the sum of the squared probabilities over the view's classes (so
+      that a Brier score is exact: `prob_sq_sum - 2 exp(label_logp) + 1`).
+    """
+
+    indices: Any
+    labels: Sequence[Label]
+    topk: Any
+    topk_logp: Any
+    label_logp: Any
+    logsumexp: Any
+    prob_sq_sum: Any
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def hits(self, k: int) -> list[bool | None]:
+        """Per sample: whether its label (any of a label set) is among the top `k`; None for
+        an empty label set (a sample nobody can score)."""
+        found: list[bool | None] = []
+        for row, label in zip(self.topk[:, :k].tolist(), self.labels):
+            accepted = set(label) if isinstance(label, (tuple, list, set, frozenset)) else {int(label)}
+            found.append(bool(accepted.intersection(row)) if accepted else None)
+        return found
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,7 +141,8 @@ class DatasetSpec:
     lives under `--data-root` when no `--data NAME=PATH` is given (None: needs no folder, or
     needs one given explicitly). `views` maps each view name the source can produce to its
     base view (None for a base); empty means one view named like the source. A view name can
-    be asked for with `-d` as well as the source's name.
+    be asked for with `-d` as well as the source's name, and every view a source returns
+    must be declared here.
     """
 
     name: str
@@ -115,17 +158,18 @@ class DatasetSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class MetricSpec:
-    """A metric computed per view from the logits of a forward pass.
+    """A metric computed per view from a model's stored predictions (never a forward pass).
 
-    `compute(logits, labels, view)` takes float logits `[N, C]` for the view's samples, their
-    labels (ints or tuples of ints) and the `ViewSpec` (for its class subset), and returns a
-    mapping with one value per name in `columns`, at full precision.
+    `compute(predictions, view)` takes the view's `Predictions` and its `ViewSpec`, and returns
+    a mapping with one value per name in `columns`, at full precision. The columns go into the
+    view's `metrics-<view>.csv`; `top1`, `top1_err`, `top5` and `top5_err` (the `accuracy`
+    metric's) also fill the timm-schema `results-<view>.csv`.
     """
 
     name: str
     description: str
     columns: tuple[str, ...]
-    compute: Callable[[Any, Sequence[Label], ViewSpec], Mapping[str, float]]
+    compute: Callable[[Predictions, ViewSpec], Mapping[str, float]]
 
 
 def _identity(x: Any) -> Any:

@@ -1,8 +1,16 @@
-"""The store: one JSON record per finished cell, written atomically the moment it finishes.
+"""The store: one JSON record per finished cell, written atomically the moment it finishes,
+with the predictions file of each validation cell and the listing of each source.
 
-A record holds the cell's identity (`cell`), its key (a hash of that identity), and its
-`entries`: full-precision rows, each tagged with the table it belongs to. Reports are
-rebuilt from the records at any time (`rbench report --store DIR`).
+A record holds the cell's identity (`cell`), its key (a hash of that identity), its status,
+and its `entries` (full-precision benchmark and metadata rows, each tagged with its table) or,
+for a validation cell, the name and SHA-256 of its predictions file. Reports are rebuilt from
+the store at any time (`rbench report --store DIR`).
+
+    records/<key>.json          one per finished cell
+    predictions/<key>.parquet   one per validation cell (see `predictions`)
+    sources/<id>.pickle         a source's samples and views, as the plan listed them
+    grids/<hash>.json           the cells of each grid run on the store (`rbench status`)
+    quarantine/                 records that could not be read, set aside (never deleted)
 """
 
 from __future__ import annotations
@@ -10,27 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import pickle
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from numbers import Number
 from pathlib import Path
 from typing import Any
 
-RECORD_VERSION = 1
+from .errors import DataError, PluginError
+from .files import write_bytes, write_json
 
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Temp file and rename: a reader sees the old file or the new one, never half of one, and
-    two writers of one key leave one whole record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+RECORD_VERSION = 2
+TABLES = ("validation", "benchmark", "metadata")
 
 
 def cell_key(cell: Mapping[str, Any]) -> str:
@@ -39,30 +38,81 @@ def cell_key(cell: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
+def record_problem(record: Any, key: str) -> str | None:
+    """Why `record` (read from `records/<key>.json`) is not a record this version can use, or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("version") != RECORD_VERSION:
+        return f"record version {record.get('version')!r}, not {RECORD_VERSION} (written by another rbench)"
+    if record.get("key") != key or not isinstance(record.get("cell"), dict):
+        return "its key or cell does not match its file name"
+    if not isinstance(record.get("status", "ok"), str) or not isinstance(record.get("entries"), list):
+        return "'status' or 'entries' has the wrong type"
+    for entry in record["entries"]:
+        if not isinstance(entry, dict) or entry.get("table") not in TABLES or not isinstance(entry.get("row"), dict):
+            return "an entry is not a {table, row} object"
+        for column, value in entry["row"].items():
+            numeric = column.endswith(("_samples_per_sec", "_step_time", "_batch_size", "param_count", "top1", "top5"))
+            if numeric and value is not None and not isinstance(value, Number):
+                return f"{column!r} is {value!r}, not a number"
+    predictions = record.get("predictions")
+    if predictions is not None and not (isinstance(predictions, dict) and isinstance(predictions.get("file"), str)):
+        return "'predictions' is not a {file, sha256, rows} object"
+    return None
+
+
 class Store:
-    """A folder of cell records (`records/<key>.json`)."""
+    """A folder of cell records, predictions and source listings.
+
+    Records that cannot be used are moved to `quarantine/` and described in `problems` (one
+    line each): their cells count as not run.
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.records_dir = self.root / "records"
+        self.problems: list[str] = []
+
+    # --- records --------------------------------------------------------------------------
 
     def put(self, cell: Mapping[str, Any], entries: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         """Write the record of a finished cell atomically (temp file, then rename) and return it."""
         key = cell_key(cell)
         record = {"version": RECORD_VERSION, "key": key, "cell": dict(cell), "entries": entries, **extra}
-        _write_json(self.records_dir / f"{key}.json", record)
+        write_json(self.records_dir / f"{key}.json", record)
         return record
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The record of `key`, or None when there is none (or it is not a valid record)."""
+    def _read(self, path: Path) -> dict[str, Any] | None:
         try:
-            record = json.loads((self.records_dir / f"{key}.json").read_text())
-        except (OSError, ValueError):
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
             return None
-        return record if isinstance(record, dict) and record.get("version") == RECORD_VERSION else None
+        except (OSError, ValueError) as exc:
+            problem = f"not valid JSON ({type(exc).__name__})"
+        else:
+            problem = record_problem(record, path.stem)
+            if problem is None:
+                return record
+        self.quarantine(path, problem)
+        return None
+
+    def quarantine(self, path: Path, problem: str) -> None:
+        """Set `path` aside in `quarantine/` (never deleted) and remember why."""
+        target = self.root / "quarantine" / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            where = f"moved to {target}"
+        except OSError as exc:
+            where = f"could not be moved aside: {exc.strerror}"
+        self.problems.append(f"{path}: {problem}; {where}; its cell counts as not run")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The record of `key`, or None when there is none (or it could not be used)."""
+        return self._read(self.records_dir / f"{key}.json")
 
     def load(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """`{key: record}` for the keys that have a record."""
+        """`{key: record}` for the keys that have a usable record."""
         found = {}
         for key in keys:
             record = self.get(key)
@@ -70,31 +120,75 @@ class Store:
                 found[key] = record
         return found
 
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every usable record, in key order."""
+        if not self.records_dir.is_dir():
+            return
+        for path in sorted(self.records_dir.glob("*.json")):
+            record = self._read(path)
+            if record is not None:
+                yield record
+
+    # --- predictions and source listings ---------------------------------------------------
+
+    def put_predictions(self, key: str, frame) -> dict[str, Any]:
+        """Write a validation cell's predictions; returns what its record says of the file."""
+        from .predictions import write
+
+        relative = f"predictions/{key}.parquet"
+        sha256 = write(frame, self.root / relative)
+        return {"file": relative, "sha256": sha256, "rows": frame.height}
+
+    def get_predictions(self, record: Mapping[str, Any]):
+        """A validation record's predictions frame; `DamagedPredictions` when its file is not whole."""
+        from .predictions import read
+
+        info = record["predictions"]
+        return read(self.root / info["file"], info.get("sha256"), info.get("rows"))
+
+    def put_source(self, source, identity: str) -> str:
+        """Keep a listed source (samples, views, transform) once; returns its name in the store."""
+        relative = f"sources/{source.name}-{identity}.pickle"
+        if not (self.root / relative).is_file():
+            try:
+                data = pickle.dumps(source, protocol=pickle.HIGHEST_PROTOCOL)
+            except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                raise PluginError(f"data set {source.name}: its Source cannot be kept in the store ({exc}); its "
+                                  "views' score and its sample_transform must be module-level functions or "
+                                  "instances of module-level classes") from None
+            write_bytes(self.root / relative, data)
+        return relative
+
+    def get_source(self, relative: str):
+        """A source listing kept by `put_source`."""
+        path = self.root / relative
+        try:
+            return pickle.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise DataError(f"the source listing {path} is missing; run the same `rbench run` again to list it anew") from None
+        except Exception as exc:  # noqa: BLE001 - a damaged or outdated pickle
+            raise DataError(f"the source listing {path} cannot be read ({type(exc).__name__}: {exc}); "
+                            "remove it and run the same `rbench run` again") from None
+
+    # --- grids -----------------------------------------------------------------------------
+
     def put_grid(self, cells: list[Any], command: str) -> None:
         """Remember a grid's cells (`grids/<hash>.json`), so `rbench status` can tell what is pending."""
         keys = [c.key for c in cells]
         grid = {"command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "cells": [{"key": c.key, "label": c.label} for c in cells]}
-        _write_json(self.root / "grids" / f"{cell_key({'keys': keys})}.json", grid)
+        write_json(self.root / "grids" / f"{cell_key({'keys': keys})}.json", grid)
 
     def grids(self) -> list[dict[str, Any]]:
-        """The grids run on this store, oldest first."""
+        """The grids run on this store, oldest first; an unreadable grid file is named in `problems`."""
         found = []
         for path in sorted((self.root / "grids").glob("*.json")):
             try:
-                found.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
+                grid = json.loads(path.read_text())
+                if not isinstance(grid, dict) or not isinstance(grid.get("cells"), list):
+                    raise ValueError("not a grid")
+            except (OSError, ValueError) as exc:
+                self.problems.append(f"{path}: not a readable grid file ({type(exc).__name__}); its grid is not shown")
                 continue
+            found.append(grid)
         return sorted(found, key=lambda g: g.get("created", ""))
-
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Every readable record, in key order; a file that is not a valid record is skipped."""
-        if not self.records_dir.is_dir():
-            return
-        for path in sorted(self.records_dir.glob("*.json")):
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(record, dict) and record.get("version") == RECORD_VERSION:
-                yield record

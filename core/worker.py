@@ -9,12 +9,13 @@ import sys
 
 
 def main(argv: list[str]) -> int:
+    from .cells import Job
     from .engine import run_cells
 
     events = sys.stdout
     sys.stdout = sys.stderr
     with open(argv[1]) as f:
-        job = json.load(f)
+        job = Job.from_json(json.load(f))
 
     def emit(event: dict) -> None:
         events.write(json.dumps(event) + "\n")

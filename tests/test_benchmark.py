@@ -17,12 +17,14 @@ from click.testing import CliRunner
 
 from rbench import BackendSpec, default_is_out_of_memory, hookimpl
 from rbench.backends import torch_tag
-from rbench.benchmark import BenchSettings, backoff_batches, model_counts
+from rbench.backends import backoff_batches
+from rbench.benchmark import BenchSettings, model_counts
 from rbench.cli import main
 from rbench.errors import UnavailableError
 from rbench.registry import load_registry
 from rbench.report import DETAIL_COLUMNS, INFER_COLUMNS, TRAIN_COLUMNS
-from rbench.run import RunOptions, make_plan, run_grid
+from rbench.plan import RunOptions, make_plan
+from rbench.run import run
 
 TINY = ["test_vit", "test_byobnet"]  # the two fastest of timm's test models
 QUICK = BenchSettings(batch_size=4, warmup_steps=0, steps=2, seconds=0.0)
@@ -147,7 +149,7 @@ def run_fake(tmp_path: Path, device: FakeDevice, benches=("infer",), **settings)
     registry = load_registry(extra=[("test:fakedev", device)])
     options = RunOptions(models=["test_vit"], benches=list(benches), backends=["fakedev"], out=tmp_path,
                          bench=BenchSettings(**{**QUICK.__dict__, **settings}))
-    run_grid(make_plan(options, registry), registry)
+    run(make_plan(options, registry), registry)
     tag = f"fp32-nchw-{torch_tag()}-fake-x1"
     return {kind: read_csv(tmp_path / "detailed" / f"benchmark-{kind}-{tag}.csv")[1] for kind in benches}
 
@@ -200,7 +202,7 @@ def test_compile_modifier_reports_compile_time_apart_and_names_the_file(tmp_path
     monkeypatch.setenv("RBENCH_COMPILE_BACKEND", "eager")
     registry = load_registry()
     options = RunOptions(models=["test_byobnet"], benches=["infer"], backends=["cpu+compile"], out=tmp_path, bench=QUICK)
-    run_grid(make_plan(options, registry), registry)
+    run(make_plan(options, registry), registry)
     (path,) = tmp_path.glob(f"detailed/benchmark-infer-fp32-nchw-{torch_tag()}-cpu-*-dynamo.csv")
     (row,) = read_csv(path)[1]
     assert row["status"] == "ok" and float(row["compile_s"]) > 0

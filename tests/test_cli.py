@@ -139,4 +139,4 @@ def test_data_option_alone_selects_that_data_set(image_folder, tmp_path):
     result = invoke("run", "-m", "test_vit", "--weights", "random", "--data", f"imagefolder={image_folder}",
                     "--bench", "validate", "--out", str(out), "--workers", "0")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.glob("*.csv")) == ["results-imagefolder.csv"]
+    assert sorted(p.name for p in out.glob("*.csv")) == ["metrics-imagefolder.csv", "results-imagefolder.csv"]

@@ -10,7 +10,6 @@ wrong or partial folder is an error before any model runs, not a silently wrong 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import re
 from functools import cache
@@ -32,18 +31,10 @@ LABEL_FILE_NAMES = ("LOC_val_solution.csv",)
 
 # --- label files from timm's wheel -------------------------------------------------------
 
-def _info_path(name: str) -> Path:
-    # find_spec locates timm without importing it (and torch with it).
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
-        raise rbench.DataError("timm is not installed; the ImageNet label files come from its wheel: pip install timm")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "_info" / name
-
-
 @cache
 def synsets() -> tuple[str, ...]:
     """The 1000 ImageNet-1k wnids; a wnid's position is its class index."""
-    return tuple(_info_path("imagenet_synsets.txt").read_text().split())
+    return tuple(rbench.timm_info_file("imagenet_synsets.txt").read_text().split())
 
 
 @cache
@@ -54,13 +45,13 @@ def wnid_index() -> dict[str, int]:
 @cache
 def subset_indices(name: str) -> tuple[int, ...]:
     """The 1000-class indices of ImageNet-A's or -R's 200 classes (`name` is `a` or `r`)."""
-    return tuple(int(i) for i in _info_path(f"imagenet_{name}_indices.txt").read_text().split())
+    return tuple(int(i) for i in rbench.timm_info_file(f"imagenet_{name}_indices.txt").read_text().split())
 
 
 @cache
 def real_labels() -> list[list[int]]:
     """ImageNet-ReaL: for val image i+1 (`ILSVRC2012_val_{i+1:08d}`), its list of acceptable classes."""
-    return json.loads(_info_path("imagenet_real_labels.json").read_text())
+    return json.loads(rbench.timm_info_file("imagenet_real_labels.json").read_text())
 
 
 # --- checks shared by the sources --------------------------------------------------------
@@ -167,7 +158,7 @@ def _real_view(samples: list[tuple[str, int]], partial: bool, root: Path) -> rbe
         if accepted:  # images with no ReaL label are left out (3,163 of them)
             kept.append(i)
             labels.append(tuple(accepted))
-    return rbench.ViewSpec(name="imagenet-real", base="imagenet", samples=kept, labels=labels)
+    return rbench.ViewSpec(name="imagenet-real", samples=kept, labels=labels)
 
 
 def _clean_view(name: str, subset: str, samples: list[tuple[str, int]]) -> rbench.ViewSpec:
@@ -233,7 +224,7 @@ def load_v2(request: rbench.DataRequest) -> rbench.Source:
     # Folder "10" is class 10: map by number, never by position in a sort.
     samples = [(path, int(folders[i])) for path, i in samples]
     partial = check_complete(name, root, len(folders), len(samples), request)
-    return rbench.Source(name=name, root=root, samples=samples, views=[rbench.ViewSpec(name=name, base="imagenet")],
+    return rbench.Source(name=name, root=root, samples=samples, views=[rbench.ViewSpec(name=name)],
                          partial=partial, note=_partial_note(partial, len(samples), name))
 
 
@@ -241,7 +232,7 @@ def load_sketch(request: rbench.DataRequest) -> rbench.Source:
     root = _folder(request, "sketch", "sketch")
     folders, samples = wnid_folder_samples("sketch", root, set(synsets()))
     partial = check_complete("sketch", root, len(folders), len(samples), request)
-    return rbench.Source(name="sketch", root=root, samples=samples, views=[rbench.ViewSpec(name="sketch", base="imagenet")],
+    return rbench.Source(name="sketch", root=root, samples=samples, views=[rbench.ViewSpec(name="sketch")],
                          partial=partial, note=_partial_note(partial, len(samples), "sketch"))
 
 
@@ -252,7 +243,7 @@ def _load_subset(request: rbench.DataRequest, subset: str) -> rbench.Source:
     folders, samples = wnid_folder_samples(name, root, {synsets()[i] for i in classes})
     partial = check_complete(name, root, len(folders), len(samples), request)
     # Scored 1000-way these sets give near 0%: the published numbers restrict to the 200 classes.
-    view = rbench.ViewSpec(name=name, base=f"{name}-clean", classes=classes)
+    view = rbench.ViewSpec(name=name, classes=classes)
     return rbench.Source(name=name, root=root, samples=samples, views=[view], partial=partial,
                          note=_partial_note(partial, len(samples), name))
 

@@ -148,15 +148,10 @@ class Scorer:
         self.n = n
         self.blocks = list(blocks)
 
-    def __call__(self, logits, labels, indices) -> dict[str, float]:
-        import torch
-
-        labels_t = torch.as_tensor([int(label) for label in labels], dtype=torch.long)
-        top = torch.as_tensor(logits).float().topk(min(5, logits.shape[1]), dim=1).indices
-        hit1 = (top[:, 0] == labels_t).tolist()
-        hit5 = (top == labels_t[:, None]).any(dim=1).tolist()
+    def __call__(self, predictions: rbench.Predictions) -> dict[str, float]:
+        hit1, hit5 = predictions.hits(1), predictions.hits(5)
         groups: dict[int, list[int]] = {}
-        for row, index in enumerate(indices):
+        for row, index in enumerate(predictions.indices.tolist()):
             groups.setdefault(index // self.n, []).append(row)
 
         def acc(rows: list[int], hits: list[bool]) -> float:
@@ -191,11 +186,7 @@ MAIN_COLUMNS = ("model", "img_size", "top1", "top1_err", "top5", "top5_err", "mc
 # --- the source ----------------------------------------------------------------------------
 
 def _wnids() -> tuple[str, ...]:
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
-        raise rbench.DataError("timm is not installed; the ImageNet class list comes from its wheel: pip install timm")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "_info" / "imagenet_synsets.txt"
-    return tuple(path.read_text().split())
+    return tuple(rbench.timm_info_file("imagenet_synsets.txt").read_text().split())
 
 
 def _subset(text: str | None, allowed: Sequence, kind: str, convert=str) -> list:
@@ -256,7 +247,7 @@ def load(request: rbench.DataRequest) -> rbench.Source:
     wanted = request.views or set(VIEWS)
     views = []
     if "imagenet-c" in wanted:
-        views.append(rbench.ViewSpec(name="imagenet-c", base="imagenet", score=scorer,
+        views.append(rbench.ViewSpec(name="imagenet-c", score=scorer,
                                      columns=(*MAIN_COLUMNS, *corruptions)))
     if "imagenet-c-severity" in wanted:
         views.append(rbench.ViewSpec(name="imagenet-c-severity", score=scorer, columns=(

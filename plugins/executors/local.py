@@ -8,7 +8,7 @@ import rbench
 def execute(grid: rbench.Grid):
     # The cells run here, so a timeout can only be an alarm signal in this (main) thread.
     yield from rbench.run_cells(grid.job(grid.cells), on_event=grid.on_event, timeout=grid.cell_timeout,
-                                plan=grid.plan)
+                                registry=grid.registry)
 
 
 @rbench.hookimpl

@@ -32,12 +32,12 @@ def execute(grid: rbench.Grid):
     def run_one(job):
         import rbench as worker_rbench
 
-        return [outcome.status_dict() for outcome in worker_rbench.run_cells(job)]
+        return [outcome.status_dict() for outcome in worker_rbench.run_cells(worker_rbench.Job.from_json(job))]
 
     tasks = {}
     for cell in grid.cells:
         gpus = 1 if cell.device == "cuda" else 0
-        task = run_one.options(num_gpus=gpus, num_cpus=1, max_retries=0).remote(grid.job([cell]))
+        task = run_one.options(num_gpus=gpus, num_cpus=1, max_retries=0).remote(grid.job([cell]).to_json())
         tasks[task] = cell
         grid.on_event({"event": "start", "key": cell.key})
     while tasks:

@@ -24,7 +24,7 @@ def _run_group(grid: rbench.Grid, cells: list[rbench.Cell]):
     pending = list(cells)
     while pending:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump(grid.job(pending), f)
+            json.dump(grid.job(pending).to_json(), f)
             job_file = f.name
         proc = subprocess.Popen([sys.executable, "-m", "rbench.worker", job_file], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -1,0 +1,319 @@
+"""The cells of a run: what each one is (its identity and key), the job an executor ships to a
+worker, and the runner of each kind (validation, benchmarks, metadata).
+
+A cell is one model on one source (validation), one model on one backend stack (a benchmark),
+or one model's metadata. Its key hashes everything that changes its result, so that a run
+started again skips what the store holds. A validation cell keeps predictions, not scores:
+its runner writes one predictions file, and scoring happens later, from the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .backends import BackendStack, BatchFailed, resolve_stack, with_backoff
+from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
+from .errors import RbenchError, one_line
+from .folders import file_stats
+from .models import WEIGHTS_CHOICES, create_model, param_count, pretrained_tag
+from .specs import Source
+from .store import Store, cell_key
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell:
+    """One unit of work. `identity` holds everything that changes its result; `key` hashes it."""
+
+    kind: str  # validate, infer, train, metadata
+    model: str
+    source: str | None = None
+    backend: str | None = None
+    device: str = "cpu"
+    identity: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.identity)
+
+    @property
+    def label(self) -> str:
+        where = " on ".join(filter(None, [self.source, self.backend]))
+        return f"{self.kind} {self.model}" + (f" on {where}" if where else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model, "source": self.source, "backend": self.backend,
+                "device": self.device, "identity": self.identity}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Cell:
+        return cls(**data)
+
+
+class CellFailure(Exception):
+    """A cell that failed in a known way; `status` names how (`oom`, `build-failed`, `non-finite`)."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """What an executor ships to a worker: the cells, and only what running them needs.
+
+    `stacks` are backend stack names (the worker resolves them in its own registry); `sources`
+    maps each source name to its listing in the store (`Store.put_source`), so that a worker
+    never lists a data folder again. The job is plain data: `to_json` / `from_json` carry it
+    to another process or machine.
+    """
+
+    cells: tuple[Cell, ...]
+    stacks: tuple[str, ...]
+    sources: Mapping[str, str]
+    store: str
+    batch_size: int
+    workers: int
+    img_size: int | None
+    weights: str
+    trust_checkpoint: bool
+    bench: BenchSettings
+    input_cache: bool
+    input_cache_dir: str | None
+    input_cache_size: int
+
+    def with_cells(self, cells) -> Job:
+        return replace(self, cells=tuple(cells))
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        data["cells"] = [c.to_json() for c in self.cells]
+        data["stacks"], data["sources"], data["bench"] = list(self.stacks), dict(self.sources), asdict(self.bench)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Job:
+        data = dict(data)
+        data["cells"] = tuple(Cell.from_json(c) for c in data["cells"])
+        data["stacks"], data["bench"] = tuple(data["stacks"]), BenchSettings(**data["bench"])
+        return cls(**data)
+
+
+# --- identities ----------------------------------------------------------------------------
+
+def source_identity(source: Source) -> str:
+    """A hash of a source's file list, sizes, labels and views: it changes when the data set does."""
+    digest = hashlib.sha256(str(source.root).encode())
+    stats = file_stats(path for path, _ in source.samples)
+    for path, label in source.samples:
+        size = stats[path].st_size if stats[path] else -1
+        digest.update(f"{path}\0{size}\0{label}\n".encode())
+    digest.update(source.identity.encode())
+    return digest.hexdigest()[:20]
+
+
+def weights_identity(weights: str) -> str:
+    """`pretrained`, `random`, or a checkpoint's path with its size and modification time."""
+    if weights in WEIGHTS_CHOICES:
+        return weights
+    stat = Path(weights).stat()
+    return f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def versions() -> dict[str, Any]:
+    """Versions that change results: they go into every cell's key."""
+    import timm
+    import torch
+
+    return {"rbench": __version__, "torch": torch.__version__, "timm": timm.__version__}
+
+
+def plan_cells(plan, data: Mapping[str, str] | None = None) -> list[Cell]:
+    """Every cell of a `Plan`, grouped by model (metadata, validation, then benchmarks).
+
+    `data`: each source's `source_identity`, when already computed."""
+    options = plan.options
+    common = versions()
+    cells = []
+    weights = weights_identity(options.weights) if "validate" in options.benches else None
+    if data is None:
+        data = {source.name: source_identity(source) for source in plan.sources}
+    for name in plan.models:
+        if "metadata" in options.benches:
+            cells.append(Cell(kind="metadata", model=name,
+                              identity={"kind": "metadata", "model": name, **common}))
+        if "validate" in options.benches:
+            stack = plan.stacks[0]
+            for source in plan.sources:
+                cells.append(Cell(kind="validate", model=name, source=source.name, backend=stack.name,
+                                  device=stack.device, identity={
+                                      "kind": "validate", "model": name, "weights": weights, "source": source.name,
+                                      "data": data[source.name], "views": [v.name for v in source.views],
+                                      "backend": stack.name, "img_size": options.img_size, **common}))
+        for kind in (k for k in BENCH_KINDS if k in options.benches):
+            for stack in plan.stacks:
+                cells.append(Cell(kind=kind, model=name, backend=stack.name, device=stack.device, identity={
+                    "kind": kind, "model": name, "backend": stack.name, "img_size": options.img_size,
+                    "bench": asdict(options.bench), **common}))
+    return cells
+
+
+def make_job(plan, cells: list[Cell], sources: Mapping[str, str]) -> Job:
+    """The job of `cells` in `plan`, with `sources` the listings already in the store."""
+    options = plan.options
+    return Job(cells=tuple(cells), stacks=tuple(s.name for s in plan.stacks), sources=dict(sources),
+               store=str(options.store_dir.resolve()), batch_size=options.batch_size, workers=options.workers,
+               img_size=options.img_size, weights=options.weights, trust_checkpoint=options.trust_checkpoint,
+               bench=options.bench, input_cache=options.input_cache,
+               input_cache_dir=str(options.input_cache_dir.resolve()) if options.input_cache_dir else None,
+               input_cache_size=options.input_cache_size)
+
+
+class JobContext:
+    """A job's stacks and sources, resolved once per worker process."""
+
+    def __init__(self, job: Job, registry=None):
+        self.job = job
+        self.registry = registry
+        self.store = Store(Path(job.store))
+        self._stacks: dict[str, BackendStack] = {}
+        self._sources: dict[str, Source] = {}
+
+    def stack(self, name: str) -> BackendStack:
+        if name not in self._stacks:
+            from .registry import get_registry
+
+            self._stacks[name] = resolve_stack(name, self.registry or get_registry())
+        return self._stacks[name]
+
+    def source(self, name: str) -> Source:
+        if name not in self._sources:
+            self._sources[name] = self.store.get_source(self.job.sources[name])
+        return self._sources[name]
+
+
+# --- the runners: (context, cell, progress) -> (entries, extra record fields) -----------------
+
+Runner = Callable[[JobContext, Cell, Any], tuple[list[dict[str, Any]], dict[str, Any]]]
+
+
+def metadata_batch(cells: list[Cell], workers: int, on_event) -> tuple[list[Cell], list[dict[str, Any]]]:
+    """The metadata rows of `cells`, computed together over worker processes (the whole zoo in
+    minutes): they are cheap, so they never go through an executor."""
+    from .metadata import metadata_rows, pretrained_name
+
+    if not cells:
+        return [], []
+    for cell in cells:
+        on_event({"event": "start", "key": cell.key})
+    by_tag = {row["model"]: row for row in metadata_rows([c.model for c in cells], workers=workers)}
+    for cell in cells:
+        on_event({"event": "done", "key": cell.key, "status": "ok", "message": ""})
+    return cells, [by_tag[pretrained_name(c.model)] for c in cells]
+
+
+def metadata_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from .metadata import metadata_rows
+
+    (row,) = metadata_rows([cell.model], workers=0)
+    return [{"table": "metadata", "row": row}], {}
+
+
+def _input_cache(job: Job):
+    from .input_cache import InputCache
+
+    return InputCache(Path(job.input_cache_dir) if job.input_cache_dir else None, job.input_cache_size) \
+        if job.input_cache else None
+
+
+def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One model on one source: one forward pass, its predictions written to the store."""
+    from .data import eval_data_config, make_loader
+    from .input_cache import CacheCorrupted
+    from .validate import predict
+
+    job = context.job
+    stack = context.stack(cell.backend)
+    source = context.source(cell.source)
+    try:
+        model = create_model(cell.model, job.weights, trust_checkpoint=job.trust_checkpoint)
+    except RbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be built is that cell's failure
+        raise CellFailure("build-failed", one_line(exc)) from exc
+    config = eval_data_config(model, job.img_size)
+    common = {
+        "model": pretrained_tag(model),
+        "img_size": config["input_size"][-1],
+        "param_count": param_count(model),
+        "crop_pct": config["crop_pct"],
+        "interpolation": config["interpolation"],
+    }
+    model = stack.prepare_model(model)
+    cache = _input_cache(job)
+
+    def one_pass(batch_size: int):
+        loading = dict(batch_size=batch_size, workers=job.workers, pin_memory=stack.base.pin_memory)
+        while True:
+            batches = (cache.loader(source, config, note=progress.note, **loading) if cache is not None
+                       else make_loader(source, config, **loading))
+            done = 0
+
+            def advance(n: int) -> None:
+                nonlocal done
+                done += n
+                progress(done, len(source.samples))
+
+            try:
+                return predict(model, batches, stack, config, source, advance)
+            except CacheCorrupted as exc:  # removed; the next pass decodes and writes it again
+                progress.note(f"input cache: {exc}; rebuilding it")
+                cache.remove(exc.path)
+
+    try:
+        (frame, nonfinite), _ = with_backoff(one_pass, job.batch_size, stack)
+    except BatchFailed as exc:
+        if not exc.out_of_memory:
+            raise exc.error
+        raise CellFailure("oom", f"out of memory even at batch {exc.batch_size}: {one_line(exc.error)}") from exc
+    if nonfinite:
+        raise CellFailure("non-finite", f"{nonfinite} non-finite logits on {source.name}")
+    predictions = context.store.put_predictions(cell.key, frame)
+    unreadable = [source.samples[i][0] for i in frame.filter(~frame["ok"])["index"].to_list()]
+    return [], {"predictions": predictions, "source_listing": job.sources[cell.source], "common": common,
+                "partial": source.partial, "unreadable": unreadable}
+
+
+def benchmark_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One model on one backend stack; a failed row is kept (detailed file) and marks the cell failed."""
+    job = context.job
+    stack = context.stack(cell.backend)
+    total = max(1, job.bench.warmup_steps) + job.bench.steps
+    steps = 0
+
+    def on_step() -> None:
+        nonlocal steps
+        steps += 1
+        progress(min(steps, total), total)
+
+    row = run_benchmark(cell.kind, cell.model, stack, job.bench, job.img_size, on_step=on_step)
+    entries = [{"table": "benchmark", "kind": cell.kind, "tag": stack.file_tag(), "row": row}]
+    if row["status"] == "failed":
+        return entries, {"status": "failed", "message": row.get("error") or ""}
+    return entries, {}
+
+
+CELL_RUNNERS: dict[str, Runner] = {"metadata": metadata_cell, "validate": validate_cell, "infer": benchmark_cell,
+                                   "train": benchmark_cell}
+
+
+def job_digest(job: Job) -> str:
+    """A key for a job's settings (cells aside): a worker keeps one context per job."""
+    data = job.to_json()
+    data.pop("cells")
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,150 @@
+"""Options and the plan: what `rbench run` was asked, with every name resolved and every data
+folder listed and checked, before any model runs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .backends import BackendStack, best_stack, resolve_stack
+from .benchmark import BENCH_KINDS, BenchSettings
+from .errors import DataError, PluginError, RbenchError, unknown_name
+from .input_cache import DEFAULT_LIMIT as DEFAULT_INPUT_CACHE_SIZE
+from .models import WEIGHTS_CHOICES, resolve_models
+from .paths import cache_dir
+from .registry import Registry
+from .specs import DataRequest, MetricSpec, Source
+
+BENCHES = ("validate", *BENCH_KINDS, "metadata")
+DEFAULT_BENCHES = ("validate", "infer", "metadata")
+DEFAULT_METRIC = "accuracy"
+
+
+@dataclass(kw_only=True)
+class RunOptions:
+    """Everything `rbench run` was asked to do; defaults are the embedded default suite's."""
+
+    models: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=lambda: ["synthetic"])
+    backends: list[str] = field(default_factory=list)  # empty: the best available
+    benches: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHES))
+    out: Path = Path("results")
+    store: Path | None = None  # None: <out>/store
+    data_root: Path | None = None
+    data_paths: dict[str, Path] = field(default_factory=dict)
+    data_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    batch_size: int = 256
+    workers: int = min(8, os.cpu_count() or 1)
+    img_size: int | None = None
+    weights: str = "pretrained"
+    trust_checkpoint: bool = False
+    allow_partial: bool = False
+    bench: BenchSettings = field(default_factory=BenchSettings)
+    input_cache: bool = True  # read and write the decoded-input cache
+    input_cache_dir: Path | None = None  # None: input_cache.default_root()
+    input_cache_size: int = DEFAULT_INPUT_CACHE_SIZE
+    executor: str = "local"
+    ray_address: str | None = None
+    cell_timeout: float | None = None
+    metrics: list[str] = field(default_factory=list)  # empty: every loaded metric, accuracy first
+
+    @property
+    def store_dir(self) -> Path:
+        return self.store or self.out / "store"
+
+
+DEFAULT_SUITE_MODELS = ["test_vit.r160_in1k", "test_efficientnet.r160_in1k", "test_byobnet.r160_in1k"]
+
+
+def default_suite(options: RunOptions) -> RunOptions:
+    """The embedded default: timm's tiny test models, random weights, synthetic data, short benchmarks."""
+    return replace(
+        options,
+        models=list(DEFAULT_SUITE_MODELS),
+        weights="random",
+        batch_size=min(options.batch_size, 32),
+        bench=replace(options.bench, batch_size=min(options.bench.batch_size, 32), warmup_steps=3, steps=10, seconds=1.0),
+    )
+
+
+@dataclass
+class Plan:
+    """A run with every name resolved and every data source listed."""
+
+    options: RunOptions
+    models: list[str]
+    sources: list[Source]
+    stacks: list[BackendStack]
+    metrics: list[MetricSpec]
+
+
+def requested_views(names: list[str], registry: Registry) -> dict[str, frozenset[str] | None]:
+    """`-d` names (sources or view names) -> `{source: views asked for by name, or None for all}`."""
+    owner = {view: spec.name for spec in registry.datasets.values() for view in spec.view_bases()}
+    wanted: dict[str, frozenset[str] | None] = {}
+    for name in names:
+        if name in registry.datasets:
+            wanted[name] = None
+        elif name in owner:
+            source = owner[name]
+            if source not in wanted or wanted[source] is not None:
+                wanted[source] = (wanted.get(source) or frozenset()) | {name}
+        else:
+            raise unknown_name("dataset", name, [*registry.datasets, *owner], "rbench list datasets")
+    return wanted
+
+
+def load_source(spec, views: frozenset[str] | None, options: RunOptions) -> Source:
+    """List one source's samples (the plugin checks its folder), keeping the views asked for."""
+    path = options.data_paths.get(spec.name)
+    if path is None and spec.default_folder and options.data_root is not None:
+        path = options.data_root / spec.default_folder
+    request = DataRequest(path=path, cache_dir=cache_dir(), views=views, allow_partial=options.allow_partial,
+                          options=options.data_options.get(spec.name, {}))
+    source = spec.load(request)
+    declared = spec.view_bases()
+    undeclared = [v.name for v in source.views if v.name not in declared]
+    if undeclared:
+        raise PluginError(f"data set {spec.name} returned the view {undeclared[0]!r}, which its DatasetSpec.views "
+                          f"does not declare ({', '.join(declared)}); declare it there, with its base view")
+    if views is not None:
+        missing = views - {v.name for v in source.views}
+        if missing:
+            raise DataError(f"data set {spec.name} at {source.root} cannot give the view {sorted(missing)[0]!r}"
+                            + (f" ({source.note})" if source.note else ""))
+        source = replace(source, views=[v for v in source.views if v.name in views])
+    return source
+
+
+def make_plan(options: RunOptions, registry: Registry) -> Plan:
+    """Resolve every name and check every data folder, before any model runs."""
+    unknown = [b for b in options.benches if b not in BENCHES]
+    if unknown:
+        raise RbenchError(f"unknown benchmark {unknown[0]!r}; --bench takes {', '.join(BENCHES)}")
+    weights = options.weights
+    if weights not in WEIGHTS_CHOICES and not Path(weights).is_file():
+        raise RbenchError(f"--weights {weights!r}: not 'pretrained', 'random' or an existing checkpoint file")
+    wanted = requested_views(options.datasets, registry) if "validate" in options.benches else {}
+    for name in [*options.data_paths, *options.data_options]:
+        registry.get("datasets", name)  # a typo in --data NAME=PATH is an error too
+    stacks = [resolve_stack(name, registry) for name in options.backends] or [best_stack(registry)]
+    models = resolve_models(options.models)
+    if not models:
+        raise RbenchError("no models to run; pass --models NAMES (see `rbench list models`)")
+    metrics = select_metrics(options.metrics, registry)
+    sources = [load_source(registry.datasets[name], views, options) for name, views in wanted.items()]
+    return Plan(options=options, models=models, sources=sources, stacks=stacks, metrics=metrics)
+
+
+def select_metrics(names: list[str], registry: Registry) -> list[MetricSpec]:
+    """The metrics named (`--metrics`), or every loaded one, `accuracy` first."""
+    if names:
+        return [registry.get("metrics", name) for name in names]
+    return sorted(registry.metrics.values(), key=lambda m: (m.name != DEFAULT_METRIC, m.name))
+
+
+def check_out_dir(out: Path) -> None:
+    """`out` must be a folder we can write to."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; pass a folder for the result CSVs")

@@ -1,0 +1,268 @@
+"""Per-sample predictions: what a validation pass keeps, one Parquet file per cell.
+
+Each batch of logits is reduced on the device as it comes out of the model to a few numbers
+per sample (the top-k classes and their log-probabilities, the true label's log-probability,
+the log-sum-exp, the sum of squared probabilities), once over all classes and once per class
+restriction that a view uses (ImageNet-A's and -R's 200 classes). Only these cross back to the
+host, so a cell's memory grows by about 40 bytes a sample, whatever the number of classes.
+
+The file's columns (documented in docs/predictions.md):
+
+    index           UInt32        the sample's index in the source
+    ok              Boolean       False for an image that could not be read (its row is not scored)
+    label           Int32         the source's label
+    topk_class      Array[k]      the k best classes, best first (k = 5, or fewer classes)
+    topk_logp       Array[k]      their log-probabilities (Float32)
+    label_logp      Float32       log-probability of `label` (NaN when the model has no such class)
+    logsumexp       Float32       log-sum-exp of the logits
+    prob_sq_sum     Float32       sum over classes of the squared probabilities
+    R/topk_class, R/topk_logp, R/label_logp, R/logsumexp, R/prob_sq_sum
+                                  the same over restriction R's classes (R is the first view that
+                                  uses it, e.g. `imagenet-a-clean`); null for samples no view of R scores
+    V/labels        List[Int32]   view V's own label set per sample (ImageNet-ReaL), null elsewhere
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import RbenchError
+from .files import write_atomic
+from .specs import Predictions, Source, ViewSpec
+
+TOPK = 5
+FIELDS = ("topk_class", "topk_logp", "label_logp", "logsumexp", "prob_sq_sum")
+
+
+class DamagedPredictions(RbenchError):
+    """A predictions file that is missing, truncated or of the wrong shape."""
+
+
+def restrictions(source: Source) -> dict[str, tuple[int, ...]]:
+    """`{name: classes}` of each distinct class restriction the source's views use, named by
+    the first view that uses it."""
+    found: dict[tuple[int, ...], str] = {}
+    for view in source.views:
+        if view.classes is not None:
+            found.setdefault(tuple(int(c) for c in view.classes), view.name)
+    return {name: classes for classes, name in found.items()}
+
+
+def _restriction_of(source: Source, view: ViewSpec) -> str | None:
+    if view.classes is None:
+        return None
+    classes = tuple(int(c) for c in view.classes)
+    return next(name for name, c in restrictions(source).items() if c == classes)
+
+
+def _members(source: Source, views: Sequence[ViewSpec]):
+    """A boolean mask over the source's samples: those any of `views` scores."""
+    import numpy as np
+
+    mask = np.zeros(len(source.samples), dtype=bool)
+    for view in views:
+        if view.samples is None:
+            mask[:] = True
+        else:
+            mask[np.asarray(list(view.samples), dtype=np.int64)] = True
+    return mask
+
+
+class Reducer:
+    """Reduces each batch of logits to its stored predictions, on the logits' device.
+
+    `add(logits, indices, ok)` queues the batch's reductions (nothing waits for the device);
+    `frame()`, after the device is synchronised, gives the predictions file's frame.
+    """
+
+    def __init__(self, source: Source):
+        import numpy as np
+
+        self.source = source
+        self.labels = np.asarray([label for _, label in source.samples], dtype=np.int64)
+        self.restrictions = restrictions(source)
+        self.masks = {name: _members(source, [v for v in source.views if _restriction_of(source, v) == name])
+                      for name in self.restrictions}
+        self.chunks: list[dict[str, Any]] = []
+        self._device_state: dict[str, Any] = {}
+
+    def _tensors(self, device):
+        import torch
+
+        if "device" not in self._device_state or self._device_state["device"] != device:
+            state: dict[str, Any] = {"device": device, "labels": torch.as_tensor(self.labels, device=device)}
+            for name, classes in self.restrictions.items():
+                index = torch.as_tensor(classes, dtype=torch.long, device=device)
+                position = torch.full((max(max(classes) + 1, int(self.labels.max(initial=0)) + 1),), -1,
+                                      dtype=torch.long, device=device)
+                position[index] = torch.arange(len(classes), device=device)
+                state[name] = (index, position)
+            state["nonfinite"] = torch.zeros((), dtype=torch.long, device=device)
+            self._device_state = state
+        return self._device_state
+
+    @staticmethod
+    def _reduce(logits, labels) -> dict[str, Any]:
+        import torch
+
+        lse = torch.logsumexp(logits, dim=1)
+        k = min(TOPK, logits.shape[1])
+        top = logits.topk(k, dim=1)  # on the logits, so that ties break as a plain topk does
+        valid = (labels >= 0) & (labels < logits.shape[1])
+        picked = logits.gather(1, labels.clamp(0, logits.shape[1] - 1)[:, None])[:, 0]
+        label_logp = torch.where(valid, picked - lse, torch.full_like(lse, float("nan")))
+        prob_sq_sum = torch.exp(2.0 * (logits - lse[:, None])).sum(dim=1)
+        return {"topk_class": top.indices, "topk_logp": top.values - lse[:, None], "label_logp": label_logp,
+                "logsumexp": lse, "prob_sq_sum": prob_sq_sum}
+
+    def add(self, logits, indices, ok) -> None:
+        """One batch: float logits `[B, C]` on the device, the samples' indices and ok flags (CPU)."""
+        import torch
+
+        state = self._tensors(logits.device)
+        logits = logits.float()
+        state["nonfinite"] += (~torch.isfinite(logits)).sum()
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        labels = state["labels"][idx.to(logits.device)]
+        chunk: dict[str, Any] = {"index": idx, "ok": torch.as_tensor(ok, dtype=torch.bool)}
+        for field, value in self._reduce(logits, labels).items():
+            chunk[field] = value
+        for name in self.restrictions:
+            classes, position = state[name]
+            reduced = self._reduce(logits[:, classes], position[labels.clamp(0, len(position) - 1)]
+                                   .masked_fill(labels >= len(position), -1))
+            reduced["topk_class"] = classes[reduced["topk_class"]]  # back to the full label space
+            for field, value in reduced.items():
+                chunk[f"{name}/{field}"] = value
+        self.chunks.append({k: v.to("cpu", non_blocking=True) if v.device.type != "cpu" else v
+                            for k, v in chunk.items()})
+
+    def nonfinite(self) -> int:
+        """How many logits were NaN or infinite (call after the device is synchronised)."""
+        return int(self._device_state["nonfinite"]) if self._device_state else 0
+
+    def frame(self):
+        """The predictions file's frame, in sample order."""
+        import numpy as np
+        import polars as pl
+
+        def joined(key: str):
+            return np.concatenate([c[key].numpy() for c in self.chunks]) if self.chunks else np.zeros((0,))
+
+        index = joined("index").astype(np.int64)
+        order = np.argsort(index, kind="stable")
+        index = index[order]
+        columns: dict[str, Any] = {
+            "index": pl.Series("index", index, dtype=pl.UInt32),
+            "ok": pl.Series("ok", joined("ok")[order].astype(bool), dtype=pl.Boolean),
+            "label": pl.Series("label", self.labels[index], dtype=pl.Int32),
+        }
+        prefixes = {"": None, **{f"{name}/": self.masks[name][index] for name in self.restrictions}}
+        for prefix, mask in prefixes.items():
+            for field in FIELDS:
+                values = joined(prefix + field)[order]
+                if field == "topk_class":
+                    dtype = pl.UInt16 if values.max(initial=0) < 2**16 else pl.UInt32
+                    series = pl.Series(prefix + field, values, dtype=pl.Array(dtype, values.shape[1]) if values.ndim == 2
+                                       else None)
+                elif field == "topk_logp":
+                    series = pl.Series(prefix + field, values.astype(np.float32),
+                                       dtype=pl.Array(pl.Float32, values.shape[1]) if values.ndim == 2 else None)
+                else:
+                    series = pl.Series(prefix + field, values.astype(np.float32), dtype=pl.Float32)
+                if mask is not None:
+                    series = pl.select(pl.when(pl.Series(mask)).then(series).otherwise(None).alias(prefix + field)).to_series()
+                columns[prefix + field] = series
+        for view in self.source.views:
+            if view.labels is not None:
+                sets: list[Any] = [None] * len(self.source.samples)
+                chosen = list(view.samples) if view.samples is not None else range(len(self.source.samples))
+                for i, label in zip(chosen, view.labels):
+                    sets[i] = list(label) if isinstance(label, (tuple, list, set, frozenset)) else [int(label)]
+                columns[f"{view.name}/labels"] = pl.Series(f"{view.name}/labels", [sets[i] for i in index],
+                                                           dtype=pl.List(pl.Int32))
+        return pl.DataFrame(list(columns.values()))
+
+
+def write(frame, path: Path) -> str:
+    """Write a predictions frame as Parquet (zstd), atomically; returns the file's SHA-256."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", statistics=False)
+    data = buffer.getvalue()
+    write_atomic(path, lambda f: f.write(data))
+    return hashlib.sha256(data).hexdigest()
+
+
+def read(path: Path, sha256: str | None = None, rows: int | None = None):
+    """A predictions file's frame; `DamagedPredictions` (naming the file) when it is missing,
+    not the file that was written (`sha256`), or not of the expected shape."""
+    import io
+
+    import polars as pl
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DamagedPredictions(f"predictions file {path} cannot be read ({exc.strerror})") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise DamagedPredictions(f"predictions file {path} is not the file that was written (truncated or changed)")
+    try:
+        frame = pl.read_parquet(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - polars raises several kinds for a bad file
+        raise DamagedPredictions(f"predictions file {path} is not a readable Parquet file ({type(exc).__name__})") from None
+    missing = [c for c in ("index", "ok", "label", *FIELDS) if c not in frame.columns]
+    if missing:
+        raise DamagedPredictions(f"predictions file {path} lacks the column {missing[0]!r}")
+    if rows is not None and frame.height != rows:
+        raise DamagedPredictions(f"predictions file {path} has {frame.height} rows, not the {rows} that were written")
+    return frame
+
+
+def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
+    """The `Predictions` of `view` from a source's predictions frame (unreadable samples left out)."""
+    import numpy as np
+    import polars as pl
+
+    n = len(source.samples)
+    if view.samples is not None:
+        chosen = np.asarray(list(view.samples), dtype=np.int64)
+        labels = list(view.labels) if view.labels is not None else None
+    else:
+        chosen = np.arange(n, dtype=np.int64)
+        labels = list(view.labels) if view.labels is not None else None
+    ok = frame["ok"].to_numpy()
+    position = np.full(n, -1, dtype=np.int64)
+    position[frame["index"].to_numpy().astype(np.int64)] = np.arange(frame.height)
+    rows = position[chosen]
+    keep = (rows >= 0) & ok[np.clip(rows, 0, None)]
+    if labels is not None:
+        labels = [label for label, k in zip(labels, keep) if k]
+    rows, chosen = rows[keep], chosen[keep]
+    if labels is None:
+        labels = frame["label"].to_numpy()[rows].tolist()
+    restriction = _restriction_of(source, view)
+    prefix = f"{restriction}/" if restriction else ""
+    picked = frame[rows.tolist()] if len(rows) else frame.clear()
+
+    def column(field: str):
+        series = picked[prefix + field]
+        if isinstance(series.dtype, pl.Array):
+            width = series.dtype.size if hasattr(series.dtype, "size") else series.dtype.width
+            values = series.to_numpy()
+            return values.reshape(len(series), width) if values.size else np.zeros((0, width))
+        return series.to_numpy()
+
+    label_logp = column("label_logp")
+    if view.labels is not None:  # known only where the view's label is the source's own
+        source_labels = frame["label"].to_numpy()[rows]
+        same = np.array([not isinstance(a, (tuple, list, set, frozenset)) and int(a) == int(b)
+                         for a, b in zip(labels, source_labels)], dtype=bool)
+        label_logp = np.where(same, label_logp, np.nan).astype(np.float32)
+    return Predictions(indices=chosen, labels=labels, topk=column("topk_class").astype(np.int64),
+                       topk_logp=column("topk_logp"), label_logp=label_logp,
+                       logsumexp=column("logsumexp"), prob_sq_sum=column("prob_sq_sum"))

@@ -1,0 +1,56 @@
+"""Scoring: stored predictions to result rows, one per view, by every metric.
+
+Nothing here runs a model: a validation record names its predictions file and its source's
+listing (samples and views), and every row is computed from those alone, so a metric
+installed after the run scores it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .predictions import view_predictions
+from .specs import MetricSpec, Source
+from .store import Store
+
+
+class Scorer:
+    """Turns validation records into rows. Keeps each source listing it reads, once."""
+
+    def __init__(self, store: Store, metrics: Sequence[MetricSpec]):
+        self.store = store
+        self.metrics = list(metrics)
+        self._sources: dict[str, Source] = {}
+        self.notes: list[str] = []  # views that gave no row, and why
+
+    def source(self, listing: str) -> Source:
+        if listing not in self._sources:
+            self._sources[listing] = self.store.get_source(listing)
+        return self._sources[listing]
+
+    def entries(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """The validation entries (`{"table", "view", "columns", "row"}`) of a validation record.
+
+        Raises `DamagedPredictions` for a predictions file that is not whole, and a `DataError`
+        for a missing source listing.
+        """
+        source = self.source(record["source_listing"])
+        frame = self.store.get_predictions(record)
+        common = record["common"]
+        entries = []
+        for view in source.views:
+            predictions = view_predictions(frame, source, view)
+            if len(predictions) == 0:
+                self.notes.append(f"{common['model']} on {view.name}: no row, the view has no readable sample "
+                                  f"in {source.root}")
+                continue
+            row: dict[str, Any] = {"count": len(predictions)}
+            for metric in self.metrics:
+                row.update(metric.compute(predictions, view))
+            if view.score is not None:
+                row.update(view.score(predictions))
+            entries.append({"table": "validation", "view": view.name,
+                            **({"columns": list(view.columns)} if view.columns else {}),
+                            "row": {**common, **row, "partial": record.get("partial", False)}})
+        return entries
