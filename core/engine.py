@@ -168,8 +168,8 @@ def run_grid(plan, registry, *, force: bool = False, retry_failed: bool = False,
              on_record: Callable[[dict[str, Any]], None] = lambda record: None) -> None:
     """Run the cells of `plan` that the store does not hold yet.
 
-    `on_record(record)` gets every record of the grid: first those already held, then each new
-    one as its cell ends. A held record that `on_record` cannot use (it raises an `RbenchError`,
+    `on_record(record)` gets every record of the store: first those already held (the grid's,
+    then the other grids'), then each new one as its cell ends. A held record that `on_record` cannot use (it raises an `RbenchError`,
     such as a damaged predictions file) is reported as a note and its cell runs again.
     `on_start(todo, done)` gets the cells that will run and how many were already done.
     """
@@ -179,8 +179,6 @@ def run_grid(plan, registry, *, force: bool = False, retry_failed: bool = False,
     cells = plan_cells(plan, identities)
     listings = {s.name: store.put_source(s, identities[s.name]) for s in plan.sources}
     held = {} if force else store.load(c.key for c in cells)
-    for problem in store.problems:
-        on_event({"event": "note", "key": "", "message": problem})
     todo = []
     for cell in cells:
         record = held.get(cell.key)
@@ -192,6 +190,15 @@ def run_grid(plan, registry, *, force: bool = False, retry_failed: bool = False,
         except RbenchError as exc:
             on_event({"event": "note", "key": cell.key, "message": f"{exc}; running the cell again"})
             todo.append(cell)
+    mine = {c.key for c in cells}
+    for record in store.records():  # the files in --out are the whole store's, as timm's results folder
+        if record["key"] not in mine:
+            try:
+                on_record(record)
+            except RbenchError as exc:
+                on_event({"event": "note", "key": "", "message": f"{exc}; left out of the reports"})
+    for problem in store.problems:
+        on_event({"event": "note", "key": "", "message": problem})
     on_start(todo, len(cells) - len(todo))
     store.put_grid(cells, command=" ".join(sys.argv))
     metadata_cells = [c for c in todo if c.kind == "metadata"]
