@@ -74,20 +74,29 @@ def _members(source: Source, views: Sequence[ViewSpec]):
 class Reducer:
     """Reduces each batch of logits to its stored predictions, on the logits' device.
 
-    `add(logits, indices, ok)` queues the batch's reductions (nothing waits for the device);
-    `frame()`, after the device is synchronised, gives the predictions file's frame.
+    `add(logits, indices, ok)` reduces one batch; `frame()`, after the device is synchronised,
+    gives the predictions file's frame. The host arrays are allocated once, for every sample of
+    the source, and each batch is written into them: many small long-lived allocations between
+    the passes' large temporaries would fragment the heap and grow the process by kilobytes a
+    sample. On an accelerator the reductions wait on the device, a few batches at a time, and
+    are copied over together, so the device is rarely waited for.
     """
+
+    FLUSH_EVERY = 32  # batches held on the device before their copy to the host
 
     def __init__(self, source: Source):
         import numpy as np
 
         self.source = source
+        n = len(source.samples)
         self.labels = np.asarray([label for _, label in source.samples], dtype=np.int64)
         self.restrictions = restrictions(source)
         self.masks = {name: _members(source, [v for v in source.views if _restriction_of(source, v) == name])
                       for name in self.restrictions}
-        self.chunks: list[dict[str, Any]] = []
+        self.arrays: dict[str, Any] = {"ok": np.zeros(n, dtype=bool), "seen": np.zeros(n, dtype=bool)}
+        self.pending: list[dict[str, Any]] = []
         self._device_state: dict[str, Any] = {}
+        self._n = n
 
     def _tensors(self, device):
         import torch
@@ -127,65 +136,85 @@ class Reducer:
         state["nonfinite"] += (~torch.isfinite(logits)).sum()
         idx = torch.as_tensor(indices, dtype=torch.long)
         labels = state["labels"][idx.to(logits.device)]
-        chunk: dict[str, Any] = {"index": idx.to(torch.int32), "ok": torch.as_tensor(ok, dtype=torch.bool)}
+        reduced = self._reduce(logits, labels)
         # Class indices in 16 bits where they fit: the host keeps ~50 bytes a sample.
-        index_type = torch.int16 if logits.shape[1] <= 2**15 else torch.int32
-        for field, value in self._reduce(logits, labels).items():
-            chunk[field] = value.to(index_type) if field == "topk_class" else value
+        self._class_dtype = "int16" if logits.shape[1] <= 2**15 else "int32"
         for name in self.restrictions:
             classes, position = state[name]
-            reduced = self._reduce(logits[:, classes], position[labels.clamp(0, len(position) - 1)]
-                                   .masked_fill(labels >= len(position), -1))
-            reduced["topk_class"] = classes[reduced["topk_class"]].to(index_type)  # back to the full label space
-            for field, value in reduced.items():
-                chunk[f"{name}/{field}"] = value
-        self.chunks.append({k: v.to("cpu", non_blocking=True) if v.device.type != "cpu" else v
-                            for k, v in chunk.items()})
+            sub = self._reduce(logits[:, classes], position[labels.clamp(0, len(position) - 1)]
+                               .masked_fill(labels >= len(position), -1))
+            sub["topk_class"] = classes[sub["topk_class"]]  # back to the full label space
+            reduced.update({f"{name}/{field}": value for field, value in sub.items()})
+        chunk = {"index": idx.numpy(), "ok": torch.as_tensor(ok, dtype=torch.bool).numpy(), "reduced": reduced}
+        if logits.device.type == "cpu":
+            self._store(chunk)
+        else:
+            self.pending.append(chunk)
+            if len(self.pending) >= self.FLUSH_EVERY:
+                self.flush()
+
+    def _store(self, chunk: dict[str, Any]) -> None:
+        import numpy as np
+
+        index = chunk["index"]
+        self.arrays["ok"][index] = chunk["ok"]
+        self.arrays["seen"][index] = True
+        for field, value in chunk["reduced"].items():
+            values = value.numpy()
+            if field not in self.arrays:
+                dtype = np.dtype(self._class_dtype) if field.endswith("topk_class") else np.float32
+                self.arrays[field] = np.zeros((self._n, *values.shape[1:]), dtype=dtype)
+            self.arrays[field][index] = values
+
+    def flush(self) -> None:
+        """Copy the reductions held on the device to the host arrays (waits for the device)."""
+        for chunk in self.pending:
+            chunk["reduced"] = {field: value.cpu() for field, value in chunk["reduced"].items()}
+            self._store(chunk)
+        self.pending.clear()
 
     def nonfinite(self) -> int:
         """How many logits were NaN or infinite (call after the device is synchronised)."""
         return int(self._device_state["nonfinite"]) if self._device_state else 0
 
     def frame(self):
-        """The predictions file's frame, in sample order."""
+        """The predictions file's frame, in sample order (samples never seen are not ok)."""
         import numpy as np
         import polars as pl
 
-        def joined(key: str):
-            return np.concatenate([c[key].numpy() for c in self.chunks]) if self.chunks else np.zeros((0,))
-
-        index = joined("index").astype(np.int64)
-        order = np.argsort(index, kind="stable")
-        index = index[order]
+        self.flush()
+        n = self._n
+        index = np.arange(n)
         columns: dict[str, Any] = {
             "index": pl.Series("index", index, dtype=pl.UInt32),
-            "ok": pl.Series("ok", joined("ok")[order].astype(bool), dtype=pl.Boolean),
-            "label": pl.Series("label", self.labels[index], dtype=pl.Int32),
+            "ok": pl.Series("ok", self.arrays["ok"] & self.arrays["seen"], dtype=pl.Boolean),
+            "label": pl.Series("label", self.labels, dtype=pl.Int32),
         }
-        prefixes = {"": None, **{f"{name}/": self.masks[name][index] for name in self.restrictions}}
+        prefixes = {"": None, **{f"{name}/": self.masks[name] for name in self.restrictions}}
         for prefix, mask in prefixes.items():
             for field in FIELDS:
-                values = joined(prefix + field)[order]
+                values = self.arrays.get(prefix + field)
+                if values is None:  # no batch at all
+                    values = np.zeros((n, TOPK) if field.startswith("topk") else (n,),
+                                      dtype=np.int32 if field == "topk_class" else np.float32)
                 if field == "topk_class":
                     dtype = pl.UInt16 if values.max(initial=0) < 2**16 else pl.UInt32
-                    series = pl.Series(prefix + field, values, dtype=pl.Array(dtype, values.shape[1]) if values.ndim == 2
-                                       else None)
+                    series = pl.Series(prefix + field, values, dtype=pl.Array(dtype, values.shape[1]))
                 elif field == "topk_logp":
-                    series = pl.Series(prefix + field, values.astype(np.float32),
-                                       dtype=pl.Array(pl.Float32, values.shape[1]) if values.ndim == 2 else None)
+                    series = pl.Series(prefix + field, values, dtype=pl.Array(pl.Float32, values.shape[1]))
                 else:
-                    series = pl.Series(prefix + field, values.astype(np.float32), dtype=pl.Float32)
+                    series = pl.Series(prefix + field, values, dtype=pl.Float32)
                 if mask is not None:
-                    series = pl.select(pl.when(pl.Series(mask)).then(series).otherwise(None).alias(prefix + field)).to_series()
+                    series = pl.select(pl.when(pl.Series(mask)).then(series).otherwise(None)
+                                       .alias(prefix + field)).to_series()
                 columns[prefix + field] = series
         for view in self.source.views:
             if view.labels is not None:
-                sets: list[Any] = [None] * len(self.source.samples)
-                chosen = list(view.samples) if view.samples is not None else range(len(self.source.samples))
+                sets: list[Any] = [None] * n
+                chosen = list(view.samples) if view.samples is not None else range(n)
                 for i, label in zip(chosen, view.labels):
                     sets[i] = list(label) if isinstance(label, (tuple, list, set, frozenset)) else [int(label)]
-                columns[f"{view.name}/labels"] = pl.Series(f"{view.name}/labels", [sets[i] for i in index],
-                                                           dtype=pl.List(pl.Int32))
+                columns[f"{view.name}/labels"] = pl.Series(f"{view.name}/labels", sets, dtype=pl.List(pl.Int32))
         return pl.DataFrame(list(columns.values()))
 
 

@@ -46,3 +46,47 @@ def test_objectnet_like_plugin_from_the_docs_runs_with_label_sets_and_a_class_su
     # classes) is always right at 5: at least 3 of the 12 images. 1000-way it would be ~0.
     assert float(row["top5"]) >= 25.0
     assert row["top1_diff"] == ""  # no imagenet rows in this run
+
+
+def test_every_hook_and_entry_point_group_is_documented_in_writing_plugins():
+    import inspect
+    import tomllib
+
+    import rbench.hookspecs
+
+    page = (DOCS / "writing-plugins.md").read_text()
+    hooks = [name for name, f in inspect.getmembers(rbench.hookspecs, inspect.isfunction) if name.startswith("rbench_")]
+    assert len(hooks) >= 4
+    for hook in hooks:
+        assert f"`{hook}()`" in page, f"{hook} is not documented in docs/writing-plugins.md"
+    pyproject = tomllib.loads((DOCS.parent / "pyproject.toml").read_text())
+    groups = [g for g in pyproject["project"]["entry-points"] if g.startswith("rbench.")]
+    assert len(groups) >= 4
+    for group in groups:
+        assert f"`{group}`" in page, f"the entry-point group {group} is not documented in docs/writing-plugins.md"
+
+
+def test_every_python_block_of_writing_plugins_runs_and_its_hooks_return_specs(monkeypatch, tmp_path):
+    import sys
+
+    from rbench.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec
+
+    blocks = python_blocks("writing-plugins.md")
+    assert len(blocks) >= 3
+    returned = 0
+    for i, code in enumerate(blocks):
+        # The page's first block is the `rbench_imagenette` plugin that its later blocks import.
+        module = types.ModuleType("rbench_imagenette" if i == 0 else f"rbench_docs_block_{i}")
+        if i == 0:
+            monkeypatch.setitem(sys.modules, module.__name__, module)
+        write_jpegs(tmp_path / "n01440764", 2, seed=i)  # an Imagenette class, for the testing example
+        module.tmp_path = tmp_path
+        exec(compile(code, f"writing-plugins.md block {i}", "exec"), module.__dict__)
+        for name in ("rbench_datasets", "rbench_metrics", "rbench_backends", "rbench_executors"):
+            hook = getattr(module, name, None)
+            if hook is not None:
+                specs = list(hook())
+                assert specs and all(isinstance(s, (DatasetSpec, MetricSpec, BackendSpec, ExecutorSpec)) for s in specs)
+                returned += len(specs)
+        load_registry(extra=[(f"test:docs{i}", module)])  # registers like an installed plugin
+    assert returned >= 3
