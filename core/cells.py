@@ -125,6 +125,11 @@ def weights_identity(weights: str) -> str:
     return f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def weights_label(weights: str) -> str:
+    """What a row says of its weights: `pretrained`, `random`, or the checkpoint's file name."""
+    return weights if weights in WEIGHTS_CHOICES else f"checkpoint:{Path(weights).name}"
+
+
 def versions() -> dict[str, Any]:
     """Versions that change results: they go into every cell's key."""
     import timm
@@ -253,6 +258,7 @@ def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict[
         "param_count": param_count(model),
         "crop_pct": config["crop_pct"],
         "interpolation": config["interpolation"],
+        "weights": weights_label(job.weights),
     }
     model = stack.prepare_model(model)
     cache = _input_cache(job)

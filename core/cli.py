@@ -14,14 +14,22 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class RbenchGroup(click.Group):
-    """A click group that prints an `RbenchError` as one line and exits 2."""
+    """A click group that prints an `RbenchError`, or a full or unwritable disk, as one line and exits 2."""
 
     def invoke(self, ctx: click.Context):
+        from .files import DISK_ERRNOS
+
         try:
             return super().invoke(ctx)
         except RbenchError as exc:
             click.echo(f"rbench: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            click.echo(f"rbench: error: {exc.strerror} writing {exc.filename or 'a file'}; what finished is kept: "
+                       "free space (or fix the folder's permissions) and run the same command again", err=True)
+            ctx.exit(2)
 
 
 def escape(text: str) -> str:
@@ -31,10 +39,10 @@ def escape(text: str) -> str:
     return rich_escape(str(text))
 
 
-def _console():
+def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, stderr=stderr)
 
 
 def _table(title: str, columns: tuple[str, ...], right: tuple[str, ...] = ()):
@@ -144,11 +152,15 @@ def main() -> None:
                    "that pass decodes every image.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the decoded-input cache.")
 @metrics_option
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Validate on the first N images of each data set only, for a quick look (rows marked partial).")
+@click.option("--dry-run", is_flag=True, help="Print the grid (each cell, done or pending, its images) and exit.")
 @click.option("--force", is_flag=True, help="Redo every cell, even those the store already holds.")
 @click.option("--retry-failed", is_flag=True, help="Run again the cells that failed in an earlier run.")
 def run(models, datasets, backends, benches, out, data_root, data, data_dir, data_option, store, batch_size, workers,
         img_size, weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds, no_retry,
-        executor, ray_address, cell_timeout, cache_dir, cache_size, no_cache, metric_names, force, retry_failed) -> None:
+        executor, ray_address, cell_timeout, cache_dir, cache_size, no_cache, metric_names, limit, dry_run, force,
+        retry_failed) -> None:
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
 
@@ -160,7 +172,8 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
     options = RunOptions(out=out, store=store, data_root=data_root, data_paths=_data_paths(data),
                          data_options=_data_options(data_option), trust_checkpoint=trust_checkpoint,
                          allow_partial=allow_partial, input_cache=not no_cache, input_cache_dir=cache_dir,
-                         input_cache_size=parse_size(cache_size, "--cache-size"), metrics=_split(metric_names))
+                         input_cache_size=parse_size(cache_size, "--cache-size"), metrics=_split(metric_names),
+                         limit=limit)
     if data_dir is not None:
         options.data_paths.setdefault("imagefolder", data_dir)
     if datasets:
@@ -197,66 +210,128 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
     registry = get_registry()
     registry.get("executors", options.executor)
     plan = make_plan(options, registry)
+    if dry_run:
+        _print_grid(plan, console, force=force, retry_failed=retry_failed)
+        return
     _run_and_report(plan, registry, console, embedded=not models, force=force, retry_failed=retry_failed)
 
 
+def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
+    """The cells a run would run (`--dry-run`), each with its state in the store and its images."""
+    from .cells import plan_cells
+    from .store import Store
+
+    cells = plan_cells(plan)
+    store = Store(plan.options.store_dir)
+    held = {} if force or not store.root.is_dir() else store.load(c.key for c in cells)
+    images = {s.name: len(s.samples) for s in plan.sources}
+    table = _table(f"grid: {len(cells)} cell(s)", ("cell", "state", "images"), right=("images",))
+    pending_images = 0
+    states: dict[str, int] = {}
+    for cell in cells:
+        record = held.get(cell.key)
+        state = "pending" if record is None else "done" if record.get("status") == "ok" else f"failed: {record['status']}"
+        if state.startswith("failed") and retry_failed:
+            state += " (retried)"
+        count = images.get(cell.source) if cell.kind == "validate" else None
+        if count and (record is None or state.endswith("(retried)")):
+            pending_images += count
+        states[state.split(":")[0]] = states.get(state.split(":")[0], 0) + 1
+        table.add_row(escape(cell.label), escape(state), f"{count:,}" if count else "-")
+    console.print(table)
+    console.print(", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+                  + f"; {pending_images:,} image(s) to validate")
+
+
 def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_failed: bool) -> None:
+    import time
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .run import run
 
     options = plan.options
+    errors = _console(stderr=True)
     title = "embedded default suite" if embedded else f"{len(plan.models)} model(s)"
-    console.print(f"[bold]rbench run[/]: {title} | backends: {', '.join(s.name for s in plan.stacks)} | "
-                  f"data: {', '.join(s.name for s in plan.sources) or '-'} | benches: {', '.join(options.benches)}")
+    console.print(escape(f"rbench run: {title} | backends: {', '.join(s.name for s in plan.stacks)} | "
+                         f"data: {', '.join(s.name for s in plan.sources) or '-'} | benches: {', '.join(options.benches)}"))
     if options.weights == "random":
-        console.print("[yellow]weights: random (seeded by model name); accuracy is chance level and "
-                      "measures the pipeline, not the models[/]")
+        errors.print("[yellow]weights: random (seeded by model name); accuracy is chance level and "
+                     "measures the pipeline, not the models[/]")
     for source in plan.sources:
-        console.print(f"  {source.name}: {len(source.samples):,} images at {source.root}" + (f" ({source.note})" if source.note else ""))
+        console.print(escape(f"  {source.name}: {len(source.samples):,} images at {source.root}"
+                             + (f" ({source.note})" if source.note else "")))
+    # On a terminal, live bars; in a log (CI, nohup, a pipe), a line per cell and progress every 30 s.
+    live = console.is_terminal
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     labels: dict[str, str] = {}
-    with Progress(*columns, console=console, transient=True) as progress:
+    counts = {"ok": 0, "held": 0}
+    failed: dict[str, int] = {}
+    started = time.monotonic()
+    last_line: dict[str, float] = {}
+    with Progress(*columns, console=console, transient=True, disable=not live) as progress:
         grid_task = progress.add_task("cells", total=None)
         cell_tasks: dict[str, int] = {}
-        failures = 0
 
         def on_start(todo: list, done: int) -> None:
             labels.update({cell.key: cell.label for cell in todo})
+            counts["held"] = done
             progress.update(grid_task, total=len(todo))
             console.print(f"{len(todo)} cell(s) to run with the {options.executor} executor"
-                          + (f", {done} already in the store {options.store_dir}" if done else ""))
+                          + escape(f", {done} already in the store {options.store_dir}" if done else ""))
 
         def on_event(event: dict) -> None:
-            nonlocal failures
             key = event["key"]
+            label = labels.get(key, key)
             if event["event"] == "start":
-                cell_tasks[key] = progress.add_task(f"  {labels.get(key, key)}", total=None)
+                cell_tasks[key] = progress.add_task(escape(f"  {label}"), total=None)
+                last_line[key] = time.monotonic()
+                if not live:
+                    console.print(escape(f"start {label}"))
             elif event["event"] == "progress" and key in cell_tasks:
                 progress.update(cell_tasks[key], completed=event["done"], total=event["total"])
+                if not live and time.monotonic() - last_line.get(key, 0.0) >= 30:
+                    last_line[key] = time.monotonic()
+                    console.print(escape(f"  {label}: {event['done']:,}/{event['total']:,}"))
             elif event["event"] == "note":
-                where = f"{labels.get(key, key)}: " if key else ""
-                console.print(f"[yellow]{escape(where + event['message'])}[/]", soft_wrap=True)  # paths stay whole
+                where = f"{label}: " if key else ""
+                errors.print(f"[yellow]{escape(where + event['message'])}[/]", soft_wrap=True)  # paths stay whole
             elif event["event"] == "done":
                 if key in cell_tasks:
                     progress.remove_task(cell_tasks.pop(key))
-                if event["status"] != "ok":
-                    failures += 1
-                    console.print(f"[red]failed[/] {labels.get(key, key)}: {event['status']}: {event['message']}")
-                progress.update(grid_task, advance=1, description=f"cells ({failures} failed)" if failures else "cells")
+                if event["status"] == "ok":
+                    counts["ok"] += 1
+                    if not live:
+                        console.print(escape(f"done  {label}"))
+                else:
+                    failed[event["status"]] = failed.get(event["status"], 0) + 1
+                    message = event["message"].splitlines()[0] if event["message"] else ""
+                    errors.print(f"[red]failed[/] {escape(label)}: {escape(event['status'])}: "
+                                 f"{escape(message[:300])}", soft_wrap=True)
+                progress.update(grid_task, advance=1,
+                                description=f"cells ({sum(failed.values())} failed)" if failed else "cells")
 
-        results = run(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=on_start)
+        try:
+            results = run(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=on_start)
+        except KeyboardInterrupt:
+            errors.print(escape(f"interrupted: {counts['ok'] + sum(failed.values())} finished cell(s) are kept in "
+                                f"{options.store_dir}; run the same command again to resume"))
+            raise SystemExit(130) from None
     written = sorted(options.out.glob("*.csv"))
     _print_results(console, results, written)
-    for note in results.scorer.notes:
-        console.print(f"[yellow]{escape(note)}[/]")
+    for note in [*results.scorer.notes, *results.notes]:
+        errors.print(f"[yellow]{escape(note)}[/]", soft_wrap=True)
     if results.unreadable:
-        console.print(f"[yellow]{len(results.unreadable)} unreadable image(s) were left out of the metrics:[/]")
+        errors.print(f"[yellow]{len(results.unreadable)} unreadable image(s) were left out of the metrics:[/]")
         for path in results.unreadable:
-            console.print(f"  {path}")
+            errors.print(escape(f"  {path}"), soft_wrap=True)
+    ran = counts["ok"] + sum(failed.values())
+    why = f" ({', '.join(f'{n} {status}' for status, n in sorted(failed.items()))})" if failed else ""
+    console.print(f"{ran + counts['held']} cells: {counts['ok']} ok, {sum(failed.values())} failed{why}, "
+                  f"{counts['held']} already in the store, in {time.monotonic() - started:.0f} s")
     if results.failures:
-        console.print(f"[red]{len(results.failures)} cell(s) failed[/]: see {options.out / 'failures.csv'}; "
-                      "run again with --retry-failed to retry them")
+        errors.print(escape(f"{len(results.failures)} cell(s) failed: see {options.out / 'failures.csv'}; "
+                            "run again with --retry-failed to retry them"))
         raise SystemExit(1)  # the grid finished, but not every cell: scripts should notice
 
 
@@ -266,7 +341,8 @@ def _print_results(console, results, written) -> None:
                        right=("img_size", "top1", "top5", "images"))
         for view, rows in results.validation.items():
             for row in sorted(rows, key=lambda r: (-r["top1"], -r["top5"], r["model"])):
-                table.add_row(view, row["model"], str(row["img_size"]), f"{row['top1']:.3f}", f"{row['top5']:.3f}", str(row["count"]))
+                table.add_row(escape(view), escape(row["model"]), str(row["img_size"]), f"{row['top1']:.3f}",
+                              f"{row['top5']:.3f}", str(row["count"]))
         console.print(table)
     if results.benchmarks:
         columns = ("bench", "backend", "model", "img_size", "batch", "samples/s", "step ms p10/p50/p90", "GMACs",
@@ -274,17 +350,18 @@ def _print_results(console, results, written) -> None:
         table = _table("throughput", columns, right=columns[3:-1])
         for (kind, _), rows in results.benchmarks.items():
             for row in rows:
-                table.add_row(kind, row["backend"], row["model"], _number(row[f"{kind}_img_size"], "d"),
+                table.add_row(kind, escape(row["backend"]), escape(row["model"]), _number(row[f"{kind}_img_size"], "d"),
                               _batch(row[f"{kind}_batch_size"], row["batch_asked"]),
                               _number(row[f"{kind}_samples_per_sec"], ",.1f"),
                               "/".join(_number(row[f"step_time_p{p}"], ".2f") for p in (10, 50, 90)),
                               _number(row.get("infer_gmacs"), ".2f"), _number(row["param_count"], ".2f"),
-                              row["status"] if row["status"] != "failed" else f"failed: {row['error']}")
+                              escape(row["status"] if row["status"] != "failed" else f"failed: {row['error']}"))
         console.print(table)
     if results.metadata:
         _print_metadata_notes(console, results.metadata)
     if written:
-        console.print("[bold]wrote[/] " + ", ".join(str(p) for p in written))
+        console.print("[bold]wrote[/] " + escape(", ".join(str(p) for p in written))
+                      + " (this run's models; `rbench report` writes every run's on the store)")
 
 
 @main.command(context_settings=CONTEXT)
@@ -331,7 +408,7 @@ def report(store, out, imports, metric_names) -> None:
         view, rows = read_published(path)
         for row in rows:
             results.add({"table": "validation", "view": view, "row": row}, imported=True)
-    for problem in [*the_store.problems, *skipped, *results.scorer.notes]:
+    for problem in [*the_store.problems, *skipped, *results.scorer.notes, *results.notes]:
         click.echo(f"rbench: warning: {problem}", err=True)
     if not (results.validation or results.metric_rows or results.benchmarks or results.metadata):
         raise RbenchError(f"nothing to report: no records in {store_dir} and no --import files")

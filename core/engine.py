@@ -168,13 +168,19 @@ def run_grid(plan, registry, *, force: bool = False, retry_failed: bool = False,
              on_record: Callable[[dict[str, Any]], None] = lambda record: None) -> None:
     """Run the cells of `plan` that the store does not hold yet.
 
-    `on_record(record)` gets every record of the store: first those already held (the grid's,
-    then the other grids'), then each new one as its cell ends. A held record that `on_record` cannot use (it raises an `RbenchError`,
+    `on_record(record)` gets every record of the grid: first those already held, then each new
+    one as its cell ends. A held record that `on_record` cannot use (it raises an `RbenchError`,
     such as a damaged predictions file) is reported as a note and its cell runs again.
     `on_start(todo, done)` gets the cells that will run and how many were already done.
     """
     options = plan.options
     store = Store(options.store_dir)
+    with store.lock(on_wait=lambda message: on_event({"event": "note", "key": "", "message": message})):
+        _run_grid(plan, registry, store, force, retry_failed, on_event, on_start, on_record)
+
+
+def _run_grid(plan, registry, store: Store, force, retry_failed, on_event, on_start, on_record) -> None:
+    options = plan.options
     identities = {source.name: source_identity(source) for source in plan.sources}
     cells = plan_cells(plan, identities)
     listings = {s.name: store.put_source(s, identities[s.name]) for s in plan.sources}
@@ -190,13 +196,6 @@ def run_grid(plan, registry, *, force: bool = False, retry_failed: bool = False,
         except RbenchError as exc:
             on_event({"event": "note", "key": cell.key, "message": f"{exc}; running the cell again"})
             todo.append(cell)
-    mine = {c.key for c in cells}
-    for record in store.records():  # the files in --out are the whole store's, as timm's results folder
-        if record["key"] not in mine:
-            try:
-                on_record(record)
-            except RbenchError as exc:
-                on_event({"event": "note", "key": "", "message": f"{exc}; left out of the reports"})
     for problem in store.problems:
         on_event({"event": "note", "key": "", "message": problem})
     on_start(todo, len(cells) - len(todo))

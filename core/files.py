@@ -7,8 +7,10 @@ Files get the mode that the umask gives a new file, as `open` would.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -45,3 +47,27 @@ def write_bytes(path: Path, data: bytes) -> Path:
 def write_json(path: Path, data: Any) -> Path:
     """Write `data` as indented JSON to `path` atomically (values JSON cannot hold as `str`)."""
     return write_bytes(path, json.dumps(data, indent=1, default=str).encode())
+
+
+# Errors of the machine, not of rbench: a full disk, a read-only or forbidden folder.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def check_writable_folder(path: Path, what: str, min_free: int = 1 << 20) -> None:
+    """Raise a one-line `RbenchError` unless `path` is (or can be made) a folder that this
+    process can write to, with at least `min_free` bytes free; `what` names it (`--out`)."""
+    from .errors import RbenchError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RbenchError(f"{what} {path} is a file, not a folder; pass a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = write_bytes(path / f".rbench-write-test-{os.getpid()}", b"rbench")
+        probe.unlink()
+    except OSError as exc:
+        raise RbenchError(f"{what} {path}: cannot write there ({exc.strerror}); pass a folder you can write to") from None
+    free = shutil.disk_usage(path).free
+    if free < min_free:
+        raise RbenchError(f"{what} {path}: the disk is full ({free:,} bytes free); free some space or pass "
+                          "another folder")

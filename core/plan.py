@@ -48,6 +48,7 @@ class RunOptions:
     ray_address: str | None = None
     cell_timeout: float | None = None
     metrics: list[str] = field(default_factory=list)  # empty: every loaded metric, accuracy first
+    limit: int | None = None  # the first N samples of each source, for a quick look (rows marked partial)
 
     @property
     def store_dir(self) -> Path:
@@ -114,11 +115,29 @@ def load_source(spec, views: frozenset[str] | None, options: RunOptions) -> Sour
             raise DataError(f"data set {spec.name} at {source.root} cannot give the view {sorted(missing)[0]!r}"
                             + (f" ({source.note})" if source.note else ""))
         source = replace(source, views=[v for v in source.views if v.name in views])
+    if options.limit is not None and options.limit < len(source.samples):
+        source = limited(source, options.limit)
     return source
+
+
+def limited(source: Source, n: int) -> Source:
+    """The first `n` samples of `source`, each view keeping those of its samples (and labels)
+    among them; marked partial, so that its rows say how many images they counted."""
+    views = []
+    for view in source.views:
+        if view.samples is None:
+            views.append(view)
+            continue
+        kept = [(i, k) for k, i in enumerate(view.samples) if i < n]
+        labels = [view.labels[k] for _, k in kept] if view.labels is not None else None
+        views.append(replace(view, samples=[i for i, _ in kept], labels=labels))
+    note = "; ".join(filter(None, [source.note, f"--limit: the first {n:,} of {len(source.samples):,} images"]))
+    return replace(source, samples=list(source.samples[:n]), views=views, partial=True, note=note)
 
 
 def make_plan(options: RunOptions, registry: Registry) -> Plan:
     """Resolve every name and check every data folder, before any model runs."""
+    check_folders(options)
     unknown = [b for b in options.benches if b not in BENCHES]
     if unknown:
         raise RbenchError(f"unknown benchmark {unknown[0]!r}; --bench takes {', '.join(BENCHES)}")
@@ -145,6 +164,22 @@ def select_metrics(names: list[str], registry: Registry) -> list[MetricSpec]:
 
 
 def check_out_dir(out: Path) -> None:
-    """`out` must be a folder we can write to."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is a file; pass a folder for the result CSVs")
+    """`out` must be a folder we can write to (made if missing), on a disk with room."""
+    from .files import check_writable_folder
+
+    check_writable_folder(out, "--out")
+
+
+def check_folders(options: RunOptions) -> None:
+    """Every folder the run writes to (`--out`, `--store`) can be written; the decoded-input
+    cache's is a folder (a read-only cache is still read, so it need not be writable)."""
+    from .files import check_writable_folder
+
+    check_writable_folder(options.out, "--out")
+    check_writable_folder(options.store_dir, "--store")
+    if options.input_cache and "validate" in options.benches:
+        from .input_cache import default_root
+
+        cache = options.input_cache_dir or default_root()
+        if cache.exists() and not cache.is_dir():
+            raise RbenchError(f"--cache-dir {cache} is a file, not a folder; pass a folder, or --no-cache")

@@ -222,13 +222,14 @@ def model_metadata_table(rows: Iterable[Mapping[str, Any]]):
 
 
 def metrics_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]):
-    """The frame of one `metrics-<view>.csv`: model, img_size, then every metric column at full
-    precision (empty where a metric gave nothing), sorted by model and img_size."""
+    """The frame of one `metrics-<view>.csv`: model, img_size, weights (`pretrained`, `random` or
+    `checkpoint:<file>`), then every metric column at full precision (empty where a metric gave
+    nothing), sorted by model and img_size."""
     import polars as pl
 
-    data = sorted(({"model": r["model"], "img_size": r["img_size"], **{c: r.get(c) for c in columns}} for r in rows),
-                  key=lambda r: (r["model"], r["img_size"]))
-    schema = {"model": pl.String, "img_size": pl.Int64, **{c: pl.Float64 for c in columns}}
+    data = sorted(({"model": r["model"], "img_size": r["img_size"], "weights": r.get("weights"),
+                    **{c: r.get(c) for c in columns}} for r in rows), key=lambda r: (r["model"], r["img_size"]))
+    schema = {"model": pl.String, "img_size": pl.Int64, "weights": pl.String, **{c: pl.Float64 for c in columns}}
     return pl.DataFrame([{k: (float(v) if k in columns and v is not None else v) for k, v in r.items()} for r in data],
                         schema=schema, orient="row")
 
@@ -256,6 +257,8 @@ class Results:
     metadata: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # rows replaced by others of the same model and size
+    _imported: set[tuple[str, str, int]] = field(default_factory=set)
 
     @property
     def metric_columns(self) -> list[str]:
@@ -265,10 +268,27 @@ class Results:
         """Add one entry: `{"table": "validation"|"benchmark"|"metadata", "row": ..., ...}`."""
         table, row = entry["table"], entry["row"]
         if table == "validation":
+            view, key = entry["view"], (entry["view"], row["model"], row["img_size"])
+            rows = self.validation[view]
+            same = [r for r in rows if (r["model"], r["img_size"]) == key[1:]]
+            if same and imported and key not in self._imported:
+                self.notes.append(f"{view}: the imported row of {row['model']} at {row['img_size']} px is left out; "
+                                  "this store's own row of that model and size is written")
+                return
+            if same:  # one row per model and size: the later one, and say so
+                self.notes.append(f"{view}: two rows of {row['model']} at {row['img_size']} px (weights "
+                                  f"{same[0].get('weights', 'imported')} and {row.get('weights', 'imported')}); "
+                                  "the later is written")
+                rows.remove(same[0])
+                self.metric_rows[view] = [r for r in self.metric_rows[view] if r is not same[0]]
+            if imported:
+                self._imported.add(key)
+            else:
+                self._imported.discard(key)
             if "top1" in row:  # the timm-schema file needs accuracy (the default metric)
-                self.validation[entry["view"]].append(row)
+                rows.append(row)
             if not imported:
-                self.metric_rows[entry["view"]].append(row)
+                self.metric_rows[view].append(row)
             if entry.get("columns"):
                 self.columns[entry["view"]] = entry["columns"]
         elif table == "benchmark":

@@ -11,16 +11,20 @@ the store at any time (`rbench report --store DIR`).
     sources/<id>.pickle         a source's samples and views, as the plan listed them
     grids/<hash>.json           the cells of each grid run on the store (`rbench status`)
     quarantine/                 records that could not be read, set aside (never deleted)
+    lock                        held by the `rbench run` that is using the store
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import pickle
+import socket
+import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from numbers import Number
 from pathlib import Path
 from typing import Any
@@ -169,6 +173,37 @@ class Store:
         except Exception as exc:  # noqa: BLE001 - a damaged or outdated pickle
             raise DataError(f"the source listing {path} cannot be read ({type(exc).__name__}: {exc}); "
                             "remove it and run the same `rbench run` again") from None
+
+    # --- one run at a time ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, on_wait: Callable[[str], None] = lambda message: None):
+        """Hold the store's lock for one run; while another live run holds it, say so through
+        `on_wait` and wait (its cells are then found done, never run twice). The lock is the
+        kernel's (flock): it is released when its holder exits, however it exits."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / "lock"
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                on_wait(f"the store {self.root} is in use by another rbench run ({holder}); waiting for it to "
+                        "finish, then running what it left")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)[:200]}\n")
+            f.flush()
+            try:
+                yield
+            finally:
+                f.seek(0)
+                f.truncate()
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     # --- grids -----------------------------------------------------------------------------
 

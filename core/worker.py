@@ -1,10 +1,13 @@
 """`python -m rbench.worker JOB.json`: run a job's cells in this process (the subprocess
 executor's worker). Each event is one JSON line on stdout; anything else that code prints goes
-to stderr, so it cannot be mistaken for an event."""
+to stderr, so it cannot be mistaken for an event. The job file is removed once read. When the
+parent is gone (an event cannot be written), the worker exits at once, recording nothing: the
+cell it was running stays pending."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 
@@ -16,10 +19,14 @@ def main(argv: list[str]) -> int:
     sys.stdout = sys.stderr
     with open(argv[1]) as f:
         job = Job.from_json(json.load(f))
+    os.unlink(argv[1])
 
     def emit(event: dict) -> None:
-        events.write(json.dumps(event) + "\n")
-        events.flush()
+        try:
+            events.write(json.dumps(event) + "\n")
+            events.flush()
+        except (BrokenPipeError, OSError):  # the parent died: nobody will read this cell's result
+            os._exit(3)
 
     for _ in run_cells(job, on_event=emit):
         pass

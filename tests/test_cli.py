@@ -26,7 +26,7 @@ def test_default_run_writes_the_three_csvs_with_spec_headers_sorted(tmp_path):
     result = subprocess.run([sys.executable, "-m", "rbench", "run", "--out", str(out)],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "random" in result.stdout  # the output says the weights are random
+    assert "weights: random" in result.stderr  # a warning, on stderr: the weights are random
 
     validation = (out / "results-synthetic.csv").read_text().splitlines()
     assert validation[0] == VALIDATION_HEADER

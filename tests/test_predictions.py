@@ -37,22 +37,33 @@ def run_cli(*args):
     return runner.invoke(main, list(args))
 
 
-@pytest.fixture(scope="module")
-def two_model_run(tmp_path_factory, data_root, model_file):  # noqa: F811
-    """The ImageNet fixtures scored by two tiny models into one store: the pinned test_byobnet
-    and a random test_vit. Returns (data root, out folder, byobnet model)."""
-    root, counts = data_root
-    model, weights = model_file
-    out = tmp_path_factory.mktemp("run") / "out"
+def run_fixtures(root, counts, out, models: str, weights: str) -> None:
     with pytest.MonkeyPatch.context() as mp:
         from rbench.plugins.datasets import imagenet as imagenet_plugin
 
         mp.setattr(imagenet_plugin, "EXPECTED", counts)
-        for name, w in (("test_byobnet", str(weights)), ("test_vit", "random")):
-            result = run_cli("run", "-m", name, "--weights", w, "-d", SOURCES, "--data-root", str(root),
-                             "--bench", "validate", "--img-size", str(IMG_SIZE), "--batch-size", "64",
-                             "--workers", "0", "--out", str(out))
-            assert result.exit_code == 0, result.output + result.stderr
+        result = run_cli("run", "-m", models, "--weights", weights, "-d", SOURCES, "--data-root", str(root),
+                         "--bench", "validate", "--img-size", str(IMG_SIZE), "--batch-size", "64",
+                         "--workers", "0", "--out", str(out))
+        assert result.exit_code == 0, result.output + result.stderr
+
+
+@pytest.fixture(scope="module")
+def two_model_run(tmp_path_factory, data_root):  # noqa: F811
+    """The ImageNet fixtures scored by two tiny random models in one run. Returns (data root, out)."""
+    root, counts = data_root
+    out = tmp_path_factory.mktemp("run") / "out"
+    run_fixtures(root, counts, out, "test_byobnet,test_vit", "random")
+    return root, out
+
+
+@pytest.fixture(scope="module")
+def pinned_run(tmp_path_factory, data_root, model_file):  # noqa: F811
+    """The ImageNet fixtures scored by the pinned test_byobnet. Returns (data root, out, model)."""
+    root, counts = data_root
+    model, weights = model_file
+    out = tmp_path_factory.mktemp("pinned") / "out"
+    run_fixtures(root, counts, out, "test_byobnet", str(weights))
     return root, out, model
 
 
@@ -65,7 +76,7 @@ def no_forward_pass(monkeypatch):
 
 
 def test_report_rebuilds_every_csv_byte_for_byte_from_the_predictions_alone(two_model_run, tmp_path, monkeypatch):
-    root, out, _ = two_model_run
+    root, out = two_model_run
     no_forward_pass(monkeypatch)
     rebuilt = tmp_path / "rebuilt"
     result = run_cli("report", "--store", str(out / "store"), "--out", str(rebuilt))
@@ -87,8 +98,8 @@ def val_predictions(out: Path, model: str) -> tuple[pl.DataFrame, dict]:
     raise AssertionError(f"no val record of {model}")
 
 
-def test_the_predictions_file_equals_an_independent_forward_pass(two_model_run):
-    root, out, model = two_model_run
+def test_the_predictions_file_equals_an_independent_forward_pass(pinned_run):
+    root, out, model = pinned_run
     frame, record = val_predictions(out, "test_byobnet")
     synsets = imagenet_fixtures.info_lines("imagenet_synsets.txt")
     files = sorted((root / "imagenet" / "val").glob("*/*.JPEG"))
@@ -135,8 +146,8 @@ class MeanTrueProbability:
                            columns=("mean_true_prob",), compute=compute)]
 
 
-def test_a_metric_installed_after_the_run_gets_its_column_from_report(two_model_run, tmp_path, monkeypatch):
-    root, out, model = two_model_run
+def test_a_metric_installed_after_the_run_gets_its_column_from_report(pinned_run, tmp_path, monkeypatch):
+    root, out, model = pinned_run
     monkeypatch.setattr(rbench.registry, "_REGISTRY", load_registry(extra=[("test:true-prob", MeanTrueProbability())]))
     no_forward_pass(monkeypatch)
     rebuilt = tmp_path / "rebuilt"
@@ -144,8 +155,9 @@ def test_a_metric_installed_after_the_run_gets_its_column_from_report(two_model_
     assert result.exit_code == 0, result.output + result.stderr
     with open(rebuilt / "metrics-imagenet.csv", newline="") as f:
         rows = {row["model"]: row for row in csv.DictReader(f)}
-    assert list(rows["test_byobnet.r160_in1k"]) == ["model", "img_size", "top1", "top1_err", "top5", "top5_err",
-                                                    "mean_true_prob"]
+    assert list(rows["test_byobnet.r160_in1k"]) == ["model", "img_size", "weights", "top1", "top1_err", "top5",
+                                                    "top5_err", "mean_true_prob"]
+    assert rows["test_byobnet.r160_in1k"]["weights"] == "checkpoint:byob.safetensors"
     synsets = imagenet_fixtures.info_lines("imagenet_synsets.txt")
     files = sorted((root / "imagenet" / "val").glob("*/*.JPEG"))
     probs = oracle_logits(model, files).softmax(dim=1)
@@ -160,8 +172,8 @@ def test_a_metric_installed_after_the_run_gets_its_column_from_report(two_model_
         assert "mean_true_prob" not in next(csv.reader(f))
 
 
-def test_a_run_with_only_a_plugin_metric_works(two_model_run, tmp_path, monkeypatch):
-    root, _, _ = two_model_run
+def test_a_run_with_only_a_plugin_metric_works(data_root, tmp_path, monkeypatch):  # noqa: F811
+    root, _ = data_root
     monkeypatch.setattr(rbench.registry, "_REGISTRY", load_registry(extra=[("test:true-prob", MeanTrueProbability())]))
     out = tmp_path / "out"
     result = run_cli("run", "-m", "test_vit", "--weights", "random", "--data-dir", str(root / "sketch"),
@@ -171,7 +183,8 @@ def test_a_run_with_only_a_plugin_metric_works(two_model_run, tmp_path, monkeypa
     assert sorted(p.name for p in out.glob("*.csv")) == ["metrics-imagefolder.csv"]
     with open(out / "metrics-imagefolder.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
-    assert list(row) == ["model", "img_size", "mean_true_prob"] and 0 < float(row["mean_true_prob"]) < 1
+    assert list(row) == ["model", "img_size", "weights", "mean_true_prob"] and 0 < float(row["mean_true_prob"]) < 1
+    assert row["weights"] == "random"
 
 
 def test_job_round_trips_through_json():

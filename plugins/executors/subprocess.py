@@ -3,13 +3,17 @@
 A model's allocator cache, compiled graphs and threads die with its process, so they never
 slow the next model. A cell past `--cell-timeout`, or a process that dies (a segfault, the
 kernel's OOM killer), fails that cell only: the model's remaining cells go on in a new process.
+A worker dies with its parent (on Linux, the kernel kills it; elsewhere it stops at its next
+event): a cell interrupted so stays pending, never a failure, and the same command resumes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,15 +23,27 @@ from itertools import groupby
 import rbench
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to kill it when its parent dies (PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the worker stops at its next event instead
+        pass
+
+
 def _run_group(grid: rbench.Grid, cells: list[rbench.Cell]):
     """Run one model's cells in worker processes; yields their outcomes."""
     pending = list(cells)
     while pending:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        # The worker removes the job file once read; the parent removes it if the worker never did.
+        with tempfile.NamedTemporaryFile("w", prefix="rbench-job-", suffix=".json", delete=False) as f:
             json.dump(grid.job(pending).to_json(), f)
             job_file = f.name
         proc = subprocess.Popen([sys.executable, "-m", "rbench.worker", job_file], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                stderr=subprocess.PIPE, text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                preexec_fn=_die_with_parent)
         selector = selectors.DefaultSelector()
         selector.register(proc.stdout, selectors.EVENT_READ)
         current, started = None, time.monotonic()
@@ -66,7 +82,8 @@ def _run_group(grid: rbench.Grid, cells: list[rbench.Cell]):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            os.unlink(job_file)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(job_file)
 
 
 def execute(grid: rbench.Grid):

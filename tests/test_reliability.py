@@ -1,0 +1,320 @@
+"""Nothing lost, nothing silent: faults a user can meet, found before the run or survived in it."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import rbench
+import rbench.files
+import rbench.registry
+from rbench import DatasetSpec, Source, ViewSpec, hookimpl
+from rbench.cli import main
+from rbench.registry import load_registry
+
+from .conftest import make_distribution, write_jpegs
+
+QUICK = ["--weights", "random", "--bench", "validate", "--workers", "0", "--img-size", "32"]
+
+
+def invoke(*args):
+    try:
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:  # click 8.2 keeps stderr apart by itself
+        runner = CliRunner()
+    return runner.invoke(main, list(args))
+
+
+def rbench_process(*args, env=None, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "rbench", *args], env={**os.environ, **(env or {})}, **kwargs)
+
+
+def records(store: Path) -> list[Path]:
+    return sorted((store / "records").glob("*.json"))
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    root = tmp_path / "images"
+    for c in range(3):
+        write_jpegs(root / str(c), 3, seed=c)
+    return root
+
+
+# --- 1. a kill -9 of the parent leaves the worker's cell pending -----------------------------
+
+SLOW_PLUGIN = '''
+import time
+import rbench
+
+
+def _slow(batch):
+    time.sleep(0.5)
+    return batch
+
+
+@rbench.hookimpl
+def rbench_backends():
+    return [rbench.BackendSpec(name="slow", description="half a second a batch", modifier=True, prepare_input=_slow)]
+'''
+
+
+def test_kill_9_of_the_parent_leaves_the_cell_pending_and_the_worker_dies_with_it(tmp_path, images):
+    site = tmp_path / "site"
+    make_distribution(site, "slowplug", {"rbench.backends": {"slow": "slowplug_mod"}}, {"slowplug_mod": SLOW_PLUGIN})
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "TMPDIR": str(tmp_path)}
+    out = tmp_path / "out"
+    args = ["run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "-b", "cpu+slow", "--batch-size", "1",
+            "--executor", "subprocess", "--out", str(out)]
+    parent = rbench_process(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in parent.stdout:  # without a terminal, a line per cell start
+        if line.startswith("start validate test_vit"):
+            break
+    time.sleep(1.0)  # inside the cell, a few batches in
+    workers = subprocess.run(["pgrep", "-f", "rbench.worker"], capture_output=True, text=True).stdout.split()
+    assert workers, "the worker should be running the cell"
+    parent.send_signal(signal.SIGKILL)  # the parent alone, not its process group
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() and "rbench.worker" in Path(f"/proc/{pid}/cmdline").read_text()
+                   for pid in workers), "the worker ran on after its parent died"
+    assert records(out / "store") == []  # no failure that never happened
+    assert not list(tmp_path.glob("rbench-job-*.json"))  # the job file went with the worker
+    again = subprocess.run([sys.executable, "-m", "rbench", *args], env={**os.environ, **env}, capture_output=True,
+                           text=True)
+    assert again.returncode == 0, again.stderr
+    assert "1 cell(s) to run" in again.stdout
+    assert [r["model"] for r in csv.DictReader((out / "results-imagefolder.csv").open())] == ["test_vit.r160_in1k"]
+    assert not (out / "failures.csv").exists()
+
+
+# --- 3. folders that cannot be written, and a full disk --------------------------------------
+
+def test_an_out_folder_that_is_a_file_or_cannot_be_written_is_one_line_before_any_model(tmp_path, images, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "sub"):
+        result = invoke("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(out))
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "rbench: error:" in result.stderr and str(blocker) in result.stderr
+    denied = tmp_path / "denied"
+
+    def refuse(*args, dir=None, **kwargs):  # root ignores modes: inject what a read-only folder says
+        if dir is not None and Path(dir) == denied / "store":
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    real_mkstemp = rbench.files.tempfile.mkstemp
+    monkeypatch.setattr(rbench.files.tempfile, "mkstemp", refuse)
+    result = invoke("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(denied))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"rbench: error: --store {denied / 'store'}: cannot write there (Permission "
+                                     "denied); pass a folder you can write to")
+
+
+def test_a_full_disk_during_the_run_is_one_line_and_loses_nothing(tmp_path, images, monkeypatch):
+    out = tmp_path / "out"
+    args = ["run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(out)]
+    real = rbench.files.write_atomic
+    writes = {"records": 0}
+
+    def fill_up(path, write):
+        if Path(path).parent.name == "records":
+            writes["records"] += 1
+            if writes["records"] == 2:  # the second cell's record: the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, write)
+
+    monkeypatch.setattr(rbench.files, "write_atomic", fill_up)
+    result = invoke(*args)
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("rbench: error: No space left on device writing ") and "run the same command again" in line
+    assert len(records(out / "store")) == 1
+    monkeypatch.setattr(rbench.files, "write_atomic", real)
+    again = invoke(*args)
+    assert again.exit_code == 0 and "1 cell(s) to run" in again.output
+    clean = invoke("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(tmp_path / "c"))
+    assert clean.exit_code == 0
+    assert (out / "results-imagefolder.csv").read_bytes() == (tmp_path / "c" / "results-imagefolder.csv").read_bytes()
+
+
+# --- 4, 5. malformed records, truncated records, a corrupt grid file ------------------------
+
+@pytest.mark.parametrize("damage", [
+    lambda r: {**r, "entries": "oops"},
+    lambda r: {**r, "entries": [{"table": "benchmark", "kind": "infer", "tag": "x", "row": {"infer_samples_per_sec": "abc"}}]},
+    lambda r: {**r, "version": "???"},
+])
+def test_a_malformed_record_is_named_quarantined_and_its_cell_runs_again(tmp_path, images, damage):
+    out = tmp_path / "out"
+    args = ["run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(out)]
+    assert invoke(*args).exit_code == 0
+    (path,) = records(out / "store")
+    path.write_text(json.dumps(damage(json.loads(path.read_text()))))
+    report = invoke("report", "--store", str(out / "store"), "--out", str(tmp_path / "report"))
+    assert str(path) in report.stderr and "quarantine" in report.stderr
+    assert report.exit_code == 2  # nothing left to report, said in one line
+    (kept,) = (out / "store" / "quarantine").iterdir()  # set aside, never deleted
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert "1 cell(s) to run" in again.output
+    assert len(records(out / "store")) == 1 and kept.exists()
+
+
+def test_a_truncated_record_is_reported_as_skipped_and_a_corrupt_grid_file_is_named(tmp_path, images):
+    out = tmp_path / "out"
+    assert invoke("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(out)).exit_code == 0
+    first, second = records(out / "store")
+    first.write_text(first.read_text()[:50])
+    report = invoke("report", "--store", str(out / "store"), "--out", str(tmp_path / "report"))
+    assert report.exit_code == 0
+    assert f"{first}: not valid JSON" in report.stderr and "counts as not run" in report.stderr
+    (grid,) = (out / "store" / "grids").glob("*.json")
+    grid.write_text("{")
+    status = invoke("status", "--store", str(out / "store"))
+    assert f"{grid}: not a readable grid file" in status.stderr
+
+
+# --- 9. weights are recorded; one row per model and size --------------------------------------
+
+def test_rows_say_their_weights_and_two_rows_of_one_model_are_never_written_silently(tmp_path, images):
+    from safetensors.torch import save_file
+
+    from rbench.models import create_model
+
+    ckpt = tmp_path / "mine.safetensors"
+    save_file({k: v.contiguous() for k, v in create_model("test_vit", "random").state_dict().items()}, str(ckpt))
+    store = tmp_path / "store"
+    for weights in ("random", str(ckpt)):
+        result = invoke("run", "-m", "test_vit", *QUICK[2:], "--weights", weights, "--data-dir", str(images),
+                        "--out", str(tmp_path / weights.replace("/", "_")), "--store", str(store))
+        assert result.exit_code == 0, result.output
+    report = invoke("report", "--store", str(store), "--out", str(tmp_path / "report"))
+    assert report.exit_code == 0
+    assert "two rows of test_vit.r160_in1k at 32 px" in report.stderr
+    rows = list(csv.DictReader((tmp_path / "report" / "results-imagefolder.csv").open()))
+    assert len(rows) == 1
+    (metrics,) = list(csv.DictReader((tmp_path / "report" / "metrics-imagefolder.csv").open()))
+    assert metrics["weights"] in ("random", "checkpoint:mine.safetensors")
+
+
+# --- 10. two runs on one store: one waits, no cell runs twice ---------------------------------
+
+def test_a_second_run_on_a_busy_store_waits_and_runs_no_cell_twice(tmp_path, images):
+    args = ["run", "-m", "test_vit,test_byobnet,test_efficientnet", *QUICK, "--data-dir", str(images),
+            "--executor", "local", "--out", str(tmp_path / "out")]
+    first = rbench_process(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (tmp_path / "out" / "store" / "lock").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    second = rbench_process(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out2, err2 = second.communicate(timeout=600)
+    out1, _ = first.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, err2
+    assert "is in use by another rbench run" in err2 and "waiting for it to finish" in err2
+    assert "3 cell(s) to run" in out1
+    assert "0 cell(s) to run with the local executor, 3 already in the store" in out2
+    assert len(records(tmp_path / "out" / "store")) == 3
+
+
+# --- 11. an empty view writes no row --------------------------------------------------------
+
+class EmptyViewSource:
+    def __init__(self, root: Path):
+        self.root = root
+
+    @hookimpl
+    def rbench_datasets(self):
+        def load(request):
+            from rbench import list_class_folders
+
+            _, samples = list_class_folders(self.root)
+            return Source(name="halfempty", root=self.root, samples=samples,
+                          views=[ViewSpec(name="halfempty"), ViewSpec(name="halfempty-none", samples=[])])
+
+        return [DatasetSpec(name="halfempty", description="a view with no sample", load=load,
+                            views={"halfempty": None, "halfempty-none": "halfempty"})]
+
+
+def test_an_empty_view_writes_no_row_and_says_why(tmp_path, images, monkeypatch):
+    monkeypatch.setattr(rbench.registry, "_REGISTRY", load_registry(extra=[("test:empty", EmptyViewSource(images))]))
+    out = tmp_path / "out"
+    result = invoke("run", "-m", "test_vit", *QUICK, "-d", "halfempty", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert (out / "results-halfempty.csv").is_file() and not (out / "results-halfempty-none.csv").exists()
+    assert "halfempty-none: no row, the view has no readable sample" in result.stderr
+    assert "nan" not in (out / "results-halfempty.csv").read_text()
+
+
+# --- 12. files get the umask's mode ---------------------------------------------------------
+
+def test_written_files_get_the_umasks_mode(tmp_path, images):
+    previous = os.umask(0o022)
+    try:
+        assert invoke("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(tmp_path / "o")).exit_code == 0
+    finally:
+        os.umask(previous)
+    written = [p for p in (tmp_path / "o").rglob("*") if p.is_file() and p.name != "lock"]
+    assert len(written) >= 5
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o644"}
+
+
+# --- UX: progress lines, closing line, --dry-run, --limit, Ctrl-C ----------------------------
+
+def test_without_a_terminal_a_line_per_cell_and_a_closing_count(tmp_path, images):
+    args = ["run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(tmp_path / "o")]
+    result = invoke(*args)
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert "start validate test_vit on imagefolder on cpu" in lines and "done  validate test_byobnet on imagefolder on cpu" in lines
+    assert any(line.startswith("2 cells: 2 ok, 0 failed, 0 already in the store, in ") for line in lines)
+    again = invoke(*args)
+    assert any(line.startswith("2 cells: 0 ok, 0 failed, 2 already in the store") for line in again.output.splitlines())
+
+
+def test_dry_run_prints_the_grid_and_runs_nothing(tmp_path, images):
+    out = tmp_path / "o"
+    assert invoke("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(out)).exit_code == 0
+    result = invoke("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(out), "--dry-run")
+    assert result.exit_code == 0
+    assert "1 done, 1 pending; 9 image(s) to validate" in result.output
+    assert len(records(out / "store")) == 1
+
+
+def test_limit_takes_the_first_images_and_marks_the_rows(tmp_path, images):
+    out = tmp_path / "o"
+    result = invoke("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(out), "--limit", "4")
+    assert result.exit_code == 0
+    (row,) = list(csv.DictReader((out / "results-imagefolder.csv").open()))
+    assert row["images"] == "4"
+
+
+def test_ctrl_c_exits_130_with_the_resume_hint(tmp_path, images):
+    site = tmp_path / "site"
+    make_distribution(site, "slowplug", {"rbench.backends": {"slow": "slowplug_mod"}}, {"slowplug_mod": SLOW_PLUGIN})
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    proc = rbench_process("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "-b", "cpu+slow",
+                          "--batch-size", "1", "--executor", "local", "--out", str(tmp_path / "o"), env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("start "):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "run the same command again to resume" in err
