@@ -65,7 +65,9 @@ class ImageDataset:
         image = self.geometry(image)
         if self.sample_transform is not None:
             image = self.sample_transform(index, image)
-        return np.array(image, dtype=np.uint8)
+        # C-contiguous whatever the transform returned (a transposed or sliced view): the cache
+        # writes and checksums the row's buffer as it lies in memory.
+        return np.array(image, dtype=np.uint8, order="C")
 
     def __getitem__(self, index: int):
         import numpy as np
