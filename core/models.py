@@ -96,41 +96,115 @@ def create_model(name: str, weights: str = "random", *, device: Any = None, trus
     return model.eval()
 
 
-def load_checkpoint(model, path: Path, *, trust_checkpoint: bool = False) -> None:
-    """Load a safetensors file or a torch checkpoint (`weights_only` unless trusted) into `model`."""
+def _one_line(text: str) -> str:
+    """An error message as one line, whitespace collapsed and terminal escapes dropped."""
+    import re
+
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte header length, then the JSON header (`{`)."""
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _needs_full_unpickling(exc: BaseException) -> bool:
+    """Whether a `weights_only` load failed on a global it does not allow (an argparse
+    namespace, a custom class): the file is a checkpoint, just not a plain one."""
+    return any("Unsupported global" in str(e) for e in (exc, exc.__cause__, exc.__context__) if e is not None)
+
+
+def _unreadable(path: Path, exc: BaseException) -> WeightsError:
+    """The one-line error for a checkpoint file that is damaged or not a checkpoint at all."""
+    inner = exc.__context__ if isinstance(exc, pickle.UnpicklingError) and exc.__context__ is not None else exc
+    what = _one_line(str(inner)).split(". ")[0] or type(inner).__name__
+    if isinstance(exc, EOFError):
+        what = "it ends early"
+    return WeightsError(f"checkpoint {path} is neither a torch checkpoint nor a safetensors file, or it is damaged "
+                        f"({what}); save or download it again")
+
+
+def read_checkpoint(path: Path, *, trust_checkpoint: bool = False, check_only: bool = False) -> dict[str, Any] | None:
+    """The state dict of a safetensors file or a torch checkpoint (`weights_only` unless
+    trusted), with the wrappers of training checkpoints removed (`state_dict`, `module.`).
+
+    Every way the file can be wrong is a one-line `WeightsError` naming it: missing, empty,
+    damaged, not a checkpoint, needing full unpickling without `--trust-checkpoint`, or not
+    holding a state dict. `check_only` reads no more than it must (torch's zip checkpoints are
+    memory-mapped, a safetensors file's header only) and returns None.
+    """
     import torch
 
+    path = Path(path)
     if not path.is_file():
         raise WeightsError(
             f"checkpoint {path} does not exist; --weights takes 'pretrained', 'random' or a checkpoint file"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.stat().st_size == 0:
+            raise WeightsError(f"checkpoint {path} is empty (0 bytes); "
+                               "save or download it again")
+        safetensors = _looks_like_safetensors(path)
+    except OSError as exc:
+        raise WeightsError(f"checkpoint {path} cannot be read ({exc.strerror or exc}); check its permissions") from exc
+    if safetensors:
+        from safetensors import safe_open
 
-        state = load_file(str(path))
-    else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            if not trust_checkpoint:
-                raise WeightsError(
-                    f"checkpoint {path} holds objects that only full unpickling can load, which can run "
-                    "arbitrary code; re-save it as safetensors, or pass --trust-checkpoint if you trust it"
-                ) from exc
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            with safe_open(str(path), "pt") as f:
+                names = list(f.keys())
+                state = None if check_only else {name: f.get_tensor(name) for name in names}
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type from Rust
+            raise WeightsError(f"checkpoint {path} is not a valid safetensors file ({_one_line(str(exc))}); "
+                               "save or download it again") from exc
+        if not names:
+            raise WeightsError(f"checkpoint {path} holds no tensors; pass the model's weights file")
+        return state
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # torch.save's format since torch 1.6, which can be memory-mapped
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped and check_only)
+    except pickle.UnpicklingError as exc:
+        if not _needs_full_unpickling(exc):
+            raise _unreadable(path, exc) from exc
+        if not trust_checkpoint:
+            raise WeightsError(
+                f"checkpoint {path} holds objects that only full unpickling can load, which can run "
+                "arbitrary code; re-save it as safetensors, or pass --trust-checkpoint if you trust it"
+            ) from exc
+        if check_only:
+            return None  # trusted: it is unpickled once, where the model is made
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (EOFError, RuntimeError, ValueError, OSError) as exc:
+        raise _unreadable(path, exc) from exc
     if isinstance(state, dict):
         for key in ("state_dict", "model", "state_dict_ema"):
             if isinstance(state.get(key), dict):
                 state = state[key]
                 break
-    if not isinstance(state, dict):
-        raise WeightsError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if not isinstance(state, dict) or not state:
+        what = "an empty dict" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise WeightsError(f"checkpoint {path} holds {what}, not a state dict; pass the model's weights file")
+    return None if check_only else {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def check_checkpoint(path: Path | str, trust_checkpoint: bool = False) -> None:
+    """Check, before any model runs, that `path` is a checkpoint that can be loaded (see
+    `read_checkpoint`); raises a one-line `WeightsError` naming the file and what is wrong."""
+    read_checkpoint(Path(path), trust_checkpoint=trust_checkpoint, check_only=True)
+
+
+def load_checkpoint(model, path: Path, *, trust_checkpoint: bool = False) -> None:
+    """Load a safetensors file or a torch checkpoint (`weights_only` unless trusted) into `model`."""
+    state = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        summary = " ".join(str(exc).split())[:300]
-        raise WeightsError(f"checkpoint {path} does not fit the model: {summary}") from exc
+        raise WeightsError(f"checkpoint {path} does not fit the model: {_one_line(str(exc))}") from exc
 
 
 def pretrained_tag(model) -> str:

@@ -25,7 +25,8 @@ from .input_cache import DEFAULT_LIMIT as DEFAULT_INPUT_CACHE_SIZE
 from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
 from .errors import DataError, RbenchError, unknown_name
 from .metadata import in1k_rows, metadata_rows, pretrained_name
-from .models import WEIGHTS_CHOICES, create_model, param_count, pretrained_tag, resolve_models
+from .models import (WEIGHTS_CHOICES, check_checkpoint, create_model, param_count,
+                     pretrained_tag, resolve_models)
 from .paths import cache_dir
 from .registry import Registry
 from .specs import DataRequest, MetricSpec, Source
@@ -134,6 +135,8 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
     weights = options.weights
     if weights not in WEIGHTS_CHOICES and not Path(weights).is_file():
         raise RbenchError(f"--weights {weights!r}: not 'pretrained', 'random' or an existing checkpoint file")
+    if weights not in WEIGHTS_CHOICES:
+        check_checkpoint(weights, options.trust_checkpoint)  # damaged, empty or unsafe: one line, before any model runs
     wanted = requested_views(options.datasets, registry) if "validate" in options.benches else {}
     for name in [*options.data_paths, *options.data_options]:
         registry.get("datasets", name)  # a typo in --data NAME=PATH is an error too

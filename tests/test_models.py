@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import re
 
 import pytest
 import timm
@@ -74,3 +75,76 @@ def test_param_count_in_millions():
 
 class _Args:
     """A stand-in for the argparse namespace that training scripts pickle into checkpoints."""
+
+
+def _bad_file(kind: str, tmp_path):
+    import numpy as np
+
+    noise = np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    files = {
+        "random-pth": ("w.pth", b"\x2f" + noise),  # not a pickle, not a zip
+        "empty-pth": ("w.pth", b""),
+        "empty-safetensors": ("w.safetensors", b""),
+        "garbage-safetensors": ("w.safetensors", noise),
+        "truncated-pth": ("w.pth", None),
+    }
+    name, data = files[kind]
+    path = tmp_path / name
+    if data is None:
+        torch.save(_reference_state("test_vit"), path)
+        data = path.read_bytes()[: path.stat().st_size // 2]
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(("kind", "says"), [
+    ("random-pth", "neither a torch checkpoint nor a safetensors file, or it is damaged"),
+    ("truncated-pth", "neither a torch checkpoint nor a safetensors file, or it is damaged"),
+    ("empty-pth", "is empty (0 bytes)"),
+    ("empty-safetensors", "is empty (0 bytes)"),
+    ("garbage-safetensors", "is not a valid safetensors file (Error while deserializing header: header too large)"),
+])
+def test_a_bad_checkpoint_file_is_named_with_what_is_wrong(kind, says, tmp_path):
+    from rbench.models import check_checkpoint
+
+    path = _bad_file(kind, tmp_path)
+    for trust in (False, True):
+        with pytest.raises(WeightsError) as caught:
+            check_checkpoint(path, trust)
+        message = str(caught.value)
+        assert message.startswith(f"checkpoint {path} ") and says in message, message
+        assert "--trust-checkpoint" not in message and "\n" not in message
+    with pytest.raises(WeightsError, match=re.escape(says)):  # the same when the model is made
+        create_model("test_vit", str(path))
+
+
+def test_a_bad_checkpoint_is_a_one_line_error_before_any_model_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from rbench.cli import main
+
+    path = _bad_file("random-pth", tmp_path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", "-m", "test_vit", "--weights", str(path), "--bench", "validate",
+                                       "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert f"checkpoint {path} is neither a torch checkpoint" in line
+    assert not (out / "store").exists()  # nothing ran
+
+
+def test_checking_a_good_or_trusted_checkpoint_passes(tmp_path):
+    from rbench.models import check_checkpoint
+
+    good = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in _reference_state("test_vit").items()}, str(good))
+    check_checkpoint(good)
+    plain = tmp_path / "w.pth"
+    torch.save({"state_dict": _reference_state("test_vit")}, plain)
+    check_checkpoint(plain)
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"state_dict": collections.OrderedDict(_reference_state("test_vit")), "args": _Args()}, unsafe)
+    with pytest.raises(WeightsError, match="--trust-checkpoint"):
+        check_checkpoint(unsafe)
+    check_checkpoint(unsafe, trust_checkpoint=True)
+
