@@ -82,9 +82,8 @@ def create_model(name: str, weights: str = "random", *, device: Any = None, trus
             with torch.device(device or "cpu"):
                 model = timm.create_model(name, pretrained=True)
         except (RuntimeError, OSError, ValueError, ImportError) as exc:  # hub, URL or cache failures
-            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
             raise WeightsError(
-                f"pretrained weights for {name} are not available here ({type(exc).__name__}: {first_line}); "
+                f"pretrained weights for {name} are not available here ({type(exc).__name__}: {_one_line(str(exc))}); "
                 "connect to the network or fill the Hugging Face cache, or use --weights random or --weights PATH"
             ) from exc
         return model.eval()
@@ -94,6 +93,111 @@ def create_model(name: str, weights: str = "random", *, device: Any = None, trus
     if weights != "random":
         load_checkpoint(model, Path(weights), trust_checkpoint=trust_checkpoint)
     return model.eval()
+
+
+HUB_CONNECT_TIMEOUT = 3.0  # seconds to reach a weights host when online, once per host
+
+
+def _hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (`HF_HUB_OFFLINE`), as timm's downloads see it."""
+    import os
+
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _weights_sources(name: str) -> tuple[bool, str | None] | None:
+    """Whether timm would find `name`'s pretrained weights on this machine, and the host it
+    would download them from otherwise (None: none); None when timm has no pretrained weights
+    for `name`. Follows timm's own order (`timm.models._builder`): a state dict or local file,
+    the Hugging Face hub (its safetensors alternative first), then the URL into torch hub's cache."""
+    import os
+    from urllib.parse import urlparse
+
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.source != "hf-hub":
+        if cfg.state_dict is not None and cfg.source != "local-dir":
+            return True, None
+        if cfg.file or cfg.source == "local-dir":
+            return bool(cfg.file) and os.path.exists(cfg.file), None
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        filename = cfg.hf_hub_filename or "pytorch_model.bin"
+        candidates = [filename]
+        if not filename.endswith(".safetensors"):
+            safe = {"pytorch_model.bin": "model.safetensors",
+                    "open_clip_pytorch_model.bin": "open_clip_model.safetensors"}.get(filename)
+            candidates.append(safe or (filename[:-4] + ".safetensors" if filename.endswith(".bin") else filename))
+        cached = any(isinstance(try_to_load_from_cache(repo, c, revision=revision or None), str) for c in candidates)
+        return cached, urlparse(constants.ENDPOINT).hostname
+    if cfg.url:
+        import torch
+
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(cfg.url).path))
+        return os.path.isfile(path), urlparse(cfg.url).hostname
+    return None
+
+
+def _reachable(host: str, timeout: float = HUB_CONNECT_TIMEOUT) -> bool:
+    """Whether a TCP connection to `host`'s HTTPS port opens within `timeout` seconds."""
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _first_few(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def check_weights_available(names: Iterable[str], weights: str = "pretrained") -> None:
+    """Check, before any model runs, that timm can load the pretrained weights of `names`.
+
+    Weights in the local caches (Hugging Face's, torch hub's for timm's URL weights) are
+    found without the network. With `HF_HUB_OFFLINE` set, that is all: missing weights are
+    an error. Online, each host the missing weights would come from is tried once, with a
+    short timeout, instead of the hub's retries for every model. Raises one `WeightsError`
+    line naming the models (the first few and a count) and the fix.
+    """
+    if weights != "pretrained":
+        return
+    names = list(names)
+    untrained, missing = [], []
+    for name in names:
+        sources = _weights_sources(name)
+        if sources is None:
+            untrained.append(name)
+        elif not sources[0]:
+            missing.append((name, sources[1]))
+    if untrained:
+        raise WeightsError(f"timm has no pretrained weights for {len(untrained)} model(s): {_first_few(untrained)}; "
+                           "choose pretrained tags (`rbench list models PATTERN`) or pass --weights random")
+    if not missing:
+        return
+    if _hub_offline():
+        why = "and HF_HUB_OFFLINE is set"
+    else:
+        reachable = {host: _reachable(host) for host in {host for _, host in missing if host}}
+        missing = [(name, host) for name, host in missing if not reachable.get(host, False)]
+        if not missing:
+            return  # they will be downloaded
+        hosts = sorted({host for _, host in missing if host})
+        why = f"and {', '.join(hosts)} cannot be reached" if hosts else "and they have no download location"
+    models = [name for name, _ in missing]
+    raise WeightsError(
+        f"pretrained weights for {len(models)} model(s) are not in the local cache {why}: {_first_few(models)}; "
+        "download them first (run once online), or pass --weights random"
+    )
 
 
 def _one_line(text: str) -> str:

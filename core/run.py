@@ -25,7 +25,7 @@ from .input_cache import DEFAULT_LIMIT as DEFAULT_INPUT_CACHE_SIZE
 from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
 from .errors import DataError, RbenchError, unknown_name
 from .metadata import in1k_rows, metadata_rows, pretrained_name
-from .models import (WEIGHTS_CHOICES, check_checkpoint, create_model, param_count,
+from .models import (WEIGHTS_CHOICES, check_checkpoint, check_weights_available, create_model, param_count,
                      pretrained_tag, resolve_models)
 from .paths import cache_dir
 from .registry import Registry
@@ -142,6 +142,8 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
         registry.get("datasets", name)  # a typo in --data NAME=PATH is an error too
     stacks = [resolve_stack(name, registry) for name in options.backends] or [best_stack(registry)]
     models = resolve_models(options.models)
+    if "validate" in options.benches:
+        check_weights_available(models, weights)  # pretrained weights not here: one line, before any model runs
     if not models:
         raise RbenchError("no models to run; pass --models NAMES (see `rbench list models`)")
     metrics = list(registry.metrics.values())

@@ -148,3 +148,53 @@ def test_checking_a_good_or_trusted_checkpoint_passes(tmp_path):
         check_checkpoint(unsafe)
     check_checkpoint(unsafe, trust_checkpoint=True)
 
+
+def _fake_hub(root, repo: str, filename: str, state) -> None:
+    """A Hugging Face cache holding one file of `repo` at `main`, laid out as the hub client does."""
+    commit = "0" * 40
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "snapshots" / commit / filename))
+
+
+def test_pretrained_weights_are_found_in_the_local_cache_without_the_network(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from rbench.models import check_weights_available
+
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr("rbench.models._reachable", lambda host, timeout=0: pytest.fail("the network was tried"))
+    _fake_hub(hub, "timm/test_vit.r160_in1k", "model.safetensors", _reference_state("test_vit"))
+    check_weights_available(["test_vit", "test_vit.r160_in1k"])  # the untagged name is its default tag
+    check_weights_available(["test_efficientnet"], "random")
+    with pytest.raises(WeightsError) as caught:
+        check_weights_available(["test_vit", "test_efficientnet", "test_byobnet", "test_convnext", "test_nfnet"])
+    assert str(caught.value).startswith(
+        "pretrained weights for 4 model(s) are not in the local cache and HF_HUB_OFFLINE is set: "
+        "test_efficientnet, test_byobnet, test_convnext and 1 more; ")
+    assert "--weights random" in str(caught.value)
+    with pytest.raises(WeightsError, match="timm has no pretrained weights for 1 model.*beit3_giant_patch14_224"):
+        check_weights_available(["test_vit", "beit3_giant_patch14_224"])
+    # what was found is what timm loads
+    model = create_model("test_vit", "pretrained")
+    assert torch.equal(model.state_dict()["head.weight"], _reference_state("test_vit")["head.weight"])
+
+
+def test_online_an_unreachable_hub_is_tried_once_not_per_model(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from rbench.models import check_weights_available
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    tried = []
+    monkeypatch.setattr("rbench.models._reachable", lambda host, timeout=0: tried.append(host) or False)
+    with pytest.raises(WeightsError, match="not in the local cache and huggingface.co cannot be reached: test_vit, "):
+        check_weights_available(["test_vit", "test_efficientnet", "test_byobnet"])
+    assert tried == ["huggingface.co"]
+    monkeypatch.setattr("rbench.models._reachable", lambda host, timeout=0: True)
+    check_weights_available(["test_vit", "test_efficientnet"])  # reachable: timm downloads them
