@@ -28,7 +28,7 @@ from .metadata import in1k_rows, metadata_rows, pretrained_name
 from .models import (WEIGHTS_CHOICES, check_checkpoint, check_weights_available, create_model, param_count,
                      pretrained_tag, resolve_models)
 from .paths import cache_dir
-from .registry import Registry
+from .registry import Registry, check_data_options
 from .specs import DataRequest, MetricSpec, Source
 from .store import Store
 
@@ -112,6 +112,7 @@ def requested_views(names: list[str], registry: Registry) -> dict[str, frozenset
 
 def load_source(spec, views: frozenset[str] | None, options: RunOptions) -> Source:
     """List one source's samples (the plugin checks its folder), keeping the views asked for."""
+    check_data_options(spec, options.data_options.get(spec.name, {}))  # a mistyped key is an error, not ignored
     path = options.data_paths.get(spec.name)
     if path is None and spec.default_folder and options.data_root is not None:
         path = options.data_root / spec.default_folder

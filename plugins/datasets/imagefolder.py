@@ -21,5 +21,6 @@ def rbench_datasets():
             name="imagefolder",
             description="any folder with one subfolder of images per class (--data-dir)",
             load=load,
+            options={},
         )
     ]
