@@ -433,18 +433,29 @@ def cache_ls(cache_dir) -> None:
     console.print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {format_size(sum(e.bytes for e in entries))}")
 
 
+def _interactive() -> bool:
+    """Whether a person can answer a question here: stdin and stdout are terminals."""
+    import sys
+
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 @cache.command("clear", context_settings=CONTEXT, short_help="Remove entries: those named, or all.")
 @cache_dir_option
+@click.option("--all", "everything", is_flag=True, help="Remove every entry, without asking.")
 @click.argument("names", nargs=-1)
-def cache_clear(cache_dir, names) -> None:
-    """Remove entries: those named (an entry, or a data set: every entry of it), else all.
+def cache_clear(cache_dir, everything, names) -> None:
+    """Remove entries: those named (an entry, or a data set: every entry of it), or all.
 
-    An incomplete entry (a build that was stopped) is removed with all; a build still running is
-    left alone unless named.
+    With no names it asks before removing every entry, or needs --all (without a terminal it
+    does not ask: it is an error without --all). An incomplete entry (a build that was stopped)
+    is removed with all; a build still running is left alone unless named.
     """
     from .input_cache import InputCache, format_size
 
     store = InputCache(cache_dir)
+    if names and everything:
+        raise RbenchError("rbench cache clear: pass entry or data set names, or --all, not both")
     entries = store.entries()
     if names:
         def named(entry, name: str) -> bool:
@@ -456,6 +467,15 @@ def cache_clear(cache_dir, names) -> None:
             raise RbenchError(f"no cache entry or data set {missing[0]!r} in {store.root}; see `rbench cache ls`")
     else:
         doomed = [e for e in entries if e.meta is not None or not store.is_running_build(e.path)]
+        what = (f"all {len(doomed)} entr{'y' if len(doomed) == 1 else 'ies'} "
+                f"({format_size(sum(e.bytes for e in doomed))}) of the decoded-input cache at {store.root}")
+        if doomed and not everything:
+            if not _interactive():
+                raise RbenchError(f"rbench cache clear with no names would remove {what}; pass --all to do so, "
+                                  "or name the entries or data sets to remove (see `rbench cache ls`)")
+            if not click.confirm(f"remove {what}?", default=False):
+                _console().print("nothing removed")
+                return
     for e in doomed:
         store.remove(e.path)
     _console().print(f"removed {len(doomed)} entr{'y' if len(doomed) == 1 else 'ies'}, "

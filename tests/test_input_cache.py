@@ -330,9 +330,31 @@ def test_cache_ls_and_clear(image_folder, tmp_path):
     cleared = CliRunner().invoke(main, ["cache", "clear", "imagefolder", *where])
     assert cleared.exit_code == 0 and "removed 1 entry" in cleared.output
     assert [e.name for e in cache.entries()] == [dead.name]
-    cleared = CliRunner().invoke(main, ["cache", "clear", *where])
+    cleared = CliRunner().invoke(main, ["cache", "clear", "--all", *where])
     assert "removed 1 entry" in cleared.output and cache.entries() == []
     assert "is empty" in CliRunner().invoke(main, ["cache", "ls", *where]).output
+
+
+def test_cache_clear_without_names_asks_or_needs_all(image_folder, tmp_path, monkeypatch):
+    source, config, cache, path = built_entry(image_folder, tmp_path)
+    where = ["--cache-dir", str(cache.root)]
+
+    refused = CliRunner().invoke(main, ["cache", "clear", *where])  # no terminal: never asks
+    assert refused.exit_code == 2 and refused.stdout == ""
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("rbench: error: rbench cache clear with no names would remove all 1 entry (")
+    assert "pass --all to do so" in line
+    assert path.is_dir()
+
+    monkeypatch.setattr("rbench.cli._interactive", lambda: True)
+    kept = CliRunner().invoke(main, ["cache", "clear", *where], input="n\n")
+    assert kept.exit_code == 0 and "remove all 1 entry" in kept.output and "nothing removed" in kept.output
+    assert path.is_dir()
+    both = CliRunner().invoke(main, ["cache", "clear", "--all", "imagefolder", *where])
+    assert both.exit_code == 2 and "not both" in both.output and path.is_dir()
+    cleared = CliRunner().invoke(main, ["cache", "clear", *where], input="y\n")
+    assert cleared.exit_code == 0 and "removed 1 entry" in cleared.output
+    assert not path.exists() and cache.entries() == []
 
 
 def test_a_new_build_removes_folders_of_dead_builds(image_folder, tmp_path):
