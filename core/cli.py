@@ -41,6 +41,14 @@ def _table(title: str, columns: tuple[str, ...], right: tuple[str, ...] = ()):
     return table
 
 
+def _plain(value) -> str:
+    """`value` as text that rich prints as it is: brackets that would read as markup
+    (`rbench[corruptions]`, `[1, 3, 224, 224]`) are escaped."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 def _split(values: tuple[str, ...]) -> list[str]:
     """`-b a,b -b c` -> `[a, b, c]`."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
@@ -359,11 +367,11 @@ def _print_metadata_notes(console, rows) -> None:
     if failed:
         console.print(f"[yellow]{len(failed)} tag(s) not fully counted on the meta device:[/]")
         for row in failed:
-            console.print(f"  {row['model']}: {row['note']}")
+            console.print(f"  {_plain(row['model'])}: {_plain(row['note'])}")
     unknown = unknown_tags(rows)
     if unknown:
         console.print(f"[yellow]{len(unknown)} tag(s) with unknown pretraining data or technique "
-                      "(add rules to rbench/metadata.py):[/] " + ", ".join(unknown))
+                      "(add rules to rbench/metadata.py):[/] " + _plain(", ".join(unknown)))
 
 
 @main.command(context_settings=CONTEXT)
@@ -398,10 +406,10 @@ def metadata(models, out, workers) -> None:
     techniques = sorted({row["technique"] for row in rows})
     for technique in techniques:
         mine = [row for row in rows if row["technique"] == technique]
-        table.add_row(technique, str(len(mine)), str(len(in1k_rows(mine))))
+        table.add_row(_plain(technique), str(len(mine)), str(len(in1k_rows(mine))))
     console.print(table)
     _print_metadata_notes(console, rows)
-    console.print("[bold]wrote[/] " + ", ".join(str(p) for p in written))
+    console.print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written)))
 
 
 @main.group(context_settings=CONTEXT)
@@ -421,12 +429,12 @@ def cache_ls(cache_dir) -> None:
     store = InputCache(cache_dir)
     entries = store.entries()
     if not entries:
-        _console().print(f"the decoded-input cache at {store.root} is empty")
+        _console().print(f"the decoded-input cache at {_plain(store.root)} is empty")
         return
-    table = _table(f"decoded-input cache: {store.root}", ("entry", "images", "on disk", "last used"),
+    table = _table(f"decoded-input cache: {_plain(store.root)}", ("entry", "images", "on disk", "last used"),
                    right=("images", "on disk"))
     for e in entries:
-        table.add_row(e.name if e.meta else f"{e.name} (incomplete)", f"{e.meta['images']:,}" if e.meta else "-",
+        table.add_row(_plain(e.name if e.meta else f"{e.name} (incomplete)"), f"{e.meta['images']:,}" if e.meta else "-",
                       format_size(e.bytes), time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)))
     console = _console()
     console.print(table)
@@ -473,13 +481,13 @@ def cache_clear(cache_dir, everything, names) -> None:
             if not _interactive():
                 raise RbenchError(f"rbench cache clear with no names would remove {what}; pass --all to do so, "
                                   "or name the entries or data sets to remove (see `rbench cache ls`)")
-            if not click.confirm(f"remove {what}?", default=False):
+            if not click.confirm(f"remove {what}?", default=False):  # click prints it: no markup
                 _console().print("nothing removed")
                 return
     for e in doomed:
         store.remove(e.path)
     _console().print(f"removed {len(doomed)} entr{'y' if len(doomed) == 1 else 'ies'}, "
-                     f"{format_size(sum(e.bytes for e in doomed))} freed from {store.root}")
+                     f"{format_size(sum(e.bytes for e in doomed))} freed from {_plain(store.root)}")
 
 
 @main.command("list", context_settings=CONTEXT)
@@ -503,21 +511,22 @@ def list_(kind: str, pattern: str | None) -> None:
     if kind == "datasets":
         table = _table(kind, ("name", "default folder", "description", "plugin"))
         for s in specs:
-            table.add_row(s.name, s.default_folder or "-", s.description, provider[f"datasets:{s.name}"])
+            table.add_row(*map(_plain, (s.name, s.default_folder or "-", s.description, provider[f"datasets:{s.name}"])))
     elif kind == "executors":
         table = _table(kind, ("name", "description", "plugin"))
         for s in specs:
-            table.add_row(s.name, s.description, provider[f"executors:{s.name}"])
+            table.add_row(*map(_plain, (s.name, s.description, provider[f"executors:{s.name}"])))
     elif kind == "metrics":
         table = _table(kind, ("name", "columns", "description", "plugin"))
         for s in specs:
-            table.add_row(s.name, ",".join(s.columns), s.description, provider[f"metrics:{s.name}"])
+            table.add_row(*map(_plain, (s.name, ",".join(s.columns), s.description, provider[f"metrics:{s.name}"])))
     else:
         table = _table(kind, ("name", "kind", "available", "description", "plugin"))
         for s in specs:
             reason = s.unavailable()
-            table.add_row(s.name, "modifier" if s.modifier else "base", "yes" if not reason else f"no: {reason}",
-                          s.description, provider[f"backends:{s.name}"])
+            table.add_row(*map(_plain, (s.name, "modifier" if s.modifier else "base",
+                                        "yes" if not reason else f"no: {reason}", s.description,
+                                        provider[f"backends:{s.name}"])))
     _console().print(table)
 
 
@@ -528,5 +537,5 @@ def plugins() -> None:
 
     table = _table("plugins", ("plugin", "distribution", "provides"))
     for info in get_registry().plugins.values():
-        table.add_row(info.name, info.distribution, ", ".join(info.provides) or "-")
+        table.add_row(*map(_plain, (info.name, info.distribution, ", ".join(info.provides) or "-")))
     _console().print(table)
