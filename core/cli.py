@@ -202,13 +202,15 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
 
     options = plan.options
     title = "embedded default suite" if embedded else f"{len(plan.models)} model(s)"
-    console.print(f"[bold]rbench run[/]: {title} | backends: {', '.join(s.name for s in plan.stacks)} | "
-                  f"data: {', '.join(s.name for s in plan.sources) or '-'} | benches: {', '.join(options.benches)}")
+    console.print(f"[bold]rbench run[/]: {title} | backends: {_plain(', '.join(s.name for s in plan.stacks))} | "
+                  f"data: {_plain(', '.join(s.name for s in plan.sources) or '-')} | "
+                  f"benches: {_plain(', '.join(options.benches))}")
     if options.weights == "random":
         console.print("[yellow]weights: random (seeded by model name); accuracy is chance level and "
                       "measures the pipeline, not the models[/]")
     for source in plan.sources:
-        console.print(f"  {source.name}: {len(source.samples):,} images at {source.root}" + (f" ({source.note})" if source.note else ""))
+        console.print(_plain(f"  {source.name}: {len(source.samples):,} images at {source.root}"
+                             + (f" ({source.note})" if source.note else "")))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     labels = {cell.key: cell.label for cell in plan_cells(plan)}
     with Progress(*columns, console=console, transient=True) as progress:
@@ -218,24 +220,26 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
 
         def on_start(todo: int, done: int) -> None:
             progress.update(grid_task, total=todo)
-            console.print(f"{todo} cell(s) to run with the {options.executor} executor"
-                          + (f", {done} already in the store {options.store_dir}" if done else ""))
+            console.print(_plain(f"{todo} cell(s) to run with the {options.executor} executor"
+                                 + (f", {done} already in the store {options.store_dir}" if done else "")))
 
         def on_event(event: dict) -> None:
             nonlocal failures
             key = event["key"]
             if event["event"] == "start":
-                cell_tasks[key] = progress.add_task(f"  {labels.get(key, key)}", total=None)
+                cell_tasks[key] = progress.add_task(f"  {_plain(labels.get(key, key))}", total=None)
             elif event["event"] == "progress" and key in cell_tasks:
                 progress.update(cell_tasks[key], completed=event["done"], total=event["total"])
             elif event["event"] == "note":
-                console.print(f"[yellow]{labels.get(key, key)}: {event['message']}[/]", soft_wrap=True)  # paths stay whole
+                console.print(f"[yellow]{_plain(labels.get(key, key))}: {_plain(event['message'])}[/]",
+                              soft_wrap=True)  # paths stay whole
             elif event["event"] == "done":
                 if key in cell_tasks:
                     progress.remove_task(cell_tasks.pop(key))
                 if event["status"] != "ok":
                     failures += 1
-                    console.print(f"[red]failed[/] {labels.get(key, key)}: {event['status']}: {event['message']}")
+                    console.print(f"[red]failed[/] {_plain(labels.get(key, key))}: {_plain(event['status'])}: "
+                                  f"{_plain(event['message'])}")
                 progress.update(grid_task, advance=1, description=f"cells ({failures} failed)" if failures else "cells")
 
         results = run_grid(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=on_start)
@@ -244,9 +248,9 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
     if results.unreadable:
         console.print(f"[yellow]{len(results.unreadable)} unreadable image(s) were left out of the metrics:[/]")
         for path in results.unreadable:
-            console.print(f"  {path}")
+            console.print(f"  {_plain(path)}")
     if results.failures:
-        console.print(f"[red]{len(results.failures)} cell(s) failed[/]: see {options.out / 'failures.csv'}; "
+        console.print(f"[red]{len(results.failures)} cell(s) failed[/]: see {_plain(options.out / 'failures.csv')}; "
                       "run again with --retry-failed to retry them")
         raise SystemExit(1)  # the grid finished, but not every cell: scripts should notice
 
@@ -257,7 +261,8 @@ def _print_results(console, results, written) -> None:
                        right=("img_size", "top1", "top5", "images"))
         for view, rows in results.validation.items():
             for row in sorted(rows, key=lambda r: (-r["top1"], -r["top5"], r["model"])):
-                table.add_row(view, row["model"], str(row["img_size"]), f"{row['top1']:.3f}", f"{row['top5']:.3f}", str(row["count"]))
+                table.add_row(_plain(view), _plain(row["model"]), str(row["img_size"]), f"{row['top1']:.3f}",
+                              f"{row['top5']:.3f}", str(row["count"]))
         console.print(table)
     if results.benchmarks:
         columns = ("bench", "backend", "model", "img_size", "batch", "samples/s", "step ms p10/p50/p90", "GMACs",
@@ -265,17 +270,17 @@ def _print_results(console, results, written) -> None:
         table = _table("throughput", columns, right=columns[3:-1])
         for (kind, _), rows in results.benchmarks.items():
             for row in rows:
-                table.add_row(kind, row["backend"], row["model"], _number(row[f"{kind}_img_size"], "d"),
+                table.add_row(_plain(kind), _plain(row["backend"]), _plain(row["model"]), _number(row[f"{kind}_img_size"], "d"),
                               _batch(row[f"{kind}_batch_size"], row["batch_asked"]),
                               _number(row[f"{kind}_samples_per_sec"], ",.1f"),
                               "/".join(_number(row[f"step_time_p{p}"], ".2f") for p in (10, 50, 90)),
                               _number(row.get("infer_gmacs"), ".2f"), _number(row["param_count"], ".2f"),
-                              row["status"] if row["status"] != "failed" else f"failed: {row['error']}")
+                              _plain(row["status"] if row["status"] != "failed" else f"failed: {row['error']}"))
         console.print(table)
     if results.metadata:
         _print_metadata_notes(console, results.metadata)
     if written:
-        console.print("[bold]wrote[/] " + ", ".join(str(p) for p in written))
+        console.print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written)))
 
 
 @main.command(context_settings=CONTEXT)
@@ -311,7 +316,7 @@ def report(store, out, imports) -> None:
     if not (results.validation or results.benchmarks or results.metadata):
         raise RbenchError(f"nothing to report: no records in {store_dir} and no --import files")
     written = write_reports(results, out)
-    _console().print("[bold]wrote[/] " + ", ".join(str(p) for p in written))
+    _console().print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written)))
 
 
 def _known_view_bases() -> dict[str, str | None]:
@@ -348,7 +353,7 @@ def status(store, out) -> None:
         keys = [c["key"] for c in grid["cells"]]
         failed = sum(1 for k in keys if k in records and records[k].get("status", "ok") != "ok")
         done = sum(1 for k in keys if k in records) - failed
-        table.add_row(grid.get("created", "-"), grid.get("command", "-"), str(len(keys)), str(done), str(failed),
+        table.add_row(_plain(grid.get("created", "-")), _plain(grid.get("command", "-")), str(len(keys)), str(done), str(failed),
                       str(len(keys) - done - failed))
     console.print(table)
     failed_records = [r for r in records.values() if r.get("status", "ok") != "ok"]
@@ -356,7 +361,8 @@ def status(store, out) -> None:
     for record in failed_records:
         info = record.get("cell_info") or {}
         where = " on ".join(filter(None, [info.get("source"), info.get("backend")]))
-        console.print(f"  [red]{record['status']}[/] {info.get('kind')} {info.get('model')} {where}: {record.get('message', '')}")
+        console.print(f"  [red]{_plain(record['status'])}[/] "
+                      + _plain(f"{info.get('kind')} {info.get('model')} {where}: {record.get('message', '')}"))
 
 
 def _print_metadata_notes(console, rows) -> None:

@@ -75,3 +75,17 @@ def test_metadata_notes_keep_their_brackets():
     text = console.export_text()
     assert f"m[x].tag: RuntimeError: {BRACKETS}" in text
     assert "u[y].tag" in text
+
+
+def test_run_and_report_print_paths_and_notes_as_they_are(image_folder, tmp_path):
+    folder = image_folder.rename(tmp_path / "images[bold]")
+    out, cache = tmp_path / "out[red]", tmp_path / "cache[italic]"
+    result = invoke("run", "-m", "test_vit", "--weights", "random", "--data-dir", str(folder), "--bench", "validate",
+                    "--workers", "0", "--out", str(out), "--cache-dir", str(cache))
+    assert result.exit_code == 0, result.output
+    text = result.output.replace("\n", "")
+    assert f"imagefolder: 32 images at {folder}" in text
+    assert f"into {cache}" in text  # the input cache's note
+    assert str(out / "results-imagefolder.csv") in text
+    report = invoke("report", "--out", str(out))
+    assert report.exit_code == 0 and str(out / "results-imagefolder.csv") in report.output.replace("\n", "")
