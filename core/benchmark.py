@@ -179,8 +179,8 @@ def release(stack: BackendStack) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}"[:300]
+    """The whole error on one line (its hint is often at the end): whitespace collapsed, nothing cut."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def run_benchmark(kind: str, name: str, stack: BackendStack, settings: BenchSettings, img_size: int | None = None,
