@@ -146,14 +146,22 @@ def _weights_sources(name: str) -> tuple[bool, str | None] | None:
 
 
 def _reachable(host: str, timeout: float = HUB_CONNECT_TIMEOUT) -> bool:
-    """Whether a TCP connection to `host`'s HTTPS port opens within `timeout` seconds."""
+    """Whether a TCP connection to `host`'s HTTPS port opens within `timeout` seconds, name
+    lookup included (a resolver that hangs is given up on, in a thread left to finish alone)."""
     import socket
+    import threading
 
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    opened = threading.Event()
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                opened.set()
+        except OSError:
+            pass
+
+    threading.Thread(target=connect, name="rbench-hub-check", daemon=True).start()
+    return opened.wait(timeout)
 
 
 def _first_few(names: list[str], shown: int = 3) -> str:

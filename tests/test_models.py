@@ -198,3 +198,23 @@ def test_online_an_unreachable_hub_is_tried_once_not_per_model(tmp_path, monkeyp
     assert tried == ["huggingface.co"]
     monkeypatch.setattr("rbench.models._reachable", lambda host, timeout=0: True)
     check_weights_available(["test_vit", "test_efficientnet"])  # reachable: timm downloads them
+
+
+def test_reachable_is_bounded_by_its_timeout_even_when_the_lookup_hangs(monkeypatch):
+    import socket
+    import threading
+    import time
+
+    from rbench.models import _reachable
+
+    release = threading.Event()
+
+    def hanging(address, timeout=None):
+        release.wait(10)
+        raise OSError("gave up")
+
+    monkeypatch.setattr(socket, "create_connection", hanging)
+    started = time.monotonic()
+    assert _reachable("hub.invalid", timeout=0.2) is False
+    assert time.monotonic() - started < 2
+    release.set()
