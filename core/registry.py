@@ -142,7 +142,8 @@ def get_registry() -> Registry:
 
 def check_data_options(spec: DatasetSpec, given: Mapping[str, str]) -> None:
     """A `DataError` for a `--data-option` key that `spec` does not declare (see
-    `DatasetSpec.options`), listing the keys it takes; nothing to check when it declares none."""
+    `DatasetSpec.options`), listing the keys it takes; nothing is checked for a spec whose
+    `options` is None (not declared)."""
     import difflib
 
     if spec.options is None:
