@@ -32,13 +32,6 @@ class RbenchGroup(click.Group):
             ctx.exit(2)
 
 
-def escape(text: str) -> str:
-    """`text` shown as it is: brackets are not rich markup."""
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(str(text))
-
-
 def _console(stderr: bool = False):
     from rich.console import Console
 
@@ -54,6 +47,14 @@ def _table(title: str, columns: tuple[str, ...], right: tuple[str, ...] = ()):
         table.add_column(col, justify="right" if col in right else "left",
                          overflow="fold" if col != "description" else "ellipsis")
     return table
+
+
+def _plain(value) -> str:
+    """`value` as text that rich prints as it is: brackets that would read as markup
+    (`rbench[corruptions]`, `[1, 3, 224, 224]`) are escaped."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -237,7 +238,7 @@ def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
         if count and (record is None or state.endswith("(retried)")):
             pending_images += count
         states[state.split(":")[0]] = states.get(state.split(":")[0], 0) + 1
-        table.add_row(escape(cell.label), escape(state), f"{count:,}" if count else "-")
+        table.add_row(_plain(cell.label), _plain(state), f"{count:,}" if count else "-")
     console.print(table)
     console.print(", ".join(f"{n} {state}" for state, n in sorted(states.items()))
                   + f"; {pending_images:,} image(s) to validate")
@@ -253,13 +254,13 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
     options = plan.options
     errors = _console(stderr=True)
     title = "embedded default suite" if embedded else f"{len(plan.models)} model(s)"
-    console.print(escape(f"rbench run: {title} | backends: {', '.join(s.name for s in plan.stacks)} | "
+    console.print(_plain(f"rbench run: {title} | backends: {', '.join(s.name for s in plan.stacks)} | "
                          f"data: {', '.join(s.name for s in plan.sources) or '-'} | benches: {', '.join(options.benches)}"))
     if options.weights == "random":
         errors.print("[yellow]weights: random (seeded by model name); accuracy is chance level and "
                      "measures the pipeline, not the models[/]")
     for source in plan.sources:
-        console.print(escape(f"  {source.name}: {len(source.samples):,} images at {source.root}"
+        console.print(_plain(f"  {source.name}: {len(source.samples):,} images at {source.root}"
                              + (f" ({source.note})" if source.note else "")))
     # On a terminal, live bars; in a log (CI, nohup, a pipe), a line per cell and progress every 30 s.
     live = console.is_terminal
@@ -278,59 +279,59 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
             counts["held"] = done
             progress.update(grid_task, total=len(todo))
             console.print(f"{len(todo)} cell(s) to run with the {options.executor} executor"
-                          + escape(f", {done} already in the store {options.store_dir}" if done else ""))
+                          + _plain(f", {done} already in the store {options.store_dir}" if done else ""))
 
         def on_event(event: dict) -> None:
             key = event["key"]
             label = labels.get(key, key)
             if event["event"] == "start":
-                cell_tasks[key] = progress.add_task(escape(f"  {label}"), total=None)
+                cell_tasks[key] = progress.add_task(_plain(f"  {label}"), total=None)
                 last_line[key] = time.monotonic()
                 if not live:
-                    console.print(escape(f"start {label}"))
+                    console.print(_plain(f"start {label}"))
             elif event["event"] == "progress" and key in cell_tasks:
                 progress.update(cell_tasks[key], completed=event["done"], total=event["total"])
                 if not live and time.monotonic() - last_line.get(key, 0.0) >= 30:
                     last_line[key] = time.monotonic()
-                    console.print(escape(f"  {label}: {event['done']:,}/{event['total']:,}"))
+                    console.print(_plain(f"  {label}: {event['done']:,}/{event['total']:,}"))
             elif event["event"] == "note":
                 where = f"{label}: " if key else ""
-                errors.print(f"[yellow]{escape(where + event['message'])}[/]", soft_wrap=True)  # paths stay whole
+                errors.print(f"[yellow]{_plain(where + event['message'])}[/]", soft_wrap=True)  # paths stay whole
             elif event["event"] == "done":
                 if key in cell_tasks:
                     progress.remove_task(cell_tasks.pop(key))
                 if event["status"] == "ok":
                     counts["ok"] += 1
                     if not live:
-                        console.print(escape(f"done  {label}"))
+                        console.print(_plain(f"done  {label}"))
                 else:
                     failed[event["status"]] = failed.get(event["status"], 0) + 1
                     message = event["message"].splitlines()[0] if event["message"] else ""
-                    errors.print(f"[red]failed[/] {escape(label)}: {escape(event['status'])}: "
-                                 f"{escape(message[:300])}", soft_wrap=True)
+                    errors.print(f"[red]failed[/] {_plain(label)}: {_plain(event['status'])}: "
+                                 f"{_plain(message[:300])}", soft_wrap=True)
                 progress.update(grid_task, advance=1,
                                 description=f"cells ({sum(failed.values())} failed)" if failed else "cells")
 
         try:
             results = run(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=on_start)
         except KeyboardInterrupt:
-            errors.print(escape(f"interrupted: {counts['ok'] + sum(failed.values())} finished cell(s) are kept in "
+            errors.print(_plain(f"interrupted: {counts['ok'] + sum(failed.values())} finished cell(s) are kept in "
                                 f"{options.store_dir}; run the same command again to resume"))
             raise SystemExit(130) from None
     written = sorted(options.out.glob("*.csv"))
     _print_results(console, results, written)
     for note in [*results.scorer.notes, *results.notes]:
-        errors.print(f"[yellow]{escape(note)}[/]", soft_wrap=True)
+        errors.print(f"[yellow]{_plain(note)}[/]", soft_wrap=True)
     if results.unreadable:
         errors.print(f"[yellow]{len(results.unreadable)} unreadable image(s) were left out of the metrics:[/]")
         for path in results.unreadable:
-            errors.print(escape(f"  {path}"), soft_wrap=True)
+            errors.print(_plain(f"  {path}"), soft_wrap=True)
     ran = counts["ok"] + sum(failed.values())
     why = f" ({', '.join(f'{n} {status}' for status, n in sorted(failed.items()))})" if failed else ""
     console.print(f"{ran + counts['held']} cells: {counts['ok']} ok, {sum(failed.values())} failed{why}, "
                   f"{counts['held']} already in the store, in {time.monotonic() - started:.0f} s")
     if results.failures:
-        errors.print(escape(f"{len(results.failures)} cell(s) failed: see {options.out / 'failures.csv'}; "
+        errors.print(_plain(f"{len(results.failures)} cell(s) failed: see {options.out / 'failures.csv'}; "
                             "run again with --retry-failed to retry them"))
         raise SystemExit(1)  # the grid finished, but not every cell: scripts should notice
 
@@ -341,7 +342,7 @@ def _print_results(console, results, written) -> None:
                        right=("img_size", "top1", "top5", "images"))
         for view, rows in results.validation.items():
             for row in sorted(rows, key=lambda r: (-r["top1"], -r["top5"], r["model"])):
-                table.add_row(escape(view), escape(row["model"]), str(row["img_size"]), f"{row['top1']:.3f}",
+                table.add_row(_plain(view), _plain(row["model"]), str(row["img_size"]), f"{row['top1']:.3f}",
                               f"{row['top5']:.3f}", str(row["count"]))
         console.print(table)
     if results.benchmarks:
@@ -350,17 +351,17 @@ def _print_results(console, results, written) -> None:
         table = _table("throughput", columns, right=columns[3:-1])
         for (kind, _), rows in results.benchmarks.items():
             for row in rows:
-                table.add_row(kind, escape(row["backend"]), escape(row["model"]), _number(row[f"{kind}_img_size"], "d"),
+                table.add_row(kind, _plain(row["backend"]), _plain(row["model"]), _number(row[f"{kind}_img_size"], "d"),
                               _batch(row[f"{kind}_batch_size"], row["batch_asked"]),
                               _number(row[f"{kind}_samples_per_sec"], ",.1f"),
                               "/".join(_number(row[f"step_time_p{p}"], ".2f") for p in (10, 50, 90)),
                               _number(row.get("infer_gmacs"), ".2f"), _number(row["param_count"], ".2f"),
-                              escape(row["status"] if row["status"] != "failed" else f"failed: {row['error']}"))
+                              _plain(row["status"] if row["status"] != "failed" else f"failed: {row['error']}"))
         console.print(table)
     if results.metadata:
         _print_metadata_notes(console, results.metadata)
     if written:
-        console.print("[bold]wrote[/] " + escape(", ".join(str(p) for p in written))
+        console.print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written))
                       + " (this run's models; `rbench report` writes every run's on the store)")
 
 
@@ -413,7 +414,7 @@ def report(store, out, imports, metric_names) -> None:
     if not (results.validation or results.metric_rows or results.benchmarks or results.metadata):
         raise RbenchError(f"nothing to report: no records in {store_dir} and no --import files")
     written = write_reports(results, out)
-    console.print("[bold]wrote[/] " + escape(", ".join(str(p) for p in written)))
+    console.print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written)))
 
 
 def _number(value, spec: str) -> str:
@@ -446,7 +447,7 @@ def status(store, out) -> None:
         keys = [c["key"] for c in grid["cells"]]
         failed = sum(1 for k in keys if k in records and records[k].get("status", "ok") != "ok")
         done = sum(1 for k in keys if k in records) - failed
-        table.add_row(grid.get("created", "-"), grid.get("command", "-"), str(len(keys)), str(done), str(failed),
+        table.add_row(_plain(grid.get("created", "-")), _plain(grid.get("command", "-")), str(len(keys)), str(done), str(failed),
                       str(len(keys) - done - failed))
     console.print(table)
     failed_records = [r for r in records.values() if r.get("status", "ok") != "ok"]
@@ -454,7 +455,8 @@ def status(store, out) -> None:
     for record in failed_records:
         info = record.get("cell_info") or {}
         where = " on ".join(filter(None, [info.get("source"), info.get("backend")]))
-        console.print(f"  [red]{record['status']}[/] {info.get('kind')} {info.get('model')} {where}: {record.get('message', '')}")
+        console.print(f"  [red]{_plain(record['status'])}[/] "
+                      + _plain(f"{info.get('kind')} {info.get('model')} {where}: {record.get('message', '')}"))
 
 
 def _print_metadata_notes(console, rows) -> None:
@@ -465,11 +467,11 @@ def _print_metadata_notes(console, rows) -> None:
     if failed:
         console.print(f"[yellow]{len(failed)} tag(s) not fully counted on the meta device:[/]")
         for row in failed:
-            console.print(f"  {row['model']}: {row['note']}")
+            console.print(f"  {_plain(row['model'])}: {_plain(row['note'])}")
     unknown = unknown_tags(rows)
     if unknown:
         console.print(f"[yellow]{len(unknown)} tag(s) with unknown pretraining data or technique "
-                      "(add rules to rbench/metadata.py):[/] " + ", ".join(unknown))
+                      "(add rules to rbench/metadata.py):[/] " + _plain(", ".join(unknown)))
 
 
 @main.command(context_settings=CONTEXT)
@@ -504,10 +506,10 @@ def metadata(models, out, workers) -> None:
     techniques = sorted({row["technique"] for row in rows})
     for technique in techniques:
         mine = [row for row in rows if row["technique"] == technique]
-        table.add_row(technique, str(len(mine)), str(len(in1k_rows(mine))))
+        table.add_row(_plain(technique), str(len(mine)), str(len(in1k_rows(mine))))
     console.print(table)
     _print_metadata_notes(console, rows)
-    console.print("[bold]wrote[/] " + ", ".join(str(p) for p in written))
+    console.print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written)))
 
 
 @main.group(context_settings=CONTEXT)
@@ -527,30 +529,41 @@ def cache_ls(cache_dir) -> None:
     store = InputCache(cache_dir)
     entries = store.entries()
     if not entries:
-        _console().print(f"the decoded-input cache at {store.root} is empty")
+        _console().print(f"the decoded-input cache at {_plain(store.root)} is empty")
         return
-    table = _table(f"decoded-input cache: {store.root}", ("entry", "images", "on disk", "last used"),
+    table = _table(f"decoded-input cache: {_plain(store.root)}", ("entry", "images", "on disk", "last used"),
                    right=("images", "on disk"))
     for e in entries:
-        table.add_row(e.name if e.meta else f"{e.name} (incomplete)", f"{e.meta['images']:,}" if e.meta else "-",
+        table.add_row(_plain(e.name if e.meta else f"{e.name} (incomplete)"), f"{e.meta['images']:,}" if e.meta else "-",
                       format_size(e.bytes), time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)))
     console = _console()
     console.print(table)
     console.print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {format_size(sum(e.bytes for e in entries))}")
 
 
+def _interactive() -> bool:
+    """Whether a person can answer a question here: stdin and stdout are terminals."""
+    import sys
+
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 @cache.command("clear", context_settings=CONTEXT, short_help="Remove entries: those named, or all.")
 @cache_dir_option
+@click.option("--all", "everything", is_flag=True, help="Remove every entry, without asking.")
 @click.argument("names", nargs=-1)
-def cache_clear(cache_dir, names) -> None:
-    """Remove entries: those named (an entry, or a data set: every entry of it), else all.
+def cache_clear(cache_dir, everything, names) -> None:
+    """Remove entries: those named (an entry, or a data set: every entry of it), or all.
 
-    An incomplete entry (a build that was stopped) is removed with all; a build still running is
-    left alone unless named.
+    With no names it asks before removing every entry, or needs --all (without a terminal it
+    does not ask: it is an error without --all). An incomplete entry (a build that was stopped)
+    is removed with all; a build still running is left alone unless named.
     """
     from .input_cache import InputCache, format_size
 
     store = InputCache(cache_dir)
+    if names and everything:
+        raise RbenchError("rbench cache clear: pass entry or data set names, or --all, not both")
     entries = store.entries()
     if names:
         def named(entry, name: str) -> bool:
@@ -562,10 +575,19 @@ def cache_clear(cache_dir, names) -> None:
             raise RbenchError(f"no cache entry or data set {missing[0]!r} in {store.root}; see `rbench cache ls`")
     else:
         doomed = [e for e in entries if e.meta is not None or not store.is_running_build(e.path)]
+        what = (f"all {len(doomed)} entr{'y' if len(doomed) == 1 else 'ies'} "
+                f"({format_size(sum(e.bytes for e in doomed))}) of the decoded-input cache at {store.root}")
+        if doomed and not everything:
+            if not _interactive():
+                raise RbenchError(f"rbench cache clear with no names would remove {what}; pass --all to do so, "
+                                  "or name the entries or data sets to remove (see `rbench cache ls`)")
+            if not click.confirm(f"remove {what}?", default=False):  # click prints it: no markup
+                _console().print("nothing removed")
+                return
     for e in doomed:
         store.remove(e.path)
     _console().print(f"removed {len(doomed)} entr{'y' if len(doomed) == 1 else 'ies'}, "
-                     f"{format_size(sum(e.bytes for e in doomed))} freed from {store.root}")
+                     f"{format_size(sum(e.bytes for e in doomed))} freed from {_plain(store.root)}")
 
 
 @main.command("list", context_settings=CONTEXT)
@@ -589,21 +611,22 @@ def list_(kind: str, pattern: str | None) -> None:
     if kind == "datasets":
         table = _table(kind, ("name", "default folder", "description", "plugin"))
         for s in specs:
-            table.add_row(s.name, s.default_folder or "-", s.description, provider[f"datasets:{s.name}"])
+            table.add_row(*map(_plain, (s.name, s.default_folder or "-", s.description, provider[f"datasets:{s.name}"])))
     elif kind == "executors":
         table = _table(kind, ("name", "description", "plugin"))
         for s in specs:
-            table.add_row(s.name, s.description, provider[f"executors:{s.name}"])
+            table.add_row(*map(_plain, (s.name, s.description, provider[f"executors:{s.name}"])))
     elif kind == "metrics":
         table = _table(kind, ("name", "columns", "description", "plugin"))
         for s in specs:
-            table.add_row(s.name, ",".join(s.columns), s.description, provider[f"metrics:{s.name}"])
+            table.add_row(*map(_plain, (s.name, ",".join(s.columns), s.description, provider[f"metrics:{s.name}"])))
     else:
         table = _table(kind, ("name", "kind", "available", "description", "plugin"))
         for s in specs:
             reason = s.unavailable()
-            table.add_row(s.name, "modifier" if s.modifier else "base", "yes" if not reason else f"no: {reason}",
-                          s.description, provider[f"backends:{s.name}"])
+            table.add_row(*map(_plain, (s.name, "modifier" if s.modifier else "base",
+                                        "yes" if not reason else f"no: {reason}", s.description,
+                                        provider[f"backends:{s.name}"])))
     _console().print(table)
 
 
@@ -614,5 +637,5 @@ def plugins() -> None:
 
     table = _table("plugins", ("plugin", "distribution", "provides"))
     for info in get_registry().plugins.values():
-        table.add_row(info.name, info.distribution, ", ".join(info.provides) or "-")
+        table.add_row(*map(_plain, (info.name, info.distribution, ", ".join(info.provides) or "-")))
     _console().print(table)

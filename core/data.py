@@ -42,8 +42,9 @@ def eval_geometry(data_config: dict[str, Any]):
 class ImageDataset:
     """The images of `samples`, decoded with PIL and resized and cropped by `geometry`.
 
-    Yields `(pixels [H, W, 3] uint8, index, ok)`. An unreadable or truncated file gives a zero
-    image and `ok=False` instead of killing the pass; the caller leaves it out of the metrics.
+    Yields `(pixels [H, W, 3] uint8, index, ok)`. An unreadable or truncated file, or a
+    decompression bomb (an image too large for PIL to open safely), gives a zero image and
+    `ok=False` instead of killing the pass; the caller leaves it out of the metrics and lists it.
     A `sample_transform` (see `Source`) runs on the cropped image; a `writer` (an input-cache
     entry being built) gets every row as it is made. Both run here, in the loader worker.
     """
@@ -65,7 +66,9 @@ class ImageDataset:
         image = self.geometry(image)
         if self.sample_transform is not None:
             image = self.sample_transform(index, image)
-        return np.array(image, dtype=np.uint8)
+        # C-contiguous whatever the transform returned (a transposed or sliced view): the cache
+        # writes and checksums the row's buffer as it lies in memory.
+        return np.array(image, dtype=np.uint8, order="C")
 
     def __getitem__(self, index: int):
         import numpy as np
@@ -77,7 +80,9 @@ class ImageDataset:
                 # convert() of an RGB image is a copy; the pixels are the same without it.
                 pixels = self._pixels(index, image if image.mode == "RGB" else image.convert("RGB"))
             ok = True
-        except (OSError, SyntaxError, ValueError):  # PIL's errors for unreadable, truncated or bad files
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            # PIL's errors for unreadable, truncated or bad files, and for an image of more than
+            # twice Image.MAX_IMAGE_PIXELS (a decompression bomb): each is one skipped sample
             pixels, ok = np.zeros(self.shape, dtype=np.uint8), False
         if pixels.shape != self.shape:
             raise RuntimeError(f"sample {index} came out {pixels.shape}, not {self.shape} (a sample_transform "

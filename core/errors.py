@@ -36,9 +36,9 @@ class WeightsError(RbenchError):
 
 
 def one_line(exc: BaseException) -> str:
-    """`Type: first line of the message`, whole: for a table cell or a log line."""
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}"
+    """`Type: message`, the whole message on one line (its hint is often at the end): whitespace
+    collapsed, nothing cut. Screens shorten it; files keep it."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str], hint: str) -> UnknownNameError:

@@ -161,9 +161,12 @@ class RowWriter:
         return {**self.__dict__, "_files": None}
 
     def write(self, index: int, pixels, ok: bool) -> None:
-        """Row `index`: `pixels` (`[H, W, 3]` uint8, C-contiguous) and whether it was readable."""
+        """Row `index`: `pixels` (`[H, W, 3]` uint8, any strides) and whether it was readable."""
         import struct
 
+        import numpy as np
+
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)  # a buffer in row order, to write and checksum
         if self._files is None:
             self._files = (os.open(self.folder / "pixels.u8", os.O_WRONLY), os.open(self.folder / "rows.bin", os.O_WRONLY))
         images, rows = self._files

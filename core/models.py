@@ -82,9 +82,8 @@ def create_model(name: str, weights: str = "random", *, device: Any = None, trus
             with torch.device(device or "cpu"):
                 model = timm.create_model(name, pretrained=True)
         except (RuntimeError, OSError, ValueError, ImportError) as exc:  # hub, URL or cache failures
-            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
             raise WeightsError(
-                f"pretrained weights for {name} are not available here ({type(exc).__name__}: {first_line}); "
+                f"pretrained weights for {name} are not available here ({type(exc).__name__}: {_one_line(str(exc))}); "
                 "connect to the network or fill the Hugging Face cache, or use --weights random or --weights PATH"
             ) from exc
         return model.eval()
@@ -96,41 +95,228 @@ def create_model(name: str, weights: str = "random", *, device: Any = None, trus
     return model.eval()
 
 
-def load_checkpoint(model, path: Path, *, trust_checkpoint: bool = False) -> None:
-    """Load a safetensors file or a torch checkpoint (`weights_only` unless trusted) into `model`."""
+HUB_CONNECT_TIMEOUT = 3.0  # seconds to reach a weights host when online, once per host
+
+
+def _hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (`HF_HUB_OFFLINE`), as timm's downloads see it."""
+    import os
+
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _weights_sources(name: str) -> tuple[bool, str | None] | None:
+    """Whether timm would find `name`'s pretrained weights on this machine, and the host it
+    would download them from otherwise (None: none); None when timm has no pretrained weights
+    for `name`. Follows timm's own order (`timm.models._builder`): a state dict or local file,
+    the Hugging Face hub (its safetensors alternative first), then the URL into torch hub's cache."""
+    import os
+    from urllib.parse import urlparse
+
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.source != "hf-hub":
+        if cfg.state_dict is not None and cfg.source != "local-dir":
+            return True, None
+        if cfg.file or cfg.source == "local-dir":
+            return bool(cfg.file) and os.path.exists(cfg.file), None
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        filename = cfg.hf_hub_filename or "pytorch_model.bin"
+        candidates = [filename]
+        if not filename.endswith(".safetensors"):
+            safe = {"pytorch_model.bin": "model.safetensors",
+                    "open_clip_pytorch_model.bin": "open_clip_model.safetensors"}.get(filename)
+            candidates.append(safe or (filename[:-4] + ".safetensors" if filename.endswith(".bin") else filename))
+        cached = any(isinstance(try_to_load_from_cache(repo, c, revision=revision or None), str) for c in candidates)
+        return cached, urlparse(constants.ENDPOINT).hostname
+    if cfg.url:
+        import torch
+
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(cfg.url).path))
+        return os.path.isfile(path), urlparse(cfg.url).hostname
+    return None
+
+
+def _reachable(host: str, timeout: float = HUB_CONNECT_TIMEOUT) -> bool:
+    """Whether a TCP connection to `host`'s HTTPS port opens within `timeout` seconds, name
+    lookup included (a resolver that hangs is given up on, in a thread left to finish alone)."""
+    import socket
+    import threading
+
+    opened = threading.Event()
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                opened.set()
+        except OSError:
+            pass
+
+    threading.Thread(target=connect, name="rbench-hub-check", daemon=True).start()
+    return opened.wait(timeout)
+
+
+def _first_few(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def check_weights_available(names: Iterable[str], weights: str = "pretrained") -> None:
+    """Check, before any model runs, that timm can load the pretrained weights of `names`.
+
+    Weights in the local caches (Hugging Face's, torch hub's for timm's URL weights) are
+    found without the network. With `HF_HUB_OFFLINE` set, that is all: missing weights are
+    an error. Online, each host the missing weights would come from is tried once, with a
+    short timeout, instead of the hub's retries for every model. Raises one `WeightsError`
+    line naming the models (the first few and a count) and the fix.
+    """
+    if weights != "pretrained":
+        return
+    names = list(names)
+    untrained, missing = [], []
+    for name in names:
+        sources = _weights_sources(name)
+        if sources is None:
+            untrained.append(name)
+        elif not sources[0]:
+            missing.append((name, sources[1]))
+    if untrained:
+        raise WeightsError(f"timm has no pretrained weights for {len(untrained)} model(s): {_first_few(untrained)}; "
+                           "choose pretrained tags (`rbench list models PATTERN`) or pass --weights random")
+    if not missing:
+        return
+    if _hub_offline():
+        why = "and HF_HUB_OFFLINE is set"
+    else:
+        reachable = {host: _reachable(host) for host in {host for _, host in missing if host}}
+        missing = [(name, host) for name, host in missing if not reachable.get(host, False)]
+        if not missing:
+            return  # they will be downloaded
+        hosts = sorted({host for _, host in missing if host})
+        why = f"and {', '.join(hosts)} cannot be reached" if hosts else "and they have no download location"
+    models = [name for name, _ in missing]
+    raise WeightsError(
+        f"pretrained weights for {len(models)} model(s) are not in the local cache {why}: {_first_few(models)}; "
+        "download them first (run once online), or pass --weights random"
+    )
+
+
+def _one_line(text: str) -> str:
+    """An error message as one line, whitespace collapsed and terminal escapes dropped."""
+    import re
+
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte header length, then the JSON header (`{`)."""
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _needs_full_unpickling(exc: BaseException) -> bool:
+    """Whether a `weights_only` load failed on a global it does not allow (an argparse
+    namespace, a custom class): the file is a checkpoint, just not a plain one."""
+    return any("Unsupported global" in str(e) for e in (exc, exc.__cause__, exc.__context__) if e is not None)
+
+
+def _unreadable(path: Path, exc: BaseException) -> WeightsError:
+    """The one-line error for a checkpoint file that is damaged or not a checkpoint at all."""
+    inner = exc.__context__ if isinstance(exc, pickle.UnpicklingError) and exc.__context__ is not None else exc
+    what = _one_line(str(inner)).split(". ")[0] or type(inner).__name__
+    if isinstance(exc, EOFError):
+        what = "it ends early"
+    return WeightsError(f"checkpoint {path} is neither a torch checkpoint nor a safetensors file, or it is damaged "
+                        f"({what}); save or download it again")
+
+
+def read_checkpoint(path: Path, *, trust_checkpoint: bool = False, check_only: bool = False) -> dict[str, Any] | None:
+    """The state dict of a safetensors file or a torch checkpoint (`weights_only` unless
+    trusted), with the wrappers of training checkpoints removed (`state_dict`, `module.`).
+
+    Every way the file can be wrong is a one-line `WeightsError` naming it: missing, empty,
+    damaged, not a checkpoint, needing full unpickling without `--trust-checkpoint`, or not
+    holding a state dict. `check_only` reads no more than it must (torch's zip checkpoints are
+    memory-mapped, a safetensors file's header only) and returns None.
+    """
     import torch
 
+    path = Path(path)
     if not path.is_file():
         raise WeightsError(
             f"checkpoint {path} does not exist; --weights takes 'pretrained', 'random' or a checkpoint file"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.stat().st_size == 0:
+            raise WeightsError(f"checkpoint {path} is empty (0 bytes); "
+                               "save or download it again")
+        safetensors = _looks_like_safetensors(path)
+    except OSError as exc:
+        raise WeightsError(f"checkpoint {path} cannot be read ({exc.strerror or exc}); check its permissions") from exc
+    if safetensors:
+        from safetensors import safe_open
 
-        state = load_file(str(path))
-    else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            if not trust_checkpoint:
-                raise WeightsError(
-                    f"checkpoint {path} holds objects that only full unpickling can load, which can run "
-                    "arbitrary code; re-save it as safetensors, or pass --trust-checkpoint if you trust it"
-                ) from exc
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            with safe_open(str(path), "pt") as f:
+                names = list(f.keys())
+                state = None if check_only else {name: f.get_tensor(name) for name in names}
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type from Rust
+            raise WeightsError(f"checkpoint {path} is not a valid safetensors file ({_one_line(str(exc))}); "
+                               "save or download it again") from exc
+        if not names:
+            raise WeightsError(f"checkpoint {path} holds no tensors; pass the model's weights file")
+        return state
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # torch.save's format since torch 1.6, which can be memory-mapped
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped and check_only)
+    except pickle.UnpicklingError as exc:
+        if not _needs_full_unpickling(exc):
+            raise _unreadable(path, exc) from exc
+        if not trust_checkpoint:
+            raise WeightsError(
+                f"checkpoint {path} holds objects that only full unpickling can load, which can run "
+                "arbitrary code; re-save it as safetensors, or pass --trust-checkpoint if you trust it"
+            ) from exc
+        if check_only:
+            return None  # trusted: it is unpickled once, where the model is made
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (EOFError, RuntimeError, ValueError, OSError) as exc:
+        raise _unreadable(path, exc) from exc
     if isinstance(state, dict):
         for key in ("state_dict", "model", "state_dict_ema"):
             if isinstance(state.get(key), dict):
                 state = state[key]
                 break
-    if not isinstance(state, dict):
-        raise WeightsError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if not isinstance(state, dict) or not state:
+        what = "an empty dict" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise WeightsError(f"checkpoint {path} holds {what}, not a state dict; pass the model's weights file")
+    return None if check_only else {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def check_checkpoint(path: Path | str, trust_checkpoint: bool = False) -> None:
+    """Check, before any model runs, that `path` is a checkpoint that can be loaded (see
+    `read_checkpoint`); raises a one-line `WeightsError` naming the file and what is wrong."""
+    read_checkpoint(Path(path), trust_checkpoint=trust_checkpoint, check_only=True)
+
+
+def load_checkpoint(model, path: Path, *, trust_checkpoint: bool = False) -> None:
+    """Load a safetensors file or a torch checkpoint (`weights_only` unless trusted) into `model`."""
+    state = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        summary = " ".join(str(exc).split())[:300]
-        raise WeightsError(f"checkpoint {path} does not fit the model: {summary}") from exc
+        raise WeightsError(f"checkpoint {path} does not fit the model: {_one_line(str(exc))}") from exc
 
 
 def pretrained_tag(model) -> str:

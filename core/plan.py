@@ -11,9 +11,9 @@ from .backends import BackendStack, best_stack, resolve_stack
 from .benchmark import BENCH_KINDS, BenchSettings
 from .errors import DataError, PluginError, RbenchError, unknown_name
 from .input_cache import DEFAULT_LIMIT as DEFAULT_INPUT_CACHE_SIZE
-from .models import WEIGHTS_CHOICES, resolve_models
+from .models import WEIGHTS_CHOICES, check_checkpoint, check_weights_available, resolve_models
 from .paths import cache_dir
-from .registry import Registry
+from .registry import Registry, check_data_options
 from .specs import DataRequest, MetricSpec, Source
 
 BENCHES = ("validate", *BENCH_KINDS, "metadata")
@@ -98,6 +98,7 @@ def requested_views(names: list[str], registry: Registry) -> dict[str, frozenset
 
 def load_source(spec, views: frozenset[str] | None, options: RunOptions) -> Source:
     """List one source's samples (the plugin checks its folder), keeping the views asked for."""
+    check_data_options(spec, options.data_options.get(spec.name, {}))  # a mistyped key is an error, not ignored
     path = options.data_paths.get(spec.name)
     if path is None and spec.default_folder and options.data_root is not None:
         path = options.data_root / spec.default_folder
@@ -144,11 +145,15 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
     weights = options.weights
     if weights not in WEIGHTS_CHOICES and not Path(weights).is_file():
         raise RbenchError(f"--weights {weights!r}: not 'pretrained', 'random' or an existing checkpoint file")
+    if weights not in WEIGHTS_CHOICES:
+        check_checkpoint(weights, options.trust_checkpoint)  # damaged, empty or unsafe: one line, before any model runs
     wanted = requested_views(options.datasets, registry) if "validate" in options.benches else {}
     for name in [*options.data_paths, *options.data_options]:
         registry.get("datasets", name)  # a typo in --data NAME=PATH is an error too
     stacks = [resolve_stack(name, registry) for name in options.backends] or [best_stack(registry)]
     models = resolve_models(options.models)
+    if "validate" in options.benches:
+        check_weights_available(models, weights)  # pretrained weights not here: one line, before any model runs
     if not models:
         raise RbenchError("no models to run; pass --models NAMES (see `rbench list models`)")
     metrics = select_metrics(options.metrics, registry)

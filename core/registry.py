@@ -8,7 +8,7 @@ name never shadow each other, and every spec is traced back to its plugin and di
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
@@ -17,7 +17,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, unknown_name
+from .errors import DataError, PluginError, unknown_name
 from .specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec
 
 KINDS = {
@@ -138,3 +138,22 @@ def get_registry() -> Registry:
     if _REGISTRY is None:
         _REGISTRY = load_registry()
     return _REGISTRY
+
+
+def check_data_options(spec: DatasetSpec, given: Mapping[str, str]) -> None:
+    """A `DataError` for a `--data-option` key that `spec` does not declare (see
+    `DatasetSpec.options`), listing the keys it takes; nothing is checked for a spec whose
+    `options` is None (not declared)."""
+    import difflib
+
+    if spec.options is None:
+        return
+    unknown = sorted(set(given) - set(spec.options))
+    if not unknown:
+        return
+    close = difflib.get_close_matches(unknown[0], list(spec.options), n=1, cutoff=0.6)
+    takes = (f"it takes {', '.join(f'{spec.name}.{key}' for key in spec.options)}" if spec.options
+             else "it takes no options")
+    raise DataError(f"unknown --data-option {spec.name}.{unknown[0]}"
+                    + (f" (did you mean {spec.name}.{close[0]}?)" if close else "")
+                    + f"; {takes}")

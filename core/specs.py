@@ -143,6 +143,12 @@ class DatasetSpec:
     base view (None for a base); empty means one view named like the source. A view name can
     be asked for with `-d` as well as the source's name, and every view a source returns
     must be declared here.
+
+    `options` declares the `--data-option NAME.KEY=VALUE` keys the source reads, each with a
+    one-line description (`{"labels": "PATH: a label file for a flat val folder"}`); empty
+    means it takes none. The plan rejects any other key before `load` is called, so a typo is
+    an error, never silently ignored. None: not declared, every key is passed to `load`
+    unchecked (declare them).
     """
 
     name: str
@@ -150,6 +156,7 @@ class DatasetSpec:
     load: Callable[[DataRequest], Source]
     default_folder: str | None = None
     views: Mapping[str, str | None] = field(default_factory=dict)
+    options: Mapping[str, str] | None = None
 
     def view_bases(self) -> Mapping[str, str | None]:
         """`views`, or `{name: None}` for a source with a single view of its own name."""

@@ -197,6 +197,12 @@ def test_an_error_that_is_not_out_of_memory_is_not_retried_and_becomes_a_failed_
         assert row["param_count"] == "0.37"  # from the meta device, even though nothing ran
 
 
+def test_a_long_error_is_kept_whole_on_one_line(tmp_path):
+    message = "fakedev cannot run this op:\n" + "detail " * 80 + "\nhint: pass --no-retry or use another backend"
+    (row,) = run_fake(tmp_path, FakeDevice(error=ValueError(message)))["infer"]
+    assert row["error"] == f"batch 4: ValueError: {' '.join(message.split())}"
+
+
 def test_compile_modifier_reports_compile_time_apart_and_names_the_file(tmp_path, monkeypatch):
     # The eager compiler backend traces with dynamo but skips code generation: fast enough for a test.
     monkeypatch.setenv("RBENCH_COMPILE_BACKEND", "eager")

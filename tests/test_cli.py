@@ -59,7 +59,7 @@ def test_default_run_writes_the_three_csvs_with_spec_headers_sorted(tmp_path):
         (["run", "-m", "test_vit", "-b", "cpu+cuda"], "two base backends"),
         (["run", "-m", "nosuchmodel*"], "matches no timm model"),
         (["run", "-m", "test_vit.no_such_tag"], "unknown pretrained tag 'test_vit.no_such_tag'"),
-        (["run", "-m", "test_vit", "-d", "imagefolder"], "needs a folder: pass --data-dir"),
+        (["run", "-m", "test_vit", "-d", "imagefolder", "--weights", "random"], "needs a folder: pass --data-dir"),
         (["run", "-m", "test_vit", "--data", "imagefolder"], "expected NAME=PATH"),
         (["run", "-m", "test_vit", "--weights", "nothere.pt"], "not 'pretrained', 'random' or an existing checkpoint"),
         (["run", "-m", "@missing-list.txt"], "model list missing-list.txt does not exist"),
@@ -89,14 +89,18 @@ def test_missing_data_folder_is_reported_before_any_model_runs(tmp_path):
     assert f"{tmp_path / 'nope'} does not exist" in result.output
 
 
-def test_pretrained_weights_offline_fail_the_cell_with_a_clear_message_naming_the_model(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
-    result = invoke("run", "-m", "test_vit", "--bench", "validate", "--out", str(tmp_path))
-    assert result.exit_code == 1, result.output  # the grid finished, with a failed cell
-    assert "Traceback" not in result.output
-    (row,) = list(csv.DictReader((tmp_path / "failures.csv").open()))
-    assert (row["model"], row["bench"], row["status"]) == ("test_vit", "validate", "error")
-    assert row["message"].startswith("pretrained weights for test_vit are not available here")
+def test_pretrained_weights_missing_offline_are_one_line_before_any_model_runs(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    out = tmp_path / "out"
+    result = invoke("run", "-m", "test_vit,test_efficientnet.r160_in1k", "--bench", "validate", "--out", str(out))
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line == ("rbench: error: pretrained weights for 2 model(s) are not in the local cache and HF_HUB_OFFLINE "
+                    "is set: test_vit, test_efficientnet.r160_in1k; download them first (run once online), or pass "
+                    "--weights random")
+    assert not (out / "store").exists()  # nothing ran
 
 
 def test_models_from_file_and_globs(tmp_path):

@@ -91,6 +91,45 @@ def test_cold_warm_and_uncached_passes_give_the_oracle_pixels_bit_for_bit(name, 
         assert got.is_contiguous() and torch.equal(got, oracle)
 
 
+class Transposed:
+    """A sample_transform that returns a non-contiguous view (as ImageNet-C's frost can): the
+    image mirrored on its diagonal, same size for a square crop."""
+
+    def __call__(self, index: int, image):
+        return np.asarray(image).transpose(1, 0, 2)
+
+
+def test_a_non_contiguous_sample_transform_is_cached_and_read_back_bit_for_bit(image_folder, tmp_path):
+    from dataclasses import replace
+
+    config = CONFIGS["160-center-bicubic"]
+    source = replace(load_source(image_folder), sample_transform=Transposed())
+    expected = oracle_pixels(source, config).transpose(1, 2)
+    cache = InputCache(tmp_path / "cache")
+    cold = cache.loader(source, config, **LOADING)
+    assert isinstance(cold, BuildingLoader)
+    assert torch.equal(pixels_of(cold), expected)  # written by the loader workers
+    warm = cache.loader(source, config, **LOADING)
+    assert isinstance(warm, CachedBatches)  # the entry was committed whole, and its CRCs match
+    assert torch.equal(pixels_of(warm), expected)
+    assert torch.equal(pixels_of(make_loader(source, config, **LOADING)), expected)
+
+
+def test_the_row_writer_takes_a_non_contiguous_row(tmp_path):
+    from rbench.input_cache import ROW_BYTES, RowWriter, _row_crc
+
+    (tmp_path / "pixels.u8").write_bytes(bytes(2 * 4 * 4 * 3))
+    (tmp_path / "rows.bin").write_bytes(bytes(2 * ROW_BYTES))
+    row = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3).transpose(1, 0, 2)
+    writer = RowWriter(tmp_path, 2, (4, 4, 3))
+    writer.write(1, row, True)
+    writer.close()
+    written = np.fromfile(tmp_path / "pixels.u8", np.uint8).reshape(2, 4, 4, 3)
+    assert np.array_equal(written[1], row) and not written[0].any()
+    crc = int.from_bytes((tmp_path / "rows.bin").read_bytes()[ROW_BYTES:ROW_BYTES + 4], "little")
+    assert crc == _row_crc(np.ascontiguousarray(row), True)
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -291,9 +330,31 @@ def test_cache_ls_and_clear(image_folder, tmp_path):
     cleared = CliRunner().invoke(main, ["cache", "clear", "imagefolder", *where])
     assert cleared.exit_code == 0 and "removed 1 entry" in cleared.output
     assert [e.name for e in cache.entries()] == [dead.name]
-    cleared = CliRunner().invoke(main, ["cache", "clear", *where])
+    cleared = CliRunner().invoke(main, ["cache", "clear", "--all", *where])
     assert "removed 1 entry" in cleared.output and cache.entries() == []
     assert "is empty" in CliRunner().invoke(main, ["cache", "ls", *where]).output
+
+
+def test_cache_clear_without_names_asks_or_needs_all(image_folder, tmp_path, monkeypatch):
+    source, config, cache, path = built_entry(image_folder, tmp_path)
+    where = ["--cache-dir", str(cache.root)]
+
+    refused = CliRunner().invoke(main, ["cache", "clear", *where])  # no terminal: never asks
+    assert refused.exit_code == 2 and refused.stdout == ""
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("rbench: error: rbench cache clear with no names would remove all 1 entry (")
+    assert "pass --all to do so" in line
+    assert path.is_dir()
+
+    monkeypatch.setattr("rbench.cli._interactive", lambda: True)
+    kept = CliRunner().invoke(main, ["cache", "clear", *where], input="n\n")
+    assert kept.exit_code == 0 and "remove all 1 entry" in kept.output and "nothing removed" in kept.output
+    assert path.is_dir()
+    both = CliRunner().invoke(main, ["cache", "clear", "--all", "imagefolder", *where])
+    assert both.exit_code == 2 and "not both" in both.output and path.is_dir()
+    cleared = CliRunner().invoke(main, ["cache", "clear", *where], input="y\n")
+    assert cleared.exit_code == 0 and "removed 1 entry" in cleared.output
+    assert not path.exists() and cache.entries() == []
 
 
 def test_a_new_build_removes_folders_of_dead_builds(image_folder, tmp_path):

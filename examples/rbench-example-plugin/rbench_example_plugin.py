@@ -82,5 +82,6 @@ def rbench_datasets():
             name=NAME,
             description=f"a flat folder of images plus {LABELS_FILE} (filename,label: ImageNet class index)",
             load=load,
+            options={},  # the --data-option keys it reads, with a line each: none
         )
     ]

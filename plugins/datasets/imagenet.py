@@ -260,18 +260,21 @@ def load_r(request: rbench.DataRequest) -> rbench.Source:
 def rbench_datasets():
     return [
         rbench.DatasetSpec(name="imagenet", load=load_val, default_folder="imagenet/val", views=VAL_VIEWS,
+                           options={"labels": "PATH: the label file of a flat val folder (LOC_val_solution.csv, "
+                                              "or file,wnid-or-index lines)"},
                            description="ImageNet val (wnid folders, or flat with LOC_val_solution.csv): "
                                        "imagenet, imagenet-real, imagenet-a-clean, imagenet-r-clean from one pass"),
-        rbench.DatasetSpec(name="imagenetv2-matched-frequency", load=load_v2,
+        rbench.DatasetSpec(name="imagenetv2-matched-frequency", load=load_v2, options={},
                            default_folder="imagenetv2-matched-frequency-format-val",
                            views={"imagenetv2-matched-frequency": "imagenet"},
                            description="ImageNetV2 matched-frequency: 10,000 images in folders 0..999"),
-        rbench.DatasetSpec(name="sketch", load=load_sketch, default_folder="sketch", views={"sketch": "imagenet"},
+        rbench.DatasetSpec(name="sketch", load=load_sketch, options={}, default_folder="sketch",
+                           views={"sketch": "imagenet"},
                            description="ImageNet-Sketch: 50,889 sketches in 1000 wnid folders"),
-        rbench.DatasetSpec(name="imagenet-a", load=load_a, default_folder="imagenet-a",
+        rbench.DatasetSpec(name="imagenet-a", load=load_a, options={}, default_folder="imagenet-a",
                            views={"imagenet-a": "imagenet-a-clean"},
                            description="ImageNet-A: 7,500 natural adversarial images, scored over its 200 classes"),
-        rbench.DatasetSpec(name="imagenet-r", load=load_r, default_folder="imagenet-r",
+        rbench.DatasetSpec(name="imagenet-r", load=load_r, options={}, default_folder="imagenet-r",
                            views={"imagenet-r": "imagenet-r-clean"},
                            description="ImageNet-R: 30,000 renditions, scored over its 200 classes"),
     ]

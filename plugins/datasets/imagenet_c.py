@@ -206,10 +206,7 @@ def load(request: rbench.DataRequest) -> rbench.Source:
     """The val images (`per_class` per class, the first in file-name order), each clean and under
     every corruption and severity asked for."""
     check_library()
-    options = dict(request.options)
-    unknown = sorted(set(options) - {"per_class", "corruptions", "severities"})
-    if unknown:
-        raise rbench.DataError(f"unknown --data-option imagenet-c.{unknown[0]}; it takes per_class, corruptions, severities")
+    options = dict(request.options)  # its keys are checked by the plan, against the spec's `options`
     try:
         per_class = int(options.get("per_class", DEFAULT_PER_CLASS))
         if per_class < 1:
@@ -272,6 +269,9 @@ def rbench_datasets():
     return [
         rbench.DatasetSpec(
             name="imagenet-c", load=load, default_folder="imagenet/val", views=VIEWS,
+            options={"per_class": f"N: val images per class (default {DEFAULT_PER_CLASS}; 50 is all of val)",
+                     "corruptions": "NAMES: comma-separated corruptions (default all 15)",
+                     "severities": "LEVELS: comma-separated severities 1-5 (default all)"},
             description="ImageNet-C on the fly from ImageNet val: 15 corruptions x 5 severities at the model's "
                         "eval size, mCE and relative mCE (needs rbench[corruptions])"),
     ]

@@ -68,5 +68,6 @@ def rbench_datasets():
             name="synthetic",
             description=f"{CLASSES} classes x {PER_CLASS} generated JPEGs ({MIN_SIDE}-{MAX_SIDE} px), made on first use",
             load=load,
+            options={},
         )
     ]

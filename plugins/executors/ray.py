@@ -52,7 +52,7 @@ def execute(grid: rbench.Grid):
         try:
             (result,) = ray.get(task)
         except Exception as exc:  # the task itself died (worker crash, lost node)
-            yield rbench.record_failure(grid, cell, "crashed", f"Ray task failed: {type(exc).__name__}: {exc}"[:300])
+            yield rbench.record_failure(grid, cell, "crashed", f"Ray task failed: {rbench.one_line(exc)}")
             continue
         event = {"event": "done", "key": cell.key, **result}
         grid.on_event(event)

@@ -63,7 +63,7 @@ def _run_group(grid: rbench.Grid, cells: list[rbench.Cell]):
                     proc.wait()
                     if current is not None:  # it died inside a cell
                         error = (proc.stderr.read().strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-                        yield rbench.record_failure(grid, current, "crashed", f"worker process died: {error}"[:300])
+                        yield rbench.record_failure(grid, current, "crashed", f"worker process died: {error}")
                         pending = pending[pending.index(current) + 1:]
                     elif proc.returncode != 0:
                         raise RuntimeError(f"rbench worker failed before its first cell: {proc.stderr.read()[-2000:]}")
