@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # rbench against timm's benchmark.py: the same models, batch and settings, one sweep of each.
 #
-#   bench/throughput.sh --timm PATH [--device cuda|cpu]
+#   bench/throughput.sh --timm PATH [--device cuda|cpu] [--models M1,M2,...] [--work DIR] [--report]
 #
 # PATH is timm's benchmark.py, fetched from github.com/huggingface/pytorch-image-models (it is
 # not part of this repository). $PYTHON (default python3) must have rbench, timm and torch.
@@ -24,18 +24,27 @@
 # autocast many times slower), meant to finish in a few minutes. It runs both tools on one
 # intra-op thread (OMP_NUM_THREADS, unless set): on a shared machine, threads that wait for
 # each other at every op turn another process's load into tenfold swings of step times.
+#
+# --models replaces the variant's model list (a shorter check; the compile check then runs on
+# COMPILE_MODEL if listed, else on the first model). --work DIR keeps the sweeps' CSVs and logs
+# in DIR instead of a new temp folder; --report only prints the report of what DIR holds, for
+# a sweep that was stopped before the end (the missing rows print as '-').
 set -uo pipefail
 
 usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-timm_script="" device=cuda
+timm_script="" device=cuda only_models="" work="" report_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --timm) timm_script=${2:-}; shift 2 || usage ;;
         --device) device=${2:-}; shift 2 || usage ;;
+        --models) only_models=${2:-}; shift 2 || usage ;;
+        --work) work=${2:-}; shift 2 || usage ;;
+        --report) report_only=1; shift ;;
         *) usage ;;
     esac
 done
-[ -f "$timm_script" ] || { echo "throughput.sh: --timm PATH must name timm's benchmark.py" >&2; exit 2; }
+[ $report_only = 1 ] && [ ! -d "$work" ] && { echo "throughput.sh: --report needs --work DIR of an earlier sweep" >&2; exit 2; }
+[ $report_only = 1 ] || [ -f "$timm_script" ] || { echo "throughput.sh: --timm PATH must name timm's benchmark.py" >&2; exit 2; }
 PYTHON=${PYTHON:-python3}
 
 # Each setting: name | rbench backend stack | timm benchmark.py flags.
@@ -56,9 +65,20 @@ case "$device" in
         export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} ;;
     *) usage ;;
 esac
+if [ -n "$only_models" ]; then
+    models=${only_models//,/ }
+    case " $models " in *" $compile_model "*) ;; *) compile_model=${models%% *} ;; esac
+fi
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/rbench-throughput.XXXXXX")
+if [ $report_only = 0 ]; then  # the sweeps (else only the report, below)
+if [ -n "$work" ]; then
+    mkdir -p "$work" && [ -z "$(ls -A "$work")" ] \
+        || { echo "throughput.sh: --work $work must be a new or empty folder" >&2; exit 2; }
+else
+    work=$(mktemp -d "${TMPDIR:-/tmp}/rbench-throughput.XXXXXX")
+fi
 printf '%s\n' $models > "$work/models.txt"
+echo "$compile_model $compile_setting" > "$work/compile.txt"
 common_rbench=(--bench infer --batch-size "$batch" --warmup-steps "$warmup" --bench-steps "$steps" --bench-seconds 0 --no-retry)
 common_timm=(--bench inference --device "$device" -b "$batch" --num-warm-iter "$warmup" --num-bench-iter "$steps" --no-retry)
 
@@ -88,7 +108,9 @@ IFS='|' read -r name stack flags <<< "${settings[$compile_setting]}"
 run_rbench "$work/rbench-compile" "$compile_model" "$stack+compile"
 # shellcheck disable=SC2086
 run_timm "$work/timm-compile.csv" --model "$compile_model" $flags --torchcompile
+fi  # the sweeps
 
+read -r compile_model compile_setting < "$work/compile.txt"
 "$PYTHON" - "$work" "$compile_model" "$compile_setting" <<'EOF'
 """The report: per-model samples/s of both tools, sweep wall times, the compile check, the last line."""
 import csv
@@ -116,7 +138,8 @@ def fmt(x, spec=",.2f"):
 
 ratios, sweep_ratios = [], []
 print(f"\n{'setting':<14} {'model':<24} {'rbench/s':>10} {'timm/s':>10} {'ratio':>7}")
-sweeps = [line.split() for line in (work / "sweeps.txt").read_text().splitlines()]
+sweeps_file = work / "sweeps.txt"
+sweeps = [line.split() for line in sweeps_file.read_text().splitlines()] if sweeps_file.is_file() else []
 for i, name, *_ in sweeps:
     ours, theirs = rbench_rates(work / f"rbench-{i}"), rates(work / f"timm-{i}.csv")
     for model in (work / "models.txt").read_text().split():
@@ -132,7 +155,7 @@ for i, name, start, middle, end in sweeps:
     sweep_ratios.append(ours / theirs)
     print(f"{name:<14} {ours:>10.1f} {theirs:>10.1f} {ours / theirs:>7.3f}")
 
-setting = sweeps[int(compile_setting)][1]
+setting = sweeps[int(compile_setting)][1] if len(sweeps) > int(compile_setting) else f"setting {compile_setting}"
 eager = rbench_rates(work / f"rbench-{compile_setting}").get(compile_model)
 compiled = rbench_rates(work / "rbench-compile").get(compile_model)
 timm_compiled = rates(work / "timm-compile.csv").get(compile_model)
@@ -140,6 +163,7 @@ speedup = compiled / eager if compiled and eager else None
 versus = compiled / timm_compiled if compiled and timm_compiled else None
 print(f"\ncompile {compile_model} {setting}: rbench eager {fmt(eager)}/s, +compile {fmt(compiled)}/s "
       f"(speedup {fmt(speedup, '.3f')}); timm --torchcompile {fmt(timm_compiled)}/s (rbench/timm {fmt(versus, '.3f')})")
-print(f"min_ratio={fmt(min(ratios) if ratios else None, '.3f')} sweep_ratio={fmt(max(sweep_ratios), '.3f')} "
+print(f"min_ratio={fmt(min(ratios) if ratios else None, '.3f')} "
+      f"sweep_ratio={fmt(max(sweep_ratios) if sweep_ratios else None, '.3f')} "
       f"compile_speedup={fmt(speedup, '.3f')}")
 EOF
