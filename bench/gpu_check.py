@@ -149,7 +149,7 @@ def summary(results: Path) -> int:
                        f"compile_speedup={v.get('compile_speedup', '-')} rbench/timm={versus[-1] if versus else '-'}",
                        rc == 0 and None not in (lo, sweep, speedup, versus_x))
         elif step == "validate":
-            identical = re.search(r"logits identical: (yes|NO)", log)
+            identical = re.search(r"(?:logits|predictions) identical: (yes|NO)", log)
             same_top1 = re.search(r"the same top-1 for every image: (yes|NO)", log)
             measured = identical.group(1) if identical else "-"
             if same_top1:

@@ -51,7 +51,7 @@ def main() -> int:
     from rbench.models import create_model
     from rbench.paths import cache_dir
     from rbench.registry import get_registry
-    from rbench.validate import predict
+    from rbench.validate import logits as all_logits
 
     registry = get_registry()
     reference = resolve_stack(args.reference, registry)
@@ -74,7 +74,7 @@ def main() -> int:
         def logits(stack):
             started = time.perf_counter()
             prepared = stack.prepare_model(create_model(name, "random"))
-            out = predict(prepared, batches, stack, config)[0]
+            out = all_logits(prepared, batches, stack, config)
             del prepared
             stack.cleanup()
             return out, time.perf_counter() - started

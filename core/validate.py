@@ -3,36 +3,56 @@ as it comes off the device (`predictions.Reducer`), so that memory holds the pre
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .backends import BackendStack
 from .specs import Source
 
 
-def predict(model, batches, stack: BackendStack, data_config: dict[str, Any], source: Source,
-            on_batch: Callable[[int], None] = lambda n: None):
-    """`(predictions frame, count of non-finite logits)` for every sample of `batches` (a
-    loader's `(pixels, indices, ok)` over `source`).
+def forward(model, batches, stack: BackendStack, data_config: dict[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
+    """`(float32 logits on the device, indices, ok)` for each batch of `batches` (a loader's
+    `(pixels, indices, ok)`), in order.
 
     Pixels are normalised on the stack's device with `data_config`'s mean and std. Runs under
     `inference_mode` and the stack's autocast; the model must already be prepared. Nothing
-    waits for the device batch by batch: each batch's reductions come back to the host
-    without blocking, so the device is never left idle.
+    waits for the device batch by batch.
     """
     import torch
 
     from .data import device_batches
-    from .predictions import Reducer
 
-    reducer = Reducer(source)
     inputs = device_batches(batches, stack.device, data_config["mean"], data_config["std"],
                             channels_last=stack.layout == "nhwc")
     with torch.inference_mode():
         for images, indices, ok in inputs:
             with stack.autocast():
                 logits = model(stack.prepare_input(images))
-            reducer.add(logits, indices, ok)  # in float32, outside autocast
+            yield logits.float(), indices, ok  # reduced in float32, outside autocast
+
+
+def predict(model, batches, stack: BackendStack, data_config: dict[str, Any], source: Source,
+            on_batch: Callable[[int], None] = lambda n: None):
+    """`(predictions frame, count of non-finite logits)` for every sample of `batches` over
+    `source`: each batch of `forward` reduced as it comes (the device is never left idle)."""
+    import torch
+
+    from .predictions import Reducer
+
+    reducer = Reducer(source)
+    with torch.inference_mode():
+        for logits, indices, ok in forward(model, batches, stack, data_config):
+            reducer.add(logits, indices, ok)
             on_batch(len(indices))
     stack.synchronize()  # the last copies to the host
     return reducer.frame(), reducer.nonfinite()
+
+
+def logits(model, batches, stack: BackendStack, data_config: dict[str, Any]):
+    """Every sample's float32 logits `[N, C]` on the CPU, in order: for tools that compare
+    stacks or time the pass (`bench/`); validation itself keeps predictions, not logits."""
+    import torch
+
+    outputs = [out.to("cpu", non_blocking=True) for out, _, _ in forward(model, batches, stack, data_config)]
+    stack.synchronize()
+    return torch.cat(outputs)
