@@ -137,8 +137,8 @@ def limited(source: Source, n: int) -> Source:
 
 
 def make_plan(options: RunOptions, registry: Registry) -> Plan:
-    """Resolve every name and check every data folder, before any model runs."""
-    check_folders(options)
+    """Resolve every name and check every data folder, before any model runs; nothing is
+    written unless the whole plan holds."""
     unknown = [b for b in options.benches if b not in BENCHES]
     if unknown:
         raise RbenchError(f"unknown benchmark {unknown[0]!r}; --bench takes {', '.join(BENCHES)}")
@@ -158,6 +158,7 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
         raise RbenchError("no models to run; pass --models NAMES (see `rbench list models`)")
     metrics = select_metrics(options.metrics, registry)
     sources = [load_source(registry.datasets[name], views, options) for name, views in wanted.items()]
+    check_folders(options)
     return Plan(options=options, models=models, sources=sources, stacks=stacks, metrics=metrics)
 
 

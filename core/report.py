@@ -269,7 +269,7 @@ class Results:
         table, row = entry["table"], entry["row"]
         if table == "validation":
             view, key = entry["view"], (entry["view"], row["model"], row["img_size"])
-            rows = self.validation[view]
+            rows = self.validation.get(view, [])
             same = [r for r in rows if (r["model"], r["img_size"]) == key[1:]]
             if same and imported and key not in self._imported:
                 self.notes.append(f"{view}: the imported row of {row['model']} at {row['img_size']} px is left out; "
@@ -280,13 +280,13 @@ class Results:
                                   f"{same[0].get('weights', 'imported')} and {row.get('weights', 'imported')}); "
                                   "the later is written")
                 rows.remove(same[0])
-                self.metric_rows[view] = [r for r in self.metric_rows[view] if r is not same[0]]
+                self.metric_rows[view] = [r for r in self.metric_rows.get(view, []) if r is not same[0]]
             if imported:
                 self._imported.add(key)
             else:
                 self._imported.discard(key)
             if "top1" in row:  # the timm-schema file needs accuracy (the default metric)
-                rows.append(row)
+                self.validation.setdefault(view, rows).append(row)
             if not imported:
                 self.metric_rows[view].append(row)
             if entry.get("columns"):

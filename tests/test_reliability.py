@@ -214,14 +214,17 @@ def test_rows_say_their_weights_and_two_rows_of_one_model_are_never_written_sile
 # --- 10. two runs on one store: one waits, no cell runs twice ---------------------------------
 
 def test_a_second_run_on_a_busy_store_waits_and_runs_no_cell_twice(tmp_path, images):
+    site = tmp_path / "site"
+    make_distribution(site, "slowplug", {"rbench.backends": {"slow": "slowplug_mod"}}, {"slowplug_mod": SLOW_PLUGIN})
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     args = ["run", "-m", "test_vit,test_byobnet,test_efficientnet", *QUICK, "--data-dir", str(images),
-            "--executor", "local", "--out", str(tmp_path / "out")]
-    first = rbench_process(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            "-b", "cpu+slow", "--batch-size", "3", "--executor", "local", "--out", str(tmp_path / "out")]
+    first = rbench_process(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (tmp_path / "out" / "store" / "lock").exists():
         time.sleep(0.05)
     time.sleep(0.5)
-    second = rbench_process(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = rbench_process(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out2, err2 = second.communicate(timeout=600)
     out1, _ = first.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, err2
