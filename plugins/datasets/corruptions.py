@@ -129,22 +129,23 @@ def glass_blur(pixels, severity):
     """
     sigma, d, iterations = ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))[severity - 1]
     x = np.uint8(gaussian(_as_float(pixels), sigma=sigma, channel_axis=-1) * 255)
-    span = range(SIZE - d, d, -1)
-    visits = len(span) ** 2
+    height, width = x.shape[:2]
+    rows, cols = range(height - d, d, -1), range(width - d, d, -1)
+    visits = len(rows) * len(cols)
     # Where each pixel's value comes from: the copies follow each other, so they are applied in
     # order to a map of source indices, and the pixels are gathered once at the end.
-    source = list(range(SIZE * SIZE))
+    source = list(range(height * width))
     for _ in range(iterations):
         # One randint(-d, d, size=(2,)) per visit draws the same stream as all of them at once.
         shifts = np.random.randint(-d, d, size=(visits, 2)).tolist()
         k = 0
-        for h in span:
-            row = h * SIZE
-            for w in span:
+        for h in rows:
+            row = h * width
+            for w in cols:
                 dx, dy = shifts[k]
                 k += 1
-                source[row + w] = source[(h + dy) * SIZE + w + dx]
-    x = x.reshape(SIZE * SIZE, 3)[np.asarray(source)].reshape(SIZE, SIZE, 3)
+                source[row + w] = source[(h + dy) * width + w + dx]
+    x = x.reshape(height * width, 3)[np.asarray(source)].reshape(height, width, 3)
     return np.clip(gaussian(x / 255.0, sigma=sigma, channel_axis=-1), 0, 1) * 255
 
 
@@ -189,13 +190,14 @@ def motion_blur(pixels, severity):
 
 
 def _clipped_zoom(img: np.ndarray, factor: float) -> np.ndarray:
-    """The central `ceil(h / factor)` square zoomed by `factor` (linear), trimmed to `h`."""
-    h = img.shape[0]
-    crop = int(np.ceil(h / factor))
-    top = (h - crop) // 2
-    zoomed = ndimage_zoom(img[top:top + crop, top:top + crop], (factor, factor, 1), order=1)
-    trim = (zoomed.shape[0] - h) // 2
-    return zoomed[trim:trim + h, trim:trim + h]
+    """The central `ceil(h / factor)` x `ceil(w / factor)` part zoomed by `factor` (linear),
+    its centre trimmed back to `h x w`."""
+    h, w = img.shape[:2]
+    ch, cw = int(np.ceil(h / factor)), int(np.ceil(w / factor))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    zoomed = ndimage_zoom(img[top:top + ch, left:left + cw], (factor, factor, 1), order=1)
+    trim_top, trim_left = (zoomed.shape[0] - h) // 2, (zoomed.shape[1] - w) // 2
+    return zoomed[trim_top:trim_top + h, trim_left:trim_left + w]
 
 
 ZOOM_FACTORS = ((1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02), (1, 1.31, 0.03))
@@ -229,7 +231,7 @@ def snow(pixels, severity):
     flakes = (np.clip(layer.squeeze(), 0, 1) * 255).astype(np.uint8)
     flakes = _magick_motion_blur(flakes, radius, sigma, np.random.uniform(-135, -45)) / 255.0
     flakes = flakes[..., None]
-    gray = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).reshape(SIZE, SIZE, 1)
+    gray = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., None]
     x = blend * x + (1 - blend) * np.maximum(x, gray * 1.5 + 0.5)
     return np.clip(x + flakes + np.rot90(flakes, k=2), 0, 1) * 255
 
@@ -261,13 +263,20 @@ def _frost_pictures() -> tuple[np.ndarray, ...]:
 def frost(pixels, severity):
     image_weight, frost_weight = ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))[severity - 1]
     picture = _frost_pictures()[np.random.randint(5)]
-    top = np.random.randint(0, picture.shape[0] - SIZE)
-    left = np.random.randint(0, picture.shape[1] - SIZE)
-    crop = picture[top:top + SIZE, left:left + SIZE][..., ::-1]  # BGR -> RGB
+    height, width = np.shape(pixels)[:2]
+    if picture.shape[0] <= height or picture.shape[1] <= width:
+        # Larger than the reference's 224 (another input size): the picture is scaled up to
+        # cover the image, keeping its aspect ratio. Never the case at 224.
+        scale = max((height + 1) / picture.shape[0], (width + 1) / picture.shape[1])
+        size = (int(np.ceil(picture.shape[1] * scale)), int(np.ceil(picture.shape[0] * scale)))
+        picture = cv2.resize(picture, size, interpolation=cv2.INTER_LINEAR)
+    top = np.random.randint(0, picture.shape[0] - height)
+    left = np.random.randint(0, picture.shape[1] - width)
+    crop = picture[top:top + height, left:left + width][..., ::-1]  # BGR -> RGB
     return np.clip(image_weight * np.asarray(pixels, dtype=np.uint8) + frost_weight * crop, 0, 255)
 
 
-def _plasma(decay: float, size: int = 256) -> np.ndarray:
+def _plasma(decay: float, size: int) -> np.ndarray:
     """A diamond-square height map on a `size` torus, shifted and scaled to [0, 1].
 
     Level by level (step `size`, `size/2`, ..., 2): the centre of each square, then the edge
@@ -305,8 +314,12 @@ def _plasma(decay: float, size: int = 256) -> np.ndarray:
 def fog(pixels, severity):
     strength, decay = ((1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4))[severity - 1]
     x = _as_float(pixels)
+    height, width = x.shape[:2]
+    size = 256  # the reference's map; a larger image gets the next power of two
+    while size < max(height, width):
+        size *= 2
     top = x.max()
-    x += strength * _plasma(decay)[:SIZE, :SIZE][..., None]
+    x += strength * _plasma(decay, size)[:height, :width][..., None]
     return np.clip(x * top / (top + strength), 0, 1) * 255
 
 
@@ -360,8 +373,8 @@ def elastic_transform(pixels, severity):
 def pixelate(pixels, severity):
     c = (0.6, 0.5, 0.4, 0.3, 0.25)[severity - 1]
     image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
-    small = image.resize((int(SIZE * c), int(SIZE * c)), Image.BOX)
-    return np.asarray(small.resize((SIZE, SIZE), Image.BOX))
+    small = image.resize((int(image.width * c), int(image.height * c)), Image.BOX)
+    return np.asarray(small.resize(image.size, Image.BOX))
 
 
 def jpeg_compression(pixels, severity):
@@ -383,11 +396,23 @@ def corrupt(pixels, corruption: str, severity: int) -> np.ndarray:
     reference's float result is converted as it converts it, `np.uint8(x)` (truncation;
     every corruption has clipped to [0, 255] already).
     """
+    pixels = np.asarray(pixels)
+    if pixels.shape != (SIZE, SIZE, 3) or pixels.dtype != np.uint8:
+        raise ValueError(f"corrupt takes a uint8 [{SIZE}, {SIZE}, 3] image, not {pixels.dtype} {list(pixels.shape)}")
+    return corrupt_any_size(pixels, corruption, severity)
+
+
+def corrupt_any_size(pixels, corruption: str, severity: int) -> np.ndarray:
+    """`corrupt` at any image size (uint8 `[H, W, 3]`), for corrupting at a model's own input
+    size (the imagenet-c-native view). At 224x224 it is `corrupt`. Elsewhere the reference's
+    pixel constants are kept as they are (so a corruption is relatively milder on a larger
+    image), the glass-blur walk and the fog map cover the whole image, and a frost picture
+    smaller than the image is scaled up: this is not the published benchmark."""
     if corruption not in FUNCTIONS:
         raise ValueError(f"unknown corruption {corruption!r}; choose from {', '.join(NAMES)}")
     if severity not in (1, 2, 3, 4, 5):
         raise ValueError(f"severity {severity!r}: choose 1..5")
-    pixels = np.asarray(pixels)
-    if pixels.shape != (SIZE, SIZE, 3) or pixels.dtype != np.uint8:
-        raise ValueError(f"corrupt takes a uint8 [{SIZE}, {SIZE}, 3] image, not {pixels.dtype} {list(pixels.shape)}")
+    pixels = np.asarray(pixels, dtype=np.uint8)
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"corrupt takes a uint8 [H, W, 3] RGB image, not shape {list(pixels.shape)}")
     return np.uint8(FUNCTIONS[corruption](pixels, severity))
