@@ -321,6 +321,12 @@ def test_wrong_layouts_are_one_line_errors(published_root, tmp_path, monkeypatch
     # A severity folder short of images.
     one_line_error(run(*base, "--data", f"imagenet-c={published_root}", "--data-option", "imagenet-c.corruptions=fog",
                        "--data-option", "imagenet-c.per_class=3"), "fewer than 3 images")
+    # More images of a class than the published set has.
+    many = tmp_path / "many"
+    for i in range(PER_CLASS + 1):
+        imagenet_fixtures._jpeg(many / "fog" / "1" / SYNSETS[0] / f"{i}.JPEG", np.random.default_rng(i))
+    one_line_error(run(*base, "--data", f"imagenet-c={many}", "--data-option", "imagenet-c.corruptions=fog",
+                       "--data-option", "imagenet-c.severities=1", "--allow-partial"), "more than the published")
     # An option of the other mode.
     one_line_error(run(*base, "--data", f"imagenet-c={published_root}", "--data-option", "imagenet-c.build_workers=2"),
                    "build_workers", "does not apply")

@@ -595,6 +595,10 @@ def load_published(request: rbench.DataRequest, root: Path) -> rbench.Source:
         for path, i in listed:
             by_class.setdefault(i, []).append(path)
         short = sum(len(paths) < per_class for paths in by_class.values())
+        extra = [folders[i] for i, paths in by_class.items() if len(paths) > PUBLISHED_PER_CLASS]
+        if extra and "per_class" not in options:
+            raise rbench.DataError(f"{folder / extra[0]} has more than the published {PUBLISHED_PER_CLASS} images of its "
+                                   "class; point --data imagenet-c=PATH at the published ImageNet-C folder")
         if len(folders) < CLASSES or short:
             problems.append(f"{folder} has {len(folders)} of {CLASSES} classes, {short} with fewer than {per_class} images")
         for i, paths in sorted(by_class.items()):
