@@ -82,7 +82,7 @@ def main() -> int:
     severities = [int(s) for s in args.severities.split(",")]
     print(f"imagenet-c build: {len(files)} val images (320-640 px, textured) in {val}")
     print(f"corruptions {corruptions.VERSION}; numpy {np.__version__}, torch {torch.__version__}, timm {timm.__version__}, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
 
     # 1. Each corruption alone, one core.
     import cv2
@@ -148,11 +148,21 @@ def main() -> int:
     print()
     print(f"model pass: {args.model} at {config['input_size'][1]} px, batch {args.batch_size}, {args.workers} loader workers, "
           f"torch threads {torch.get_num_threads()}, {len(samples)} made JPEGs")
+    x = torch.randn(args.batch_size, *config["input_size"])
+    steps = -(-len(samples) // args.batch_size)
+    with torch.inference_mode():
+        model(x)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model(x)
+        timings["model only"] = time.perf_counter() - t0
     for name, took in timings.items():
-        print(f"{name:<34}{len(samples) / took:>8.0f} img/s  ({took:.2f} s)")
+        n = steps * args.batch_size if name == "model only" else len(samples)
+        print(f"{name:<34}{n / took:>8.0f} img/s  ({took:.2f} s)")
     print(f"cold and warm logits identical: {'yes' if torch.equal(logits['cold'], logits['warm']) else 'NO'}")
     shutil.rmtree(cache_root, ignore_errors=True)
     shutil.rmtree(build_dir, ignore_errors=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"build_files_per_s_per_process={rates[args.processes] / args.processes:.1f} "
           f"build_files_per_s={rates[args.processes]:.1f} warm_img_per_s={len(samples) / timings['warm']:.0f}")
     return 0
