@@ -135,16 +135,13 @@ def glass_blur(pixels, severity):
     # Where each pixel's value comes from: the copies follow each other, so they are applied in
     # order to a map of source indices, and the pixels are gathered once at the end.
     source = list(range(height * width))
+    visited = [h * width + w for h in rows for w in cols]
     for _ in range(iterations):
         # One randint(-d, d, size=(2,)) per visit draws the same stream as all of them at once.
-        shifts = np.random.randint(-d, d, size=(visits, 2)).tolist()
-        k = 0
-        for h in rows:
-            row = h * width
-            for w in cols:
-                dx, dy = shifts[k]
-                k += 1
-                source[row + w] = source[(h + dy) * width + w + dx]
+        shifts = np.random.randint(-d, d, size=(visits, 2))
+        partners = (shifts[:, 1] * width + shifts[:, 0]).tolist()  # dy rows and dx columns away
+        for pixel, partner in zip(visited, partners):
+            source[pixel] = source[pixel + partner]
     x = x.reshape(height * width, 3)[np.asarray(source)].reshape(height, width, 3)
     return np.clip(gaussian(x / 255.0, sigma=sigma, channel_axis=-1), 0, 1) * 255
 
@@ -171,14 +168,14 @@ def _magick_motion_blur(gray_or_rgb: np.ndarray, radius: float, sigma: float, an
     py = width * np.cos(np.deg2rad(angle))
     norm = np.hypot(px, py)
     h, w_ = gray_or_rgb.shape[:2]
-    quanta = gray_or_rgb.astype(np.float64) * 257.0
-    rows = np.arange(h)[:, None]
-    cols = np.arange(w_)[None, :]
+    offsets = [(int(np.ceil(i * px / norm - 0.5)), int(np.ceil(i * py / norm - 0.5))) for i in range(width)]
+    pad = max(max(abs(oy), abs(ox)) for oy, ox in offsets)
+    # Edge pixels repeated outward: each tap is then a shifted view of the padded image.
+    spec = ((pad, pad), (pad, pad)) + ((0, 0),) * (gray_or_rgb.ndim - 2)
+    quanta = np.pad(gray_or_rgb.astype(np.float64) * 257.0, spec, mode="edge")
     acc = np.zeros(gray_or_rgb.shape, dtype=np.float64)
-    for i, weight in enumerate(weights):
-        ox = int(np.ceil(i * py / norm - 0.5))
-        oy = int(np.ceil(i * px / norm - 0.5))
-        acc += weight * quanta[np.clip(rows + oy, 0, h - 1), np.clip(cols + ox, 0, w_ - 1)]
+    for weight, (oy, ox) in zip(weights, offsets):
+        acc += weight * quanta[pad + oy:pad + oy + h, pad + ox:pad + ox + w_]
     quantum = np.where(acc <= 0, 0, np.where(acc >= 65535, 65535, np.floor(acc + 0.5)))
     return (quantum.astype(np.uint32) // 257).astype(np.uint8)
 
@@ -195,7 +192,10 @@ def _clipped_zoom(img: np.ndarray, factor: float) -> np.ndarray:
     h, w = img.shape[:2]
     ch, cw = int(np.ceil(h / factor)), int(np.ceil(w / factor))
     top, left = (h - ch) // 2, (w - cw) // 2
-    zoomed = ndimage_zoom(img[top:top + ch, left:left + cw], (factor, factor, 1), order=1)
+    crop = img[top:top + ch, left:left + cw]
+    # Channel by channel: the same values as zooming by (factor, factor, 1) (the third axis's
+    # weights are exactly 1 and 0), in half the time.
+    zoomed = np.stack([ndimage_zoom(crop[..., c], (factor, factor), order=1) for c in range(crop.shape[2])], axis=-1)
     trim_top, trim_left = (zoomed.shape[0] - h) // 2, (zoomed.shape[1] - w) // 2
     return zoomed[trim_top:trim_top + h, trim_left:trim_left + w]
 
