@@ -401,3 +401,16 @@ def test_native_results_have_no_alexnet_columns(val_root, tmp_path, monkeypatch)
     assert "mce" not in header and "relative_mce" not in header
     assert (tmp_path / "out" / "results-imagenet-c-native-severity.csv").exists()
     assert not (tmp_path / "out" / "results-imagenet-c.csv").exists()
+
+
+@needs_library
+def test_an_unreadable_val_image_does_not_stop_the_build(tmp_path, capsys):
+    good = tmp_path / "val" / SYNSETS[0] / "a.JPEG"
+    imagenet_fixtures._jpeg(good, np.random.default_rng(0))
+    bad = tmp_path / "val" / SYNSETS[0] / "b.JPEG"
+    bad.write_bytes(good.read_bytes()[:100])  # truncated
+    chosen = [(str(good), f"{SYNSETS[0]}/a.JPEG"), (str(bad), f"{SYNSETS[0]}/b.JPEG")]
+    assert imagenet_c.build(tmp_path / "made", chosen, [("fog", 1), ("contrast", 2)], workers=1) == 2
+    assert "1 val image(s) could not be read" in capsys.readouterr().err
+    assert (tmp_path / "made" / "fog" / "1" / SYNSETS[0] / "a.JPEG").is_file()
+    assert not (tmp_path / "made" / "fog" / "1" / SYNSETS[0] / "b.JPEG").exists()

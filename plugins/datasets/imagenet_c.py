@@ -184,15 +184,19 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _build_image(task: tuple[str, str, list[tuple[str, int, str]]]) -> int:
     """One val image under every `(corruption, severity, target)` of `task`; returns how many
-    files it wrote. Runs in the build's worker processes."""
+    files it wrote (none for an unreadable val image, which the models' passes then count as
+    unreadable, as they would the val file). Runs in the build's worker processes."""
     import numpy as np
     from PIL import Image
 
     from . import corruptions
 
     source_path, key, targets = task
-    with Image.open(source_path) as image:
-        pixels = np.asarray(prepare(image.convert("RGB")))
+    try:
+        with Image.open(source_path) as image:
+            pixels = np.asarray(prepare(image.convert("RGB")))
+    except (OSError, SyntaxError, ValueError):  # PIL's errors for unreadable, truncated or bad files
+        return 0
     for corruption, severity, target in targets:
         np.random.seed(corruption_seed(key, corruption, severity))
         _write_atomic(Path(target), encode_jpeg(corruptions.corrupt(pixels, corruption, severity)))
@@ -275,13 +279,16 @@ def build(root: Path, chosen: Sequence[tuple[str, str]], cells: Sequence[tuple[s
     keys = dict(chosen)
     tasks = [(path, keys[path], targets) for path, targets in todo.items()]
     total = sum(len(t[2]) for t in tasks)
+    made = failed = 0
     if total:
         bar = progress(total, f"imagenet-c: making {total:,} JPEGs in {root}")
         try:
             if workers <= 1 or len(tasks) == 1:
                 _worker_setup()
                 for task in tasks:
-                    bar.advance(_build_image(task))
+                    n = _build_image(task)
+                    made, failed = made + n, failed + (n == 0)
+                    bar.advance(len(task[2]))
             else:
                 import multiprocessing
                 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -291,17 +298,22 @@ def build(root: Path, chosen: Sequence[tuple[str, str]], cells: Sequence[tuple[s
                 context = multiprocessing.get_context("spawn")
                 with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_worker_setup) as pool:
                     queue = iter(tasks)
-                    running = {pool.submit(_build_image, t) for t in _take(queue, 4 * workers)}
+                    running = {pool.submit(_build_image, t): t for t in _take(queue, 4 * workers)}
                     while running:
-                        finished, running = wait(running, return_when=FIRST_COMPLETED)
+                        finished, _ = wait(running, return_when=FIRST_COMPLETED)
                         for future in finished:
-                            bar.advance(future.result())
-                        running |= {pool.submit(_build_image, t) for t in _take(queue, len(finished))}
+                            n = future.result()
+                            made, failed = made + n, failed + (n == 0)
+                            bar.advance(len(running.pop(future)[2]))
+                        running.update({pool.submit(_build_image, t): t for t in _take(queue, len(finished))})
         finally:
             bar.close()
+        if failed:
+            print(f"imagenet-c: {failed:,} val image(s) could not be read; "
+                  "their ImageNet-C files are counted as unreadable", file=sys.stderr)
     for folder, marker in done_cells:
         _write_atomic(marker, f"{len(chosen)}\n".encode())
-    return total
+    return made
 
 
 def _take(items, n: int) -> list:
