@@ -414,3 +414,22 @@ def test_an_unreadable_val_image_does_not_stop_the_build(tmp_path, capsys):
     assert "1 val image(s) could not be read" in capsys.readouterr().err
     assert (tmp_path / "made" / "fog" / "1" / SYNSETS[0] / "a.JPEG").is_file()
     assert not (tmp_path / "made" / "fog" / "1" / SYNSETS[0] / "b.JPEG").exists()
+
+
+def test_build_progress_is_a_bar_on_a_terminal_and_lines_otherwise():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen, log = Terminal(), io.StringIO()
+    for stream in (screen, log):
+        progress = imagenet_c.BuildProgress(4, "imagenet-c: making 4 JPEGs", stream=stream)
+        progress.advance(1)
+        progress.advance(3)
+        progress.close()
+    assert "\x1b[" in screen.getvalue()  # drawn with terminal control codes
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("imagenet-c: making 4 JPEGs: 0/4 files (0%)")
+    assert lines[-1].startswith("imagenet-c: making 4 JPEGs: 4/4 files (100%)") and "\x1b[" not in log.getvalue()
