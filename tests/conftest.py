@@ -58,3 +58,30 @@ def make_distribution(site: Path, name: str, entry_points: dict[str, dict[str, s
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
     for module, code in modules.items():
         (site / f"{module}.py").write_text(textwrap.dedent(code))
+
+
+def predictions_of(logits, labels, indices=None, view=None):
+    """The `rbench.Predictions` a metric or a view's score gets for these logits, made as rbench
+    makes them: the logits reduced by the predictions reducer, then selected for the view.
+
+    `indices` are the samples' indices in a source of `max(indices) + 1` samples (default
+    0..n-1); `labels` an int or a tuple of acceptable classes per row.
+    """
+    import torch
+
+    from rbench import Source, ViewSpec
+    from rbench.predictions import Reducer, view_predictions
+
+    indices = list(range(len(labels))) if indices is None else list(indices)
+    sets = any(isinstance(label, tuple) for label in labels)
+    n = max(indices) + 1
+    by_index = dict(zip(indices, labels))
+    samples = [(f"img{i}", 0 if sets or i not in by_index else int(by_index[i])) for i in range(n)]
+    view = view or ViewSpec(name="v")
+    view = ViewSpec(name=view.name, samples=indices, labels=list(labels) if sets else None, classes=view.classes)
+    source = Source(name="s", root=Path("."), samples=samples, views=[view])
+    reducer = Reducer(source)
+    full = torch.zeros(n, logits.shape[1])
+    full[torch.as_tensor(indices)] = torch.as_tensor(logits).float()
+    reducer.add(full, torch.arange(n), torch.ones(n, dtype=torch.bool))
+    return view_predictions(reducer.frame(), source, view)

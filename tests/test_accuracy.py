@@ -8,23 +8,15 @@ import random
 import pytest
 import torch
 
-from rbench import Source, ViewSpec
+from rbench import ViewSpec
 from rbench.plugins.metrics.accuracy import compute as compute_stored
-from rbench.predictions import Reducer, view_predictions
+
+from .conftest import predictions_of
 
 
 def compute(logits, labels, view: ViewSpec):
     """The metric as rbench runs it: logits reduced to stored predictions, then scored."""
-    sets = any(isinstance(label, tuple) for label in labels)
-    samples = [(f"img{i}", 0 if sets else label) for i, label in enumerate(labels)]
-    if sets:
-        view = ViewSpec(name=view.name, labels=labels, classes=view.classes)
-    source = Source(name="s", root=".", samples=samples, views=[view])
-    reducer = Reducer(source)
-    for start in range(0, len(labels), 64):  # in batches, as a pass does
-        idx = torch.arange(start, min(start + 64, len(labels)))
-        reducer.add(logits[idx], idx, torch.ones(len(idx), dtype=torch.bool))
-    return compute_stored(view_predictions(reducer.frame(), source, view), view)
+    return compute_stored(predictions_of(logits, labels, view=view), view)
 
 
 def brute_force(logits, labels, classes=None):

@@ -39,7 +39,9 @@ def test_every_builtin_and_the_example_data_set_declares_its_options():
     assert {s.name for s in builtin} >= {"synthetic", "imagefolder", "imagenet", "imagenet-c", "sketch"}
     assert all(spec.options is not None for spec in builtin), [s.name for s in builtin if s.options is None]
     assert set(registry.datasets["imagenet"].options) == {"labels"}
-    assert set(registry.datasets["imagenet-c"].options) == {"per_class", "corruptions", "severities"}
+    assert set(registry.datasets["imagenet-c"].options) == {"per_class", "corruptions", "severities", "val",
+                                                            "build_dir", "build_workers"}
+    assert set(registry.datasets["imagenet-c-native"].options) == {"per_class", "corruptions", "severities"}
     assert set(registry.datasets["imagefolder"].options) == {"class_map"}
     assert registry.datasets["synthetic"].options == {}
     spec = importlib.util.spec_from_file_location("example_plugin_source", EXAMPLE)
@@ -54,7 +56,8 @@ def test_every_builtin_and_the_example_data_set_declares_its_options():
     ("imagenet.lables=x.csv",
      "unknown --data-option imagenet.lables (did you mean imagenet.labels?); it takes imagenet.labels"),
     ("imagenet-c.severity=3", "unknown --data-option imagenet-c.severity (did you mean imagenet-c.severities?); "
-                              "it takes imagenet-c.per_class, imagenet-c.corruptions, imagenet-c.severities"),
+                              "it takes imagenet-c.per_class, imagenet-c.corruptions, imagenet-c.severities, "
+                              "imagenet-c.val, imagenet-c.build_dir, imagenet-c.build_workers"),
 ])
 def test_an_unknown_data_option_is_one_line_naming_the_accepted_keys(option, expected, tmp_path):
     name = option.split(".")[0]

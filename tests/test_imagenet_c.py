@@ -1,4 +1,5 @@
-"""imagenet-c: the corruptions themselves, and the scores against an independent oracle loop."""
+"""imagenet-c: the made JPEGs, the published folder, the native view, and their scores against
+independent oracle loops."""
 
 from __future__ import annotations
 
@@ -17,46 +18,81 @@ from timm.data import create_transform, resolve_data_config
 from rbench.cli import main
 from rbench.plugins.datasets import imagenet_c
 
+from .conftest import predictions_of
+
 from . import imagenet_fixtures
 
-needs_library = pytest.mark.skipif(importlib.util.find_spec("corrupt_tta") is None,
+needs_library = pytest.mark.skipif(importlib.util.find_spec("skimage") is None or importlib.util.find_spec("cv2") is None,
                                    reason="the corruptions extra is not installed")
 
 IMG_SIZE = 48
 SYNSETS = imagenet_fixtures.info_lines("imagenet_synsets.txt")
-CLASSES = list(range(0, 1000, 50))  # 20 classes
+CLASSES = list(range(0, 1000, 100))  # 10 classes
 PER_CLASS = 2
-# impulse_noise is left out of the oracle: the library draws it from an unseeded generator,
-# which rbench seeds (see imagenet_c.corrupt_function); the unit test covers it.
-CORRUPTIONS = ["gaussian_noise", "glass_blur", "contrast"]
-SEVERITIES = [1, 5]
-FAKE_ALEXNET = {c: 0.5 + 0.02 * i for i, c in enumerate(imagenet_c.CORRUPTIONS)}
+CORRUPTIONS = ["gaussian_noise", "contrast"]
+SEVERITIES = [2, 4]
+# Stand-ins for AlexNet's errors, so that the scores are far from any published constant and a
+# mix-up of severities shows; the oracle below uses the same ones.
+FAKE_ALEXNET = {c: tuple(0.4 + 0.01 * i + 0.1 * s for s in range(5)) for i, c in enumerate(imagenet_c.CORRUPTIONS)}
 FAKE_ALEXNET_CLEAN = 0.3
 
 
-@needs_library
-@pytest.mark.parametrize("corruption", imagenet_c.CORRUPTIONS)
-def test_each_corruption_changes_the_image_deterministically(corruption):
-    rng = np.random.default_rng(1)
-    image = Image.fromarray(np.clip(rng.normal(128, 40, size=(40, 36, 3)), 0, 255).astype(np.uint8))
-    for severity in imagenet_c.SEVERITIES:
-        first = imagenet_c.apply_corruption(image, corruption, severity, seed=123)
-        again = imagenet_c.apply_corruption(image, corruption, severity, seed=123)
-        assert first.shape == (40, 36, 3) and first.dtype == np.uint8
-        assert np.array_equal(first, again), (corruption, severity)
-        assert not np.array_equal(first, np.asarray(image)), (corruption, severity)
+def run(*args):
+    return CliRunner().invoke(main, ["run", *args])
 
 
-def test_seed_depends_on_image_corruption_and_severity():
-    seeds = {imagenet_c.corruption_seed(k, c, s) for k in ("a/1.JPEG", "a/2.JPEG") for c in CORRUPTIONS for s in (1, 2)}
-    assert len(seeds) == 2 * len(CORRUPTIONS) * 2
+def read_row(path: Path) -> dict[str, str]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1
+    return rows[0]
 
 
-# --- the oracle ------------------------------------------------------------------------------
+# --- mCE, by hand ------------------------------------------------------------------------------
+
+def test_mce_with_a_severity_subset_uses_per_severity_alexnet_errors():
+    """Clean 3/4 right, fog-2 2/4, fog-4 1/4, snow-1 0/4. AlexNet's published errors at those
+    severities (fog 2: 0.76050, fog 4: 0.87260, snow 1: 0.71726; clean 0.43478) give, by hand:
+    CE_fog = (0.50 + 0.75) / (0.76050 + 0.87260), CE_snow = 1.00 / 0.71726,
+    rel_fog = (0.25 + 0.50) / (0.32572 + 0.43782), rel_snow = 0.75 / 0.28248."""
+    cells = [("fog", 2), ("fog", 4), ("snow", 1)]
+    scorer = imagenet_c.CorruptionScorer([0, 4, 8, 12, 16], cells)
+    right = [1, 1, 1, 0] + [1, 1, 0, 0] + [1, 0, 0, 0] + [0, 0, 0, 0]
+    labels = [3] * 16
+    logits = torch.zeros(16, 10)
+    for i, ok in enumerate(right):
+        logits[i, 3 if ok else 7] = 1.0
+    result = scorer(predictions_of(logits, labels, list(range(16))))
+    ce_fog, ce_snow = 1.25 / 1.63310, 1.0 / 0.71726
+    rel_fog, rel_snow = 0.75 / 0.76354, 0.75 / 0.28248
+    assert result["mce"] == pytest.approx(100 * (ce_fog + ce_snow) / 2, abs=1e-9)
+    assert result["relative_mce"] == pytest.approx(100 * (rel_fog + rel_snow) / 2, abs=1e-9)
+    # Not the five-severity means (fog 0.819324, snow 0.866816), which would give another number.
+    assert abs(result["mce"] - 100 * (1.25 / 2 / 0.819324 + 1.0 / 0.866816) / 2) > 1
+    assert result["clean_top1"] == 75.0 and result["fog_2"] == 50.0 and result["fog"] == 37.5
+    assert result["top1"] == pytest.approx(100 * 3 / 12)
+    # Unreadable samples left out: the blocks are found from the sample indices.
+    part = scorer(predictions_of(logits[[0, 1, 4, 9, 12]], [3] * 5, [0, 1, 4, 9, 12]))
+    assert part["clean_top1"] == 100.0 and part["fog_2"] == 100.0 and part["fog_4"] == 0.0
+
+
+def test_all_five_severities_give_the_published_mean_normaliser():
+    """With all five severities, CE is the mean error over AlexNet's published mean."""
+    cells = [("frost", s) for s in imagenet_c.SEVERITIES]
+    scorer = imagenet_c.CorruptionScorer([0, 0, 2, 4, 6, 8, 10], cells)
+    logits = torch.zeros(10, 4)
+    logits[[0, 2, 4], 1] = 1.0  # 3 of 10 right: error 0.7
+    logits[[1, 3, 5, 6, 7, 8, 9], 2] = 1.0
+    result = scorer(predictions_of(logits, [1] * 10, list(range(10))))
+    assert result["mce"] == pytest.approx(100 * 0.7 / 0.826572, abs=1e-9)
+    assert result["relative_mce"] != result["relative_mce"]  # no clean images: NaN, written empty
+
+
+# --- fixtures ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def val_root(tmp_path_factory):
-    """20 wnid folders of 3 small JPEGs each (rbench takes the first PER_CLASS of each)."""
+    """10 wnid folders of 3 small real JPEGs each (rbench takes the first PER_CLASS of each)."""
     root = tmp_path_factory.mktemp("imagenet-c") / "imagenet" / "val"
     rng = np.random.default_rng(3)
     for c in CLASSES:
@@ -72,151 +108,330 @@ def model_file(tmp_path_factory):
     return imagenet_fixtures.pinned_head_model(11, CLASSES, path), path
 
 
-def oracle_pixels(f: Path, crop, corrupt=None, corruption: str | None = None, severity: int | None = None):
-    """`f` resized and cropped by timm's transform steps `crop`, then, for a corruption, given to
-    `corrupt` with numpy's global seed set from the file's key, corruption and severity: the
-    plugin's promised seeding, written out here."""
-    img = Image.open(f).convert("RGB")
-    for t in crop:
-        img = t(img)
-    if corruption is None:
-        return img
+@pytest.fixture
+def fake_alexnet(monkeypatch):
+    monkeypatch.setattr(imagenet_c, "CLASSES", len(CLASSES))  # the fixtures are complete sets
+    monkeypatch.setattr(imagenet_c, "ALEXNET_ERR_BY_SEVERITY", FAKE_ALEXNET)
+    monkeypatch.setattr(imagenet_c, "ALEXNET_CLEAN_ERR", FAKE_ALEXNET_CLEAN)
+
+
+def chosen_files(root: Path) -> list[Path]:
+    return [f for c in CLASSES for f in sorted((root / SYNSETS[c]).glob("*.JPEG"))[:PER_CLASS]]
+
+
+def oracle_jpeg(f: Path, corruption: str, severity: int) -> bytes:
+    """The published protocol written out: torchvision's Resize(256) + CenterCrop(224), numpy's
+    global seed from the image's key, corruption and severity, `corrupt`, Pillow JPEG 85."""
+    import io
+
+    from torchvision import transforms
+
+    image = transforms.CenterCrop(224)(transforms.Resize(256)(Image.open(f).convert("RGB")))
     key = f"{f.parent.name}/{f.name}"
     np.random.seed(int.from_bytes(hashlib.sha256(f"{key}\0{corruption}\0{severity}".encode()).digest()[:4], "little"))
-    return np.uint8(np.clip(corrupt(np.asarray(img), severity=severity, corruption_name=corruption), 0, 255))
+    buffer = io.BytesIO()
+    Image.fromarray(imagenet_c.corrupt(np.asarray(image), corruption, severity)).save(
+        buffer, format="JPEG", quality=85, optimize=True)
+    return buffer.getvalue()
 
 
-def oracle(model, root: Path) -> dict[str, float]:
-    """Top-1 per corruption and severity, per corruption, mCE and relative mCE, computed here:
-    crop with timm's transform, corrupt with the library, score one image at a time."""
-    from corrupt_tta import corrupt
-
+def predict_files(model, files: list[Path]) -> dict[Path, int]:
+    """Top-1 of each image file through timm's eval transform at IMG_SIZE (PIL decode, timm's
+    own transform, normalised on the CPU)."""
     config = resolve_data_config({"img_size": IMG_SIZE}, model=model, use_test_size=True)
-    steps = create_transform(**config, is_training=False).transforms
-    crop = [t for t in steps if "ToTensor" not in type(t).__name__ and "Normalize" not in type(t).__name__]
-    finish = [t for t in steps if t not in crop]
-    files = [f for c in CLASSES for f in sorted((root / SYNSETS[c]).glob("*.JPEG"))[:PER_CLASS]]
+    transform = create_transform(**config, is_training=False)
+    files = list(dict.fromkeys(files))
+    x = torch.stack([transform(Image.open(f).convert("RGB")) for f in files])
+    with torch.no_grad():
+        top = torch.cat([model(x[i:i + 64]).argmax(dim=1) for i in range(0, len(files), 64)])
+    return dict(zip(files, top.tolist()))
 
-    def predict(pixels) -> int:
-        x = pixels
-        for t in finish:
-            x = t(x)
-        with torch.no_grad():
-            return int(model(x[None]).argmax())
 
-    def top1(corruption=None, severity=None) -> float:
-        right = 0
-        for f in files:
-            img = oracle_pixels(f, crop, corrupt, corruption, severity)
-            right += predict(img) == SYNSETS.index(f.parent.name)
-        return 100 * right / len(files)
+def oracle_scores(model, clean: list[tuple[Path, int]] | None, blocks: dict[tuple[str, int], list[tuple[Path, int]]]):
+    """Top-1 per block, per corruption, mCE and relative mCE (sum over severities of the errors
+    over the sum of the stand-in AlexNet errors at those severities), computed here."""
+    predicted = predict_files(model, [f for block in [clean or [], *blocks.values()] for f, _ in block])
 
-    clean = top1()
-    result = {"clean": clean}
+    def top1(files) -> float:
+        return 100 * sum(predicted[f] == label for f, label in files) / len(files)
+
+    result = {}
+    clean_err = None
+    if clean is not None:
+        result["clean_top1"] = top1(clean)
+        clean_err = 1 - result["clean_top1"] / 100
     ce, rel = [], []
-    for c in CORRUPTIONS:
-        accs = [top1(c, s) for s in SEVERITIES]
-        for s, a in zip(SEVERITIES, accs):
+    corrupted = []
+    for c in dict.fromkeys(c for c, _ in blocks):
+        severities = [s for cc, s in blocks if cc == c]
+        accs = [top1(blocks[c, s]) for s in severities]
+        for s, a in zip(severities, accs):
             result[f"{c}_{s}"] = a
+            corrupted.extend(blocks[c, s])
         result[c] = sum(accs) / len(accs)
-        errs = [100 - a for a in accs]
-        alex = [100 * FAKE_ALEXNET[c]] * len(SEVERITIES)  # the published values are severity means
+        errs = [1 - a / 100 for a in accs]
+        alex = [FAKE_ALEXNET[c][s - 1] for s in severities]
         ce.append(sum(errs) / sum(alex))
-        rel.append(sum(e - (100 - clean) for e in errs) / sum(a - 100 * FAKE_ALEXNET_CLEAN for a in alex))
+        if clean_err is not None:
+            rel.append(sum(e - clean_err for e in errs) / sum(a - FAKE_ALEXNET_CLEAN for a in alex))
     result["mce"] = 100 * sum(ce) / len(ce)
-    result["relative_mce"] = 100 * sum(rel) / len(rel)
-    result["top1"] = sum(result[f"{c}_{s}"] for c in CORRUPTIONS for s in SEVERITIES) / (len(CORRUPTIONS) * len(SEVERITIES))
+    if rel:
+        result["relative_mce"] = 100 * sum(rel) / len(rel)
+    result["top1"] = top1(corrupted)
     return result
 
 
-def run(*args):
-    return CliRunner().invoke(main, ["run", *args])
-
-
-def read_row(path: Path) -> dict[str, str]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 1
-    return rows[0]
-
+# --- made from val -------------------------------------------------------------------------
 
 @needs_library
-def test_scores_match_an_independent_loop(val_root, model_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(imagenet_c, "CLASSES", len(CLASSES))  # the fixture is the complete set
-    monkeypatch.setattr(imagenet_c, "ALEXNET_ERR", FAKE_ALEXNET)
-    monkeypatch.setattr(imagenet_c, "ALEXNET_CLEAN_ERR", FAKE_ALEXNET_CLEAN)
+def test_made_from_val_files_and_scores_match_independent_loops(val_root, model_file, tmp_path, fake_alexnet):
+    """Two models' worth of runs: the first makes the JPEGs (2 processes), the second reads them;
+    every file is the oracle's bytes, and the scores are the oracle's."""
     model, weights = model_file
-    out = tmp_path / "out"
-    result = run("-m", "test_byobnet", "--weights", str(weights), "--data", f"imagenet-c={val_root}",
-                 "--data", f"imagenet={val_root}", "--allow-partial", "-d", "imagenet,imagenet-c",
-                 "--data-option", f"imagenet-c.per_class={PER_CLASS}",
-                 "--data-option", f"imagenet-c.corruptions={','.join(CORRUPTIONS)}",
-                 "--data-option", f"imagenet-c.severities={','.join(map(str, SEVERITIES))}",
-                 "-b", "cpu", "--bench", "validate", "--img-size", str(IMG_SIZE), "--batch-size", "32",
-                 "--workers", "0", "--out", str(out))
+    build_dir = tmp_path / "made"
+    args = ["-m", "test_byobnet", "--weights", str(weights), "--data", f"imagenet-c={val_root}",
+            "--data", f"imagenet={val_root}", "--allow-partial", "-d", "imagenet,imagenet-c",
+            "--data-option", f"imagenet-c.per_class={PER_CLASS}",
+            "--data-option", f"imagenet-c.corruptions={','.join(CORRUPTIONS)}",
+            "--data-option", f"imagenet-c.severities={','.join(map(str, SEVERITIES))}",
+            "--data-option", f"imagenet-c.build_dir={build_dir}", "--data-option", "imagenet-c.build_workers=2",
+            "-b", "cpu", "--bench", "validate", "--img-size", str(IMG_SIZE), "--batch-size", "32", "--workers", "0"]
+    result = run(*args, "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     n = len(CLASSES) * PER_CLASS
-    assert f"{n} images x 3 corruptions x 2 severities + {n} clean = {n * 7} images per model" in result.output
+    cells = [(c, s) for c in CORRUPTIONS for s in SEVERITIES]
+    assert f"imagenet-c: making {n * len(cells)} JPEGs" in result.output  # the line progress (not a terminal)
+    assert f"{n} images x {len(cells)} corruption-severities + {n} clean = {n * (1 + len(cells))} images per model" in result.output
 
-    expected = oracle(model, val_root)
-    assert 0 < expected["clean"] < 100 and expected["mce"] > 0
-    main_file = out / "results-imagenet-c.csv"
+    (folder,) = [p for p in build_dir.iterdir() if p.is_dir()]
+    files = chosen_files(val_root)
+    for c, s in cells:
+        assert (folder / c / str(s) / ".complete").read_text().strip() == str(n)
+        for f in files:
+            made = folder / c / str(s) / f.parent.name / f.name
+            assert made.read_bytes() == oracle_jpeg(f, c, s), made
+    assert not list(folder.rglob("*.tmp"))
+
+    labels = {f: SYNSETS.index(f.parent.name) for f in files}
+    expected = oracle_scores(model, [(f, labels[f]) for f in files],
+                             {(c, s): [(folder / c / str(s) / f.parent.name / f.name, labels[f]) for f in files]
+                              for c, s in cells})
+    assert 0 < expected["clean_top1"] < 100 and expected["mce"] > 0
+    main_file = tmp_path / "out" / "results-imagenet-c.csv"
     header = main_file.read_text().splitlines()[0].split(",")
-    assert header == ["model", "img_size", "top1", "top1_err", "top5", "top5_err", "mce", "relative_mce",
-                      "param_count", "crop_pct", "interpolation", *CORRUPTIONS, "top1_diff", "top5_diff", "rank_diff"]
+    assert header[:11] == ["model", "img_size", "top1", "top1_err", "top5", "top5_err", "mce", "relative_mce",
+                           "param_count", "crop_pct", "interpolation"]
+    assert header[11:13] == CORRUPTIONS
     row = read_row(main_file)
     for column in ("top1", "mce", "relative_mce", *CORRUPTIONS):
         assert row[column] == f"{expected[column]:.3f}", column
-    assert row["img_size"] == str(IMG_SIZE)
-    base = read_row(out / "results-imagenet.csv")
-    assert row["top1_diff"] == f"{round(expected['top1'], 3) - float(base['top1']):+.3f}"
+    severity = read_row(tmp_path / "out" / "results-imagenet-c-severity.csv")
+    assert severity["clean_top1"] == f"{expected['clean_top1']:.3f}"
+    for c, s in cells:
+        assert severity[f"{c}_{s}"] == f"{expected[f'{c}_{s}']:.3f}", (c, s)
 
-    severity = read_row(out / "results-imagenet-c-severity.csv")
-    assert severity["clean_top1"] == f"{expected['clean']:.3f}"
-    for c in CORRUPTIONS:
-        for s in SEVERITIES:
-            assert severity[f"{c}_{s}"] == f"{expected[f'{c}_{s}']:.3f}", (c, s)
+    # Another run (another model, another geometry) reads the same files: nothing is made.
+    again = run(*args, "--img-size", "40", "--out", str(tmp_path / "out2"))
+    assert again.exit_code == 0, again.output
+    assert "making" not in again.output and "made now" not in again.output
+
+
+@needs_library
+def test_build_resumes_and_makes_only_the_missing_files(val_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(imagenet_c, "CLASSES", len(CLASSES))
+    files = chosen_files(val_root)
+    chosen = [(str(f), f"{f.parent.name}/{f.name}") for f in files]
+    cells = [("pixelate", 1), ("impulse_noise", 3)]
+    assert imagenet_c.build(tmp_path, chosen, cells, workers=1) == len(files) * 2
+    victim = tmp_path / "pixelate" / "1" / files[3].parent.name / files[3].name
+    victim.unlink()
+    (tmp_path / "pixelate" / "1" / ".complete").unlink()  # as a build stopped halfway leaves it
+    assert imagenet_c.build(tmp_path, chosen, cells, workers=1) == 1
+    assert victim.read_bytes() == oracle_jpeg(files[3], "pixelate", 1)
+    assert imagenet_c.build(tmp_path, chosen, cells, workers=1) == 0
+
+
+# --- the published folder ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def published_root(tmp_path_factory):
+    """A miniature of the published layout: <corruption>/<severity>/<wnid>/*.JPEG for 2
+    corruptions x 2 severities, 10 classes x 2 images (the archives' group folders above)."""
+    root = tmp_path_factory.mktemp("published") / "imagenet-c"
+    rng = np.random.default_rng(8)
+    for group, c in (("noise", "shot_noise"), ("weather", "fog")):
+        for s in (1, 3):
+            for k in CLASSES:
+                for i in range(PER_CLASS):
+                    imagenet_fixtures._jpeg(root / group / c / str(s) / SYNSETS[k] / f"ILSVRC2012_val_{k * 10 + i + 1:08d}.JPEG", rng)
+    return root
+
+
+def test_published_folder_is_read_and_scored(published_root, val_root, model_file, tmp_path, fake_alexnet, monkeypatch):
+    monkeypatch.setattr(imagenet_c, "PUBLISHED_PER_CLASS", PER_CLASS)
+    model, weights = model_file
+    result = run("-m", "test_byobnet", "--weights", str(weights), "--data", f"imagenet-c={published_root}",
+                 "-d", "imagenet-c", "--data-option", "imagenet-c.corruptions=shot_noise,fog",
+                 "--data-option", "imagenet-c.severities=1,3", "--data-option", f"imagenet-c.val={val_root}",
+                 "--allow-partial", "-b", "cpu", "--bench", "validate", "--img-size", str(IMG_SIZE),
+                 "--workers", "0", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    blocks = {}
+    for group, c in (("noise", "shot_noise"), ("weather", "fog")):
+        for s in (1, 3):
+            blocks[c, s] = [(f, SYNSETS.index(f.parent.name))
+                            for k in CLASSES for f in sorted((published_root / group / c / str(s) / SYNSETS[k]).glob("*.JPEG"))]
+    clean = [(f, SYNSETS.index(f.parent.name)) for f in chosen_files(val_root)]
+    expected = oracle_scores(model, clean, blocks)
+    row = read_row(tmp_path / "out" / "results-imagenet-c.csv")
+    for column in ("top1", "mce", "relative_mce", "shot_noise", "fog"):
+        assert row[column] == f"{expected[column]:.3f}", column
+    severity = read_row(tmp_path / "out" / "results-imagenet-c-severity.csv")
+    for key in blocks:
+        assert severity[f"{key[0]}_{key[1]}"] == f"{expected[f'{key[0]}_{key[1]}']:.3f}"
+
+
+def one_line_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_wrong_layouts_are_one_line_errors(published_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(imagenet_c, "CLASSES", len(CLASSES))
+    monkeypatch.setattr(imagenet_c, "PUBLISHED_PER_CLASS", PER_CLASS)
+    base = ["-m", "test_byobnet", "--weights", "random", "-d", "imagenet-c", "--bench", "validate",
+            "--out", str(tmp_path / "out")]
+    # Neither wnid folders nor corruption folders.
+    odd = tmp_path / "odd"
+    imagenet_fixtures._jpeg(odd / "pictures" / "a.JPEG", np.random.default_rng(0))
+    one_line_error(run(*base, "--data", f"imagenet-c={odd}"), "'pictures'", "<corruption>/<severity>/<wnid>")
+    # Corruption folders with a class folder that is not a wnid.
+    bad = tmp_path / "bad"
+    imagenet_fixtures._jpeg(bad / "fog" / "1" / "cats" / "a.JPEG", np.random.default_rng(0))
+    one_line_error(run(*base, "--data", f"imagenet-c={bad}", "--data-option", "imagenet-c.corruptions=fog",
+                       "--data-option", "imagenet-c.severities=1"), "'cats'", "not an ImageNet class")
+    # Corruption folders mixed with something else.
+    mixed = tmp_path / "mixed"
+    imagenet_fixtures._jpeg(mixed / "fog" / "1" / SYNSETS[0] / "a.JPEG", np.random.default_rng(0))
+    (mixed / "extra").mkdir()
+    one_line_error(run(*base, "--data", f"imagenet-c={mixed}"), "mixes", "'extra'")
+    # The miniature has 2 of the 15 corruptions: without a subset or --allow-partial, refused.
+    one_line_error(run(*base, "--data", f"imagenet-c={published_root}"), "partial", "--allow-partial")
+    # A severity folder short of images.
+    one_line_error(run(*base, "--data", f"imagenet-c={published_root}", "--data-option", "imagenet-c.corruptions=fog",
+                       "--data-option", "imagenet-c.per_class=3"), "fewer than 3 images")
+    # More images of a class than the published set has.
+    many = tmp_path / "many"
+    for i in range(PER_CLASS + 1):
+        imagenet_fixtures._jpeg(many / "fog" / "1" / SYNSETS[0] / f"{i}.JPEG", np.random.default_rng(i))
+    one_line_error(run(*base, "--data", f"imagenet-c={many}", "--data-option", "imagenet-c.corruptions=fog",
+                       "--data-option", "imagenet-c.severities=1", "--allow-partial"), "more than the published")
+    # An option of the other mode.
+    one_line_error(run(*base, "--data", f"imagenet-c={published_root}", "--data-option", "imagenet-c.build_workers=2"),
+                   "build_workers", "does not apply")
 
 
 def test_missing_extra_is_a_one_line_error(val_root, tmp_path, monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "corrupt_tta" else real_find_spec(name, *a))
-    result = run("-m", "test_byobnet", "--weights", "random", "--data", f"imagenet-c={val_root}", "-d", "imagenet-c",
-                 "--bench", "validate", "--out", str(tmp_path / "out"))
-    assert result.exit_code == 2
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "pip install 'rbench[corruptions]'" in lines[0], result.output
+                        lambda name, *a: None if name == "cv2" else real_find_spec(name, *a))
+    for name in ("imagenet-c", "imagenet-c-native"):
+        result = run("-m", "test_byobnet", "--weights", "random", "--data", f"{name}={val_root}", "-d", name,
+                     "--bench", "validate", "--out", str(tmp_path / "out"))
+        one_line_error(result, "pip install 'rbench[corruptions]'")
 
 
-def test_wrong_option_is_a_one_line_error(val_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(imagenet_c, "check_library", lambda: None)
+def test_wrong_option_is_a_one_line_error(val_root, tmp_path):
     result = run("-m", "test_byobnet", "--weights", "random", "--data", f"imagenet-c={val_root}", "-d", "imagenet-c",
                  "--data-option", "imagenet-c.corruptions=fog,rain", "--bench", "validate", "--out", str(tmp_path / "o"))
-    assert result.exit_code == 2 and "choose from gaussian_noise" in result.output, result.output
+    one_line_error(result, "choose from gaussian_noise")
 
+
+# --- native --------------------------------------------------------------------------------
 
 @needs_library
-def test_loader_workers_give_the_oracle_pixels(val_root, model_file, monkeypatch):
-    """Every sample the loader makes (clean and corrupted, in two worker processes) is exactly
-    the oracle's crop-then-corrupt pixels."""
+def test_native_loader_workers_give_the_oracle_pixels(val_root, model_file, monkeypatch):
+    """Every sample the native loader makes (clean and corrupted, in two worker processes) is
+    the oracle's: timm's resize and crop at the model's size, then the corruption seeded from
+    the file's key."""
     from rbench import DataRequest
     from rbench.data import eval_data_config, make_loader
+    from rbench.plugins.datasets import corruptions
 
     monkeypatch.setattr(imagenet_c, "CLASSES", len(CLASSES))
     model, _ = model_file
-    source = imagenet_c.load(DataRequest(path=val_root, cache_dir=Path("."), options={
+    cells = [(c, s) for c in ("gaussian_noise", "impulse_noise", "frost") for s in (2, 4)]
+    source = imagenet_c.load_native(DataRequest(path=val_root, cache_dir=Path("."), options={
         "per_class": "1", "corruptions": "gaussian_noise,impulse_noise,frost", "severities": "2,4"}))
     config = eval_data_config(model, IMG_SIZE)
     loader = make_loader(source, config, batch_size=16, workers=2, pin_memory=False)
     got = torch.cat([pixels for pixels, _, ok in loader])
-    assert got.shape[0] == len(CLASSES) * (1 + 3 * 2)
+    assert got.shape[0] == len(CLASSES) * (1 + len(cells))
 
     crop = create_transform(**config, is_training=False).transforms[:-2]  # resize + centre crop
     files = [f for c in CLASSES for f in sorted((val_root / SYNSETS[c]).glob("*.JPEG"))[:1]]
     expected = []
-    for block in [(None, None)] + [(c, s) for c in ("gaussian_noise", "impulse_noise", "frost") for s in (2, 4)]:
+    for block in [None, *cells]:
         for f in files:
-            img = oracle_pixels(f, crop, imagenet_c.corrupt_function(), *block)
-            expected.append(torch.from_numpy(np.array(img, dtype=np.uint8)))
+            img = Image.open(f).convert("RGB")
+            for t in crop:
+                img = t(img)
+            pixels = np.asarray(img, dtype=np.uint8)
+            if block is not None:
+                key = f"{f.parent.name}/{f.name}"
+                seed = hashlib.sha256(f"{key}\0{block[0]}\0{block[1]}".encode()).digest()[:4]
+                np.random.seed(int.from_bytes(seed, "little"))
+                pixels = corruptions.corrupt_any_size(pixels, *block)
+            expected.append(torch.from_numpy(np.array(pixels)))
     assert torch.equal(got, torch.stack(expected))
+
+
+@needs_library
+def test_native_results_have_no_alexnet_columns(val_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(imagenet_c, "CLASSES", len(CLASSES))
+    result = run("-m", "test_vit", "--weights", "random", "--data", f"imagenet-c-native={val_root}",
+                 "-d", "imagenet-c-native", "--data-option", "imagenet-c-native.per_class=1",
+                 "--data-option", "imagenet-c-native.corruptions=brightness", "--data-option", "imagenet-c-native.severities=5",
+                 "-b", "cpu", "--bench", "validate", "--img-size", "32", "--workers", "0", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    header = (tmp_path / "out" / "results-imagenet-c-native.csv").read_text().splitlines()[0].split(",")
+    assert header[:11] == ["model", "img_size", "top1", "top1_err", "top5", "top5_err", "clean_top1", "param_count",
+                           "crop_pct", "interpolation", "brightness"]
+    assert "mce" not in header and "relative_mce" not in header
+    assert (tmp_path / "out" / "results-imagenet-c-native-severity.csv").exists()
+    assert not (tmp_path / "out" / "results-imagenet-c.csv").exists()
+
+
+@needs_library
+def test_an_unreadable_val_image_does_not_stop_the_build(tmp_path, capsys):
+    good = tmp_path / "val" / SYNSETS[0] / "a.JPEG"
+    imagenet_fixtures._jpeg(good, np.random.default_rng(0))
+    bad = tmp_path / "val" / SYNSETS[0] / "b.JPEG"
+    bad.write_bytes(good.read_bytes()[:100])  # truncated
+    chosen = [(str(good), f"{SYNSETS[0]}/a.JPEG"), (str(bad), f"{SYNSETS[0]}/b.JPEG")]
+    assert imagenet_c.build(tmp_path / "made", chosen, [("fog", 1), ("contrast", 2)], workers=1) == 2
+    assert "1 val image(s) could not be read" in capsys.readouterr().err
+    assert (tmp_path / "made" / "fog" / "1" / SYNSETS[0] / "a.JPEG").is_file()
+    assert not (tmp_path / "made" / "fog" / "1" / SYNSETS[0] / "b.JPEG").exists()
+
+
+def test_build_progress_is_a_bar_on_a_terminal_and_lines_otherwise():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen, log = Terminal(), io.StringIO()
+    for stream in (screen, log):
+        progress = imagenet_c.BuildProgress(4, "imagenet-c: making 4 JPEGs", stream=stream)
+        progress.advance(1)
+        progress.advance(3)
+        progress.close()
+    assert "\x1b[" in screen.getvalue()  # drawn with terminal control codes
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("imagenet-c: making 4 JPEGs: 0/4 files (0%)")
+    assert lines[-1].startswith("imagenet-c: making 4 JPEGs: 4/4 files (100%)") and "\x1b[" not in log.getvalue()
