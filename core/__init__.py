@@ -23,8 +23,13 @@ from .host import cpu_name
 from .paths import cache_dir, timm_info_file
 from .specs import (
     BackendSpec,
+    CellDone,
+    CellNote,
+    CellProgressed,
+    CellStarted,
     DataRequest,
     DatasetSpec,
+    Event,
     ExecutorSpec,
     Label,
     MetricSpec,
@@ -39,7 +44,12 @@ from .specs import (
 __all__ = [
     "BackendSpec",
     "Cell",
+    "CellDone",
+    "CellNote",
     "CellOutcome",
+    "CellProgressed",
+    "CellStarted",
+    "Event",
     "ExecutorSpec",
     "Grid",
     "DataError",

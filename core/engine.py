@@ -5,7 +5,8 @@
 caller as it arrives. Executors only decide where `run_cells` runs a `Job`; each finished cell
 is written to the store at once, so a run started again skips what is done.
 
-Events (dicts, one JSON line each from a subprocess worker), in the order a cell sends them:
+The events a cell sends are typed in `specs` (`CellStarted`, `CellProgressed`, `CellNote`,
+`CellDone`: dicts, one JSON line each from a subprocess worker), in the order a cell sends them:
 
     {"event": "start", "key": KEY}                              the cell began
     {"event": "progress", "key": KEY, "done": N, "total": M}    for its progress bar
@@ -28,6 +29,7 @@ from typing import Any
 from .cells import CELL_RUNNERS, Cell, CellFailure, Job, JobContext, job_digest, make_job, metadata_batch, \
     plan_cells, source_identity
 from .errors import RbenchError, one_line
+from .specs import Event
 from .store import Store
 
 STATUS_OK = "ok"
@@ -58,7 +60,7 @@ class Grid:
     base_job: Job
     cells: list[Cell]
     cell_timeout: float | None = None
-    on_event: Callable[[dict[str, Any]], None] = lambda event: None
+    on_event: Callable[[Event], None] = lambda event: None
     options: Mapping[str, Any] = field(default_factory=dict)
     registry: Any = None
 
@@ -75,7 +77,7 @@ class CellProgress:
     """What a cell runner tells the user while it runs: `progress(done, total)` for its bar,
     `progress.note(message)` for a line worth reading (a warning, a cache being built)."""
 
-    def __init__(self, key: str, on_event: Callable[[dict[str, Any]], None]):
+    def __init__(self, key: str, on_event: Callable[[Event], None]):
         self.key, self.on_event = key, on_event
 
     def __call__(self, done: int, total: int) -> None:
@@ -131,7 +133,7 @@ def _context(job: Job, registry) -> JobContext:
     return _CONTEXTS[key]
 
 
-def run_cells(job: Job, on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+def run_cells(job: Job, on_event: Callable[[Event], None] = lambda event: None,
               timeout: float | None = None, registry=None) -> Iterator[CellOutcome]:
     """Run a job's cells here, one by one; each record goes to the store the moment its cell
     ends, ok or failed. A failure of one cell never stops the others. `registry`: the plugins
@@ -163,9 +165,9 @@ def run_cells(job: Job, on_event: Callable[[dict[str, Any]], None] = lambda even
 
 
 def run_grid(plan, registry, *, force: bool = False, retry_failed: bool = False,
-             on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+             on_event: Callable[[Event], None] = lambda event: None,
              on_start: Callable[[list[Cell], int], None] = lambda todo, done: None,
-             on_record: Callable[[dict[str, Any]], None] = lambda record: None) -> None:
+             on_record: Callable[[Event], None] = lambda record: None) -> None:
     """Run the cells of `plan` that the store does not hold yet.
 
     `on_record(record)` gets every record of the grid: first those already held, then each new

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 Label = int | tuple[int, ...]
 """A class index, or a set of acceptable class indices (ImageNet-ReaL style)."""
@@ -306,3 +306,44 @@ class ExecutorSpec:
     name: str
     description: str
     execute: Callable[[Any], Any]
+
+
+# --- the events a running cell sends (one JSON line each from a subprocess worker) ----------
+
+class CellStarted(TypedDict):
+    """The cell `key` began."""
+
+    event: Literal["start"]
+    key: str
+
+
+class CellProgressed(TypedDict):
+    """The cell `key` has done `done` of `total` (images, or benchmark steps): for its bar."""
+
+    event: Literal["progress"]
+    key: str
+    done: int
+    total: int
+
+
+class CellNote(TypedDict):
+    """A line worth reading about the cell `key` (a cache being built, a warning); `key` is ""
+    for a note about the whole grid (a store in use, a record set aside)."""
+
+    event: Literal["note"]
+    key: str
+    message: str
+
+
+class CellDone(TypedDict):
+    """The cell `key` ended: `status` is `ok` or how it failed, `message` the whole error."""
+
+    event: Literal["done"]
+    key: str
+    status: str
+    message: str
+
+
+Event = CellStarted | CellProgressed | CellNote | CellDone
+"""What an executor passes to `Grid.on_event`, in this order for each cell: one start, any
+progress and notes, one done."""
