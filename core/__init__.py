@@ -34,6 +34,7 @@ from .specs import (
     ViewSpec,
     default_is_out_of_memory,
 )
+from . import statistics
 
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "natural_key",
     "one_line",
     "record_failure",
+    "statistics",
     "run_cells",
     "timm_info_file",
 ]

@@ -75,6 +75,29 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def correct(self, k: int):
+        """`(hit, scored)`, two boolean numpy arrays `[n]`: whether each sample's label (any of
+        a label set) is among the top `k`, and whether the sample can be scored at all (False
+        for an empty label set). The vectorised `hits`: `hits(k)[i]` is `hit[i]` where
+        `scored[i]`, else None."""
+        import numpy as np
+
+        top = np.asarray(self.topk)[:, :k]
+        n = len(self.labels)
+        if n == 0:
+            return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+        if not any(isinstance(label, (tuple, list, set, frozenset)) for label in self.labels):
+            labels = np.asarray(self.labels, dtype=np.int64)
+            return (top == labels[:, None]).any(axis=1), np.ones(n, dtype=bool)
+        sets = [tuple(label) if isinstance(label, (tuple, list, set, frozenset)) else (int(label),)
+                for label in self.labels]
+        width = max(1, max(len(s) for s in sets))
+        padded = np.full((n, width), -1, dtype=np.int64)
+        for i, s in enumerate(sets):
+            padded[i, :len(s)] = s
+        hit = (top[:, :, None] == padded[:, None, :]).any(axis=(1, 2))
+        return hit, (padded >= 0).any(axis=1)
+
     def hits(self, k: int) -> list[bool | None]:
         """Per sample: whether its label (any of a label set) is among the top `k`; None for
         an empty label set (a sample nobody can score)."""
