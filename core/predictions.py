@@ -271,14 +271,19 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
     position[frame["index"].to_numpy().astype(np.int64)] = np.arange(frame.height)
     rows = position[chosen]
     keep = (rows >= 0) & ok[np.clip(rows, 0, None)]
-    if labels is not None:
+    if labels is not None and not keep.all():
         labels = [label for label, k in zip(labels, keep) if k]
     rows, chosen = rows[keep], chosen[keep]
     if labels is None:
         labels = frame["label"].to_numpy()[rows].tolist()
     restriction = _restriction_of(source, view)
     prefix = f"{restriction}/" if restriction else ""
-    picked = frame[rows.tolist()] if len(rows) else frame.clear()
+    # Only the view's columns, and no gather at all when the view is the whole file in order.
+    needed = frame.select([prefix + field for field in FIELDS])
+    if len(rows) == frame.height and np.array_equal(rows, np.arange(frame.height)):
+        picked = needed
+    else:
+        picked = needed[rows] if len(rows) else needed.clear()
 
     def column(field: str):
         series = picked[prefix + field]
@@ -291,8 +296,12 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
     label_logp = column("label_logp")
     if view.labels is not None:  # known only where the view's label is the source's own
         source_labels = frame["label"].to_numpy()[rows]
-        same = np.array([not isinstance(a, (tuple, list, set, frozenset)) and int(a) == int(b)
-                         for a, b in zip(labels, source_labels)], dtype=bool)
+        is_set = np.fromiter((isinstance(a, (tuple, list, set, frozenset)) for a in labels), dtype=bool,
+                             count=len(labels))
+        if is_set.all():
+            same = np.zeros(len(labels), dtype=bool)
+        else:
+            same = np.array([not s and int(a) == int(b) for a, b, s in zip(labels, source_labels, is_set)], dtype=bool)
         label_logp = np.where(same, label_logp, np.nan).astype(np.float32)
     return Predictions(indices=chosen, labels=labels, topk=column("topk_class").astype(np.int64),
                        topk_logp=column("topk_logp"), label_logp=label_logp,

@@ -8,6 +8,7 @@ Nothing here imports torch: the callables in a spec import what they need when c
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,21 +83,50 @@ class Predictions:
         `scored[i]`, else None."""
         import numpy as np
 
-        top = np.asarray(self.topk)[:, :k]
+        if k not in self._correct:
+            table, scored = self._label_table
+            top = np.asarray(self.topk)[:, :k]
+            if table.ndim == 1:
+                hit = (top == table[:, None]).any(axis=1)
+            else:
+                hit = (top[:, :, None] == table[:, None, :]).any(axis=(1, 2))
+            hit.flags.writeable = False  # shared by every metric that asks
+            self._correct[k] = (hit, scored)
+        return self._correct[k]
+
+    @functools.cached_property
+    def _correct(self) -> dict:
+        return {}
+
+    @functools.cached_property
+    def _label_table(self):
+        """`(labels, scored)`: the int labels `[n]`, or the label sets padded with -1 `[n, m]`;
+        and which samples have a label at all. Computed once per `Predictions`."""
+        import itertools
+
+        import numpy as np
+
         n = len(self.labels)
-        if n == 0:
-            return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
-        if not any(isinstance(label, (tuple, list, set, frozenset)) for label in self.labels):
+        try:
             labels = np.asarray(self.labels, dtype=np.int64)
-            return (top == labels[:, None]).any(axis=1), np.ones(n, dtype=bool)
-        sets = [tuple(label) if isinstance(label, (tuple, list, set, frozenset)) else (int(label),)
-                for label in self.labels]
-        width = max(1, max(len(s) for s in sets))
-        padded = np.full((n, width), -1, dtype=np.int64)
-        for i, s in enumerate(sets):
-            padded[i, :len(s)] = s
-        hit = (top[:, :, None] == padded[:, None, :]).any(axis=(1, 2))
-        return hit, (padded >= 0).any(axis=1)
+            if labels.ndim == 1 and labels.shape[0] == n:
+                scored = np.ones(n, dtype=bool)
+            scored.flags.writeable = False
+            return labels, scored
+        except (TypeError, ValueError):
+            pass
+        sets = [label if isinstance(label, (tuple, list)) else tuple(label)
+                if isinstance(label, (set, frozenset)) else (int(label),) for label in self.labels]
+        lengths = np.fromiter(map(len, sets), dtype=np.int64, count=n)
+        width = max(1, int(lengths.max(initial=0)))
+        table = np.full((n, width), -1, dtype=np.int64)
+        flat = np.fromiter(itertools.chain.from_iterable(sets), dtype=np.int64, count=int(lengths.sum()))
+        rows = np.repeat(np.arange(n), lengths)
+        columns = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        table[rows, columns] = flat
+        scored = lengths > 0
+        scored.flags.writeable = False
+        return table, scored
 
     def hits(self, k: int) -> list[bool | None]:
         """Per sample: whether its label (any of a label set) is among the top `k`; None for

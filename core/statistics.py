@@ -26,7 +26,7 @@ ECE_BINS = 15
 ALPHA = 0.05
 MIN_FIT_MODELS = 10
 LOGIT_CLIP = 1e-4  # accuracies are clipped to [1e-4, 1 - 1e-4] before the logit
-EXACT_BINOMIAL_LIMIT = 4000  # discordant pairs up to which McNemar's p is summed in integers
+EXACT_BINOMIAL_LIMIT = 1000  # discordant pairs up to which McNemar's p is summed in integers
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
