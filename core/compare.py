@@ -66,7 +66,7 @@ def _hits_by_view(store: Store, records: list[dict[str, Any]], views: set[str] |
         wanted = [v for v in source.views if views is None or v.name in views]
         if not wanted:
             continue
-        frame = store.get_predictions(record)
+        frame = store.get_predictions(record, label_sets=False)
         for view in wanted:
             predictions = view_predictions(frame, source, view)
             if len(predictions):

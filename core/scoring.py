@@ -53,7 +53,7 @@ class Scorer:
         for a missing source listing.
         """
         source = self.source(record["source_listing"])
-        frame = self.store.get_predictions(record)
+        frame = self.store.get_predictions(record, label_sets=False)
         common = record["common"]
         entries = []
         for view in source.views:
