@@ -450,7 +450,7 @@ def compare(a, b, view, img_size, store, out) -> None:
     for item in found:
         c = item.comparison
         table.add_row(_plain(item.view), f"{c.n:,}", f"{c.top1_a:.3f}", f"{c.top1_b:.3f}", f"{c.diff:+.3f}",
-                      f"{c.low:+.3f} to {c.high:+.3f}", f"{c.only_a:,}", f"{c.only_b:,}", f"{c.p_value:.4g}")
+                      f"{c.low:+.3f} to {c.high:+.3f}", f"{c.only_a:,}", f"{c.only_b:,}", c.p_text().lstrip("= "))
     console.print(table)
     for item in found:
         console.print(_plain(f"{item.view}: {item.verdict()}"), soft_wrap=True)

@@ -92,14 +92,18 @@ class PairedComparison:
     high: float
     p_value: float
 
+    def p_text(self) -> str:
+        """The p-value as printed: 4 significant digits, `< 1e-300` below what a float holds."""
+        return "< 1e-300" if self.p_value == 0 else f"= {self.p_value:.4g}"
+
     def verdict(self, a: str, b: str, alpha: float = ALPHA) -> str:
         """One line: which model is better, or that the difference is not significant."""
         if self.p_value < alpha:
             better, worse = (a, b) if self.diff > 0 else (b, a)
             return (f"{better} is more accurate than {worse}: {abs(self.diff):.2f} points "
-                    f"(95% CI {self.low:+.2f} to {self.high:+.2f}), McNemar p = {self.p_value:.3g} < {alpha}")
+                    f"(95% CI {self.low:+.2f} to {self.high:+.2f}), McNemar p {self.p_text()} < {alpha}")
         return (f"no significant difference: {self.diff:+.2f} points (95% CI {self.low:+.2f} to {self.high:+.2f}), "
-                f"McNemar p = {self.p_value:.3g} >= {alpha}")
+                f"McNemar p {self.p_text()} >= {alpha}")
 
 
 def paired_difference(hits_a: Any, hits_b: Any, z: float = Z95) -> PairedComparison:

@@ -280,7 +280,7 @@ def test_compare_on_a_synthetic_store_equals_mcnemar_computed_here(synthetic_sto
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     p = exact_two_sided(only_a, only_b)
     verdict = [line for line in result.output.splitlines() if line.startswith("imagenet: ")]
-    assert len(verdict) == 1 and f"McNemar p = {min(1.0, p):.3g}" in verdict[0], result.output
+    assert len(verdict) == 1 and f"McNemar p = {min(1.0, p):.4g}" in verdict[0], result.output
     assert f"{only_a:,}" in result.output and f"{only_b:,}" in result.output
 
 
@@ -324,7 +324,7 @@ def test_run_then_compare_end_to_end_and_the_one_line_errors(tmp_path, images):
     verdict = [line for line in result.output.splitlines() if line.startswith("imagefolder: ")]
     a, b = top1_hits(out / "store", "test_vit.r160_in1k", "imagefolder"), top1_hits(out / "store", "test_byobnet.r160_in1k", "imagefolder")
     p = min(1.0, exact_two_sided(int((a & ~b).sum()), int((~a & b).sum())))
-    assert len(verdict) == 1 and f"McNemar p = {p:.3g}" in verdict[0], result.output
+    assert len(verdict) == 1 and f"McNemar p = {p:.4g}" in verdict[0], result.output
     same = invoke("compare", "test_vit.r160_in1k", "test_vit", "--out", str(out))
     assert same.exit_code == 0 and "McNemar p = 1 " in same.output, same.output
     with open(out / "metrics-imagefolder.csv", newline="") as f:
