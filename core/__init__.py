@@ -39,6 +39,7 @@ from .specs import (
     ViewSpec,
     default_is_out_of_memory,
 )
+from . import statistics
 
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "natural_key",
     "one_line",
     "record_failure",
+    "statistics",
     "run_cells",
     "timm_info_file",
 ]

@@ -320,7 +320,7 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
             raise SystemExit(130) from None
     written = sorted(options.out.glob("*.csv"))
     _print_results(console, results, written)
-    for note in [*results.scorer.notes, *results.notes]:
+    for note in [*results.scorer.notes, *results.notes, *results.robustness_notes]:
         errors.print(f"[yellow]{_plain(note)}[/]", soft_wrap=True)
     if results.unreadable:
         errors.print(f"[yellow]{len(results.unreadable)} unreadable image(s) were left out of the metrics:[/]")
@@ -414,7 +414,46 @@ def report(store, out, imports, metric_names) -> None:
     if not (results.validation or results.metric_rows or results.benchmarks or results.metadata):
         raise RbenchError(f"nothing to report: no records in {store_dir} and no --import files")
     written = write_reports(results, out)
+    for note in results.robustness_notes:
+        click.echo(f"rbench: note: {note}", err=True)
     console.print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written)))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("a")
+@click.argument("b")
+@click.option("--view", metavar="VIEW", help="The view to compare on (a results-<view>.csv name). [default: every view both models have]")
+@click.option("--img-size", type=click.IntRange(min=1), help="The rows at this image size, when a model has several.")
+@click.option("--store", type=click.Path(path_type=Path), help="Store of result records. [default: OUT/store]")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="The --out of the run, when --store is not given.")
+def compare(a, b, view, img_size, store, out) -> None:
+    """A paired test of models A and B on the same images, from their stored predictions.
+
+    Per view: both models' top-1, the difference (A minus B) with its paired 95% interval (Wald,
+    on the per-image differences), McNemar's exact p-value, and a one-line verdict. A and B are
+    timm tags as in the results files, or architectures when the store holds one tag of each.
+    """
+    from .compare import compare as compare_models
+    from .store import Store
+
+    the_store = Store(store or out / "store")
+    if not the_store.root.is_dir():
+        raise RbenchError(f"store {the_store.root} does not exist; pass the --store (or --out) of an earlier `rbench run`")
+    found = compare_models(the_store, a, b, view=view, img_size=img_size)
+    for problem in the_store.problems:
+        click.echo(f"rbench: warning: {problem}", err=True)
+    console = _console()
+    table = _table(f"{found[0].a} (A) vs {found[0].b} (B)",
+                   ("view", "images", "top1 A", "top1 B", "A-B", "95% CI", "only A", "only B", "McNemar p"),
+                   right=("images", "top1 A", "top1 B", "A-B", "95% CI", "only A", "only B", "McNemar p"))
+    for item in found:
+        c = item.comparison
+        table.add_row(_plain(item.view), f"{c.n:,}", f"{c.top1_a:.3f}", f"{c.top1_b:.3f}", f"{c.diff:+.3f}",
+                      f"{c.low:+.3f} to {c.high:+.3f}", f"{c.only_a:,}", f"{c.only_b:,}", c.p_text().lstrip("= "))
+    console.print(table)
+    for item in found:
+        console.print(_plain(f"{item.view}: {item.verdict()}"), soft_wrap=True)
 
 
 def _number(value, spec: str) -> str:

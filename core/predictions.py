@@ -229,9 +229,11 @@ def write(frame, path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read(path: Path, sha256: str | None = None, rows: int | None = None):
+def read(path: Path, sha256: str | None = None, rows: int | None = None, label_sets: bool = True):
     """A predictions file's frame; `DamagedPredictions` (naming the file) when it is missing,
-    not the file that was written (`sha256`), or not of the expected shape."""
+    not the file that was written (`sha256`), or not of the expected shape. Without
+    `label_sets`, the `V/labels` columns are not decoded (scoring takes the label sets from the
+    source listing)."""
     import io
 
     import polars as pl
@@ -243,7 +245,11 @@ def read(path: Path, sha256: str | None = None, rows: int | None = None):
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise DamagedPredictions(f"predictions file {path} is not the file that was written (truncated or changed)")
     try:
-        frame = pl.read_parquet(io.BytesIO(data))
+        if label_sets:
+            frame = pl.read_parquet(io.BytesIO(data))
+        else:
+            names = [c for c in pl.read_parquet_schema(io.BytesIO(data)) if not c.endswith("/labels")]
+            frame = pl.read_parquet(io.BytesIO(data), columns=names)
     except Exception as exc:  # noqa: BLE001 - polars raises several kinds for a bad file
         raise DamagedPredictions(f"predictions file {path} is not a readable Parquet file ({type(exc).__name__})") from None
     missing = [c for c in ("index", "ok", "label", *FIELDS) if c not in frame.columns]
@@ -252,6 +258,28 @@ def read(path: Path, sha256: str | None = None, rows: int | None = None):
     if rows is not None and frame.height != rows:
         raise DamagedPredictions(f"predictions file {path} has {frame.height} rows, not the {rows} that were written")
     return frame
+
+
+_VIEW_LABELS: dict[int, tuple[Any, Any, Any]] = {}  # id(view.labels) -> (labels, is_set, label table)
+
+
+def _view_label_info(view: ViewSpec, labels: list):
+    """Which of a view's own labels are sets, and their label table (`Predictions._label_table`),
+    computed once per view listing: every model's predictions of the view share them."""
+    import numpy as np
+
+    cached = _VIEW_LABELS.get(id(view.labels))
+    if cached is not None and cached[0] is view.labels:
+        return cached[1], cached[2]
+    is_set = np.fromiter((isinstance(a, (tuple, list, set, frozenset)) for a in labels), dtype=bool, count=len(labels))
+    empty = Predictions(indices=np.zeros(len(labels)), labels=labels, topk=np.zeros((len(labels), 1)),
+                        topk_logp=None, label_logp=None, logsumexp=None, prob_sq_sum=None)
+    table = empty._label_table
+    table[0].flags.writeable = False
+    if len(_VIEW_LABELS) > 64:
+        _VIEW_LABELS.clear()
+    _VIEW_LABELS[id(view.labels)] = (view.labels, is_set, table)
+    return is_set, table
 
 
 def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
@@ -271,14 +299,19 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
     position[frame["index"].to_numpy().astype(np.int64)] = np.arange(frame.height)
     rows = position[chosen]
     keep = (rows >= 0) & ok[np.clip(rows, 0, None)]
-    if labels is not None:
+    if labels is not None and not keep.all():
         labels = [label for label, k in zip(labels, keep) if k]
     rows, chosen = rows[keep], chosen[keep]
     if labels is None:
         labels = frame["label"].to_numpy()[rows].tolist()
     restriction = _restriction_of(source, view)
     prefix = f"{restriction}/" if restriction else ""
-    picked = frame[rows.tolist()] if len(rows) else frame.clear()
+    # Only the view's columns, and no gather at all when the view is the whole file in order.
+    needed = frame.select([prefix + field for field in FIELDS])
+    if len(rows) == frame.height and np.array_equal(rows, np.arange(frame.height)):
+        picked = needed
+    else:
+        picked = needed[rows] if len(rows) else needed.clear()
 
     def column(field: str):
         series = picked[prefix + field]
@@ -289,11 +322,22 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
         return series.to_numpy()
 
     label_logp = column("label_logp")
+    table = None
     if view.labels is not None:  # known only where the view's label is the source's own
         source_labels = frame["label"].to_numpy()[rows]
-        same = np.array([not isinstance(a, (tuple, list, set, frozenset)) and int(a) == int(b)
-                         for a, b in zip(labels, source_labels)], dtype=bool)
+        if len(labels) == len(view.labels):  # every sample of the view is scored
+            is_set, table = _view_label_info(view, labels)
+        else:
+            is_set = np.fromiter((isinstance(a, (tuple, list, set, frozenset)) for a in labels), dtype=bool,
+                                 count=len(labels))
+        if is_set.all():
+            same = np.zeros(len(labels), dtype=bool)
+        else:
+            same = np.array([not s and int(a) == int(b) for a, b, s in zip(labels, source_labels, is_set)], dtype=bool)
         label_logp = np.where(same, label_logp, np.nan).astype(np.float32)
-    return Predictions(indices=chosen, labels=labels, topk=column("topk_class").astype(np.int64),
-                       topk_logp=column("topk_logp"), label_logp=label_logp,
-                       logsumexp=column("logsumexp"), prob_sq_sum=column("prob_sq_sum"))
+    predictions = Predictions(indices=chosen, labels=labels, topk=column("topk_class").astype(np.int64),
+                              topk_logp=column("topk_logp"), label_logp=label_logp,
+                              logsumexp=column("logsumexp"), prob_sq_sum=column("prob_sq_sum"))
+    if table is not None:
+        predictions.__dict__["_label_table"] = table  # the view's, computed once (read-only arrays)
+    return predictions

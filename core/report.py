@@ -221,17 +221,95 @@ def model_metadata_table(rows: Iterable[Mapping[str, Any]]):
     return pl.DataFrame(data, schema={c: pl.String for c in MODEL_METADATA_COLUMNS})
 
 
-def metrics_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]):
+TIE_COLUMNS = ("tied_with_best", "p_vs_best")
+
+
+def ties_with_best(rows: Sequence[Mapping[str, Any]]) -> dict[int, tuple[bool, float]]:
+    """`{id(row): (tied, p)}` for the rows of one view that can be paired with its best row.
+
+    The best row is the one with the highest top-1 (then top-5, then model name, as the
+    results file sorts). Each row scored on exactly the same images (`scoring.PAIRED`) is
+    compared with it by McNemar's exact test: `tied` when p >= `statistics.ALPHA` (0.05, one
+    test per model, no correction for multiple comparisons). The best row is tied with itself
+    (p = 1). Rows without per-image hits (imported rows) or on other images are left out.
+    """
+    from .scoring import PAIRED
+    from .statistics import ALPHA, mcnemar_exact
+
+    paired = [r for r in rows if r.get(PAIRED) is not None and r.get("top1") is not None]
+    if not paired:
+        return {}
+    best = min(paired, key=lambda r: (-r["top1"], -r.get("top5", 0.0), r["model"]))
+    key, best_hits = best[PAIRED]
+    found: dict[int, tuple[bool, float]] = {}
+    for row in paired:
+        other_key, hits = row[PAIRED]
+        if other_key != key:
+            continue
+        only_best = int((best_hits & ~hits).sum())
+        only_row = int((hits & ~best_hits).sum())
+        p = mcnemar_exact(only_best, only_row)
+        found[id(row)] = (p >= ALPHA, p)
+    return found
+
+
+def metrics_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], ties: bool = False):
     """The frame of one `metrics-<view>.csv`: model, img_size, weights (`pretrained`, `random` or
     `checkpoint:<file>`), then every metric column at full precision (empty where a metric gave
-    nothing), sorted by model and img_size."""
+    nothing), sorted by model and img_size. With `ties` (accuracy among the metrics), then
+    `tied_with_best` and `p_vs_best` (see `ties_with_best`; empty where a row cannot be paired)."""
     import polars as pl
 
+    tied = ties_with_best(rows) if ties else {}
     data = sorted(({"model": r["model"], "img_size": r["img_size"], "weights": r.get("weights"),
-                    **{c: r.get(c) for c in columns}} for r in rows), key=lambda r: (r["model"], r["img_size"]))
-    schema = {"model": pl.String, "img_size": pl.Int64, "weights": pl.String, **{c: pl.Float64 for c in columns}}
+                    **{c: r.get(c) for c in columns},
+                    **({"tied_with_best": tied.get(id(r), (None, None))[0],
+                        "p_vs_best": tied.get(id(r), (None, None))[1]} if ties else {})}
+                   for r in rows), key=lambda r: (r["model"], r["img_size"]))
+    schema = {"model": pl.String, "img_size": pl.Int64, "weights": pl.String, **{c: pl.Float64 for c in columns},
+              **({"tied_with_best": pl.Boolean, "p_vs_best": pl.Float64} if ties else {})}
     return pl.DataFrame([{k: (float(v) if k in columns and v is not None else v) for k, v in r.items()} for r in data],
                         schema=schema, orient="row")
+
+
+ROBUSTNESS_COLUMNS = ("model", "img_size", "origin", "base_top1", "top1", "predicted_top1", "effective_robustness",
+                      "slope", "intercept", "r2", "models")
+
+
+def robustness_table(view: str, base: str, rows: Sequence[Mapping[str, Any]], base_rows: Sequence[Mapping[str, Any]],
+                     imported: set[tuple[str, str, int]] = frozenset()):
+    """The frame of `robustness-<view>.csv`, or a note saying why there is none.
+
+    Every model with a row (same model and img_size) on both `view` and its `base`, this
+    store's and imported alike, is a point (base top-1, top-1); a line is fitted through the
+    points on logit axes (`statistics.effective_robustness`, at least
+    `statistics.MIN_FIT_MODELS` models). Columns: model, img_size, origin (`store` or
+    `import`), base_top1, top1, predicted_top1 (the line's, back on the accuracy scale),
+    effective_robustness (top1 - predicted_top1, points), then the fit's slope, intercept and
+    r2 (logit space) and its number of models, the same on every row. Sorted by effective
+    robustness, highest first, then model.
+    """
+    import polars as pl
+
+    from .statistics import MIN_FIT_MODELS, effective_robustness
+
+    by_key = {(r["model"], r["img_size"]): r for r in base_rows if r.get("top1") is not None}
+    pairs = [(r, by_key[(r["model"], r["img_size"])]) for r in rows
+             if r.get("top1") is not None and (r["model"], r["img_size"]) in by_key]
+    if len(pairs) < MIN_FIT_MODELS:
+        return None, (f"{view}: no robustness-{view}.csv: {len(pairs)} model(s) have rows on both {view} and its "
+                      f"base {base}; the effective-robustness line needs at least {MIN_FIT_MODELS}")
+    fit, predicted, gain = effective_robustness([b["top1"] for _, b in pairs], [r["top1"] for r, _ in pairs])
+    data = [{"model": r["model"], "img_size": r["img_size"],
+             "origin": "import" if (view, r["model"], r["img_size"]) in imported else "store",
+             "base_top1": float(b["top1"]), "top1": float(r["top1"]), "predicted_top1": float(p),
+             "effective_robustness": float(g), "slope": fit.slope, "intercept": fit.intercept, "r2": fit.r2,
+             "models": fit.n}
+            for (r, b), p, g in zip(pairs, predicted.tolist(), gain.tolist())]
+    data.sort(key=lambda d: (-d["effective_robustness"], d["model"], d["img_size"]))
+    schema = {c: pl.Float64 for c in ROBUSTNESS_COLUMNS}
+    schema.update({"model": pl.String, "img_size": pl.Int64, "origin": pl.String, "models": pl.Int64})
+    return pl.DataFrame(data, schema=schema, orient="row"), None
 
 
 def write_csv(frame, path: Path) -> Path:
@@ -258,6 +336,7 @@ class Results:
     failures: list[dict[str, Any]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # rows replaced by others of the same model and size
+    robustness_notes: list[str] = field(default_factory=list)  # views with too few models, from the last write
     _imported: set[tuple[str, str, int]] = field(default_factory=set)
 
     @property
@@ -327,7 +406,21 @@ def write_reports(results: Results, out: Path) -> list[Path]:
     metric_columns = results.metric_columns
     for view, rows in results.metric_rows.items():
         if metric_columns:
-            written.append(write_csv(metrics_table(rows, metric_columns), out / f"metrics-{view}.csv"))
+            written.append(write_csv(metrics_table(rows, metric_columns, ties="top1" in metric_columns),
+                                     out / f"metrics-{view}.csv"))
+    results.robustness_notes = []
+    for view, rows in results.validation.items():
+        base = results.bases.get(view)
+        if not base or not results.validation.get(base):
+            continue
+        frame, note = robustness_table(view, base, rows, results.validation[base], results._imported)
+        path = out / f"robustness-{view}.csv"
+        if frame is None:
+            results.robustness_notes.append(note)
+            if path.exists():  # an earlier report's, on other rows
+                path.unlink()
+        else:
+            written.append(write_csv(frame, path))
     for (kind, tag), rows in results.benchmarks.items():
         columns = BENCH_COLUMNS[kind]
         written.append(write_csv(benchmark_table(rows, columns), out / f"benchmark-{kind}-{tag}.csv"))

@@ -15,6 +15,23 @@ from .specs import MetricSpec, Source
 from .store import Store
 
 
+PAIRED = "_paired"  # a row's per-image top-1 hits, for paired tests; never written to a file
+
+
+def paired_hits(record: dict[str, Any], predictions) -> tuple[str, Any]:
+    """`(images, hits)` of a view's predictions: a key naming exactly which images were scored
+    (the source listing and the scored samples' indices) and the top-1 hit of each, in order.
+    Two rows with the same key can be compared pairwise."""
+    import hashlib
+
+    import numpy as np
+
+    hit, scored = predictions.correct(1)
+    indices = np.ascontiguousarray(np.asarray(predictions.indices, dtype=np.int64)[scored])
+    key = f"{record['source_listing']}:{hashlib.sha256(indices.tobytes()).hexdigest()[:20]}"
+    return key, hit[scored]
+
+
 class Scorer:
     """Turns validation records into rows. Keeps each source listing it reads, once."""
 
@@ -36,7 +53,7 @@ class Scorer:
         for a missing source listing.
         """
         source = self.source(record["source_listing"])
-        frame = self.store.get_predictions(record)
+        frame = self.store.get_predictions(record, label_sets=False)
         common = record["common"]
         entries = []
         for view in source.views:
@@ -45,7 +62,7 @@ class Scorer:
                 self.notes.append(f"{common['model']} on {view.name}: no row, the view has no readable sample "
                                   f"in {source.root}")
                 continue
-            row: dict[str, Any] = {"count": len(predictions)}
+            row: dict[str, Any] = {"count": len(predictions), PAIRED: paired_hits(record, predictions)}
             for metric in self.metrics:
                 row.update(metric.compute(predictions, view))
             if view.score is not None:

@@ -8,6 +8,7 @@ Nothing here imports torch: the callables in a spec import what they need when c
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,58 @@ class Predictions:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def correct(self, k: int):
+        """`(hit, scored)`, two boolean numpy arrays `[n]`: whether each sample's label (any of
+        a label set) is among the top `k`, and whether the sample can be scored at all (False
+        for an empty label set). The vectorised `hits`: `hits(k)[i]` is `hit[i]` where
+        `scored[i]`, else None."""
+        import numpy as np
+
+        if k not in self._correct:
+            table, scored = self._label_table
+            top = np.asarray(self.topk)[:, :k]
+            if table.ndim == 1:
+                hit = (top == table[:, None]).any(axis=1)
+            else:
+                hit = (top[:, :, None] == table[:, None, :]).any(axis=(1, 2))
+            hit.flags.writeable = False  # shared by every metric that asks
+            self._correct[k] = (hit, scored)
+        return self._correct[k]
+
+    @functools.cached_property
+    def _correct(self) -> dict:
+        return {}
+
+    @functools.cached_property
+    def _label_table(self):
+        """`(labels, scored)`: the int labels `[n]`, or the label sets padded with -1 `[n, m]`;
+        and which samples have a label at all. Computed once per `Predictions`."""
+        import itertools
+
+        import numpy as np
+
+        n = len(self.labels)
+        try:
+            labels = np.asarray(self.labels, dtype=np.int64)
+            if labels.ndim == 1 and labels.shape[0] == n:
+                scored = np.ones(n, dtype=bool)
+            scored.flags.writeable = False
+            return labels, scored
+        except (TypeError, ValueError):
+            pass
+        sets = [label if isinstance(label, (tuple, list)) else tuple(label)
+                if isinstance(label, (set, frozenset)) else (int(label),) for label in self.labels]
+        lengths = np.fromiter(map(len, sets), dtype=np.int64, count=n)
+        width = max(1, int(lengths.max(initial=0)))
+        table = np.full((n, width), -1, dtype=np.int64)
+        flat = np.fromiter(itertools.chain.from_iterable(sets), dtype=np.int64, count=int(lengths.sum()))
+        rows = np.repeat(np.arange(n), lengths)
+        columns = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        table[rows, columns] = flat
+        scored = lengths > 0
+        scored.flags.writeable = False
+        return table, scored
 
     def hits(self, k: int) -> list[bool | None]:
         """Per sample: whether its label (any of a label set) is among the top `k`; None for

@@ -143,12 +143,13 @@ class Store:
         sha256 = write(frame, self.root / relative)
         return {"file": relative, "sha256": sha256, "rows": frame.height}
 
-    def get_predictions(self, record: Mapping[str, Any]):
-        """A validation record's predictions frame; `DamagedPredictions` when its file is not whole."""
+    def get_predictions(self, record: Mapping[str, Any], label_sets: bool = True):
+        """A validation record's predictions frame; `DamagedPredictions` when its file is not whole.
+        Without `label_sets`, its `V/labels` columns are left unread (see `predictions.read`)."""
         from .predictions import read
 
         info = record["predictions"]
-        return read(self.root / info["file"], info.get("sha256"), info.get("rows"))
+        return read(self.root / info["file"], info.get("sha256"), info.get("rows"), label_sets=label_sets)
 
     def put_source(self, source, identity: str) -> str:
         """Keep a listed source (samples, views, transform) once; returns its name in the store."""

@@ -156,7 +156,9 @@ def test_a_metric_installed_after_the_run_gets_its_column_from_report(pinned_run
     with open(rebuilt / "metrics-imagenet.csv", newline="") as f:
         rows = {row["model"]: row for row in csv.DictReader(f)}
     assert list(rows["test_byobnet.r160_in1k"]) == ["model", "img_size", "weights", "top1", "top1_err", "top5",
-                                                    "top5_err", "mean_true_prob"]
+                                                    "top5_err", "ece", "nll", "brier", "top1_low", "top1_high",
+                                                    "top5_low", "top5_high", "mean_true_prob", "tied_with_best",
+                                                    "p_vs_best"]
     assert rows["test_byobnet.r160_in1k"]["weights"] == "checkpoint:byob.safetensors"
     synsets = imagenet_fixtures.info_lines("imagenet_synsets.txt")
     files = sorted((root / "imagenet" / "val").glob("*/*.JPEG"))

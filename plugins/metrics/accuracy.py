@@ -16,8 +16,9 @@ TOPK = (1, 5)
 def compute(predictions: rbench.Predictions, view: rbench.ViewSpec) -> dict[str, float]:
     result: dict[str, float] = {}
     for k in TOPK:
-        hits = [hit for hit in predictions.hits(k) if hit is not None]
-        acc = 100.0 * sum(hits) / len(hits) if hits else float("nan")
+        hit, scored = predictions.correct(k)
+        n = int(scored.sum())
+        acc = 100.0 * int(hit[scored].sum()) / n if n else float("nan")
         result[f"top{k}"], result[f"top{k}_err"] = acc, 100.0 - acc
     return result
 

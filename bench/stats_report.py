@@ -1,0 +1,196 @@
+"""Time `rbench report` over a store of synthetic predictions files, with every metric.
+
+    python bench/stats_report.py [--models 500] [--samples 50000] [--v2-samples 10000] [--store DIR]
+
+Makes a store as `rbench run` would leave it after validating `--models` models on ImageNet
+val (`--samples` images, the real case is 50,000; views imagenet, imagenet-real with label sets
+on 46,837 of them, imagenet-a-clean and imagenet-r-clean with their 200-class restrictions on
+a fifth of the images each) and, with `--v2-samples`, on ImageNetV2 (10,000 images, base
+imagenet): one predictions file per model and source, in the stored format
+(docs/predictions.md), each model with its own accuracy (top-1 from 40% to 90%, V2 top-1 on a
+logit-linear trend plus noise). Then runs `rbench report` on it (accuracy, calibration,
+intervals, tied_with_best, robustness-imagenetv2-matched-frequency.csv) and prints the time.
+
+`make_store` is also used by tests (small sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CLASSES = 1000
+TOPK = 5
+
+
+def _restricted_classes(seed: int) -> list[int]:
+    import numpy as np
+
+    return sorted(np.random.default_rng(seed).choice(CLASSES, 200, replace=False).tolist())
+
+
+def _sources(samples: int, v2_samples: int, seed: int):
+    import numpy as np
+
+    from rbench import Source, ViewSpec
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, CLASSES, samples)
+    val_samples = [(f"val/{i:08d}.JPEG", int(c)) for i, c in enumerate(labels)]
+    real_n = round(samples * 46837 / 50000)
+    real_idx = np.sort(rng.choice(samples, real_n, replace=False))
+    real_labels = []
+    for i in real_idx:
+        extra = rng.integers(0, CLASSES, rng.integers(0, 3))
+        real_labels.append(tuple(sorted({int(labels[i]), *map(int, extra)})))
+    views = [ViewSpec(name="imagenet"), ViewSpec(name="imagenet-real", samples=real_idx.tolist(), labels=real_labels)]
+    for name, s in (("imagenet-a-clean", 1), ("imagenet-r-clean", 2)):
+        classes = _restricted_classes(seed + s)
+        members = np.flatnonzero(np.isin(labels, classes))
+        views.append(ViewSpec(name=name, samples=members.tolist(), classes=classes))
+    val = Source(name="imagenet", root=Path("/synthetic/imagenet/val"), samples=val_samples, views=views)
+    sources = [val]
+    if v2_samples:
+        v2_labels = rng.integers(0, CLASSES, v2_samples)
+        sources.append(Source(name="imagenetv2-matched-frequency", root=Path("/synthetic/v2"),
+                              samples=[(f"v2/{i:08d}.jpeg", int(c)) for i, c in enumerate(v2_labels)],
+                              views=[ViewSpec(name="imagenetv2-matched-frequency")]))
+    return sources
+
+
+def _fields(rng, labels, accuracy: float, classes=None):
+    """Synthetic predictions of `labels` at about `accuracy` top-1 (top-5 higher), in the
+    stored fields: top-k classes (best first) and log-probabilities, the label's
+    log-probability, log-sum-exp, sum of squared probabilities."""
+    import numpy as np
+
+    n = len(labels)
+    pool = np.arange(CLASSES) if classes is None else np.asarray(classes)
+    top = pool[rng.integers(0, len(pool), (n, TOPK))]
+    hit1 = rng.random(n) < accuracy
+    hit5 = hit1 | (rng.random(n) < 0.6)
+    position = np.where(hit1, 0, rng.integers(1, TOPK, n))
+    rows = np.flatnonzero(hit5)
+    top[rows, position[rows]] = labels[rows]
+    # Probabilities: the top-1 confidence rises with correctness; the rest share what is left.
+    p1 = np.clip(rng.beta(2 + 6 * hit1, 2.0), 0.05, 0.999)
+    rest = (1 - p1)[:, None] * np.sort(rng.dirichlet(np.ones(TOPK + 1), n)[:, :TOPK - 1], axis=1)[:, ::-1]
+    rest = np.minimum(rest, p1[:, None])
+    probs = np.concatenate([p1[:, None], rest], axis=1)
+    logp = np.log(probs).astype(np.float32)
+    label_p = np.where(hit5, probs[np.arange(n), position], (1 - probs.sum(1)) / 50)
+    label_logp = np.log(label_p).astype(np.float32)
+    prob_sq_sum = (probs**2).sum(1).astype(np.float32)
+    logsumexp = rng.normal(10, 2, n).astype(np.float32)
+    return {"topk_class": top, "topk_logp": logp, "label_logp": label_logp, "logsumexp": logsumexp,
+            "prob_sq_sum": prob_sq_sum}
+
+
+def _frame(rng, source, accuracy: float, extra):
+    import numpy as np
+    import polars as pl
+
+    from rbench.predictions import restrictions
+
+    n = len(source.samples)
+    labels = np.asarray([c for _, c in source.samples])
+    columns = {"index": pl.Series("index", np.arange(n), dtype=pl.UInt32),
+               "ok": pl.Series("ok", np.ones(n, dtype=bool)),
+               "label": pl.Series("label", labels, dtype=pl.Int32)}
+
+    def add(prefix, fields, mask=None):
+        for field, values in fields.items():
+            if field == "topk_class":
+                series = pl.Series(prefix + field, values.astype(np.uint16), dtype=pl.Array(pl.UInt16, TOPK))
+            elif field == "topk_logp":
+                series = pl.Series(prefix + field, values, dtype=pl.Array(pl.Float32, TOPK))
+            else:
+                series = pl.Series(prefix + field, values, dtype=pl.Float32)
+            if mask is not None:
+                series = pl.select(pl.when(pl.Series(mask)).then(series).otherwise(None).alias(prefix + field)).to_series()
+            columns[prefix + field] = series
+
+    add("", _fields(rng, labels, accuracy))
+    for name, classes in restrictions(source).items():
+        mask = np.isin(labels, classes)
+        sub = _fields(rng, np.where(mask, labels, classes[0]), min(0.97, accuracy + 0.08), classes)
+        add(f"{name}/", sub, mask)
+    columns.update(extra)
+    return pl.DataFrame(list(columns.values()))
+
+
+def make_store(root: Path, models: int, samples: int = 50000, v2_samples: int = 10000, seed: int = 0) -> list[str]:
+    """A store at `root` with `models` synthetic models validated on the synthetic sources;
+    returns the model tags (`synth_000.a_in1k`, ...)."""
+    import numpy as np
+    import polars as pl
+
+    from rbench.store import Store, cell_key
+    from rbench.statistics import inverse_logit, logit
+
+    store = Store(root)
+    sources = _sources(samples, v2_samples, seed)
+    listings = {s.name: store.put_source(s, f"synthetic{seed}-{samples}") for s in sources}
+    extras = {}
+    for source in sources:  # the label-set columns are the same for every model
+        extra = {}
+        for view in source.views:
+            if view.labels is not None:
+                sets = [None] * len(source.samples)
+                for i, label in zip(view.samples, view.labels):
+                    sets[i] = list(label)
+                extra[f"{view.name}/labels"] = pl.Series(f"{view.name}/labels", sets, dtype=pl.List(pl.Int32))
+        extras[source.name] = extra
+    rng = np.random.default_rng(seed + 100)
+    tags = []
+    for m in range(models):
+        tag = f"synth_{m:03d}.a_in1k"
+        tags.append(tag)
+        accuracy = 0.40 + 0.50 * rng.random()
+        accuracies = {"imagenet": accuracy,
+                      "imagenetv2-matched-frequency": float(inverse_logit(0.9 * logit(accuracy) - 0.5 + rng.normal(0, 0.1)))}
+        for source in sources:
+            cell = {"kind": "validate", "model": tag, "source": source.name, "synthetic": seed}
+            key = cell_key(cell)
+            frame = _frame(np.random.default_rng([seed, m, len(source.samples)]), source, accuracies[source.name],
+                           extras[source.name])
+            store.put(cell, [], status="ok", message="", predictions=store.put_predictions(key, frame),
+                      source_listing=listings[source.name], partial=False,
+                      common={"model": tag, "img_size": 224, "param_count": 10.0 + m, "crop_pct": 0.875,
+                              "interpolation": "bicubic", "weights": "pretrained"})
+    return tags
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, default=500)
+    parser.add_argument("--samples", type=int, default=50000)
+    parser.add_argument("--v2-samples", type=int, default=10000)
+    parser.add_argument("--store", type=Path, help="Keep the store here (default: a temporary folder).")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.store or Path(tmp) / "store"
+        started = time.perf_counter()
+        if not (root / "records").is_dir():
+            make_store(root, args.models, args.samples, args.v2_samples)
+        made = time.perf_counter() - started
+        files = len(list((root / "predictions").glob("*.parquet")))
+        size = sum(p.stat().st_size for p in (root / "predictions").glob("*.parquet"))
+        print(f"store: {files} predictions files, {size / 1e6:.0f} MB, made in {made:.1f} s")
+        out = Path(tmp) / "out"
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "rbench", "report", "--store", str(root), "--out", str(out)],
+                       check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        took = time.perf_counter() - started
+        print(f"rbench report: {took:.1f} s ({os.cpu_count()} CPUs)")
+        for name in sorted(p.name for p in out.glob("*.csv")):
+            print(f"  {name}")
+
+
+if __name__ == "__main__":
+    main()

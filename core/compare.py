@@ -1,0 +1,104 @@
+"""`rbench compare`: two models' stored predictions, paired on the same images, per view.
+
+The statistics are `statistics.paired_difference` (McNemar's exact test, the paired Wald
+interval of the top-1 difference); this module finds each model's validation records in a
+store and the per-image top-1 hits of each view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import RbenchError, UnknownNameError
+from .predictions import view_predictions
+from .scoring import paired_hits
+from .statistics import PairedComparison, paired_difference
+from .store import Store
+
+
+class NotPaired(RbenchError):
+    """Two models that were not run on the same images of a view."""
+
+
+@dataclass(frozen=True)
+class ViewComparison:
+    view: str
+    a: str
+    b: str
+    comparison: PairedComparison
+
+    def verdict(self) -> str:
+        return self.comparison.verdict(self.a, self.b)
+
+
+def _matches(model: str, name: str) -> bool:
+    """A tag matches its full name, and its architecture (`test_vit` for `test_vit.r160_in1k`)."""
+    return model == name or model.split(".", 1)[0] == name
+
+
+def _records_of(store: Store, name: str, img_size: int | None) -> list[dict[str, Any]]:
+    records = [r for r in store.records() if r.get("predictions") is not None and r.get("status", "ok") == "ok"
+               and _matches(r["common"]["model"], name)
+               and (img_size is None or r["common"].get("img_size") == img_size)]
+    tags = sorted({(r["common"]["model"], r["common"].get("img_size")) for r in records})
+    if not records:
+        import difflib
+
+        known = sorted({r["common"]["model"] for r in store.records() if r.get("predictions") is not None})
+        close = difflib.get_close_matches(name, sorted({*known, *(k.split(".", 1)[0] for k in known)}), n=3, cutoff=0.6)
+        what = f"{name!r}" + (f" at {img_size} px" if img_size is not None else "")
+        hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close else
+                f"it holds {', '.join(known[:6])}{', ...' if len(known) > 6 else ''}" if known else "it holds none")
+        raise UnknownNameError(f"no validated model {what} in the store {store.root}; {hint}")
+    if len(tags) > 1:
+        raise RbenchError(f"{name!r} names {len(tags)} validated models in {store.root}: "
+                          + ", ".join(f"{m} at {s} px" for m, s in tags)
+                          + "; give the full tag and --img-size")
+    return records
+
+
+def _hits_by_view(store: Store, records: list[dict[str, Any]], views: set[str] | None) -> dict[str, tuple[str, Any]]:
+    """`{view: (images key, top-1 hits)}` over a model's records (the later record of a view wins)."""
+    found: dict[str, tuple[str, Any]] = {}
+    for record in records:
+        source = store.get_source(record["source_listing"])
+        wanted = [v for v in source.views if views is None or v.name in views]
+        if not wanted:
+            continue
+        frame = store.get_predictions(record, label_sets=False)
+        for view in wanted:
+            predictions = view_predictions(frame, source, view)
+            if len(predictions):
+                found[view.name] = paired_hits(record, predictions)
+    return found
+
+
+def compare(store: Store, a: str, b: str, view: str | None = None, img_size: int | None = None) -> list[ViewComparison]:
+    """`a` against `b` on `view` (default: every view both were scored on), from the store's
+    predictions. Raises `UnknownNameError` for a model the store has not validated,
+    `NotPaired` for models not run on the same images, `RbenchError` for no view in common."""
+    if not store.records_dir.is_dir():
+        raise RbenchError(f"store {store.root} holds no records; pass the --store (or --out) of an earlier `rbench run`")
+    records_a, records_b = _records_of(store, a, img_size), _records_of(store, b, img_size)
+    tag_a, tag_b = records_a[0]["common"]["model"], records_b[0]["common"]["model"]
+    views = None if view is None else {view}
+    hits_a, hits_b = _hits_by_view(store, records_a, views), _hits_by_view(store, records_b, views)
+    if view is not None:
+        for tag, hits in ((tag_a, hits_a), (tag_b, hits_b)):
+            if view not in hits:
+                raise RbenchError(f"{tag} has no row on the view {view!r} in {store.root}; its views: "
+                                  f"{', '.join(sorted(_hits_by_view(store, records_a if tag == tag_a else records_b, None))) or 'none'}")
+    common = [v for v in hits_a if v in hits_b]
+    if not common:
+        raise NotPaired(f"{tag_a} and {tag_b} share no view in {store.root} (views {', '.join(sorted(hits_a))} and "
+                        f"{', '.join(sorted(hits_b))}); a paired test needs both run on the same images")
+    found = []
+    for name in common:
+        (key_a, ha), (key_b, hb) = hits_a[name], hits_b[name]
+        if key_a != key_b:
+            raise NotPaired(f"{tag_a} and {tag_b} were not run on the same images of {name} ({ha.size:,} and "
+                            f"{hb.size:,} scored images, or another listing of the data); a paired test needs the "
+                            "same images: run both in one `rbench run` on the same data")
+        found.append(ViewComparison(view=name, a=tag_a, b=tag_b, comparison=paired_difference(ha, hb)))
+    return found
