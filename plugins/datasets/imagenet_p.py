@@ -251,3 +251,60 @@ def resize256(image):
     w, h = image.size
     size = (256, int(256 * h / w)) if w <= h else (int(256 * w / h), 256)
     return image.resize(size, Image.BILINEAR).convert("RGB")
+
+
+# --- the scores, as the reference's test.py computes them ----------------------------------
+
+def compared_pairs(frames_in_sequence: int, noise: bool, difficulty: int = 1) -> list[tuple[int, int]]:
+    """The frame pairs `(a, b)` one sequence's scores compare: for a noise sequence every frame
+    with the first, clean one, `(0, j)`; otherwise each frame with the one `difficulty` later,
+    `(j, j + difficulty)` (test.py walks the sub-sequences `i, i + d, i + 2d, ...` and compares
+    neighbours, which is this set of pairs)."""
+    if noise:
+        return [(0, j) for j in range(1, frames_in_sequence)]
+    return [(j, j + difficulty) for j in range(frames_in_sequence - difficulty)]
+
+
+def top5_ordinal(logits):
+    """The five best classes of each row of `logits` (`[..., C]`), best first, ties broken by
+    class order (the lower index ranks higher): scipy's `rankdata(-logits, method='ordinal')`
+    as test.py ranks, and `argmax` for the first."""
+    import numpy as np
+
+    return np.argsort(-np.asarray(logits), axis=-1, kind="stable")[..., :5]
+
+
+def pair_top5_distance(first, second) -> int:
+    """test.py's top-5 distance between two frames from their top-5 classes (best first):
+    `sum over k < 5 of |k - min(rank of first[k] in the second frame - 1, 5)|`, a class
+    outside the second frame's top 5 counting as rank 6."""
+    position = {int(c): k for k, c in enumerate(list(second)[:5])}
+    return sum(abs(k - position.get(int(c), 5)) for k, c in enumerate(list(first)[:5]))
+
+
+def flip_probability(top1, noise: bool, difficulty: int = 1) -> float:
+    """test.py's Flip Probability of `top1` (`[sequences, T]` predicted classes): per sequence
+    the fraction of its compared pairs whose top-1 differs, then the mean over sequences."""
+    import numpy as np
+
+    top1 = np.asarray(top1)
+    pairs = compared_pairs(top1.shape[1], noise, difficulty)
+    a, b = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    return float(np.mean(np.mean(top1[:, a] != top1[:, b], axis=1)))
+
+
+def top5_distance(top5, noise: bool, difficulty: int = 1) -> float:
+    """test.py's Top-5 Distance of `top5` (`[sequences, T, 5]` classes, best first): per
+    sequence the mean `pair_top5_distance` over its compared pairs, then the mean over
+    sequences."""
+    import numpy as np
+
+    top5 = np.asarray(top5)[..., :5]
+    pairs = compared_pairs(top5.shape[1], noise, difficulty)
+    a, b = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    first, second = top5[:, a, None, :], top5[:, b, :, None]  # [S, P, 1, 5] and [S, P, 5, 1]
+    match = first == second  # [S, P, j, k]: second's j-th is first's k-th
+    found = match.any(axis=2)
+    position = np.where(found, match.argmax(axis=2), 5)  # rank - 1 in the second frame, capped at 5
+    distance = np.abs(position - np.arange(5)).sum(axis=2)  # [S, P]
+    return float(np.mean(np.mean(distance, axis=1)))
