@@ -308,3 +308,334 @@ def top5_distance(top5, noise: bool, difficulty: int = 1) -> float:
     position = np.where(found, match.argmax(axis=2), 5)  # rank - 1 in the second frame, capped at 5
     distance = np.abs(position - np.arange(5)).sum(axis=2)  # [S, P]
     return float(np.mean(np.mean(distance, axis=1)))
+
+
+# --- the build: the frames, once on disk ---------------------------------------------------
+
+def sequence_name(perturbation: str, difficulty: int) -> str:
+    """The folder of a sequence kind: the reference's `<noise>_<d>` for the stronger noises,
+    the perturbation's name otherwise (the frames of the others do not depend on d)."""
+    return f"{perturbation}_{difficulty}" if is_noise(perturbation) and difficulty > 1 else perturbation
+
+
+def sequence_seed(key: str, perturbation: str, difficulty: int) -> int:
+    """The seed of one made sequence, from its val key (`wnid/file`) and its kind: every
+    machine and every model gets the same frames."""
+    digest = hashlib.sha256(f"{key}\0{sequence_name(perturbation, difficulty)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def made_frames(source_path: str, key: str, perturbation: str, difficulty: int):
+    """The frames of one made sequence: the val file resized as the reference resizes it,
+    both global generators seeded from `key`, `frames`."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(source_path) as image:
+        resized = resize256(image)
+    seed = sequence_seed(key, perturbation, difficulty)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return frames(resized, perturbation, difficulty)
+
+
+def frame_file(folder: Path, i: int) -> Path:
+    return folder / f"{i:02d}.png"
+
+
+def _build_sequence(task: tuple[str, str, str, int, str]) -> int:
+    """One sequence written as PNG frames into a temporary folder, renamed into place whole;
+    returns the frames written (0 for an unreadable val image). Runs in the build's workers."""
+    import shutil
+
+    from PIL import Image
+
+    source_path, key, perturbation, difficulty, target = task
+    try:
+        pixels = made_frames(source_path, key, perturbation, difficulty)
+    except (OSError, SyntaxError, ValueError):  # PIL's errors for unreadable files; too small an image
+        return 0
+    final = Path(target)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, frame in enumerate(pixels):
+        Image.fromarray(frame).save(frame_file(tmp, i), format="PNG")
+    try:
+        os.replace(tmp, final)
+    except OSError:  # made meanwhile by another build
+        shutil.rmtree(tmp, ignore_errors=True)
+    return len(pixels)
+
+
+def _worker_setup() -> None:
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)  # the processes are the parallelism
+    torch.set_num_threads(1)
+
+
+def build(root: Path, tasks: Sequence[tuple[str, str, str, int, str]], workers: int, progress=None) -> int:
+    """Make every missing sequence folder of `tasks` (`(val path, key, perturbation,
+    difficulty, target folder)`) in `workers` processes; returns the frames made.
+
+    A sequence is written into a temporary folder and renamed into place, so a stopped build
+    leaves only whole sequences and a rerun makes only the missing ones."""
+    todo = [t for t in tasks if not Path(t[4]).is_dir()]
+    if not todo:
+        return 0
+    progress = progress or imagenet_c.BuildProgress
+    total = sum(frame_count(t[2]) for t in todo)
+    made = failed = 0
+    bar = progress(total, f"imagenet-p: making {len(todo):,} sequences ({total:,} PNG frames) in {root}")
+    try:
+        if workers <= 1 or len(todo) == 1:
+            _worker_setup()
+            for task in todo:
+                n = _build_sequence(task)
+                made, failed = made + n, failed + (n == 0)
+                bar.advance(frame_count(task[2]))
+        else:
+            import multiprocessing
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_worker_setup) as pool:
+                queue = iter(todo)
+                running = {pool.submit(_build_sequence, t): t for t in imagenet_c._take(queue, 4 * workers)}
+                while running:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        n = future.result()
+                        made, failed = made + n, failed + (n == 0)
+                        bar.advance(frame_count(running.pop(future)[2]))
+                    running.update({pool.submit(_build_sequence, t): t for t in imagenet_c._take(queue, len(finished))})
+    finally:
+        bar.close()
+    if failed:
+        print(f"imagenet-p: {failed:,} sequence(s) could not be made (unreadable val image); "
+              "their frames are counted as unreadable and the sequences left out of the scores", file=sys.stderr)
+    return made
+
+
+# --- the view's scores ---------------------------------------------------------------------
+
+def fp_column(perturbation: str) -> str:
+    return f"{perturbation}_fp"
+
+
+def t5d_column(perturbation: str) -> str:
+    return f"{perturbation}_t5d"
+
+
+class StabilityScorer:
+    """The imagenet-p view's columns from the stored top-5 of every frame.
+
+    `blocks` are `(perturbation, first sample, sequences, frames per sequence)`, the frames of
+    each sequence consecutive. Per perturbation: `<p>_fp`, the flip probability in percent,
+    and `<p>_t5d`, the top-5 distance; `flip_prob` and `top5_dist` their means over the
+    perturbations; with `reference` (`{perturbation: (flip_prob, top5_dist)}`, in the same
+    units) `mfr` and `mt5d`, 100 x the mean over perturbations of the ratio to the reference's.
+    A sequence with a frame missing (unreadable) is left out; `sequences` counts those scored.
+    """
+
+    def __init__(self, blocks: Sequence[tuple[str, int, int, int]], difficulty: int,
+                 reference: dict[str, tuple[float, float]] | None = None):
+        self.blocks = list(blocks)
+        self.difficulty = difficulty
+        self.reference = reference
+
+    def __call__(self, predictions: rbench.Predictions) -> dict[str, float]:
+        import numpy as np
+
+        nan = float("nan")
+        indices = np.asarray(predictions.indices, dtype=np.int64)
+        topk = np.asarray(predictions.topk)
+        result: dict[str, float] = {}
+        fps, t5ds, ratios_fp, ratios_t5d = [], [], [], []
+        scored = 0
+        for perturbation, start, count, length in self.blocks:
+            inside = (indices >= start) & (indices < start + count * length)
+            top5 = np.full((count, length, 5), -1, dtype=np.int64)
+            seen = np.zeros((count, length), dtype=bool)
+            offset = indices[inside] - start
+            top5[offset // length, offset % length] = topk[inside][:, :5]
+            seen[offset // length, offset % length] = True
+            whole = seen.all(axis=1)
+            scored += int(whole.sum())
+            if not whole.any():
+                result[fp_column(perturbation)] = result[t5d_column(perturbation)] = nan
+                continue
+            noise = is_noise(perturbation)
+            fp = 100.0 * flip_probability(top5[whole, :, 0], noise, self.difficulty)
+            t5d = top5_distance(top5[whole], noise, self.difficulty)
+            result[fp_column(perturbation)], result[t5d_column(perturbation)] = fp, t5d
+            fps.append(fp)
+            t5ds.append(t5d)
+            if self.reference is not None:
+                ref_fp, ref_t5d = self.reference[perturbation]
+                ratios_fp.append(fp / ref_fp if ref_fp else nan)
+                ratios_t5d.append(t5d / ref_t5d if ref_t5d else nan)
+        complete = len(fps) == len(self.blocks)
+        result["flip_prob"] = sum(fps) / len(fps) if fps and complete else nan
+        result["top5_dist"] = sum(t5ds) / len(t5ds) if t5ds and complete else nan
+        result["mfr"] = 100.0 * sum(ratios_fp) / len(ratios_fp) if ratios_fp and complete else nan
+        result["mt5d"] = 100.0 * sum(ratios_t5d) / len(ratios_t5d) if ratios_t5d and complete else nan
+        result["sequences"] = scored
+        return result
+
+
+# --- options, folders, the source ----------------------------------------------------------
+
+def check_library() -> None:
+    """Raise a one-line `UnavailableError` when the corruptions extra is not installed."""
+    missing = [m for m in ("scipy", "skimage", "cv2", "torchvision") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise rbench.UnavailableError(f"imagenet-p needs {', '.join(missing)}: {INSTALL_HINT}")
+
+
+def read_reference(path: Path, perturbations: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """The normalisers of mFR and mT5D: a CSV with a header `perturbation,flip_prob,top5_dist`
+    and one row per perturbation (flip_prob in percent, as in results-imagenet-p.csv)."""
+    where = f"--data-option imagenet-p.reference={path}"
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise rbench.DataError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, csv.Error):
+        raise rbench.DataError(f"{where}: not a CSV file") from None
+    needed = ("perturbation", "flip_prob", "top5_dist")
+    if not rows or any(c not in rows[0] for c in needed):
+        raise rbench.DataError(f"{where}: needs the columns {','.join(needed)} and one row per perturbation")
+    reference: dict[str, tuple[float, float]] = {}
+    for row in rows:
+        try:
+            values = (float(row["flip_prob"]), float(row["top5_dist"]))
+            if not all(v > 0 for v in values):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise rbench.DataError(f"{where}: the row of {row['perturbation']!r} needs positive numbers "
+                                   "flip_prob and top5_dist") from None
+        reference[(row["perturbation"] or "").strip()] = values
+    missing = [p for p in perturbations if p not in reference]
+    if missing:
+        raise rbench.DataError(f"{where} has no row for {missing[0]!r}")
+    return reference
+
+
+def _chosen(root: Path, per_class: int, class_step: int, request: rbench.DataRequest):
+    """The first `per_class` images (file-name order) of every `class_step`-th ImageNet class
+    (wnid order) as `(path, label, key)`, whether the folder is partial, and a note."""
+    if not root.is_dir():
+        raise rbench.DataError(f"imagenet-p folder {root} does not exist; pass --data-root ROOT (with ROOT/imagenet/val) "
+                               "or --data imagenet-p=PATH (an ImageNet val folder of wnid folders)")
+    folders, listed = rbench.list_class_folders(root)
+    wnids = imagenet_c._wnids()
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    wrong = [f for f in folders if f not in index]
+    if wrong:
+        raise rbench.DataError(f"{root} has the folder {wrong[0]!r}, which is not an ImageNet class; imagenet-p needs an "
+                               "ImageNet val folder of wnid folders")
+    by_wnid: dict[str, list[str]] = {}
+    for path, folder in listed:
+        by_wnid.setdefault(folders[folder], []).append(path)
+    wanted = [w for i, w in enumerate(wnids) if i % class_step == 0]
+    chosen, absent, short = [], 0, 0
+    for wnid in wanted:
+        paths = by_wnid.get(wnid, [])
+        absent += not paths
+        short += 0 < len(paths) < per_class
+        chosen.extend((p, index[wnid], f"{wnid}/{Path(p).name}") for p in paths[:per_class])
+    partial = absent > 0 or short > 0
+    if partial and not request.allow_partial:
+        raise rbench.DataError(
+            f"imagenet-p at {root}: {absent} of the {len(wanted)} chosen classes missing, {short} with fewer than "
+            f"{per_class} images; use the complete val folder, other --data-option imagenet-p.per_class/class_step, "
+            "or --allow-partial")
+    if not chosen:
+        raise rbench.DataError(f"imagenet-p at {root}: none of the {len(wanted)} chosen classes has images")
+    note = f"partial: {absent} of {len(wanted)} classes missing, {short} short of {per_class} images; " if partial else ""
+    return chosen, partial, note
+
+
+def load(request: rbench.DataRequest) -> rbench.Source:
+    """`-d imagenet-p`: the sequences made once from a val folder, every frame a sample."""
+    if request.path is None:
+        raise rbench.DataError("where is imagenet-p's val folder? pass --data-root ROOT (with ROOT/imagenet/val) or "
+                               "--data imagenet-p=PATH")
+    root = Path(request.path)
+    options = dict(request.options)
+    imagenet_c._check_options("imagenet-p", options, tuple(OPTIONS), "imagenet-p")
+    per_class = imagenet_c._whole_number("imagenet-p", options, "per_class", DEFAULT_PER_CLASS)
+    class_step = imagenet_c._whole_number("imagenet-p", options, "class_step", DEFAULT_CLASS_STEP)
+    workers = imagenet_c._whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
+    perturbations = imagenet_c._subset("imagenet-p", options.get("perturbations"), PERTURBATIONS, "perturbations")
+    if options.get("difficulty", "1").strip() not in ("1", "2", "3"):
+        raise rbench.DataError(f"--data-option imagenet-p.difficulty={options['difficulty']!r}: choose one of 1, 2, 3")
+    difficulty = int(options.get("difficulty", "1"))
+    reference = None
+    if "reference" in options:
+        reference = read_reference(Path(options["reference"]).expanduser(), perturbations)
+    check_library()
+    chosen, partial, note = _chosen(root, per_class, class_step, request)
+    base = Path(options["build_dir"]).expanduser() if "build_dir" in options else request.cache_dir / "imagenet-p"
+    digest = hashlib.sha256(f"{BUILD_VERSION}\0{SEED_SCHEME}\0{root.resolve()}".encode()).hexdigest()[:12]
+    folder = base / f"{BUILD_VERSION}-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    info = folder / "build.json"
+    if not info.exists():
+        imagenet_c._write_atomic(info, json.dumps({"build": BUILD_VERSION, "seed": SEED_SCHEME, "val": str(root),
+                                                   "prepare": "Resize(256) bilinear, then frames()",
+                                                   "frames": "lossless PNG, <sequence>/<wnid>/<stem>/<i>.png"},
+                                                  indent=1).encode())
+    samples: list[tuple[str, int]] = []
+    blocks, tasks = [], []
+    for perturbation in perturbations:
+        length = frame_count(perturbation)
+        blocks.append((perturbation, len(samples), len(chosen), length))
+        for path, label, key in chosen:
+            wnid, name = key.split("/", 1)
+            target = folder / sequence_name(perturbation, difficulty) / wnid / Path(name).stem
+            (target.parent).mkdir(parents=True, exist_ok=True)
+            tasks.append((path, key, perturbation, difficulty, str(target)))
+            samples.extend((str(frame_file(target, i)), label) for i in range(length))
+    made = build(folder, tasks, workers)
+    note += (f"{len(chosen):,} images x {len(perturbations)} perturbations = {len(tasks):,} sequences, "
+             f"{len(samples):,} frames per model (difficulty {difficulty}); PNG frames in {folder}"
+             + (f" ({made:,} made now)" if made else ""))
+    if reference is None:
+        note += ("; no reference: mfr and mt5d are empty (give one with --data-option "
+                 "imagenet-p.reference=FILE, a CSV perturbation,flip_prob,top5_dist)")
+    scorer = StabilityScorer(blocks, difficulty, reference)
+    columns = ("model", "img_size", "mfr", "mt5d", "flip_prob", "top5_dist", "top1", "top5", "sequences",
+               *(c for p in perturbations for c in (fp_column(p), t5d_column(p))),
+               "param_count", "crop_pct", "interpolation")
+    views = [rbench.ViewSpec(name="imagenet-p", score=scorer, columns=columns)]
+    return rbench.Source(name="imagenet-p", root=root, samples=samples, views=views, partial=partial, note=note,
+                         identity=f"made {folder.name}; difficulty {difficulty}")
+
+
+OPTIONS = {
+    "per_class": f"N: val images per chosen class (default {DEFAULT_PER_CLASS})",
+    "class_step": f"N: every N-th ImageNet class (default {DEFAULT_CLASS_STEP}: 167 classes, about 52,000 frames, "
+                  "an ImageNet val pass)",
+    "perturbations": "NAMES: comma-separated perturbations (default all 10)",
+    "difficulty": "1|2|3: stronger noise for the noises, the step between compared frames for the others (default 1)",
+    "reference": "FILE: CSV perturbation,flip_prob,top5_dist (flip_prob in percent) normalising mfr and mt5d",
+    "build_dir": "PATH: where the PNG frames are made (default: the rbench cache)",
+    "build_workers": "N: processes that make them (default: the CPU count)",
+}
+
+
+@rbench.hookimpl
+def rbench_datasets():
+    return [
+        rbench.DatasetSpec(
+            name="imagenet-p", load=load, default_folder="imagenet/val", views={"imagenet-p": None}, options=OPTIONS,
+            description="ImageNet-P's 10 perturbation sequences made once from ImageNet val (lossless PNG frames); "
+                        "flip probability and top-5 distance per perturbation, mFR/mT5D against a reference CSV "
+                        "(needs rbench[corruptions])"),
+    ]
