@@ -14,6 +14,10 @@ current encoder reproduces bit for bit (and whose noise sequences were never see
 frames here are the pixels before that encoding, kept lossless so that they are exactly what
 `frames` returns.
 
+`-d imagenet-p --data imagenet-p=PATH` on the published folder (`<perturbation>/<wnid>/<name>.mp4`,
+told by its layout) decodes each video once with PyAV (`rbench[video]`) into the same PNG
+layout and scores it the same way.
+
 Data options (`--data-option imagenet-p.KEY=VALUE`): `per_class` (val images per class,
 default 1), `class_step` (every n-th class, default 6: 167 classes, so about 52,000 frames, an
 ImageNet val pass), `perturbations` (comma-separated subset), `difficulty` (1, 2 or 3: the
@@ -377,24 +381,26 @@ def _worker_setup() -> None:
     torch.set_num_threads(1)
 
 
-def build(root: Path, tasks: Sequence[tuple[str, str, str, int, str]], workers: int, progress=None) -> int:
+def build(root: Path, tasks: Sequence[tuple[str, str, str, int, str]], workers: int, progress=None,
+          make=None, verb: str = "making") -> int:
     """Make every missing sequence folder of `tasks` (`(val path, key, perturbation,
     difficulty, target folder)`) in `workers` processes; returns the frames made.
 
     A sequence is written into a temporary folder and renamed into place, so a stopped build
     leaves only whole sequences and a rerun makes only the missing ones."""
+    make = make or _build_sequence
     todo = [t for t in tasks if not Path(t[4]).is_dir()]
     if not todo:
         return 0
     progress = progress or imagenet_c.BuildProgress
     total = sum(frame_count(t[2]) for t in todo)
     made = failed = 0
-    bar = progress(total, f"imagenet-p: making {len(todo):,} sequences ({total:,} PNG frames) in {root}")
+    bar = progress(total, f"imagenet-p: {verb} {len(todo):,} sequences ({total:,} PNG frames) in {root}")
     try:
         if workers <= 1 or len(todo) == 1:
             _worker_setup()
             for task in todo:
-                n = _build_sequence(task)
+                n = make(task)
                 made, failed = made + n, failed + (n == 0)
                 bar.advance(frame_count(task[2]))
         else:
@@ -404,18 +410,19 @@ def build(root: Path, tasks: Sequence[tuple[str, str, str, int, str]], workers: 
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_worker_setup) as pool:
                 queue = iter(todo)
-                running = {pool.submit(_build_sequence, t): t for t in imagenet_c._take(queue, 4 * workers)}
+                running = {pool.submit(make, t): t for t in imagenet_c._take(queue, 4 * workers)}
                 while running:
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:
                         n = future.result()
                         made, failed = made + n, failed + (n == 0)
                         bar.advance(frame_count(running.pop(future)[2]))
-                    running.update({pool.submit(_build_sequence, t): t for t in imagenet_c._take(queue, len(finished))})
+                    running.update({pool.submit(make, t): t for t in imagenet_c._take(queue, len(finished))})
     finally:
         bar.close()
     if failed:
-        print(f"imagenet-p: {failed:,} sequence(s) could not be made (unreadable val image); "
+        print(f"imagenet-p: {failed:,} sequence(s) could not be made (an unreadable val image or video, or a video "
+              "of the wrong length); "
               "their frames are counted as unreadable and the sequences left out of the scores", file=sys.stderr)
     return made
 
@@ -561,17 +568,11 @@ def _chosen(root: Path, per_class: int, class_step: int, request: rbench.DataReq
     return chosen, partial, note
 
 
-def load(request: rbench.DataRequest) -> rbench.Source:
-    """`-d imagenet-p`: the sequences made once from a val folder, every frame a sample."""
-    if request.path is None:
-        raise rbench.DataError("where is imagenet-p's val folder? pass --data-root ROOT (with ROOT/imagenet/val) or "
-                               "--data imagenet-p=PATH")
-    root = Path(request.path)
-    options = dict(request.options)
-    imagenet_c._check_options("imagenet-p", options, tuple(OPTIONS), "imagenet-p")
-    per_class = imagenet_c._whole_number("imagenet-p", options, "per_class", DEFAULT_PER_CLASS)
-    class_step = imagenet_c._whole_number("imagenet-p", options, "class_step", DEFAULT_CLASS_STEP)
-    workers = imagenet_c._whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
+NO_REFERENCE = ("; no reference: mfr and mt5d are empty (give one with --data-option "
+                "imagenet-p.reference=FILE, a CSV perturbation,flip_prob,top5_dist)")
+
+
+def _common_options(options: dict) -> tuple[list[str], int, dict | None]:
     perturbations = imagenet_c._subset("imagenet-p", options.get("perturbations"), PERTURBATIONS, "perturbations")
     if options.get("difficulty", "1").strip() not in ("1", "2", "3"):
         raise rbench.DataError(f"--data-option imagenet-p.difficulty={options['difficulty']!r}: choose one of 1, 2, 3")
@@ -579,6 +580,37 @@ def load(request: rbench.DataRequest) -> rbench.Source:
     reference = None
     if "reference" in options:
         reference = read_reference(Path(options["reference"]).expanduser(), perturbations)
+    if "per_class" in options:
+        imagenet_c._whole_number("imagenet-p", options, "per_class", DEFAULT_PER_CLASS)
+    return perturbations, difficulty, reference
+
+
+def _view(perturbations, blocks, difficulty, reference) -> rbench.ViewSpec:
+    columns = ("model", "img_size", "mfr", "mt5d", "flip_prob", "top5_dist", "top1", "top5", "sequences",
+               *(c for p in perturbations for c in (fp_column(p), t5d_column(p))),
+               "param_count", "crop_pct", "interpolation")
+    return rbench.ViewSpec(name="imagenet-p", score=StabilityScorer(blocks, difficulty, reference), columns=columns)
+
+
+def load(request: rbench.DataRequest) -> rbench.Source:
+    """`-d imagenet-p`: made from a val folder, or decoded from the published mp4 folder."""
+    if request.path is None:
+        raise rbench.DataError("where is imagenet-p's folder? pass --data-root ROOT (with ROOT/imagenet/val) or "
+                               "--data imagenet-p=PATH (a val folder or the published ImageNet-P folder)")
+    root = Path(request.path)
+    options = dict(request.options)
+    imagenet_c._check_options("imagenet-p", options, tuple(OPTIONS), "imagenet-p")
+    if _layout(root) == "published":
+        return load_published(request, root, options)
+    return load_made(request, root, options)
+
+
+def load_made(request: rbench.DataRequest, root: Path, options: dict) -> rbench.Source:
+    """The sequences made once from a val folder, every frame a sample."""
+    per_class = imagenet_c._whole_number("imagenet-p", options, "per_class", DEFAULT_PER_CLASS)
+    class_step = imagenet_c._whole_number("imagenet-p", options, "class_step", DEFAULT_CLASS_STEP)
+    workers = imagenet_c._whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
+    perturbations, difficulty, reference = _common_options(options)
     check_library()
     chosen, partial, note = _chosen(root, per_class, class_step, request)
     base = Path(options["build_dir"]).expanduser() if "build_dir" in options else request.cache_dir / "imagenet-p"
@@ -599,7 +631,7 @@ def load(request: rbench.DataRequest) -> rbench.Source:
         for path, label, key in chosen:
             wnid, name = key.split("/", 1)
             target = folder / sequence_name(perturbation, difficulty) / wnid / Path(name).stem
-            (target.parent).mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
             tasks.append((path, key, perturbation, difficulty, str(target)))
             samples.extend((str(frame_file(target, i)), label) for i in range(length))
     made = build(folder, tasks, workers)
@@ -607,25 +639,147 @@ def load(request: rbench.DataRequest) -> rbench.Source:
              f"{len(samples):,} frames per model (difficulty {difficulty}); PNG frames in {folder}"
              + (f" ({made:,} made now)" if made else ""))
     if reference is None:
-        note += ("; no reference: mfr and mt5d are empty (give one with --data-option "
-                 "imagenet-p.reference=FILE, a CSV perturbation,flip_prob,top5_dist)")
-    scorer = StabilityScorer(blocks, difficulty, reference)
-    columns = ("model", "img_size", "mfr", "mt5d", "flip_prob", "top5_dist", "top1", "top5", "sequences",
-               *(c for p in perturbations for c in (fp_column(p), t5d_column(p))),
-               "param_count", "crop_pct", "interpolation")
-    views = [rbench.ViewSpec(name="imagenet-p", score=scorer, columns=columns)]
-    return rbench.Source(name="imagenet-p", root=root, samples=samples, views=views, partial=partial, note=note,
+        note += NO_REFERENCE
+    return rbench.Source(name="imagenet-p", root=root, samples=samples,
+                         views=[_view(perturbations, blocks, difficulty, reference)], partial=partial, note=note,
                          identity=f"made {folder.name}; difficulty {difficulty}")
+
+# --- the published folder: <perturbation>/<wnid>/<name>.mp4 --------------------------------
+
+VIDEO_HINT = "pip install 'rbench[video]'"
+SEQUENCE_KINDS = tuple(dict.fromkeys(sequence_name(p, d) for p in PERTURBATIONS for d in DIFFICULTIES))
+
+
+def check_video_library() -> None:
+    """Raise a one-line `UnavailableError` when PyAV (the video extra) is not installed."""
+    if importlib.util.find_spec("av") is None:
+        raise rbench.UnavailableError(f"imagenet-p's published mp4 folder needs PyAV (the av package): {VIDEO_HINT}")
+
+
+def read_video(path) -> "np.ndarray":  # noqa: F821
+    """Every frame of a video file as uint8 RGB `[T, H, W, 3]`, decoded with PyAV (FFmpeg)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def _decode_sequence(task: tuple[str, str, str, int, str]) -> int:
+    """One published video decoded into PNG frames (a temporary folder renamed into place);
+    0 for a video that cannot be decoded or has the wrong number of frames."""
+    import shutil
+
+    from PIL import Image
+
+    video, _, perturbation, _, target = task
+    try:
+        pixels = read_video(video)
+    except Exception:  # noqa: BLE001 - PyAV's errors for a broken file are many; the sequence is left out
+        return 0
+    if len(pixels) != frame_count(perturbation):
+        return 0
+    final = Path(target)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, frame in enumerate(pixels):
+        Image.fromarray(frame).save(frame_file(tmp, i), format="PNG")
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return len(pixels)
+
+
+def _layout(root: Path) -> str:
+    """`"published"` (sequence folders) or `"val"` (wnid folders), told by the folders."""
+    if not root.is_dir():
+        raise rbench.DataError(f"imagenet-p folder {root} does not exist; pass --data-root ROOT (with ROOT/imagenet/val) "
+                               "or --data imagenet-p=PATH (a val folder or the published ImageNet-P folder)")
+    names = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if names & set(SEQUENCE_KINDS):
+        other = sorted(names - set(SEQUENCE_KINDS))
+        if other:
+            raise rbench.DataError(f"{root} mixes ImageNet-P perturbation folders with {other[0]!r}; the published layout "
+                                   "is <perturbation>/<wnid>/<name>.mp4 and nothing else")
+        return "published"
+    return "val"
+
+
+def _videos(folder: Path, index: dict[str, int]) -> dict[str, list[Path]]:
+    """`{wnid: [mp4 files, by name]}` of one perturbation folder; a non-wnid folder is an error."""
+    found: dict[str, list[Path]] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if sub.name not in index:
+            raise rbench.DataError(f"{folder} has the folder {sub.name!r}, which is not an ImageNet class; the published "
+                                   "layout is <perturbation>/<wnid>/<name>.mp4")
+        files = sorted(f for f in sub.iterdir() if f.suffix.lower() == ".mp4" and f.is_file())
+        if files:
+            found[sub.name] = files
+    return found
+
+
+def load_published(request: rbench.DataRequest, root: Path, options: dict) -> rbench.Source:
+    """The published ImageNet-P videos, decoded once into PNG frames, every frame a sample."""
+    per_class = imagenet_c._whole_number("imagenet-p", options, "per_class", 1) if "per_class" in options else None
+    class_step = imagenet_c._whole_number("imagenet-p", options, "class_step", 1)
+    workers = imagenet_c._whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
+    perturbations, difficulty, reference = _common_options(options)
+    check_video_library()
+    wnids = imagenet_c._wnids()
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    wanted = [w for i, w in enumerate(wnids) if i % class_step == 0]
+    base = Path(options["build_dir"]).expanduser() if "build_dir" in options else request.cache_dir / "imagenet-p"
+    digest = hashlib.sha256(f"{BUILD_VERSION}\0published\0{root.resolve()}".encode()).hexdigest()[:12]
+    folder = base / f"published-{digest}"
+    samples: list[tuple[str, int]] = []
+    blocks, tasks, problems = [], [], []
+    for perturbation in perturbations:
+        kind = sequence_name(perturbation, difficulty)
+        length = frame_count(perturbation)
+        source = root / kind
+        videos = _videos(source, index) if source.is_dir() else {}
+        if not source.is_dir():
+            problems.append(f"{source} is missing")
+        elif any(w not in videos for w in wanted):
+            problems.append(f"{source} has {sum(w in videos for w in wanted)} of the {len(wanted)} chosen classes")
+        start, count = len(samples), 0
+        for wnid in wanted:
+            for video in videos.get(wnid, [])[:per_class]:
+                target = folder / kind / wnid / video.stem
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tasks.append((str(video), f"{wnid}/{video.name}", perturbation, difficulty, str(target)))
+                samples.extend((str(frame_file(target, i)), index[wnid]) for i in range(length))
+                count += 1
+        blocks.append((perturbation, start, count, length))
+    partial = bool(problems)
+    if partial and not request.allow_partial:
+        raise rbench.DataError(f"imagenet-p at {root} is partial: {problems[0]}"
+                               + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                               + "; complete it, choose a subset with --data-option imagenet-p.perturbations/class_step, "
+                               "or pass --allow-partial")
+    if not tasks:
+        raise rbench.DataError(f"imagenet-p at {root}: no <wnid>/<name>.mp4 videos in the chosen perturbation folders")
+    made = build(folder, tasks, workers, make=_decode_sequence, verb="decoding")
+    note = (f"partial: {problems[0]}; " if partial else "") + (
+        f"published ImageNet-P at {root}: {len(tasks):,} videos, {len(samples):,} frames per model (difficulty "
+        f"{difficulty}), decoded into PNG frames in {folder}" + (f" ({made:,} now)" if made else ""))
+    if reference is None:
+        note += NO_REFERENCE
+    return rbench.Source(name="imagenet-p", root=root, samples=samples,
+                         views=[_view(perturbations, blocks, difficulty, reference)], partial=partial, note=note,
+                         identity=f"published {folder.name}; difficulty {difficulty}")
 
 
 OPTIONS = {
-    "per_class": f"N: val images per chosen class (default {DEFAULT_PER_CLASS})",
+    "per_class": f"N: val images (videos) per chosen class (default {DEFAULT_PER_CLASS}; all on the published folder)",
     "class_step": f"N: every N-th ImageNet class (default {DEFAULT_CLASS_STEP}: 167 classes, about 52,000 frames, "
-                  "an ImageNet val pass)",
+                  "an ImageNet val pass; 1 on the published folder)",
     "perturbations": "NAMES: comma-separated perturbations (default all 10)",
     "difficulty": "1|2|3: stronger noise for the noises, the step between compared frames for the others (default 1)",
     "reference": "FILE: CSV perturbation,flip_prob,top5_dist (flip_prob in percent) normalising mfr and mt5d",
-    "build_dir": "PATH: where the PNG frames are made (default: the rbench cache)",
+    "build_dir": "PATH: where the PNG frames are made or decoded (default: the rbench cache)",
     "build_workers": "N: processes that make them (default: the CPU count)",
 }
 
@@ -635,7 +789,7 @@ def rbench_datasets():
     return [
         rbench.DatasetSpec(
             name="imagenet-p", load=load, default_folder="imagenet/val", views={"imagenet-p": None}, options=OPTIONS,
-            description="ImageNet-P's 10 perturbation sequences made once from ImageNet val (lossless PNG frames); "
-                        "flip probability and top-5 distance per perturbation, mFR/mT5D against a reference CSV "
-                        "(needs rbench[corruptions])"),
+            description="ImageNet-P's 10 perturbation sequences made once from ImageNet val (lossless PNG frames; "
+                        "needs rbench[corruptions]) or decoded from the published mp4 folder (needs rbench[video]); "
+                        "flip probability and top-5 distance per perturbation, mFR/mT5D against a reference CSV"),
     ]
