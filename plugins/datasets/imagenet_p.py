@@ -656,7 +656,7 @@ def check_video_library() -> None:
         raise rbench.UnavailableError(f"imagenet-p's published mp4 folder needs PyAV (the av package): {VIDEO_HINT}")
 
 
-def read_video(path) -> "np.ndarray":  # noqa: F821
+def read_video(path):
     """Every frame of a video file as uint8 RGB `[T, H, W, 3]`, decoded with PyAV (FFmpeg)."""
     import av
     import numpy as np
