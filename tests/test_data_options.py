@@ -42,6 +42,8 @@ def test_every_builtin_and_the_example_data_set_declares_its_options():
     assert set(registry.datasets["imagenet-c"].options) == {"per_class", "corruptions", "severities", "val",
                                                             "build_dir", "build_workers"}
     assert set(registry.datasets["imagenet-c-native"].options) == {"per_class", "corruptions", "severities"}
+    assert set(registry.datasets["imagenet-p"].options) == {"per_class", "class_step", "perturbations", "difficulty",
+                                                            "reference", "build_dir", "build_workers"}
     assert set(registry.datasets["imagefolder"].options) == {"class_map"}
     assert registry.datasets["synthetic"].options == {}
     spec = importlib.util.spec_from_file_location("example_plugin_source", EXAMPLE)

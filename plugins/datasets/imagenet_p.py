@@ -1,0 +1,795 @@
+"""ImageNet-P: prediction stability under perturbation sequences (Hendrycks & Dietterich,
+"Benchmarking Neural Network Robustness to Common Corruptions and Perturbations", ICLR 2019).
+
+Each chosen ImageNet val image becomes, per perturbation, a sequence of frames (31; 41 for
+translate) in which the perturbation changes gradually; a model is scored by how often its
+top-1 flips between compared frames (Flip Probability, FP) and how far its top-5 ranking
+moves (Top-5 Distance, T5D).
+
+`-d imagenet-p` on an ImageNet val folder (`<wnid>/*.JPEG`) makes the sequences as the
+authors' `make_imagenet_p.py` makes them (`frames`), once, on disk, as lossless PNG frames
+(see `build`), and lists every frame as a sample, the frames of a sequence consecutive. Every
+model reads them through its own eval transform. The published set is x264 video, which no
+current encoder reproduces bit for bit (and whose noise sequences were never seeded); the
+frames here are the pixels before that encoding, kept lossless so that they are exactly what
+`frames` returns.
+
+`-d imagenet-p --data imagenet-p=PATH` on the published folder (`<perturbation>/<wnid>/<name>.mp4`,
+told by its layout) decodes each video once with PyAV (`rbench[video]`) into the same PNG
+layout and scores it the same way.
+
+Data options (`--data-option imagenet-p.KEY=VALUE`): `per_class` (val images per class,
+default 1), `class_step` (every n-th class, default 6: 167 classes, so about 52,000 frames, an
+ImageNet val pass), `perturbations` (comma-separated subset), `difficulty` (1, 2 or 3: the
+stronger noise of the noise perturbations, the step between compared frames of the others),
+`reference` (a CSV of per-perturbation FP and T5D to normalise by: mFR and mT5D), `build_dir`
+and `build_workers`.
+
+Only `rbench`'s public API is imported here (and the sibling ImageNet-C plugin's helpers),
+and numpy/torch/OpenCV only inside functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import rbench
+
+from . import imagenet_c
+
+PERTURBATIONS = ("gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "snow",
+                 "brightness", "translate", "rotate", "tilt", "scale")
+NOISES = ("gaussian_noise", "shot_noise")
+DIFFICULTIES = (1, 2, 3)
+GAUSSIAN_SIGMA = {1: 0.03, 2: 0.05, 3: 0.08}
+SHOT_LAMBDA = {1: 300, 2: 120, 3: 60}
+CROP = 224
+DEFAULT_PER_CLASS = 1
+DEFAULT_CLASS_STEP = 6
+SEED_SCHEME = "sha256(key, perturbation, noise level) v1; torch and numpy global generators"
+# Bump with any change of the made frames' pixels: it names the build folder.
+BUILD_VERSION = "p1"
+INSTALL_HINT = "pip install 'rbench[corruptions]'"
+
+
+def frame_count(perturbation: str) -> int:
+    """Frames in one sequence: 41 for translate, 31 for the others."""
+    return 41 if perturbation == "translate" else 31
+
+
+def is_noise(perturbation: str) -> bool:
+    """Noise sequences compare every frame with the first (clean) one; the others compare
+    frames `difficulty` apart."""
+    return "noise" in perturbation
+
+
+# --- the frames ----------------------------------------------------------------------------
+
+def _center_crop(pixels):
+    """torchvision's CenterCrop(224) of an `[H, W, C]` array: the top-left corner at the
+    rounded half of the margins."""
+    h, w = pixels.shape[:2]
+    top, left = int(round((h - CROP) / 2.0)), int(round((w - CROP) / 2.0))
+    return pixels[top:top + CROP, left:left + CROP]
+
+
+def _affine(image, interpolation: str, angle: float = 0.0, translate=(0, 0), scale: float = 1.0):
+    """torchvision's `functional.affine` of the whole (256-side) PIL image, zero fill, then
+    its centre 224 crop, as uint8 `[224, 224, 3]`."""
+    import numpy as np
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    mode = InterpolationMode.BILINEAR if interpolation == "bilinear" else InterpolationMode.NEAREST
+    moved = F.affine(image, angle=angle, translate=list(translate), scale=scale, shear=[0.0], interpolation=mode)
+    return _center_crop(np.asarray(moved, dtype=np.uint8))
+
+
+def _gaussian_noise(crop, difficulty):
+    import numpy as np
+    import torch
+
+    # ToTensor: CHW float32 in [0, 1], contiguous; ToPILImage: x 255, truncated to uint8.
+    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).contiguous().float().div(255)
+    sigma = GAUSSIAN_SIGMA[difficulty]
+    out = [x.mul(255).byte()]
+    for _ in range(1, 31):
+        out.append(torch.clamp(x + sigma * torch.randn_like(x), 0, 1).mul(255).byte())
+    return np.stack([t.permute(1, 2, 0).numpy() for t in out])
+
+
+def _shot_noise(crop, difficulty):
+    import numpy as np
+
+    lam = SHOT_LAMBDA[difficulty]
+    x = np.asarray(crop, dtype=np.uint8) / 255.0
+    out = [np.asarray(crop, dtype=np.uint8)]
+    for _ in range(1, 31):
+        out.append(np.uint8(255 * np.clip(np.random.poisson(x * lam) / lam, 0, 1)))
+    return np.stack(out)
+
+
+def _motion_blur(crop):
+    import numpy as np
+
+    from . import corruptions
+
+    return np.stack([corruptions._magick_motion_blur(crop, 10, 3, (i - 30) * 4) for i in range(31)])
+
+
+def _zoom_blur(image):
+    import numpy as np
+    import torch
+
+    def tensor(pixels):
+        return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous().float().div(255)
+
+    crop = _center_crop(np.asarray(image, dtype=np.uint8))
+    total = tensor(crop)
+    out = [crop]
+    for i in range(1, 31):
+        total += tensor(_affine(image, "bilinear", scale=1 + 0.004 * i))
+        out.append((total / (i + 1)).mul(255).byte().permute(1, 2, 0).numpy())
+    return np.stack(out)
+
+
+def _snow(crop):
+    import cv2
+    import numpy as np
+
+    from . import corruptions
+
+    x = np.asarray(crop, dtype=np.uint8) / 255.0
+    layer = np.random.normal(size=(CROP, CROP), loc=0.05, scale=0.3)
+    layer = corruptions._clipped_zoom(layer[..., None], 3)
+    layer[layer < 0.5] = 0
+    flakes = (np.clip(layer.squeeze(), 0, 1) * 255).astype(np.uint8)
+    gray = cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY).reshape(CROP, CROP, 1)
+    z = 0.85 * x + (1 - 0.85) * np.maximum(x, gray * 1.5 + 0.5)
+    out = []
+    for i in range(31):
+        moving = (corruptions._magick_motion_blur(flakes, 14, 4, i * 4 - 150) / 255.0)[..., None]
+        out.append(np.uint8(np.clip(z + moving + np.rot90(moving, k=2), 0, 1) * 255))
+    return np.stack(out)
+
+
+def _brightness(crop):
+    import numpy as np
+    from skimage.color import hsv2rgb, rgb2hsv
+
+    out = []
+    for i in range(31):
+        hsv = rgb2hsv(np.asarray(crop, dtype=np.uint8) / 255.0)
+        hsv[:, :, 2] = np.clip(hsv[:, :, 2] + (i - 15) * 2 / 100.0, 0, 1)
+        out.append(np.uint8(hsv2rgb(hsv) * 255))
+    return np.stack(out)
+
+
+def _tilt(image):
+    import cv2
+    import numpy as np
+
+    x = np.asarray(image, dtype=np.uint8)
+    h, w = x.shape[:2]
+    f = np.sqrt(w ** 2 + h ** 2)
+    lift = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1], [0, 0, 1]])
+    push = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, f], [0, 0, 0, 1]])
+    project = np.array([[f, 0, w / 2, 0], [0, f, h / 2, 0], [0, 0, 1, 0]])
+    out = []
+    for i in range(31):
+        a = np.deg2rad(i - 15)
+        c, s = np.cos(a), np.sin(a)
+        about_x = np.array([[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1]])
+        about_y = np.array([[c, 0, -s, 0], [0, 1, 0, 0], [s, 0, c, 0], [0, 0, 0, 1]])
+        matrix = project @ push @ about_x @ about_y @ lift
+        out.append(_center_crop(cv2.warpPerspective(x, matrix, (w, h))))
+    return np.stack(out)
+
+
+def frames(image, perturbation: str, difficulty: int = 1):
+    """The ImageNet-P sequence of one image, as the reference's `make_imagenet_p.py` makes it,
+    before any video encoding: a uint8 `[T, 224, 224, 3]` array (T = 31, 41 for translate).
+
+    `image` is the PIL image after the reference's per-image step,
+    `torchvision.transforms.Resize(256)(PIL.Image.open(path)).convert('RGB')` (short side
+    256). The noises, motion_blur, snow and brightness perturb its 224 centre crop; translate,
+    rotate, scale, tilt and each zoom of zoom_blur transform the whole image (so content from
+    outside the crop moves in) and crop afterwards. `perturbation` is one of `PERTURBATIONS`.
+
+    `difficulty` (1..3) changes only the noises (gaussian_noise sigma 0.03 / 0.05 / 0.08,
+    shot_noise lambda 300 / 120 / 60); for the others it is the step between the frames a
+    score compares, not a property of the frames.
+
+    Random draws come from the generators the reference uses, in its order: gaussian_noise
+    from torch's global generator (one `randn_like` of the CHW crop per frame 1..30), shot_noise
+    from numpy's global legacy generator (one Poisson draw per frame), snow from numpy's
+    (one normal draw of the snow layer per sequence). So `torch.manual_seed(s)` /
+    `np.random.seed(s)` before the call gives the reference's pixels after the same seed.
+    Frame 0 of the noises is the clean crop; brightness, translate and rotate pass through the
+    clean crop in their middle frame (15; 20 for translate), up to brightness's HSV round trip.
+    Needs `rbench[corruptions]` (scikit-image, OpenCV).
+    """
+    import numpy as np
+
+    if perturbation not in PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {perturbation!r}; choose from {', '.join(PERTURBATIONS)}")
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty {difficulty!r}: choose 1, 2 or 3")
+    image = image.convert("RGB")
+    if min(image.size) < CROP:
+        raise ValueError(f"frames takes the image after Resize(256), not one of size {image.size}")
+    crop = _center_crop(np.asarray(image, dtype=np.uint8))
+    if perturbation == "gaussian_noise":
+        return _gaussian_noise(crop, difficulty)
+    if perturbation == "shot_noise":
+        return _shot_noise(crop, difficulty)
+    if perturbation == "motion_blur":
+        return _motion_blur(crop)
+    if perturbation == "zoom_blur":
+        return _zoom_blur(image)
+    if perturbation == "snow":
+        return _snow(crop)
+    if perturbation == "brightness":
+        return _brightness(crop)
+    if perturbation == "translate":
+        return np.stack([_affine(image, "nearest", translate=(i - 20, 0)) for i in range(41)])
+    if perturbation == "rotate":
+        return np.stack([_affine(image, "bilinear", angle=i - 15) for i in range(31)])
+    if perturbation == "scale":
+        return np.stack([_affine(image, "bilinear", scale=(i * 2.5 + 40) / 100.0) for i in range(31)])
+    return _tilt(image)
+
+
+def resize256(image):
+    """torchvision's `Resize(256)` of a PIL image (PIL bilinear, short side 256, long side
+    `int(256 * long / short)`), then RGB: the reference's per-image step."""
+    from PIL import Image
+
+    w, h = image.size
+    size = (256, int(256 * h / w)) if w <= h else (int(256 * w / h), 256)
+    return image.resize(size, Image.BILINEAR).convert("RGB")
+
+
+# --- the scores, as the reference's test.py computes them ----------------------------------
+
+def compared_pairs(frames_in_sequence: int, noise: bool, difficulty: int = 1) -> list[tuple[int, int]]:
+    """The frame pairs `(a, b)` one sequence's scores compare: for a noise sequence every frame
+    with the first, clean one, `(0, j)`; otherwise each frame with the one `difficulty` later,
+    `(j, j + difficulty)` (test.py walks the sub-sequences `i, i + d, i + 2d, ...` and compares
+    neighbours, which is this set of pairs)."""
+    if noise:
+        return [(0, j) for j in range(1, frames_in_sequence)]
+    return [(j, j + difficulty) for j in range(frames_in_sequence - difficulty)]
+
+
+def top5_ordinal(logits):
+    """The five best classes of each row of `logits` (`[..., C]`), best first, ties broken by
+    class order (the lower index ranks higher): scipy's `rankdata(-logits, method='ordinal')`
+    as test.py ranks, and `argmax` for the first."""
+    import numpy as np
+
+    return np.argsort(-np.asarray(logits), axis=-1, kind="stable")[..., :5]
+
+
+def pair_top5_distance(first, second) -> int:
+    """test.py's top-5 distance between two frames from their top-5 classes (best first):
+    `sum over k < 5 of |k - min(rank of first[k] in the second frame - 1, 5)|`, a class
+    outside the second frame's top 5 counting as rank 6."""
+    position = {int(c): k for k, c in enumerate(list(second)[:5])}
+    return sum(abs(k - position.get(int(c), 5)) for k, c in enumerate(list(first)[:5]))
+
+
+def flip_probability(top1, noise: bool, difficulty: int = 1) -> float:
+    """test.py's Flip Probability of `top1` (`[sequences, T]` predicted classes): per sequence
+    the fraction of its compared pairs whose top-1 differs, then the mean over sequences."""
+    import numpy as np
+
+    top1 = np.asarray(top1)
+    pairs = compared_pairs(top1.shape[1], noise, difficulty)
+    a, b = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    return float(np.mean(np.mean(top1[:, a] != top1[:, b], axis=1)))
+
+
+def top5_distance(top5, noise: bool, difficulty: int = 1) -> float:
+    """test.py's Top-5 Distance of `top5` (`[sequences, T, 5]` classes, best first): per
+    sequence the mean `pair_top5_distance` over its compared pairs, then the mean over
+    sequences."""
+    import numpy as np
+
+    top5 = np.asarray(top5)[..., :5]
+    pairs = compared_pairs(top5.shape[1], noise, difficulty)
+    a, b = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    first, second = top5[:, a, None, :], top5[:, b, :, None]  # [S, P, 1, 5] and [S, P, 5, 1]
+    match = first == second  # [S, P, j, k]: second's j-th is first's k-th
+    found = match.any(axis=2)
+    position = np.where(found, match.argmax(axis=2), 5)  # rank - 1 in the second frame, capped at 5
+    distance = np.abs(position - np.arange(5)).sum(axis=2)  # [S, P]
+    return float(np.mean(np.mean(distance, axis=1)))
+
+
+# --- the build: the frames, once on disk ---------------------------------------------------
+
+def sequence_name(perturbation: str, difficulty: int) -> str:
+    """The folder of a sequence kind: the reference's `<noise>_<d>` for the stronger noises,
+    the perturbation's name otherwise (the frames of the others do not depend on d)."""
+    return f"{perturbation}_{difficulty}" if is_noise(perturbation) and difficulty > 1 else perturbation
+
+
+def sequence_seed(key: str, perturbation: str, difficulty: int) -> int:
+    """The seed of one made sequence, from its val key (`wnid/file`) and its kind: every
+    machine and every model gets the same frames."""
+    digest = hashlib.sha256(f"{key}\0{sequence_name(perturbation, difficulty)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def made_frames(source_path: str, key: str, perturbation: str, difficulty: int):
+    """The frames of one made sequence: the val file resized as the reference resizes it,
+    both global generators seeded from `key`, `frames`."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(source_path) as image:
+        resized = resize256(image)
+    seed = sequence_seed(key, perturbation, difficulty)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return frames(resized, perturbation, difficulty)
+
+
+def frame_file(folder: Path, i: int) -> Path:
+    return folder / f"{i:02d}.png"
+
+
+def _build_sequence(task: tuple[str, str, str, int, str]) -> int:
+    """One sequence written as PNG frames into a temporary folder, renamed into place whole;
+    returns the frames written (0 for an unreadable val image). Runs in the build's workers."""
+    import shutil
+
+    from PIL import Image
+
+    source_path, key, perturbation, difficulty, target = task
+    try:
+        pixels = made_frames(source_path, key, perturbation, difficulty)
+    except (OSError, SyntaxError, ValueError):  # PIL's errors for unreadable files; too small an image
+        return 0
+    final = Path(target)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, frame in enumerate(pixels):
+        Image.fromarray(frame).save(frame_file(tmp, i), format="PNG")
+    try:
+        os.replace(tmp, final)
+    except OSError:  # made meanwhile by another build
+        shutil.rmtree(tmp, ignore_errors=True)
+    return len(pixels)
+
+
+def _worker_setup() -> None:
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)  # the processes are the parallelism
+    torch.set_num_threads(1)
+
+
+def build(root: Path, tasks: Sequence[tuple[str, str, str, int, str]], workers: int, progress=None,
+          make=None, verb: str = "making") -> int:
+    """Make every missing sequence folder of `tasks` (`(val path, key, perturbation,
+    difficulty, target folder)`) in `workers` processes; returns the frames made.
+
+    A sequence is written into a temporary folder and renamed into place, so a stopped build
+    leaves only whole sequences and a rerun makes only the missing ones."""
+    make = make or _build_sequence
+    todo = [t for t in tasks if not Path(t[4]).is_dir()]
+    if not todo:
+        return 0
+    progress = progress or imagenet_c.BuildProgress
+    total = sum(frame_count(t[2]) for t in todo)
+    made = failed = 0
+    bar = progress(total, f"imagenet-p: {verb} {len(todo):,} sequences ({total:,} PNG frames) in {root}")
+    try:
+        if workers <= 1 or len(todo) == 1:
+            _worker_setup()
+            for task in todo:
+                n = make(task)
+                made, failed = made + n, failed + (n == 0)
+                bar.advance(frame_count(task[2]))
+        else:
+            import multiprocessing
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_worker_setup) as pool:
+                queue = iter(todo)
+                running = {pool.submit(make, t): t for t in imagenet_c._take(queue, 4 * workers)}
+                while running:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        n = future.result()
+                        made, failed = made + n, failed + (n == 0)
+                        bar.advance(frame_count(running.pop(future)[2]))
+                    running.update({pool.submit(make, t): t for t in imagenet_c._take(queue, len(finished))})
+    finally:
+        bar.close()
+    if failed:
+        print(f"imagenet-p: {failed:,} sequence(s) could not be made (an unreadable val image or video, or a video "
+              "of the wrong length); "
+              "their frames are counted as unreadable and the sequences left out of the scores", file=sys.stderr)
+    return made
+
+
+# --- the view's scores ---------------------------------------------------------------------
+
+def fp_column(perturbation: str) -> str:
+    return f"{perturbation}_fp"
+
+
+def t5d_column(perturbation: str) -> str:
+    return f"{perturbation}_t5d"
+
+
+class StabilityScorer:
+    """The imagenet-p view's columns from the stored top-5 of every frame.
+
+    `blocks` are `(perturbation, first sample, sequences, frames per sequence)`, the frames of
+    each sequence consecutive. Per perturbation: `<p>_fp`, the flip probability in percent,
+    and `<p>_t5d`, the top-5 distance; `flip_prob` and `top5_dist` their means over the
+    perturbations; with `reference` (`{perturbation: (flip_prob, top5_dist)}`, in the same
+    units) `mfr` and `mt5d`, 100 x the mean over perturbations of the ratio to the reference's.
+    A sequence with a frame missing (unreadable) is left out; `sequences` counts those scored.
+    """
+
+    def __init__(self, blocks: Sequence[tuple[str, int, int, int]], difficulty: int,
+                 reference: dict[str, tuple[float, float]] | None = None):
+        self.blocks = list(blocks)
+        self.difficulty = difficulty
+        self.reference = reference
+
+    def __call__(self, predictions: rbench.Predictions) -> dict[str, float]:
+        import numpy as np
+
+        nan = float("nan")
+        indices = np.asarray(predictions.indices, dtype=np.int64)
+        topk = np.asarray(predictions.topk)
+        result: dict[str, float] = {}
+        fps, t5ds, ratios_fp, ratios_t5d = [], [], [], []
+        scored = 0
+        for perturbation, start, count, length in self.blocks:
+            inside = (indices >= start) & (indices < start + count * length)
+            top5 = np.full((count, length, 5), -1, dtype=np.int64)
+            seen = np.zeros((count, length), dtype=bool)
+            offset = indices[inside] - start
+            top5[offset // length, offset % length] = topk[inside][:, :5]
+            seen[offset // length, offset % length] = True
+            whole = seen.all(axis=1)
+            scored += int(whole.sum())
+            if not whole.any():
+                result[fp_column(perturbation)] = result[t5d_column(perturbation)] = nan
+                continue
+            noise = is_noise(perturbation)
+            fp = 100.0 * flip_probability(top5[whole, :, 0], noise, self.difficulty)
+            t5d = top5_distance(top5[whole], noise, self.difficulty)
+            result[fp_column(perturbation)], result[t5d_column(perturbation)] = fp, t5d
+            fps.append(fp)
+            t5ds.append(t5d)
+            if self.reference is not None:
+                ref_fp, ref_t5d = self.reference[perturbation]
+                ratios_fp.append(fp / ref_fp if ref_fp else nan)
+                ratios_t5d.append(t5d / ref_t5d if ref_t5d else nan)
+        complete = len(fps) == len(self.blocks)
+        result["flip_prob"] = sum(fps) / len(fps) if fps and complete else nan
+        result["top5_dist"] = sum(t5ds) / len(t5ds) if t5ds and complete else nan
+        result["mfr"] = 100.0 * sum(ratios_fp) / len(ratios_fp) if ratios_fp and complete else nan
+        result["mt5d"] = 100.0 * sum(ratios_t5d) / len(ratios_t5d) if ratios_t5d and complete else nan
+        result["sequences"] = scored
+        return result
+
+
+# --- options, folders, the source ----------------------------------------------------------
+
+def check_library() -> None:
+    """Raise a one-line `UnavailableError` when the corruptions extra is not installed."""
+    missing = [m for m in ("scipy", "skimage", "cv2", "torchvision") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise rbench.UnavailableError(f"imagenet-p needs {', '.join(missing)}: {INSTALL_HINT}")
+
+
+def read_reference(path: Path, perturbations: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """The normalisers of mFR and mT5D: a CSV with a header `perturbation,flip_prob,top5_dist`
+    and one row per perturbation (flip_prob in percent, as in results-imagenet-p.csv)."""
+    where = f"--data-option imagenet-p.reference={path}"
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise rbench.DataError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, csv.Error):
+        raise rbench.DataError(f"{where}: not a CSV file") from None
+    needed = ("perturbation", "flip_prob", "top5_dist")
+    if not rows or any(c not in rows[0] for c in needed):
+        raise rbench.DataError(f"{where}: needs the columns {','.join(needed)} and one row per perturbation")
+    reference: dict[str, tuple[float, float]] = {}
+    for row in rows:
+        try:
+            values = (float(row["flip_prob"]), float(row["top5_dist"]))
+            if not all(v > 0 for v in values):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise rbench.DataError(f"{where}: the row of {row['perturbation']!r} needs positive numbers "
+                                   "flip_prob and top5_dist") from None
+        reference[(row["perturbation"] or "").strip()] = values
+    missing = [p for p in perturbations if p not in reference]
+    if missing:
+        raise rbench.DataError(f"{where} has no row for {missing[0]!r}")
+    return reference
+
+
+def _chosen(root: Path, per_class: int, class_step: int, request: rbench.DataRequest):
+    """The first `per_class` images (file-name order) of every `class_step`-th ImageNet class
+    (wnid order) as `(path, label, key)`, whether the folder is partial, and a note."""
+    if not root.is_dir():
+        raise rbench.DataError(f"imagenet-p folder {root} does not exist; pass --data-root ROOT (with ROOT/imagenet/val) "
+                               "or --data imagenet-p=PATH (an ImageNet val folder of wnid folders)")
+    folders, listed = rbench.list_class_folders(root)
+    wnids = imagenet_c._wnids()
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    wrong = [f for f in folders if f not in index]
+    if wrong:
+        raise rbench.DataError(f"{root} has the folder {wrong[0]!r}, which is not an ImageNet class; imagenet-p needs an "
+                               "ImageNet val folder of wnid folders")
+    by_wnid: dict[str, list[str]] = {}
+    for path, folder in listed:
+        by_wnid.setdefault(folders[folder], []).append(path)
+    wanted = [w for i, w in enumerate(wnids) if i % class_step == 0]
+    chosen, absent, short = [], 0, 0
+    for wnid in wanted:
+        paths = by_wnid.get(wnid, [])
+        absent += not paths
+        short += 0 < len(paths) < per_class
+        chosen.extend((p, index[wnid], f"{wnid}/{Path(p).name}") for p in paths[:per_class])
+    partial = absent > 0 or short > 0
+    if partial and not request.allow_partial:
+        raise rbench.DataError(
+            f"imagenet-p at {root}: {absent} of the {len(wanted)} chosen classes missing, {short} with fewer than "
+            f"{per_class} images; use the complete val folder, other --data-option imagenet-p.per_class/class_step, "
+            "or --allow-partial")
+    if not chosen:
+        raise rbench.DataError(f"imagenet-p at {root}: none of the {len(wanted)} chosen classes has images")
+    note = f"partial: {absent} of {len(wanted)} classes missing, {short} short of {per_class} images; " if partial else ""
+    return chosen, partial, note
+
+
+NO_REFERENCE = ("; no reference: mfr and mt5d are empty (give one with --data-option "
+                "imagenet-p.reference=FILE, a CSV perturbation,flip_prob,top5_dist)")
+
+
+def _common_options(options: dict) -> tuple[list[str], int, dict | None]:
+    perturbations = imagenet_c._subset("imagenet-p", options.get("perturbations"), PERTURBATIONS, "perturbations")
+    if options.get("difficulty", "1").strip() not in ("1", "2", "3"):
+        raise rbench.DataError(f"--data-option imagenet-p.difficulty={options['difficulty']!r}: choose one of 1, 2, 3")
+    difficulty = int(options.get("difficulty", "1"))
+    reference = None
+    if "reference" in options:
+        reference = read_reference(Path(options["reference"]).expanduser(), perturbations)
+    if "per_class" in options:
+        imagenet_c._whole_number("imagenet-p", options, "per_class", DEFAULT_PER_CLASS)
+    return perturbations, difficulty, reference
+
+
+def _view(perturbations, blocks, difficulty, reference) -> rbench.ViewSpec:
+    columns = ("model", "img_size", "mfr", "mt5d", "flip_prob", "top5_dist", "top1", "top5", "sequences",
+               *(c for p in perturbations for c in (fp_column(p), t5d_column(p))),
+               "param_count", "crop_pct", "interpolation")
+    return rbench.ViewSpec(name="imagenet-p", score=StabilityScorer(blocks, difficulty, reference), columns=columns)
+
+
+def load(request: rbench.DataRequest) -> rbench.Source:
+    """`-d imagenet-p`: made from a val folder, or decoded from the published mp4 folder."""
+    if request.path is None:
+        raise rbench.DataError("where is imagenet-p's folder? pass --data-root ROOT (with ROOT/imagenet/val) or "
+                               "--data imagenet-p=PATH (a val folder or the published ImageNet-P folder)")
+    root = Path(request.path)
+    options = dict(request.options)
+    imagenet_c._check_options("imagenet-p", options, tuple(OPTIONS), "imagenet-p")
+    if _layout(root) == "published":
+        return load_published(request, root, options)
+    return load_made(request, root, options)
+
+
+def load_made(request: rbench.DataRequest, root: Path, options: dict) -> rbench.Source:
+    """The sequences made once from a val folder, every frame a sample."""
+    per_class = imagenet_c._whole_number("imagenet-p", options, "per_class", DEFAULT_PER_CLASS)
+    class_step = imagenet_c._whole_number("imagenet-p", options, "class_step", DEFAULT_CLASS_STEP)
+    workers = imagenet_c._whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
+    perturbations, difficulty, reference = _common_options(options)
+    check_library()
+    chosen, partial, note = _chosen(root, per_class, class_step, request)
+    base = Path(options["build_dir"]).expanduser() if "build_dir" in options else request.cache_dir / "imagenet-p"
+    digest = hashlib.sha256(f"{BUILD_VERSION}\0{SEED_SCHEME}\0{root.resolve()}".encode()).hexdigest()[:12]
+    folder = base / f"{BUILD_VERSION}-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    info = folder / "build.json"
+    if not info.exists():
+        imagenet_c._write_atomic(info, json.dumps({"build": BUILD_VERSION, "seed": SEED_SCHEME, "val": str(root),
+                                                   "prepare": "Resize(256) bilinear, then frames()",
+                                                   "frames": "lossless PNG, <sequence>/<wnid>/<stem>/<i>.png"},
+                                                  indent=1).encode())
+    samples: list[tuple[str, int]] = []
+    blocks, tasks = [], []
+    for perturbation in perturbations:
+        length = frame_count(perturbation)
+        blocks.append((perturbation, len(samples), len(chosen), length))
+        for path, label, key in chosen:
+            wnid, name = key.split("/", 1)
+            target = folder / sequence_name(perturbation, difficulty) / wnid / Path(name).stem
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tasks.append((path, key, perturbation, difficulty, str(target)))
+            samples.extend((str(frame_file(target, i)), label) for i in range(length))
+    made = build(folder, tasks, workers)
+    note += (f"{len(chosen):,} images x {len(perturbations)} perturbations = {len(tasks):,} sequences, "
+             f"{len(samples):,} frames per model (difficulty {difficulty}); PNG frames in {folder}"
+             + (f" ({made:,} made now)" if made else ""))
+    if reference is None:
+        note += NO_REFERENCE
+    return rbench.Source(name="imagenet-p", root=root, samples=samples,
+                         views=[_view(perturbations, blocks, difficulty, reference)], partial=partial, note=note,
+                         identity=f"made {folder.name}; difficulty {difficulty}")
+
+# --- the published folder: <perturbation>/<wnid>/<name>.mp4 --------------------------------
+
+VIDEO_HINT = "pip install 'rbench[video]'"
+SEQUENCE_KINDS = tuple(dict.fromkeys(sequence_name(p, d) for p in PERTURBATIONS for d in DIFFICULTIES))
+
+
+def check_video_library() -> None:
+    """Raise a one-line `UnavailableError` when PyAV (the video extra) is not installed."""
+    if importlib.util.find_spec("av") is None:
+        raise rbench.UnavailableError(f"imagenet-p's published mp4 folder needs PyAV (the av package): {VIDEO_HINT}")
+
+
+def read_video(path):
+    """Every frame of a video file as uint8 RGB `[T, H, W, 3]`, decoded with PyAV (FFmpeg)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def _decode_sequence(task: tuple[str, str, str, int, str]) -> int:
+    """One published video decoded into PNG frames (a temporary folder renamed into place);
+    0 for a video that cannot be decoded or has the wrong number of frames."""
+    import shutil
+
+    from PIL import Image
+
+    video, _, perturbation, _, target = task
+    try:
+        pixels = read_video(video)
+    except Exception:  # noqa: BLE001 - PyAV's errors for a broken file are many; the sequence is left out
+        return 0
+    if len(pixels) != frame_count(perturbation):
+        return 0
+    final = Path(target)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, frame in enumerate(pixels):
+        Image.fromarray(frame).save(frame_file(tmp, i), format="PNG")
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return len(pixels)
+
+
+def _layout(root: Path) -> str:
+    """`"published"` (sequence folders) or `"val"` (wnid folders), told by the folders."""
+    if not root.is_dir():
+        raise rbench.DataError(f"imagenet-p folder {root} does not exist; pass --data-root ROOT (with ROOT/imagenet/val) "
+                               "or --data imagenet-p=PATH (a val folder or the published ImageNet-P folder)")
+    names = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if names & set(SEQUENCE_KINDS):
+        other = sorted(names - set(SEQUENCE_KINDS))
+        if other:
+            raise rbench.DataError(f"{root} mixes ImageNet-P perturbation folders with {other[0]!r}; the published layout "
+                                   "is <perturbation>/<wnid>/<name>.mp4 and nothing else")
+        return "published"
+    return "val"
+
+
+def _videos(folder: Path, index: dict[str, int]) -> dict[str, list[Path]]:
+    """`{wnid: [mp4 files, by name]}` of one perturbation folder; a non-wnid folder is an error."""
+    found: dict[str, list[Path]] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if sub.name not in index:
+            raise rbench.DataError(f"{folder} has the folder {sub.name!r}, which is not an ImageNet class; the published "
+                                   "layout is <perturbation>/<wnid>/<name>.mp4")
+        files = sorted(f for f in sub.iterdir() if f.suffix.lower() == ".mp4" and f.is_file())
+        if files:
+            found[sub.name] = files
+    return found
+
+
+def load_published(request: rbench.DataRequest, root: Path, options: dict) -> rbench.Source:
+    """The published ImageNet-P videos, decoded once into PNG frames, every frame a sample."""
+    per_class = imagenet_c._whole_number("imagenet-p", options, "per_class", 1) if "per_class" in options else None
+    class_step = imagenet_c._whole_number("imagenet-p", options, "class_step", 1)
+    workers = imagenet_c._whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
+    perturbations, difficulty, reference = _common_options(options)
+    check_video_library()
+    wnids = imagenet_c._wnids()
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    wanted = [w for i, w in enumerate(wnids) if i % class_step == 0]
+    base = Path(options["build_dir"]).expanduser() if "build_dir" in options else request.cache_dir / "imagenet-p"
+    digest = hashlib.sha256(f"{BUILD_VERSION}\0published\0{root.resolve()}".encode()).hexdigest()[:12]
+    folder = base / f"published-{digest}"
+    samples: list[tuple[str, int]] = []
+    blocks, tasks, problems = [], [], []
+    for perturbation in perturbations:
+        kind = sequence_name(perturbation, difficulty)
+        length = frame_count(perturbation)
+        source = root / kind
+        videos = _videos(source, index) if source.is_dir() else {}
+        if not source.is_dir():
+            problems.append(f"{source} is missing")
+        elif any(w not in videos for w in wanted):
+            problems.append(f"{source} has {sum(w in videos for w in wanted)} of the {len(wanted)} chosen classes")
+        start, count = len(samples), 0
+        for wnid in wanted:
+            for video in videos.get(wnid, [])[:per_class]:
+                target = folder / kind / wnid / video.stem
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tasks.append((str(video), f"{wnid}/{video.name}", perturbation, difficulty, str(target)))
+                samples.extend((str(frame_file(target, i)), index[wnid]) for i in range(length))
+                count += 1
+        blocks.append((perturbation, start, count, length))
+    partial = bool(problems)
+    if partial and not request.allow_partial:
+        raise rbench.DataError(f"imagenet-p at {root} is partial: {problems[0]}"
+                               + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                               + "; complete it, choose a subset with --data-option imagenet-p.perturbations/class_step, "
+                               "or pass --allow-partial")
+    if not tasks:
+        raise rbench.DataError(f"imagenet-p at {root}: no <wnid>/<name>.mp4 videos in the chosen perturbation folders")
+    made = build(folder, tasks, workers, make=_decode_sequence, verb="decoding")
+    note = (f"partial: {problems[0]}; " if partial else "") + (
+        f"published ImageNet-P at {root}: {len(tasks):,} videos, {len(samples):,} frames per model (difficulty "
+        f"{difficulty}), decoded into PNG frames in {folder}" + (f" ({made:,} now)" if made else ""))
+    if reference is None:
+        note += NO_REFERENCE
+    return rbench.Source(name="imagenet-p", root=root, samples=samples,
+                         views=[_view(perturbations, blocks, difficulty, reference)], partial=partial, note=note,
+                         identity=f"published {folder.name}; difficulty {difficulty}")
+
+
+OPTIONS = {
+    "per_class": f"N: val images (videos) per chosen class (default {DEFAULT_PER_CLASS}; all on the published folder)",
+    "class_step": f"N: every N-th ImageNet class (default {DEFAULT_CLASS_STEP}: 167 classes, about 52,000 frames, "
+                  "an ImageNet val pass; 1 on the published folder)",
+    "perturbations": "NAMES: comma-separated perturbations (default all 10)",
+    "difficulty": "1|2|3: stronger noise for the noises, the step between compared frames for the others (default 1)",
+    "reference": "FILE: CSV perturbation,flip_prob,top5_dist (flip_prob in percent) normalising mfr and mt5d",
+    "build_dir": "PATH: where the PNG frames are made or decoded (default: the rbench cache)",
+    "build_workers": "N: processes that make them (default: the CPU count)",
+}
+
+
+@rbench.hookimpl
+def rbench_datasets():
+    return [
+        rbench.DatasetSpec(
+            name="imagenet-p", load=load, default_folder="imagenet/val", views={"imagenet-p": None}, options=OPTIONS,
+            description="ImageNet-P's 10 perturbation sequences made once from ImageNet val (lossless PNG frames; "
+                        "needs rbench[corruptions]) or decoded from the published mp4 folder (needs rbench[video]); "
+                        "flip probability and top-5 distance per perturbation, mFR/mT5D against a reference CSV"),
+    ]
