@@ -54,12 +54,13 @@ def images(tmp_path) -> Path:
 # --- 1. a kill -9 of the parent leaves the worker's cell pending -----------------------------
 
 SLOW_PLUGIN = '''
+import os
 import time
 import rbench
 
 
 def _slow(batch):
-    time.sleep(0.5)
+    time.sleep(float(os.environ.get("RBENCH_TEST_BATCH_SECONDS", "0.5")))
     return batch
 
 
@@ -216,20 +217,22 @@ def test_rows_say_their_weights_and_two_rows_of_one_model_are_never_written_sile
 def test_a_second_run_on_a_busy_store_waits_and_runs_no_cell_twice(tmp_path, images):
     site = tmp_path / "site"
     make_distribution(site, "slowplug", {"rbench.backends": {"slow": "slowplug_mod"}}, {"slowplug_mod": SLOW_PLUGIN})
-    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    # A grid of 27 one-second batches: it still holds the store while the second run plans,
+    # however loaded the machine.
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+           "RBENCH_TEST_BATCH_SECONDS": "1.0"}
     args = ["run", "-m", "test_vit,test_byobnet,test_efficientnet", *QUICK, "--data-dir", str(images),
-            "-b", "cpu+slow", "--batch-size", "3", "--executor", "local", "--out", str(tmp_path / "out")]
+            "-b", "cpu+slow", "--batch-size", "1", "--executor", "local", "--out", str(tmp_path / "out")]
     first = rbench_process(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (tmp_path / "out" / "store" / "lock").exists():
-        time.sleep(0.05)
-    time.sleep(0.5)
+    for line in first.stdout:  # a line per cell start, without a terminal
+        if line.startswith("start "):
+            break
     second = rbench_process(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out2, err2 = second.communicate(timeout=600)
-    out1, _ = first.communicate(timeout=600)
+    rest, _ = first.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, err2
     assert "is in use by another rbench run" in err2 and "waiting for it to finish" in err2
-    assert "3 cell(s) to run" in out1
+    assert "start validate test_efficientnet on imagefolder on cpu" in rest  # the first ran all its cells
     assert "0 cell(s) to run with the local executor, 3 already in the store" in out2
     assert len(records(tmp_path / "out" / "store")) == 3
 
