@@ -85,3 +85,17 @@ def predictions_of(logits, labels, indices=None, view=None):
     full[torch.as_tensor(indices)] = torch.as_tensor(logits).float()
     reducer.add(full, torch.arange(n), torch.ones(n, dtype=torch.bool))
     return view_predictions(reducer.frame(), source, view)
+
+
+def invoke_apart(*args: str):
+    """`rbench ARGS` through click's runner, with the result's `stderr` apart from its `output`
+    (click 8.2 keeps them apart by itself; 8.1 needs `mix_stderr=False`)."""
+    from click.testing import CliRunner
+
+    from rbench.cli import main
+
+    try:
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:
+        runner = CliRunner()
+    return runner.invoke(main, list(args))

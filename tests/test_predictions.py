@@ -10,7 +10,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-from click.testing import CliRunner
 
 import rbench
 import rbench.cells
@@ -19,22 +18,15 @@ import rbench.validate
 from rbench import MetricSpec, hookimpl
 from rbench.benchmark import BenchSettings
 from rbench.cells import Cell, Job
-from rbench.cli import main
 from rbench.registry import load_registry
 
+from .conftest import invoke_apart
 from . import imagenet_fixtures
 from .test_imagenet import A, FAVOURED, IMG_SIZE, complete, data_root, model_file, oracle_logits  # noqa: F401
 
 SOURCES = "imagenet,imagenetv2-matched-frequency,sketch,imagenet-a,imagenet-r"
 
 
-def run_cli(*args):
-    """The CLI's result with `stderr` apart (click 8.2 keeps it apart by itself)."""
-    try:
-        runner = CliRunner(mix_stderr=False)
-    except TypeError:
-        runner = CliRunner()
-    return runner.invoke(main, list(args))
 
 
 def run_fixtures(root, counts, out, models: str, weights: str) -> None:
@@ -42,7 +34,7 @@ def run_fixtures(root, counts, out, models: str, weights: str) -> None:
         from rbench.plugins.datasets import imagenet as imagenet_plugin
 
         mp.setattr(imagenet_plugin, "EXPECTED", counts)
-        result = run_cli("run", "-m", models, "--weights", weights, "-d", SOURCES, "--data-root", str(root),
+        result = invoke_apart("run", "-m", models, "--weights", weights, "-d", SOURCES, "--data-root", str(root),
                          "--bench", "validate", "--img-size", str(IMG_SIZE), "--batch-size", "64",
                          "--workers", "0", "--out", str(out))
         assert result.exit_code == 0, result.output + result.stderr
@@ -79,7 +71,7 @@ def test_report_rebuilds_every_csv_byte_for_byte_from_the_predictions_alone(two_
     root, out = two_model_run
     no_forward_pass(monkeypatch)
     rebuilt = tmp_path / "rebuilt"
-    result = run_cli("report", "--store", str(out / "store"), "--out", str(rebuilt))
+    result = invoke_apart("report", "--store", str(out / "store"), "--out", str(rebuilt))
     assert result.exit_code == 0, result.output + result.stderr
     written = sorted(p.name for p in out.glob("*.csv"))
     assert "results-imagenet-real.csv" in written and "metrics-imagenet-a.csv" in written
@@ -151,7 +143,7 @@ def test_a_metric_installed_after_the_run_gets_its_column_from_report(pinned_run
     monkeypatch.setattr(rbench.registry, "_REGISTRY", load_registry(extra=[("test:true-prob", MeanTrueProbability())]))
     no_forward_pass(monkeypatch)
     rebuilt = tmp_path / "rebuilt"
-    result = run_cli("report", "--store", str(out / "store"), "--out", str(rebuilt))
+    result = invoke_apart("report", "--store", str(out / "store"), "--out", str(rebuilt))
     assert result.exit_code == 0, result.output + result.stderr
     with open(rebuilt / "metrics-imagenet.csv", newline="") as f:
         rows = {row["model"]: row for row in csv.DictReader(f)}
@@ -178,7 +170,7 @@ def test_a_run_with_only_a_plugin_metric_works(data_root, tmp_path, monkeypatch)
     root, _ = data_root
     monkeypatch.setattr(rbench.registry, "_REGISTRY", load_registry(extra=[("test:true-prob", MeanTrueProbability())]))
     out = tmp_path / "out"
-    result = run_cli("run", "-m", "test_vit", "--weights", "random", "--data-dir", str(root / "sketch"),
+    result = invoke_apart("run", "-m", "test_vit", "--weights", "random", "--data-dir", str(root / "sketch"),
                      "--bench", "validate", "--metrics", "true-prob", "--img-size", "32", "--workers", "0",
                      "--out", str(out))
     assert result.exit_code == 0, result.output + result.stderr
@@ -204,14 +196,14 @@ def damage_and_rerun(out: Path, root: Path, damage) -> tuple[str, str]:
     """Damage the sketch predictions file of a one-model run, then run the same command again."""
     args = ["run", "-m", "test_vit", "--weights", "random", "--data-dir", str(root / "sketch"), "--bench", "validate",
             "--img-size", "32", "--workers", "0", "--out", str(out)]
-    first = run_cli(*args)
+    first = invoke_apart(*args)
     assert first.exit_code == 0, first.output + first.stderr
     (record_path,) = (out / "store" / "records").glob("*.json")
     record = json.loads(record_path.read_text())
     path = out / "store" / record["predictions"]["file"]
     damage(path, record_path, record)
-    report = run_cli("report", "--store", str(out / "store"), "--out", str(out / "report"))
-    again = run_cli(*args)
+    report = invoke_apart("report", "--store", str(out / "store"), "--out", str(out / "report"))
+    again = invoke_apart(*args)
     assert again.exit_code == 0, again.output + again.stderr
     assert "1 cell(s) to run" in again.output
     return report.stderr, again.output

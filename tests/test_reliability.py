@@ -13,26 +13,18 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import rbench
 import rbench.files
 import rbench.registry
 from rbench import DatasetSpec, Source, ViewSpec, hookimpl
-from rbench.cli import main
 from rbench.registry import load_registry
 
-from .conftest import make_distribution, write_jpegs
+from .conftest import invoke_apart, make_distribution, write_jpegs
 
 QUICK = ["--weights", "random", "--bench", "validate", "--workers", "0", "--img-size", "32"]
 
 
-def invoke(*args):
-    try:
-        runner = CliRunner(mix_stderr=False)
-    except TypeError:  # click 8.2 keeps stderr apart by itself
-        runner = CliRunner()
-    return runner.invoke(main, list(args))
 
 
 def rbench_process(*args, env=None, **kwargs):
@@ -107,7 +99,7 @@ def test_an_out_folder_that_is_a_file_or_cannot_be_written_is_one_line_before_an
     blocker = tmp_path / "file"
     blocker.write_text("x")
     for out in (blocker, blocker / "sub"):
-        result = invoke("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(out))
+        result = invoke_apart("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(out))
         assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "rbench: error:" in result.stderr and str(blocker) in result.stderr
     denied = tmp_path / "denied"
@@ -119,7 +111,7 @@ def test_an_out_folder_that_is_a_file_or_cannot_be_written_is_one_line_before_an
 
     real_mkstemp = rbench.files.tempfile.mkstemp
     monkeypatch.setattr(rbench.files.tempfile, "mkstemp", refuse)
-    result = invoke("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(denied))
+    result = invoke_apart("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(denied))
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == (f"rbench: error: --store {denied / 'store'}: cannot write there (Permission "
                                      "denied); pass a folder you can write to")
@@ -139,15 +131,15 @@ def test_a_full_disk_during_the_run_is_one_line_and_loses_nothing(tmp_path, imag
         return real(path, write)
 
     monkeypatch.setattr(rbench.files, "write_atomic", fill_up)
-    result = invoke(*args)
+    result = invoke_apart(*args)
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()[-1:]
     assert line.startswith("rbench: error: No space left on device writing ") and "run the same command again" in line
     assert len(records(out / "store")) == 1
     monkeypatch.setattr(rbench.files, "write_atomic", real)
-    again = invoke(*args)
+    again = invoke_apart(*args)
     assert again.exit_code == 0 and "1 cell(s) to run" in again.output
-    clean = invoke("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(tmp_path / "c"))
+    clean = invoke_apart("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(tmp_path / "c"))
     assert clean.exit_code == 0
     assert (out / "results-imagefolder.csv").read_bytes() == (tmp_path / "c" / "results-imagefolder.csv").read_bytes()
 
@@ -162,14 +154,14 @@ def test_a_full_disk_during_the_run_is_one_line_and_loses_nothing(tmp_path, imag
 def test_a_malformed_record_is_named_quarantined_and_its_cell_runs_again(tmp_path, images, damage):
     out = tmp_path / "out"
     args = ["run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(out)]
-    assert invoke(*args).exit_code == 0
+    assert invoke_apart(*args).exit_code == 0
     (path,) = records(out / "store")
     path.write_text(json.dumps(damage(json.loads(path.read_text()))))
-    report = invoke("report", "--store", str(out / "store"), "--out", str(tmp_path / "report"))
+    report = invoke_apart("report", "--store", str(out / "store"), "--out", str(tmp_path / "report"))
     assert str(path) in report.stderr and "quarantine" in report.stderr
     assert report.exit_code == 2  # nothing left to report, said in one line
     (kept,) = (out / "store" / "quarantine").iterdir()  # set aside, never deleted
-    again = invoke(*args)
+    again = invoke_apart(*args)
     assert again.exit_code == 0, again.output
     assert "1 cell(s) to run" in again.output
     assert len(records(out / "store")) == 1 and kept.exists()
@@ -177,15 +169,15 @@ def test_a_malformed_record_is_named_quarantined_and_its_cell_runs_again(tmp_pat
 
 def test_a_truncated_record_is_reported_as_skipped_and_a_corrupt_grid_file_is_named(tmp_path, images):
     out = tmp_path / "out"
-    assert invoke("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(out)).exit_code == 0
+    assert invoke_apart("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(out)).exit_code == 0
     first, second = records(out / "store")
     first.write_text(first.read_text()[:50])
-    report = invoke("report", "--store", str(out / "store"), "--out", str(tmp_path / "report"))
+    report = invoke_apart("report", "--store", str(out / "store"), "--out", str(tmp_path / "report"))
     assert report.exit_code == 0
     assert f"{first}: not valid JSON" in report.stderr and "counts as not run" in report.stderr
     (grid,) = (out / "store" / "grids").glob("*.json")
     grid.write_text("{")
-    status = invoke("status", "--store", str(out / "store"))
+    status = invoke_apart("status", "--store", str(out / "store"))
     assert f"{grid}: not a readable grid file" in status.stderr
 
 
@@ -200,10 +192,10 @@ def test_rows_say_their_weights_and_two_rows_of_one_model_are_never_written_sile
     save_file({k: v.contiguous() for k, v in create_model("test_vit", "random").state_dict().items()}, str(ckpt))
     store = tmp_path / "store"
     for weights in ("random", str(ckpt)):
-        result = invoke("run", "-m", "test_vit", *QUICK[2:], "--weights", weights, "--data-dir", str(images),
+        result = invoke_apart("run", "-m", "test_vit", *QUICK[2:], "--weights", weights, "--data-dir", str(images),
                         "--out", str(tmp_path / weights.replace("/", "_")), "--store", str(store))
         assert result.exit_code == 0, result.output
-    report = invoke("report", "--store", str(store), "--out", str(tmp_path / "report"))
+    report = invoke_apart("report", "--store", str(store), "--out", str(tmp_path / "report"))
     assert report.exit_code == 0
     assert "two rows of test_vit.r160_in1k at 32 px" in report.stderr
     rows = list(csv.DictReader((tmp_path / "report" / "results-imagefolder.csv").open()))
@@ -259,7 +251,7 @@ class EmptyViewSource:
 def test_an_empty_view_writes_no_row_and_says_why(tmp_path, images, monkeypatch):
     monkeypatch.setattr(rbench.registry, "_REGISTRY", load_registry(extra=[("test:empty", EmptyViewSource(images))]))
     out = tmp_path / "out"
-    result = invoke("run", "-m", "test_vit", *QUICK, "-d", "halfempty", "--out", str(out))
+    result = invoke_apart("run", "-m", "test_vit", *QUICK, "-d", "halfempty", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert (out / "results-halfempty.csv").is_file() and not (out / "results-halfempty-none.csv").exists()
     assert "halfempty-none: no row, the view has no readable sample" in result.stderr
@@ -271,7 +263,7 @@ def test_an_empty_view_writes_no_row_and_says_why(tmp_path, images, monkeypatch)
 def test_written_files_get_the_umasks_mode(tmp_path, images):
     previous = os.umask(0o022)
     try:
-        assert invoke("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(tmp_path / "o")).exit_code == 0
+        assert invoke_apart("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(tmp_path / "o")).exit_code == 0
     finally:
         os.umask(previous)
     written = [p for p in (tmp_path / "o").rglob("*") if p.is_file() and p.name != "lock"]
@@ -283,19 +275,19 @@ def test_written_files_get_the_umasks_mode(tmp_path, images):
 
 def test_without_a_terminal_a_line_per_cell_and_a_closing_count(tmp_path, images):
     args = ["run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(tmp_path / "o")]
-    result = invoke(*args)
+    result = invoke_apart(*args)
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert "start validate test_vit on imagefolder on cpu" in lines and "done  validate test_byobnet on imagefolder on cpu" in lines
     assert any(line.startswith("2 cells: 2 ok, 0 failed, 0 already in the store, in ") for line in lines)
-    again = invoke(*args)
+    again = invoke_apart(*args)
     assert any(line.startswith("2 cells: 0 ok, 0 failed, 2 already in the store") for line in again.output.splitlines())
 
 
 def test_dry_run_prints_the_grid_and_runs_nothing(tmp_path, images):
     out = tmp_path / "o"
-    assert invoke("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(out)).exit_code == 0
-    result = invoke("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(out), "--dry-run")
+    assert invoke_apart("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(out)).exit_code == 0
+    result = invoke_apart("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(out), "--dry-run")
     assert result.exit_code == 0
     assert "1 done, 1 pending; 9 image(s) to validate" in result.output
     assert len(records(out / "store")) == 1
@@ -303,7 +295,7 @@ def test_dry_run_prints_the_grid_and_runs_nothing(tmp_path, images):
 
 def test_limit_takes_the_first_images_and_marks_the_rows(tmp_path, images):
     out = tmp_path / "o"
-    result = invoke("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(out), "--limit", "4")
+    result = invoke_apart("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(out), "--limit", "4")
     assert result.exit_code == 0
     (row,) = list(csv.DictReader((out / "results-imagefolder.csv").open()))
     assert row["images"] == "4"

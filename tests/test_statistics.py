@@ -14,24 +14,16 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from click.testing import CliRunner
 
 from rbench import statistics
-from rbench.cli import main
 from rbench.report import robustness_table
 from rbench.plugins.metrics import calibration, intervals
 
-from .conftest import predictions_of, write_jpegs
+from .conftest import invoke_apart, predictions_of, write_jpegs
 
 Z = 1.959963984540054  # the 97.5% normal quantile
 
 
-def invoke(*args):
-    try:
-        runner = CliRunner(mix_stderr=False)
-    except TypeError:  # click 8.2 keeps stderr apart by itself
-        runner = CliRunner()
-    return runner.invoke(main, list(args))
 
 
 # --- Wilson intervals -----------------------------------------------------------------------
@@ -231,7 +223,7 @@ def test_report_writes_the_robustness_file_from_imported_rows_and_says_once_when
                     [(f"m{i}", on_line(x)) for i, x in enumerate(bases)] + [("above", on_line(70.0) + 2)])
     write_published(folder / "results-sketch.csv", [(f"m{i}", 20.0 + i) for i in range(4)])
     out = tmp_path / "out"
-    result = invoke("report", "--store", str(tmp_path), "--out", str(out), "--import", str(folder))
+    result = invoke_apart("report", "--store", str(tmp_path), "--out", str(out), "--import", str(folder))
     assert result.exit_code == 0, result.output + result.stderr
     with open(out / "robustness-imagenetv2-matched-frequency.csv", newline="") as f:
         rows = {r["model"]: r for r in csv.DictReader(f)}
@@ -274,7 +266,7 @@ def top1_hits(store: Path, tag: str, source: str = "imagenet"):
 
 def test_compare_on_a_synthetic_store_equals_mcnemar_computed_here(synthetic_store):
     root, tags = synthetic_store
-    result = invoke("compare", tags[0], tags[1], "--store", str(root), "--view", "imagenet")
+    result = invoke_apart("compare", tags[0], tags[1], "--store", str(root), "--view", "imagenet")
     assert result.exit_code == 0, result.output + result.stderr
     a, b = top1_hits(root, tags[0]), top1_hits(root, tags[1])
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
@@ -287,7 +279,7 @@ def test_compare_on_a_synthetic_store_equals_mcnemar_computed_here(synthetic_sto
 def test_report_marks_the_models_tied_with_the_best(synthetic_store, tmp_path):
     root, tags = synthetic_store
     out = tmp_path / "out"
-    result = invoke("report", "--store", str(root), "--out", str(out))
+    result = invoke_apart("report", "--store", str(root), "--out", str(out))
     assert result.exit_code == 0, result.output + result.stderr
     with open(out / "metrics-imagenet.csv", newline="") as f:
         rows = {r["model"]: r for r in csv.DictReader(f)}
@@ -317,28 +309,28 @@ QUICK = ["--weights", "random", "--bench", "validate", "--workers", "0", "--img-
 
 def test_run_then_compare_end_to_end_and_the_one_line_errors(tmp_path, images):
     out = tmp_path / "out"
-    result = invoke("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(out))
+    result = invoke_apart("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", str(images), "--out", str(out))
     assert result.exit_code == 0, result.output + result.stderr
-    result = invoke("compare", "test_vit", "test_byobnet", "--out", str(out))
+    result = invoke_apart("compare", "test_vit", "test_byobnet", "--out", str(out))
     assert result.exit_code == 0, result.output + result.stderr
     verdict = [line for line in result.output.splitlines() if line.startswith("imagefolder: ")]
     a, b = top1_hits(out / "store", "test_vit.r160_in1k", "imagefolder"), top1_hits(out / "store", "test_byobnet.r160_in1k", "imagefolder")
     p = min(1.0, exact_two_sided(int((a & ~b).sum()), int((~a & b).sum())))
     assert len(verdict) == 1 and f"McNemar p = {p:.4g}" in verdict[0], result.output
-    same = invoke("compare", "test_vit.r160_in1k", "test_vit", "--out", str(out))
+    same = invoke_apart("compare", "test_vit.r160_in1k", "test_vit", "--out", str(out))
     assert same.exit_code == 0 and "McNemar p = 1 " in same.output, same.output
     with open(out / "metrics-imagefolder.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["tied_with_best"] for r in rows} <= {"true", "false"} and all(0 <= float(r["ece"]) <= 1 for r in rows)
 
-    unknown = invoke("compare", "test_vit", "resnet50", "--out", str(out))
+    unknown = invoke_apart("compare", "test_vit", "resnet50", "--out", str(out))
     assert unknown.exit_code == 2
     assert unknown.stderr.count("\n") == 1 and "no validated model 'resnet50'" in unknown.stderr, unknown.stderr
 
     # Another model on the first 6 images only (another listing of the data): not the same images.
-    result = invoke("run", "-m", "test_efficientnet", *QUICK, "--data-dir", str(images), "--out", str(out),
+    result = invoke_apart("run", "-m", "test_efficientnet", *QUICK, "--data-dir", str(images), "--out", str(out),
                     "--limit", "6")
     assert result.exit_code == 0, result.output + result.stderr
-    unpaired = invoke("compare", "test_vit", "test_efficientnet", "--out", str(out))
+    unpaired = invoke_apart("compare", "test_vit", "test_efficientnet", "--out", str(out))
     assert unpaired.exit_code == 2
     assert unpaired.stderr.count("\n") == 1 and "not run on the same images" in unpaired.stderr, unpaired.stderr

@@ -283,29 +283,7 @@ def build(root: Path, chosen: Sequence[tuple[str, str]], cells: Sequence[tuple[s
     if total:
         bar = progress(total, f"imagenet-c: making {total:,} JPEGs in {root}")
         try:
-            if workers <= 1 or len(tasks) == 1:
-                _worker_setup()
-                for task in tasks:
-                    n = _build_image(task)
-                    made, failed = made + n, failed + (n == 0)
-                    bar.advance(len(task[2]))
-            else:
-                import multiprocessing
-                from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-                # Fresh processes (not forks of one that may hold torch's threads); a worker that
-                # dies fails the build instead of being replaced forever.
-                context = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_worker_setup) as pool:
-                    queue = iter(tasks)
-                    running = {pool.submit(_build_image, t): t for t in _take(queue, 4 * workers)}
-                    while running:
-                        finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                        for future in finished:
-                            n = future.result()
-                            made, failed = made + n, failed + (n == 0)
-                            bar.advance(len(running.pop(future)[2]))
-                        running.update({pool.submit(_build_image, t): t for t in _take(queue, len(finished))})
+            made, failed = run_build(tasks, _build_image, workers, _worker_setup, bar, lambda task: len(task[2]))
         finally:
             bar.close()
         if failed:
@@ -318,6 +296,37 @@ def build(root: Path, chosen: Sequence[tuple[str, str]], cells: Sequence[tuple[s
 
 def _take(items, n: int) -> list:
     return [item for _, item in zip(range(n), items)]
+
+
+def run_build(tasks: Sequence, make, workers: int, setup, bar, weight) -> tuple[int, int]:
+    """`make(task)` for every task, here or in `workers` fresh processes (each first runs
+    `setup`), advancing `bar` by `weight(task)` as each ends; returns (files made, tasks that
+    made none). `make` and `setup` must be module-level functions (they are pickled)."""
+    made = failed = 0
+    if workers <= 1 or len(tasks) == 1:
+        setup()
+        for task in tasks:
+            n = make(task)
+            made, failed = made + n, failed + (n == 0)
+            bar.advance(weight(task))
+        return made, failed
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    # Fresh processes (not forks of one that may hold torch's threads); a worker that dies fails
+    # the build instead of being replaced forever.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=setup) as pool:
+        queue = iter(tasks)
+        running = {pool.submit(make, t): t for t in _take(queue, 4 * workers)}  # a few ahead, not all at once
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                n = future.result()
+                made, failed = made + n, failed + (n == 0)
+                bar.advance(weight(running.pop(future)))
+            running.update({pool.submit(make, t): t for t in _take(queue, len(finished))})
+    return made, failed
 
 
 def _made_name(key: str) -> str:

@@ -348,19 +348,13 @@ def frame_file(folder: Path, i: int) -> Path:
     return folder / f"{i:02d}.png"
 
 
-def _build_sequence(task: tuple[str, str, str, int, str]) -> int:
-    """One sequence written as PNG frames into a temporary folder, renamed into place whole;
-    returns the frames written (0 for an unreadable val image). Runs in the build's workers."""
+def write_sequence(pixels, final: Path) -> None:
+    """A sequence's frames as PNG files in `final`, written into a temporary folder renamed into
+    place: a stopped build leaves whole sequences only."""
     import shutil
 
     from PIL import Image
 
-    source_path, key, perturbation, difficulty, target = task
-    try:
-        pixels = made_frames(source_path, key, perturbation, difficulty)
-    except (OSError, SyntaxError, ValueError):  # PIL's errors for unreadable files; too small an image
-        return 0
-    final = Path(target)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -370,6 +364,17 @@ def _build_sequence(task: tuple[str, str, str, int, str]) -> int:
         os.replace(tmp, final)
     except OSError:  # made meanwhile by another build
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_sequence(task: tuple[str, str, str, int, str]) -> int:
+    """One sequence written as PNG frames into a temporary folder, renamed into place whole;
+    returns the frames written (0 for an unreadable val image). Runs in the build's workers."""
+    source_path, key, perturbation, difficulty, target = task
+    try:
+        pixels = made_frames(source_path, key, perturbation, difficulty)
+    except (OSError, SyntaxError, ValueError):  # PIL's errors for unreadable files; too small an image
+        return 0
+    write_sequence(pixels, Path(target))
     return len(pixels)
 
 
@@ -394,30 +399,9 @@ def build(root: Path, tasks: Sequence[tuple[str, str, str, int, str]], workers: 
         return 0
     progress = progress or imagenet_c.BuildProgress
     total = sum(frame_count(t[2]) for t in todo)
-    made = failed = 0
     bar = progress(total, f"imagenet-p: {verb} {len(todo):,} sequences ({total:,} PNG frames) in {root}")
     try:
-        if workers <= 1 or len(todo) == 1:
-            _worker_setup()
-            for task in todo:
-                n = make(task)
-                made, failed = made + n, failed + (n == 0)
-                bar.advance(frame_count(task[2]))
-        else:
-            import multiprocessing
-            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_worker_setup) as pool:
-                queue = iter(todo)
-                running = {pool.submit(make, t): t for t in imagenet_c._take(queue, 4 * workers)}
-                while running:
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        n = future.result()
-                        made, failed = made + n, failed + (n == 0)
-                        bar.advance(frame_count(running.pop(future)[2]))
-                    running.update({pool.submit(make, t): t for t in imagenet_c._take(queue, len(finished))})
+        made, failed = imagenet_c.run_build(todo, make, workers, _worker_setup, bar, lambda task: frame_count(task[2]))
     finally:
         bar.close()
     if failed:
@@ -668,10 +652,6 @@ def read_video(path):
 def _decode_sequence(task: tuple[str, str, str, int, str]) -> int:
     """One published video decoded into PNG frames (a temporary folder renamed into place);
     0 for a video that cannot be decoded or has the wrong number of frames."""
-    import shutil
-
-    from PIL import Image
-
     video, _, perturbation, _, target = task
     try:
         pixels = read_video(video)
@@ -679,16 +659,7 @@ def _decode_sequence(task: tuple[str, str, str, int, str]) -> int:
         return 0
     if len(pixels) != frame_count(perturbation):
         return 0
-    final = Path(target)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for i, frame in enumerate(pixels):
-        Image.fromarray(frame).save(frame_file(tmp, i), format="PNG")
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_sequence(pixels, Path(target))
     return len(pixels)
 
 
