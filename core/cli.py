@@ -94,6 +94,11 @@ cache_dir_option = click.option(
          "geometry, for every later model [env: RBENCH_INPUT_CACHE]. [default: inputs/ in the rbench cache "
          "folder, $RBENCH_CACHE_DIR or ~/.cache/rbench]")
 
+html_option = click.option(
+    "--html", type=click.Path(path_type=Path), metavar="DIR",
+    help="Also write an offline HTML site of the CSVs (DIR/index.html: sortable tables, plots) and the "
+         "plots as PNG and SVG (DIR/plots/); needs rbench[html].")
+
 
 @click.group(cls=RbenchGroup, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="rbench")
@@ -158,16 +163,18 @@ def main() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the grid (each cell, done or pending, its images) and exit.")
 @click.option("--force", is_flag=True, help="Redo every cell, even those the store already holds.")
 @click.option("--retry-failed", is_flag=True, help="Run again the cells that failed in an earlier run.")
+@html_option
 def run(models, datasets, backends, benches, out, data_root, data, data_dir, data_option, store, batch_size, workers,
         img_size, weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds, no_retry,
         executor, ray_address, cell_timeout, cache_dir, cache_size, no_cache, metric_names, limit, dry_run, force,
-        retry_failed) -> None:
+        retry_failed, html) -> None:
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
 
     from .input_cache import parse_size
     from .registry import get_registry
     from .plan import RunOptions, check_out_dir, default_suite, make_plan
+    from .site import check_site_dir
 
     console = _console()
     options = RunOptions(out=out, store=store, data_root=data_root, data_paths=_data_paths(data),
@@ -208,13 +215,15 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
     options = replace(options, executor=executor or ("subprocess" if benchmarks else "local"),
                       ray_address=ray_address, cell_timeout=cell_timeout)
     check_out_dir(out)
+    if html is not None:
+        check_site_dir(html)
     registry = get_registry()
     registry.get("executors", options.executor)
     plan = make_plan(options, registry)
     if dry_run:
         _print_grid(plan, console, force=force, retry_failed=retry_failed)
         return
-    _run_and_report(plan, registry, console, embedded=not models, force=force, retry_failed=retry_failed)
+    _run_and_report(plan, registry, console, embedded=not models, force=force, retry_failed=retry_failed, html=html)
 
 
 def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
@@ -244,7 +253,7 @@ def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
                   + f"; {pending_images:,} image(s) to validate")
 
 
-def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_failed: bool) -> None:
+def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_failed: bool, html: Path | None) -> None:
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -330,6 +339,8 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
     why = f" ({', '.join(f'{n} {status}' for status, n in sorted(failed.items()))})" if failed else ""
     console.print(f"{ran + counts['held']} cells: {counts['ok']} ok, {sum(failed.values())} failed{why}, "
                   f"{counts['held']} already in the store, in {time.monotonic() - started:.0f} s")
+    if html is not None:
+        _write_site(console, results, options.out, html)
     if results.failures:
         errors.print(_plain(f"{len(results.failures)} cell(s) failed: see {options.out / 'failures.csv'}; "
                             "run again with --retry-failed to retry them"))
@@ -370,20 +381,25 @@ def _print_results(console, results, written) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Folder for the rebuilt CSVs.")
 @click.option("--import", "imports", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
-              help="A results-<view>.csv in timm's published format, or a folder of them, merged as extra rows.")
+              help="A file of timm's published results folder (results-<view>.csv, benchmark-<kind>-<tag>.csv, "
+                   "model_metadata[-in1k].csv), or a folder of them, merged as extra rows.")
 @metrics_option
-def report(store, out, imports, metric_names) -> None:
+@html_option
+def report(store, out, imports, metric_names, html) -> None:
     """Rebuild every CSV from a store's records and predictions (no model runs), optionally
     ranked among imported published results."""
     from .plan import check_out_dir, select_metrics
     from .predictions import DamagedPredictions
     from .registry import get_registry
-    from .report import Results, read_published, write_reports
+    from .report import PUBLISHED_GLOBS, Results, import_published, write_reports
     from .run import view_bases
     from .scoring import Scorer
+    from .site import check_site_dir
     from .store import Store
 
     check_out_dir(out)
+    if html is not None:
+        check_site_dir(html)
     store_dir = store or out / "store"
     if store is not None and not store.is_dir():
         raise RbenchError(f"store {store} does not exist; pass the --store folder of an earlier `rbench run`")
@@ -400,15 +416,14 @@ def report(store, out, imports, metric_names) -> None:
     files = []
     for path in imports:
         if path.is_dir():
-            files.extend(sorted(path.glob("results-*.csv")))
+            # The full model_metadata.csv before the two-column in-1k file, whose rows then add nothing.
+            files.extend(f for pattern in PUBLISHED_GLOBS for f in sorted(path.glob(pattern)))
         elif path.is_file():
             files.append(path)
         else:
             raise RbenchError(f"--import {path} does not exist; pass a results CSV or a folder of them")
     for path in files:
-        view, rows = read_published(path)
-        for row in rows:
-            results.add({"table": "validation", "view": view, "row": row}, imported=True)
+        import_published(results, path)
     for problem in [*the_store.problems, *skipped, *results.scorer.notes, *results.notes]:
         click.echo(f"rbench: warning: {problem}", err=True)
     if not (results.validation or results.metric_rows or results.benchmarks or results.metadata):
@@ -417,6 +432,20 @@ def report(store, out, imports, metric_names) -> None:
     for note in results.robustness_notes:
         click.echo(f"rbench: note: {note}", err=True)
     console.print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written)))
+    if html is not None:
+        _write_site(console, results, out, html)
+
+
+def _write_site(console, results, out: Path, html: Path) -> None:
+    """The HTML site and static plots of the CSV files in `out` (`--html`)."""
+    from .report import imported_rows
+    from .site import write_site
+
+    with console.status("writing the HTML site and its plots"):
+        index, notes = write_site(out, html, imported=imported_rows(results), bases=results.bases)
+    for note in notes:
+        click.echo(f"rbench: note: {note}", err=True)
+    console.print("[bold]wrote[/] " + _plain(f"{index} and its plots in {html / 'plots'}"))
 
 
 @main.command(context_settings=CONTEXT)

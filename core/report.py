@@ -125,30 +125,129 @@ def read_published(path: Path) -> tuple[str, list[dict[str, Any]]]:
     Columns are found by name (timm's own files put img_size in different places); values are
     parsed back to numbers, so re-writing the rows reproduces the file.
     """
-    import csv
-
     from .errors import DataError
 
     name = path.name
     if not (name.startswith("results-") and name.endswith(".csv")):
         raise DataError(f"{path} is not a results-<view>.csv file; --import takes timm's published result files")
+    raws = _read_csv(path, required=VALIDATION_COLUMNS)
+    rows = []
+    for line, raw in enumerate(raws, start=2):
+        try:
+            rows.append({
+                "model": raw["model"], "img_size": int(raw["img_size"]),
+                **{c: float(raw[c]) for c in ("top1", "top1_err", "top5", "top5_err", "crop_pct")},
+                "param_count": float(raw["param_count"].replace(",", "")),
+                "interpolation": raw["interpolation"],
+            })
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{path} line {line}: {exc}; fix or remove that line") from exc
+    return name[len("results-"):-len(".csv")], rows
+
+
+def read_published_benchmark(path: Path) -> tuple[str, str, list[dict[str, Any]]]:
+    """The kind (`infer` or `train`), stack tag and rows of a published `benchmark-<kind>-<tag>.csv`.
+
+    Columns are found by name (timm's files order them differently, and some lack the counts);
+    a column the file lacks is empty in the rows. Each row needs a model and its samples/s.
+    """
+    from .errors import DataError
+
+    name = path.name
+    kind, _, tag = name[len("benchmark-"):-len(".csv")].partition("-")
+    if not (name.startswith("benchmark-") and name.endswith(".csv") and kind in BENCH_COLUMNS and tag):
+        raise DataError(f"{path} is not a benchmark-<infer|train>-<tag>.csv file; --import takes timm's published "
+                        "benchmark files")
+    columns = BENCH_COLUMNS[kind]
+    rate = f"{kind}_samples_per_sec"
+    raws = _read_csv(path, required=("model", rate))
+    rows = []
+    for line, raw in enumerate(raws, start=2):
+        try:
+            rows.append({c: _parsed(c, raw.get(c)) for c in columns})
+        except ValueError as exc:
+            raise DataError(f"{path} line {line}: {exc}; fix or remove that line") from exc
+    return kind, tag, rows
+
+
+def read_published_metadata(path: Path) -> list[dict[str, Any]]:
+    """The rows of a `model_metadata.csv` (rbench's) or `model_metadata-in1k.csv` (timm's `model,pretrain`).
+
+    A row of the in-1k file is a tag with a 1000-class head, so it gets `num_classes` 1000; the
+    columns a file lacks are empty.
+    """
+    from .errors import DataError
+
+    if path.name not in ("model_metadata.csv", "model_metadata-in1k.csv"):
+        raise DataError(f"{path} is not a model_metadata.csv or model_metadata-in1k.csv file")
+    raws = _read_csv(path, required=METADATA_COLUMNS)
+    rows = []
+    for line, raw in enumerate(raws, start=2):
+        try:
+            row = {c: _parsed(c, raw.get(c)) for c in MODEL_METADATA_COLUMNS}
+        except ValueError as exc:
+            raise DataError(f"{path} line {line}: {exc}; fix or remove that line") from exc
+        for c in ("mean", "std"):
+            row[c] = tuple(row[c].split(",")) if row[c] else None
+        if path.name == "model_metadata-in1k.csv":
+            row["num_classes"] = 1000
+        rows.append(row)
+    return rows
+
+
+PUBLISHED_GLOBS = ("model_metadata.csv", "model_metadata-in1k.csv", "results-*.csv", "benchmark-*.csv")
+
+
+def import_published(results: Results, path: Path) -> None:
+    """Add the rows of one published file (results, benchmark or model metadata CSV, told
+    apart by its name) to `results`, marked imported: this store's own rows win over them."""
+    from .errors import DataError
+
+    if path.name.startswith("benchmark-"):
+        kind, tag, rows = read_published_benchmark(path)
+        entries = [{"table": "benchmark", "kind": kind, "tag": tag, "row": row} for row in rows]
+    elif path.name.startswith("model_metadata"):
+        entries = [{"table": "metadata", "row": row} for row in read_published_metadata(path)]
+    elif path.name.startswith("results-"):
+        view, rows = read_published(path)
+        entries = [{"table": "validation", "view": view, "row": row} for row in rows]
+    else:
+        raise DataError(f"--import {path}: not a results-<view>.csv, benchmark-<kind>-<tag>.csv or "
+                        "model_metadata[-in1k].csv file; pass one of timm's published files or a folder of them")
+    for entry in entries:
+        results.add(entry, imported=True)
+
+
+def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    """The rows of a CSV file; a `DataError` naming the `required` columns it lacks."""
+    import csv
+
+    from .errors import DataError
+
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in VALIDATION_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{path} lacks the column(s) {', '.join(missing)}; is it a timm results file?")
-        rows = []
-        for line, raw in enumerate(reader, start=2):
-            try:
-                rows.append({
-                    "model": raw["model"], "img_size": int(raw["img_size"]),
-                    **{c: float(raw[c]) for c in ("top1", "top1_err", "top5", "top5_err", "crop_pct")},
-                    "param_count": float(raw["param_count"].replace(",", "")),
-                    "interpolation": raw["interpolation"],
-                })
-            except (TypeError, ValueError) as exc:
-                raise DataError(f"{path} line {line}: {exc}; fix or remove that line") from exc
-    return name[len("results-"):-len(".csv")], rows
+        return list(reader)
+
+
+_INTEGER_COLUMNS = ("_img_size", "_batch_size", "num_classes")
+_NUMBER_COLUMNS = ("_samples_per_sec", "_step_time", "param_count", "_gmacs", "_macts", "gmacs", "macts", "crop_pct")
+
+
+def _parsed(column: str, text: str | None) -> Any:
+    """A published CSV field back to a value: None when empty, else an int or float by its column's name."""
+    if text is None or text.strip() == "":
+        return None
+    if column.endswith(_INTEGER_COLUMNS):
+        value = float(text)  # some of timm's files write batch sizes as 1024.0
+        if not value.is_integer():
+            raise ValueError(f"{column} {text!r} is not a whole number")
+        return int(value)
+    if column.endswith(_NUMBER_COLUMNS):
+        return float(text.replace(",", ""))
+    return text
 
 
 _DIGITS = {"_samples_per_sec": 2, "step_time": 3, "_p10": 3, "_p50": 3, "_p90": 3, "param_count": 2,
@@ -338,6 +437,8 @@ class Results:
     notes: list[str] = field(default_factory=list)  # rows replaced by others of the same model and size
     robustness_notes: list[str] = field(default_factory=list)  # views with too few models, from the last write
     _imported: set[tuple[str, str, int]] = field(default_factory=set)
+    _imported_benchmarks: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, tag, model)
+    _imported_metadata: set[str] = field(default_factory=set)  # models
 
     @property
     def metric_columns(self) -> list[str]:
@@ -372,8 +473,14 @@ class Results:
                 self.columns[entry["view"]] = entry["columns"]
         elif table == "benchmark":
             self.benchmarks[(entry["kind"], entry["tag"])].append(row)
+            if imported:
+                self._imported_benchmarks.add((entry["kind"], entry["tag"], row["model"]))
         elif table == "metadata":
+            if imported and any(r["model"] == row["model"] for r in self.metadata):
+                return  # this store's row, or a fuller imported one, is kept
             self.metadata.append(row)
+            if imported:
+                self._imported_metadata.add(row["model"])
         else:
             raise ValueError(f"unknown table {table!r} in a store entry")
 
@@ -391,6 +498,23 @@ class Results:
             self.failures.append({"model": info.get("model"), "dataset": info.get("source"),
                                   "backend": info.get("backend"), "bench": info.get("kind"),
                                   "status": record["status"], "message": record.get("message", "")})
+
+
+def imported_rows(results: Results) -> dict[str, set[tuple[str, ...]]]:
+    """For each file `write_reports` writes, the keys of its imported rows: `(model, img_size)`
+    (as written) in the results and robustness files, `(model,)` in the others."""
+    from .metadata import in1k_rows
+
+    found: dict[str, set[tuple[str, ...]]] = defaultdict(set)
+    for view, model, size in results._imported:
+        found[f"results-{view}.csv"].add((model, str(size)))
+        found[f"robustness-{view}.csv"].add((model, str(size)))
+    for kind, tag, model in results._imported_benchmarks:
+        found[f"benchmark-{kind}-{tag}.csv"].add((model,))
+    imported_in1k = {r["model"] for r in in1k_rows(results.metadata)} & results._imported_metadata
+    found["model_metadata.csv"].update((m,) for m in results._imported_metadata)
+    found["model_metadata-in1k.csv"].update((m,) for m in imported_in1k)
+    return dict(found)
 
 
 def write_reports(results: Results, out: Path) -> list[Path]:
@@ -425,7 +549,10 @@ def write_reports(results: Results, out: Path) -> list[Path]:
         columns = BENCH_COLUMNS[kind]
         written.append(write_csv(benchmark_table(rows, columns), out / f"benchmark-{kind}-{tag}.csv"))
         # Same name in a subfolder: readers that glob `benchmark-infer-*.csv` see timm's files only.
-        written.append(write_csv(benchmark_table(rows, columns, detailed=True), out / DETAILED / f"benchmark-{kind}-{tag}.csv"))
+        # Imported rows have no details: the detailed file holds this store's rows only.
+        own = [r for r in rows if (kind, tag, r["model"]) not in results._imported_benchmarks]
+        if own:
+            written.append(write_csv(benchmark_table(own, columns, detailed=True), out / DETAILED / f"benchmark-{kind}-{tag}.csv"))
     if results.metadata:
         written.append(write_csv(metadata_table(in1k_rows(results.metadata)), out / "model_metadata-in1k.csv"))
         written.append(write_csv(model_metadata_table(results.metadata), out / "model_metadata.csv"))

@@ -1,0 +1,364 @@
+"""`--html`: the plots' data against the CSV files, the page in a real browser, broken inputs,
+and `--import` of published benchmark and metadata files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import shutil
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import invoke_apart
+
+pytest.importorskip("plotly", reason="--html needs plotly (pip install 'rbench[html]')")
+pytest.importorskip("matplotlib", reason="--html needs matplotlib (pip install 'rbench[html]')")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+RESULT_COLUMNS = "model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation"
+BENCH = "benchmark-infer-amp-nhwc-pt240-cu124-rtx4090.csv"
+
+
+def brute_force_front(points):
+    """On the front iff no other point has >= in both coordinates and > in one."""
+    return [not any(ox >= x and oy >= y and (ox > x or oy > y) for j, (ox, oy) in enumerate(points) if j != i)
+            for i, (x, y) in enumerate(points)]
+
+
+def test_pareto_front_equals_brute_force_with_ties():
+    from rbench.plots import pareto_front
+
+    generator = random.Random(16)
+    for _ in range(200):
+        points = [(generator.randint(0, 6), generator.randint(0, 6)) for _ in range(generator.randint(1, 25))]
+        assert pareto_front(*zip(*points)) == brute_force_front(points), points
+
+
+def write_zoo(folder: Path) -> dict:
+    """A small published results folder: ImageNet and V2 results for 14 tags of 12 architectures,
+    one infer benchmark file of architectures (timm's own column order, without infer_macts), and
+    timm's two-column metadata file. What each file leaves out is returned."""
+    folder.mkdir(parents=True)
+    generator = random.Random(3)
+    models = [(f"net{i}.tag{i % 3}", 224) for i in range(12)] + [("net3.big_384", 384), ("net5.ft_288", 288)]
+    top1 = {m: round(generator.uniform(55, 88), 3) for m, _ in models}
+    lines = [RESULT_COLUMNS]
+    for model, size in sorted(models, key=lambda m: -top1[m[0]]):
+        t1 = top1[model]
+        lines.append(f"{model},{size},{t1:.3f},{100 - t1:.3f},{min(99.9, t1 + 10):.3f},{100 - min(99.9, t1 + 10):.3f},"
+                     f"{generator.uniform(3, 90):.2f},0.875,bicubic")
+    (folder / "results-imagenet.csv").write_text("\n".join(lines) + "\n")
+    lines = [RESULT_COLUMNS]
+    for model, size in sorted(models, key=lambda m: -top1[m[0]]):
+        t1 = round(top1[model] - 12 + generator.uniform(-2, 2), 3)
+        lines.append(f"{model},{size},{t1:.3f},{100 - t1:.3f},80.000,20.000,10.00,0.875,bicubic")
+    (folder / "results-imagenetv2-matched-frequency.csv").write_text("\n".join(lines) + "\n")
+    # net11 has no benchmark row; net3.big_384 and net5.ft_288 ran at another size than the file's.
+    lines = ["model,infer_img_size,infer_batch_size,infer_samples_per_sec,infer_step_time,infer_gmacs,param_count"]
+    for i in range(11):
+        rate = [900.0, 1500.0, 700.0, 1500.0, 3000.0, 250.0, 1200.0, 5000.0, 4000.0, 100.0, 2500.0][i]
+        lines.append(f"net{i},224,256.0,{rate:.2f},{256000 / rate:.3f},{0.5 + i:.2f},{5 + i:.2f}")
+    (folder / BENCH).write_text("\n".join(lines) + "\n")
+    (folder / "model_metadata-in1k.csv").write_text(
+        "model,pretrain\n" + "".join(f"net{i}.tag{i % 3},{'in21k' if i % 2 else 'in1k'}\n" for i in range(12)))
+    return {"no_bench": ["net11.tag2", "net3.big_384", "net5.ft_288"]}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def page_data(index: Path) -> dict:
+    text = index.read_text()
+    start = text.index('<script id="rbench-data" type="application/json">') + len(
+        '<script id="rbench-data" type="application/json">')
+    return json.loads(text[start:text.index("</script>", start)].replace("<\\/", "</"))
+
+
+def plot_points(plot: dict, models: list[str]) -> dict[str, tuple[float, float, int, int]]:
+    p = plot["points"]
+    return {models[m]: (x, y, imp, front) for m, x, y, imp, front in zip(p["model"], p["x"], p["y"], p["imported"], p["front"])}
+
+
+@pytest.fixture(scope="module")
+def zoo_site(tmp_path_factory):
+    """`rbench report` of an empty store with the zoo imported, and `--html`."""
+    root = tmp_path_factory.mktemp("site")
+    missing = write_zoo(root / "zoo")
+    result = invoke_apart("report", "--out", str(root / "out"), "--import", str(root / "zoo"), "--html", str(root / "site"))
+    assert result.exit_code == 0, result.output + result.stderr
+    return root, missing
+
+
+def logit(percent):
+    p = min(max(percent / 100, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def test_plot_data_equals_the_csv_files(zoo_site):
+    root, missing = zoo_site
+    out, data = root / "out", page_data(root / "site" / "index.html")
+    plots = {p["id"]: p for p in data["plots"]}
+    accuracy = read_csv(out / "results-imagenet.csv")
+    bench = {r["model"]: r for r in read_csv(out / BENCH)}
+
+    # Throughput: a tag's architecture row at the same size (timm's benchmark files name architectures).
+    expected = {}
+    for row in accuracy:
+        found = bench.get(row["model"].split(".")[0])
+        if found and found["infer_img_size"] == row["img_size"]:
+            expected[row["model"]] = (float(found["infer_samples_per_sec"]), float(row["top1"]))
+    throughput = plots[f"throughput-{BENCH[:-4]}"]
+    points = plot_points(throughput, data["models"])
+    assert {m: (x, y) for m, (x, y, _, _) in points.items()} == expected
+    names = list(expected)
+    front = dict(zip(names, brute_force_front([expected[n] for n in names])))
+    assert {m: bool(f) for m, (_, _, _, f) in points.items()} == front
+    assert all(imp == 1 for _, _, imp, _ in points.values())  # all of it imported
+    assert any(f"{len(missing['no_bench'])} model(s) of results-imagenet.csv have no row in {BENCH}" in n
+               for n in throughput["notes"]), throughput["notes"]
+    line = throughput["lines"][0]
+    assert line["x"] == sorted(x for x, _ in (expected[n] for n in names if front[n]))
+
+    # GMACs from the benchmark file (the in-1k metadata file has none), params from the results file.
+    gmacs = plot_points(plots["gmacs"], data["models"])
+    assert {m: x for m, (x, *_) in gmacs.items()} == {
+        m: float(bench[m.split(".")[0]]["infer_gmacs"]) for m in expected}
+    params = plot_points(plots["params"], data["models"])
+    assert {m: (x, y) for m, (x, y, _, _) in params.items()} == {
+        r["model"]: (float(r["param_count"]), float(r["top1"])) for r in accuracy}
+
+    # The shift: the robustness file's points on logit axes, and its line.
+    robustness = read_csv(out / "robustness-imagenetv2-matched-frequency.csv")
+    shift = plots["shift-imagenetv2-matched-frequency"]
+    points = plot_points(shift, data["models"])
+    assert set(points) == {r["model"] for r in robustness}
+    for r in robustness:
+        x, y, *_ = points[r["model"]]
+        assert x == pytest.approx(logit(float(r["base_top1"])), abs=1e-5)
+        assert y == pytest.approx(logit(float(r["top1"])), abs=1e-5)
+    slope, intercept = float(robustness[0]["slope"]), float(robustness[0]["intercept"])
+    (line,) = shift["lines"]
+    assert line["y"] == pytest.approx([slope * x + intercept for x in line["x"]])
+    # Static copies of every plot.
+    for plot in data["plots"]:
+        for ext in ("png", "svg"):
+            assert (root / "site" / "plots" / f"{plot['id']}.{ext}").stat().st_size > 1000
+
+
+def test_import_of_benchmark_and_metadata_files(zoo_site):
+    root, _ = zoo_site
+    out = root / "out"
+    rows = read_csv(out / BENCH)
+    # timm's column order and its `256.0` batch sizes, back in rbench's order; the missing
+    # infer_macts column empty; sorted by samples/s.
+    assert list(rows[0]) == ["model", "infer_img_size", "infer_samples_per_sec", "infer_step_time", "infer_batch_size",
+                             "param_count", "infer_gmacs", "infer_macts"]
+    assert [r["model"] for r in rows] == ["net7", "net8", "net4", "net10", "net1", "net3", "net6", "net0", "net2",
+                                          "net5", "net9"]
+    assert {r["infer_batch_size"] for r in rows} == {"256"} and {r["infer_macts"] for r in rows} == {""}
+    assert not (out / "detailed" / BENCH).exists()  # imported rows have no details
+    assert read_csv(out / "model_metadata-in1k.csv") == sorted(read_csv(root / "zoo" / "model_metadata-in1k.csv"),
+                                                              key=lambda r: r["model"])
+    # Imported again, the written file reproduces itself.
+    again = invoke_apart("report", "--out", str(root / "again"), "--import", str(out / BENCH))
+    assert again.exit_code == 0, again.stderr
+    assert (root / "again" / BENCH).read_bytes() == (out / BENCH).read_bytes()
+
+
+def test_a_broken_benchmark_import_is_one_line(tmp_path):
+    bad = tmp_path / "benchmark-infer-fp32-nchw-pt240-cpu-x.csv"
+    bad.write_text("model,infer_img_size\nm,224\n")
+    odd = tmp_path / "benchmark-infer-fp32-nchw-pt240-cpu-y.csv"
+    odd.write_text("model,infer_samples_per_sec,infer_batch_size\nm,10.0,25.5\n")
+    for path, message in [(bad, "lacks the column(s) infer_samples_per_sec"), (odd, "line 2: infer_batch_size '25.5'"),
+                          (tmp_path / "notes.csv", "does not exist")]:
+        result = invoke_apart("report", "--out", str(tmp_path / "o"), "--import", str(path))
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert message in line
+
+
+def test_html_without_plotly_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "plotly", None)  # import plotly raises ImportError
+    published = tmp_path / "results-imagenet.csv"
+    published.write_text(RESULT_COLUMNS + "\nm.a,224,80.000,20.000,95.000,5.000,1.00,0.875,bicubic\n")
+    result = invoke_apart("report", "--out", str(tmp_path / "o"), "--import", str(published), "--html", str(tmp_path / "s"))
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "pip install 'rbench[html]'" in line and not (tmp_path / "o" / "results-imagenet.csv").exists()
+
+
+def test_broken_inputs_still_make_a_page_that_says_what_is_missing(tmp_path):
+    from rbench.site import write_site
+
+    out = tmp_path / "out"
+    out.mkdir()
+    # A results file without top1, a benchmark file of other models, a V2 file without its base.
+    (out / "results-imagenet.csv").write_text("model,img_size,top5\na.x,224,90.0\n")
+    (out / BENCH).write_text("model,infer_img_size,infer_samples_per_sec\nother,224,10.0\n")
+    (out / "results-sketch.csv").write_text(RESULT_COLUMNS + "\na.x,224,30.000,70.000,50.000,50.000,1.00,0.875,bicubic\n")
+    index, notes = write_site(out, tmp_path / "site", imported={}, bases={"sketch": "imagenet"})
+    data = page_data(index)
+    plots = {p["id"]: p for p in data["plots"]}
+    assert plots[f"throughput-{BENCH[:-4]}"]["notes"] == ["nothing to plot: results-imagenet.csv has no top1 column"]
+    assert plots["shift-sketch"]["notes"][0] == "nothing to plot: results-imagenet.csv has no top1 column"
+    assert plots["gmacs"]["notes"][0].startswith("nothing to plot: no model_metadata.csv with gmacs")
+    assert [t["name"] for t in data["tables"]] == ["results-imagenet.csv", "results-sketch.csv", BENCH]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    index, notes = write_site(empty, tmp_path / "site-empty", imported={}, bases={})
+    assert notes[0] == f"no result files in {empty}: nothing to show"
+    assert page_data(index)["plots"] == []
+
+
+# --- the page in a real browser -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the browser test needs the playwright package (pip install playwright)")
+    executable = CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")
+    if not executable:
+        pytest.skip("the browser test needs Chromium at /usr/bin/chromium (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def open_offline(browser, index: Path):
+    """The page from disk with the network off: every non-file request aborted and recorded,
+    console errors collected. Waits until the table and the plots in view are drawn."""
+    context = browser.new_context(offline=True, viewport={"width": 1280, "height": 900})
+    requests, errors = [], []
+
+    def route(route):
+        if route.request.url.startswith("file://"):
+            route.continue_()
+        else:
+            requests.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(index.as_uri())
+    page.evaluate("window.rbench.ready")
+    return page, requests, errors
+
+
+def column_values(page, column: str) -> list[str]:
+    return page.eval_on_selector_all(f'#results-table tbody td[data-col="{column}"]', "cells => cells.map(c => c.textContent)")
+
+
+def shoot(page, tmp_path: Path, name: str) -> None:
+    import os
+
+    page.screenshot(path=str(tmp_path / name), full_page=True)
+    if os.environ.get("RBENCH_SCREENSHOT_DIR"):
+        folder = Path(os.environ["RBENCH_SCREENSHOT_DIR"])
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / name, folder / name)
+
+
+def test_page_in_headless_chromium(browser, zoo_site, tmp_path):
+    root, _ = zoo_site
+    out = root / "out"
+    page, requests, errors = open_offline(browser, root / "site" / "index.html")
+    accuracy = read_csv(out / "results-imagenet.csv")
+    # The first table is results-imagenet.csv, every row, in the file's order.
+    assert column_values(page, "model") == [r["model"] for r in accuracy]
+    # Sorting by top1: a click orders high to low, another low to high.
+    page.click('#results-table th[data-col="top1"]')
+    values = [float(v) for v in column_values(page, "top1")]
+    assert values == sorted((float(r["top1"]) for r in accuracy), reverse=True)
+    page.click('#results-table th[data-col="top1"]')
+    assert [float(v) for v in column_values(page, "top1")] == sorted(values)
+    # A glob leaves the rows whose whole name matches; a plain word is a substring.
+    for query in ("net1*", "*.tag[01]", "big"):
+        page.fill("#filter", query)
+        pattern = query if any(c in query for c in "*?[") else f"*{query}*"
+        assert sorted(column_values(page, "model")) == sorted(r["model"] for r in accuracy
+                                                              if fnmatchcase(r["model"], pattern)), query
+    page.fill("#filter", "")
+    # Metadata joined by model: the pretrain column of model_metadata-in1k.csv.
+    page.check('input[data-join="pretrain"]')
+    pretrain = {r["model"]: r["pretrain"] for r in read_csv(out / "model_metadata-in1k.csv")}
+    joined = dict(zip(column_values(page, "model"), column_values(page, "pretrain")))
+    assert joined == {r["model"]: pretrain.get(r["model"], "") for r in accuracy}
+    # Each plot drawn with its points: counted from the plotly graph divs.
+    page.evaluate("window.rbench.drawAll()")
+    counted = page.evaluate("""() => Object.fromEntries(window.rbench.data.plots.map(p => {
+        const div = document.getElementById(p.id);
+        const traces = div.data || [];
+        const points = traces.filter(t => t.meta === "points").reduce((n, t) => n + t.x.length, 0);
+        const cells = traces.filter(t => t.type === "heatmap").reduce((n, t) => n + t.z.length, 0);
+        return [p.id, points + cells];
+    }))""")
+    bench = {r["model"] for r in read_csv(out / BENCH)}
+    with_bench = [r for r in accuracy if r["model"].split(".")[0] in bench and r["img_size"] == "224"]
+    v2 = read_csv(out / "robustness-imagenetv2-matched-frequency.csv")
+    assert counted == {f"throughput-{BENCH[:-4]}": len(with_bench), "gmacs": len(with_bench), "params": len(accuracy),
+                       "shift-imagenetv2-matched-frequency": len(v2)}
+    shoot(page, tmp_path, "rbench-site.png")
+    assert requests == [] and errors == []
+    page.context.close()
+
+
+def test_broken_page_renders_with_its_notes(browser, tmp_path):
+    from rbench.site import write_site
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results-imagenet.csv").write_text("model,img_size,top5\na.x,224,90.0\n")
+    (out / BENCH).write_text("model,infer_img_size,infer_samples_per_sec\nother,224,10.0\n")
+    index, _ = write_site(out, tmp_path / "site", imported={}, bases={})
+    page, requests, errors = open_offline(browser, index)
+    page.evaluate("window.rbench.drawAll()")
+    text = page.inner_text("#plots")
+    assert "results-imagenet.csv has no top1 column" in text
+    assert column_values(page, "model") == ["a.x"]
+    shoot(page, tmp_path, "rbench-site-broken.png")
+    assert requests == [] and errors == []
+    page.context.close()
+
+
+def test_run_html_and_own_rows_beside_imported_ones(browser, tmp_path):
+    """`rbench run --html` on the embedded suite, then `rbench report --import` of published
+    rows on the same view: the store's models are their own trace, in their own colour."""
+    run = invoke_apart("run", "--bench", "validate", "--out", str(tmp_path / "run"), "--html", str(tmp_path / "run-site"))
+    assert run.exit_code == 0, run.output + run.stderr
+    own = read_csv(tmp_path / "run" / "results-synthetic.csv")
+    assert page_data(tmp_path / "run-site" / "index.html")["tables"][0]["rows"] == [list(r.values()) for r in own]
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    published = [f"zoo{i}.a,160,{10 + i:.3f},{90 - i:.3f},{50 + i:.3f},{50 - i:.3f},{1 + i:.2f},0.875,bicubic" for i in range(12)]
+    (zoo / "results-synthetic.csv").write_text("\n".join([RESULT_COLUMNS, *published[::-1]]) + "\n")
+    report = invoke_apart("report", "--store", str(tmp_path / "run" / "store"), "--out", str(tmp_path / "out"),
+                          "--import", str(zoo), "--html", str(tmp_path / "site"))
+    assert report.exit_code == 0, report.output + report.stderr
+    page, requests, errors = open_offline(browser, tmp_path / "site" / "index.html")
+    page.evaluate("window.rbench.drawAll()")
+    traces = page.evaluate("""() => document.getElementById("params").data
+        .filter(t => t.meta === "points").map(t => [t.name, t.marker.color, t.x.length])""")
+    assert traces == [["imported (12)", "#9aa5b1", 12], ["this store (3)", "#d62728", 3]]
+    marked = page.eval_on_selector_all("#results-table tbody tr", "rows => rows.map(r => r.classList.contains('imported'))")
+    models = column_values(page, "model")
+    assert [m for m, imported in zip(models, marked) if not imported] == [r["model"] for r in own]
+    shoot(page, tmp_path, "rbench-site-own.png")
+    assert requests == [] and errors == []
+    page.context.close()
