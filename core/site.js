@@ -203,12 +203,14 @@
                 x: keep.map(i => p.x[i]), y: keep.map(i => p.y[i]),
                 text: keep.map(i => hover(plot, i)),
                 hovertemplate: "%{text}<extra></extra>",
-                marker: {color: colour, size: size, opacity: imported ? 0.7 : 1,
-                         line: {color: LINE, width: keep.map(i => p.front[i] ? 1.5 : 0)}}});
+                marker: {color: colour, size: size, opacity: imported ? 0.7 : 1}});
     }
     for (const line of plot.lines) {
-      out.push({type: "scatter", mode: "lines", name: line.name, x: line.x, y: line.y, hoverinfo: "skip",
-                line: {color: LINE, width: 1.5}});
+      // The Pareto front's points are ringed by its line's markers (drawn over the points).
+      const front = line.name === "Pareto front";
+      out.push({type: "scatter", mode: front ? "lines+markers" : "lines", name: line.name, x: line.x, y: line.y,
+                hoverinfo: "skip", line: {color: LINE, width: 1.5},
+                marker: {symbol: "circle-open", size: 12, color: LINE, line: {width: 1.5}}});
     }
     return out;
   }
@@ -254,7 +256,8 @@
       for (const note of plot.notes) list.appendChild(el("li", {}, note));
       figure.appendChild(list);
     }
-    const div = el("div", {id: plot.id, class: "plot-area"});
+    const empty = plot.kind === "heatmap" ? !plot.heat.rows.length : !plot.points.x.length;
+    const div = el("div", {id: plot.id, class: empty ? "plot-area empty" : "plot-area"});
     figure.appendChild(div);
     figure.appendChild(el("a", {href: `plots/${plot.id}.svg`}, "SVG"));
     figure.appendChild(document.createTextNode(" "));
@@ -270,10 +273,7 @@
     marks: marks,
     drawAll: () => Promise.all(data.plots.map(draw)).then(() => performance.now() - started),
     ready: new Promise(resolve => requestAnimationFrame(() => {
-      const inView = data.plots.filter(p => {
-        const box = document.getElementById(p.id).getBoundingClientRect();
-        return box.top < window.innerHeight + 400;
-      });
+      const inView = data.plots.filter(p => document.getElementById(p.id).getBoundingClientRect().top < window.innerHeight);
       Promise.all(inView.map(draw)).then(() => resolve(performance.now()));
     })),
   };

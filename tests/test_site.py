@@ -153,6 +153,23 @@ def test_plot_data_equals_the_csv_files(zoo_site):
             assert (root / "site" / "plots" / f"{plot['id']}.{ext}").stat().st_size > 1000
 
 
+def test_heat_map_is_the_error_of_each_own_column(tmp_path):
+    from rbench.site import write_site
+
+    out = tmp_path / "out"
+    out.mkdir()
+    corruptions = ["gaussian_noise", "fog", "pixelate"]
+    header = RESULT_COLUMNS.replace(",param_count", ",mce,relative_mce,param_count") + "," + ",".join(corruptions)
+    rows = {"a.x": ["40.000", "71.250", "12.5"], "b.x": ["", "60.000", "30.000"], "c.x": ["", "", ""]}
+    (out / "results-imagenet-c.csv").write_text(header + "\n" + "".join(
+        f"{m},224,50.000,50.000,70.000,30.000,60.000,70.000,1.00,0.875,bicubic,{','.join(v)}\n" for m, v in rows.items()))
+    index, _ = write_site(out, tmp_path / "site", imported={}, bases={"imagenet-c": "imagenet"})
+    (heat,) = [p for p in page_data(index)["plots"] if p["kind"] == "heatmap"]
+    assert heat["heat"]["columns"] == corruptions and heat["heat"]["rows"] == ["a.x", "b.x"]
+    assert heat["heat"]["z"] == [[60.0, 28.75, 87.5], [None, 40.0, 70.0]]
+    assert heat["notes"] == ["1 model(s) of results-imagenet-c.csv have none of its own columns: c.x"]
+
+
 def test_import_of_benchmark_and_metadata_files(zoo_site):
     root, _ = zoo_site
     out = root / "out"
