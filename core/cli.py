@@ -387,7 +387,7 @@ def _print_results(console, results, written) -> None:
 @html_option
 def report(store, out, imports, metric_names, html) -> None:
     """Rebuild every CSV from a store's records and predictions (no model runs), optionally
-    ranked among imported published results."""
+    ranked among imported published results; with --html, an offline site of them."""
     from .plan import check_out_dir, select_metrics
     from .predictions import DamagedPredictions
     from .registry import get_registry
