@@ -205,7 +205,7 @@ def size_plots(accuracy: Table, tables: Mapping[str, Table]) -> list[Plot]:
     return [macs, params]
 
 
-LOGIT_TICKS = (1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99)
+LOGIT_TICKS = (0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5)
 
 
 def _logit(percent: float) -> float:
@@ -322,15 +322,17 @@ def draw_static(plot: Plot, folder: Path) -> list[Path]:
                 ax.scatter([p.x for p in mine], [p.y for p in mine], s=10 if imported else 24, c=colour,
                            label=f"{label} ({len(mine)})", zorder=3 if not imported else 2, linewidths=0)
         for line in plot.lines:
-            ax.plot(line["x"], line["y"], color="#1f77b4", linewidth=1.2, label=line["name"], zorder=1)
+            front = line["name"] == "Pareto front"  # its points ringed, as on the page
+            ax.plot(line["x"], line["y"], color="#1f77b4", linewidth=1.2, label=line["name"], zorder=4,
+                    marker="o" if front else None, markersize=7, markerfacecolor="none")
         if plot.x_log:
             ax.set_xscale("log")
         if plot.logit:
             ticks = [_logit(t) for t in plot.ticks]
             ax.set_xticks(ticks, [f"{t:g}" for t in plot.ticks])
             ax.set_yticks(ticks, [f"{t:g}" for t in plot.ticks])
-        if plot.points:
-            ax.legend(fontsize=8, loc="lower right")
+        if plot.points:  # the corner the points leave empty: speed falls as accuracy rises; the others rise together
+            ax.legend(fontsize=8, loc="lower left" if plot.id.startswith("throughput-") else "upper left")
         ax.grid(True, alpha=0.3)
         ax.set_xlabel(plot.x_title)
         ax.set_ylabel(plot.y_title)

@@ -225,8 +225,9 @@
     }
     if (plot.x_log) base.xaxis.type = "log";
     if (plot.ticks) {
-      base.xaxis.tickvals = plot.ticks.vals; base.xaxis.ticktext = plot.ticks.text;
-      base.yaxis.tickvals = plot.ticks.vals; base.yaxis.ticktext = plot.ticks.text;
+      for (const axis of [base.xaxis, base.yaxis]) {  // logit coordinates, labelled in percent
+        Object.assign(axis, {tickvals: plot.ticks.vals, ticktext: plot.ticks.text, zeroline: false});
+      }
     }
     return base;
   }

@@ -215,6 +215,13 @@ def test_html_without_plotly_names_the_extra(tmp_path, monkeypatch):
     assert "pip install 'rbench[html]'" in line and not (tmp_path / "o" / "results-imagenet.csv").exists()
 
 
+def test_html_of_nothing_is_the_one_line_error_of_report(tmp_path):
+    result = invoke_apart("report", "--out", str(tmp_path / "o"), "--html", str(tmp_path / "s"))
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "nothing to report" in line and not (tmp_path / "s" / "index.html").exists()
+
+
 def test_broken_inputs_still_make_a_page_that_says_what_is_missing(tmp_path):
     from rbench.site import write_site
 
