@@ -208,7 +208,8 @@ def size_plots(accuracy: Table, tables: Mapping[str, Table]) -> list[Plot]:
 LOGIT_TICKS = (0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5)
 
 
-def _logit(percent: float) -> float:
+def logit_percent(percent: float) -> float:
+    """The logit of an accuracy in percent (`statistics.logit`, clipped the same way)."""
     from .statistics import logit
 
     return float(logit(percent / 100.0))
@@ -223,8 +224,8 @@ def shift_plot(view: str, base: str, tables: Mapping[str, Table]) -> Plot:
     needed = ("model", "base_top1", "top1", "effective_robustness", "slope", "intercept", "origin")
     if robustness is not None and not _lacks(robustness, needed) and robustness.rows:
         for row in robustness.rows:
-            plot.points.append(Point(model=row["model"], x=_logit(float(row["base_top1"])),
-                                     y=_logit(float(row["top1"])), imported=row["origin"] == "import",
+            plot.points.append(Point(model=row["model"], x=logit_percent(float(row["base_top1"])),
+                                     y=logit_percent(float(row["top1"])), imported=row["origin"] == "import",
                                      gain=float(row["effective_robustness"])))
         slope, intercept = float(robustness.rows[0]["slope"]), float(robustness.rows[0]["intercept"])
         low, high = min(p.x for p in plot.points), max(p.x for p in plot.points)
@@ -242,7 +243,8 @@ def shift_plot(view: str, base: str, tables: Mapping[str, Table]) -> Plot:
         x, y = (_number(found[0].get("top1")) if found else None), _number(row.get("top1"))
         if x is None or y is None:
             continue
-        plot.points.append(Point(model=row["model"], x=_logit(x), y=_logit(y), imported=imported and found[1]))
+        plot.points.append(Point(model=row["model"], x=logit_percent(x), y=logit_percent(y),
+                                 imported=imported and found[1]))
     why = ("the report wrote none" if robustness is None
            else _lacks(robustness, needed) or f"robustness-{view}.csv has no rows")
     plot.notes.append(f"no effective-robustness line: no usable robustness-{view}.csv ({why}; the fit needs at "
@@ -328,7 +330,7 @@ def draw_static(plot: Plot, folder: Path) -> list[Path]:
         if plot.x_log:
             ax.set_xscale("log")
         if plot.logit:
-            ticks = [_logit(t) for t in plot.ticks]
+            ticks = [logit_percent(t) for t in plot.ticks]
             ax.set_xticks(ticks, [f"{t:g}" for t in plot.ticks])
             ax.set_yticks(ticks, [f"{t:g}" for t in plot.ticks])
         if plot.points:  # the corner the points leave empty: speed falls as accuracy rises; the others rise together

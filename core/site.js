@@ -120,7 +120,8 @@
     const t = data.tables[current];
     if (!t) { table.innerHTML = ""; count.textContent = "no tables"; return; }
     const modelIndex = t.columns.indexOf("model");
-    const extra = t === metadata ? [] : joinable.filter(c => joined.has(c));
+    // A column the file has already (a results file's param_count) is not joined again.
+    const extra = t === metadata ? [] : joinable.filter(c => joined.has(c) && !t.columns.includes(c));
     const metaIndex = extra.map(c => metadata.columns.indexOf(c));
     const columns = [...t.columns, ...extra];
     let rows = t.rows.map((row, i) => ({cells: extra.length ? [...row, ...metaIndex.map(j => {

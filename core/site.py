@@ -62,7 +62,7 @@ def read_tables(out: Path, imported: Mapping[str, set[tuple[str, ...]]]) -> dict
 def _plot_json(plot: Plot, model_index: dict[str, int]) -> dict[str, Any]:
     """A plot for the page: points as columns, models as indices into the blob's `models` (the
     same names recur in every plot), logit coordinates rounded to what a screen shows."""
-    from .plots import _logit
+    from .plots import logit_percent
 
     data: dict[str, Any] = {"id": plot.id, "title": plot.title, "kind": plot.kind, "x_title": plot.x_title,
                             "y_title": plot.y_title, "x_log": plot.x_log, "logit": plot.logit, "notes": plot.notes}
@@ -77,7 +77,7 @@ def _plot_json(plot: Plot, model_index: dict[str, int]) -> dict[str, Any]:
                       "gain": [None if p.gain is None else round(p.gain, 3) for p in plot.points]}
     data["lines"] = plot.lines
     if plot.logit:
-        data["ticks"] = {"vals": [_logit(t) for t in plot.ticks], "text": [f"{t:g}" for t in plot.ticks]}
+        data["ticks"] = {"vals": [logit_percent(t) for t in plot.ticks], "text": [f"{t:g}" for t in plot.ticks]}
     return data
 
 
