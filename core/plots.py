@@ -307,7 +307,7 @@ def draw_static(plot: Plot, folder: Path) -> list[Path]:
 
     if plot.kind == "heatmap":
         rows = plot.heat["rows"]
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(plot.heat["columns"]) + 3), min(60.0, 2 + 0.18 * len(rows))))
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(plot.heat["columns"]) + 3), min(30.0, 2 + 0.18 * len(rows))))
         import numpy as np
 
         z = np.array([[np.nan if v is None else v for v in r] for r in plot.heat["z"]], dtype=float).reshape(

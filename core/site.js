@@ -222,7 +222,7 @@
       base.height = Math.min(900, 120 + 14 * plot.heat.rows.length);
       base.margin.l = 220;
       base.yaxis = {automargin: true, autorange: "reversed"};
-      base.xaxis = {tickangle: -45};
+      base.xaxis = {tickangle: -45, automargin: true};
     }
     if (plot.x_log) base.xaxis.type = "log";
     if (plot.ticks) {
