@@ -11,6 +11,7 @@ from .errors import (
     PluginError,
     RbenchError,
     UnavailableError,
+    ExportError,
     UnknownNameError,
     WeightsError,
     one_line,
@@ -19,8 +20,9 @@ from .cells import Cell, Job
 from .engine import CellOutcome, Grid, record_failure, run_cells
 from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
 from .hookspecs import hookimpl
-from .host import cpu_name
+from .host import cpu_name, cpu_tag
 from .paths import cache_dir, timm_info_file
+from .runtime import ExportedModel, exporter_reason
 from .specs import (
     BackendSpec,
     CellDone,
@@ -51,6 +53,8 @@ __all__ = [
     "CellProgressed",
     "CellStarted",
     "Event",
+    "ExportError",
+    "ExportedModel",
     "ExecutorSpec",
     "Grid",
     "DataError",
@@ -72,7 +76,9 @@ __all__ = [
     "__version__",
     "cache_dir",
     "cpu_name",
+    "cpu_tag",
     "default_is_out_of_memory",
+    "exporter_reason",
     "hookimpl",
     "list_class_folders",
     "natural_key",
