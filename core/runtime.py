@@ -87,11 +87,11 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def exporter_reason(exc: BaseException, pattern: str | None = None) -> str:
     """The one line of an exporter's long message that says why: the first match of `pattern`
-    (a regex with one group) in the message, else its first line (`one_line`)."""
+    (a regex; its groups joined by ": ") in the message, else its type and first line."""
     text = _ANSI.sub("", str(exc))
     if pattern:
         found = re.search(pattern, text, re.MULTILINE)
         if found:
-            return " ".join(found.group(1).split())
+            return " ".join(": ".join(found.groups()).split())
     first = next((line for line in text.splitlines() if line.strip()), "")
     return f"{type(exc).__name__}: {' '.join(first.split())}"
