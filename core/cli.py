@@ -337,6 +337,18 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
         raise SystemExit(1)  # the grid finished, but not every cell: scripts should notice
 
 
+def _conformance_table(title: str, rows):
+    """Conformance rows (`conformance.conformance_rows`) as a table."""
+    columns = ("model", "stack", "top1", "ref top1", "delta", "agree %", "max |dlogit|", "mean |dlogit|", "pass")
+    table = _table(title, columns, right=columns[2:-1])
+    for row in rows:
+        table.add_row(_plain(row["model"]), _plain(row["stack"]), _number(row["top1"], ".3f"),
+                      _number(row["reference_top1"], ".3f"), _number(row["top1_delta"], "+.3f"),
+                      _number(row["top1_agreement"], ".2f"), _number(row["logit_absdiff_max"], ".3g"),
+                      _number(row["logit_absdiff_mean"], ".3g"), _plain(row["pass"]))
+    return table
+
+
 def _print_results(console, results, written) -> None:
     if results.validation:
         table = _table("validation", ("view", "model", "img_size", "top1", "top5", "images"),
@@ -346,6 +358,8 @@ def _print_results(console, results, written) -> None:
                 table.add_row(_plain(view), _plain(row["model"]), str(row["img_size"]), f"{row['top1']:.3f}",
                               f"{row['top5']:.3f}", str(row["count"]))
         console.print(table)
+    for view, rows in results.conformance.items():
+        console.print(_conformance_table(f"conformance against {rows[0]['reference']}: {view}", rows))
     if results.benchmarks:
         columns = ("bench", "backend", "model", "img_size", "batch", "samples/s", "step ms p10/p50/p90", "GMACs",
                    "params (M)", "status")
@@ -504,14 +518,7 @@ def check_backend(stack, out, workers) -> None:
 
             check_out_dir(out)
         rows, _ = check(stack, folder, get_registry(), workers=workers, on_event=on_event)
-    columns = ("model", "top1", "ref top1", "delta", "agree %", "max |dlogit|", "mean |dlogit|", "pass")
-    table = _table(f"{stack} against {CHECK_REFERENCE} on {CHECK_DATASET}", columns, right=columns[1:-1])
-    for row in rows:
-        table.add_row(_plain(row["model"]), _number(row["top1"], ".3f"),
-                      _number(row["reference_top1"], ".3f"), _number(row["top1_delta"], "+.3f"),
-                      _number(row["top1_agreement"], ".2f"), _number(row["logit_absdiff_max"], ".3g"),
-                      _number(row["logit_absdiff_mean"], ".3g"), _plain(row["pass"]))
-    console.print(table)
+    console.print(_conformance_table(f"{stack} against {CHECK_REFERENCE} on {CHECK_DATASET}", rows))
     passed, line = verdict(rows, CHECK_MODELS)
     console.print(_plain(f"{stack}: {line}"), soft_wrap=True)
     if out is not None:
