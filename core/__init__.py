@@ -8,10 +8,10 @@ __version__ = "0.1.0"  # before the imports: modules below read it
 
 from .errors import (
     DataError,
+    ExportError,
     PluginError,
     RbenchError,
     UnavailableError,
-    ExportError,
     UnknownNameError,
     WeightsError,
     one_line,
@@ -53,9 +53,9 @@ __all__ = [
     "CellProgressed",
     "CellStarted",
     "Event",
+    "ExecutorSpec",
     "ExportError",
     "ExportedModel",
-    "ExecutorSpec",
     "Grid",
     "DataError",
     "DataRequest",

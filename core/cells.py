@@ -2,8 +2,8 @@
 worker, and the runner of each kind (validation, benchmarks, metadata).
 
 A cell is one model on one source and backend stack (validation), one model on one backend
-stack (a benchmark), or one model's metadata. Its key hashes everything that changes its result, so that a run
-started again skips what the store holds. A validation cell keeps predictions, not scores:
+stack (a benchmark), or one model's metadata. Its key hashes everything that changes its
+result, so that a run started again skips what the store holds. A validation cell keeps predictions, not scores:
 its runner writes one predictions file, and scoring happens later, from the store.
 """
 
