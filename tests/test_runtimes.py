@@ -10,6 +10,7 @@ import warnings
 import pytest
 import torch
 
+from rbench import ExportedModel, ExportError, exporter_reason
 from rbench.backends import resolve_stack
 from rbench.models import create_model
 from rbench.registry import load_registry
@@ -49,6 +50,37 @@ def test_logits_match_pytorch(runtime, name):
     assert torch.equal(got.argmax(1), expected.argmax(1))
     with pytest.raises(NotImplementedError, match="runs inference only"):
         exported.train()
+
+
+def test_exported_model_converts_once_per_shape_when_the_batch_cannot_be_freed():
+    """A fake runtime whose exporter refuses a free batch size: one program per batch shape."""
+    made = []
+
+    def convert(model, example, dynamic):
+        if dynamic:
+            raise ExportError("no free batch size")
+        made.append(tuple(example.shape))
+        return lambda array: array.reshape(len(array), -1)[:, :3] * 2.0
+
+    exported = ExportedModel(torch.nn.Identity(), convert, "fake")
+    batch = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    for _ in range(2):
+        assert torch.equal(exported(batch), batch.reshape(2, -1)[:, :3] * 2.0)
+    exported(batch[:1])
+    assert made == [(2, 3, 2, 2), (1, 3, 2, 2)]  # the second call of batch 2 reused its program
+
+    def refuse(model, example, dynamic):
+        raise ExportError(f"cannot ({'dynamic' if dynamic else 'static'})")
+
+    with pytest.raises(ExportError, match=r"cannot \(static\)"):
+        ExportedModel(torch.nn.Identity(), refuse, "fake")(batch)
+
+
+def test_exporter_reason_picks_the_line_that_says_why():
+    long = RuntimeError("Failed to convert. \x1b[96mThis is step 3/3\x1b[0m\n- hints\n\n## Exception summary\n\n"
+                        "<class 'torch.onnx._internal.exporter._errors.DispatchError'>: No ONNX function for  aten.x\n")
+    assert exporter_reason(long, r"^<class '[\w.]*?(\w+)'>: (.*)$") == "DispatchError: No ONNX function for aten.x"
+    assert exporter_reason(long, r"^-- (.*)$") == "RuntimeError: Failed to convert. This is step 3/3"
 
 
 def read_rows(path):

@@ -51,7 +51,7 @@ def _onnx_bytes(model, example, dynamic: bool) -> bytes:
 
     buffer = io.BytesIO()
     names = dict(input_names=["input"], output_names=["logits"])
-    if "dynamo" in inspect.signature(torch.onnx.export).parameters:  # torch >= 2.5: torch.export's exporter
+    if "dynamic_shapes" in inspect.signature(torch.onnx.export).parameters:  # torch >= 2.5: torch.export's exporter
         shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
         torch.onnx.export(model, (example,), buffer, dynamo=True, dynamic_shapes=shapes, verbose=False, **names)
     else:  # torch 2.4: the TorchScript exporter
