@@ -44,7 +44,8 @@ class Cell:
     @property
     def label(self) -> str:
         where = " on ".join(filter(None, [self.source, self.backend]))
-        return f"{self.kind} {self.model}" + (f" on {where}" if where else "")
+        against = f" against {self.identity['reference']}" if "reference" in self.identity else ""
+        return f"{self.kind} {self.model}" + (f" on {where}" if where else "") + against
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model, "source": self.source, "backend": self.backend,

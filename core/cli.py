@@ -507,9 +507,20 @@ def check_backend(stack, out, workers) -> None:
     console.print(_plain(f"rbench check-backend: {stack} against {CHECK_REFERENCE} | models: {', '.join(CHECK_MODELS)} "
                          f"(random weights) | data: {CHECK_DATASET}"))
 
+    labels: dict[str, str] = {}
+
+    def on_start(todo: list, done: int) -> None:
+        labels.update({cell.key: cell.label for cell in todo})
+
     def on_event(event: dict) -> None:
-        if event["event"] == "done" and event["status"] != "ok":
-            errors.print(f"[red]failed[/] {_plain(event['status'])}: {_plain(event['message'][:300])}", soft_wrap=True)
+        if event["event"] != "done":
+            return
+        label = _plain(labels.get(event["key"], event["key"]))
+        if event["status"] == "ok":
+            console.print(f"  done {label}")
+        else:
+            errors.print(f"[red]failed[/] {label}: {_plain(event['status'])}: {_plain(event['message'][:300])}",
+                         soft_wrap=True)
 
     with tempfile.TemporaryDirectory(prefix="rbench-check-") as scratch:
         folder = out or Path(scratch)
@@ -517,7 +528,7 @@ def check_backend(stack, out, workers) -> None:
             from .plan import check_out_dir
 
             check_out_dir(out)
-        rows, _ = check(stack, folder, get_registry(), workers=workers, on_event=on_event)
+        rows, _ = check(stack, folder, get_registry(), workers=workers, on_event=on_event, on_start=on_start)
     console.print(_conformance_table(f"{stack} against {CHECK_REFERENCE} on {CHECK_DATASET}", rows))
     passed, line = verdict(rows, CHECK_MODELS)
     console.print(_plain(f"{stack}: {line}"), soft_wrap=True)

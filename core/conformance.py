@@ -101,7 +101,8 @@ def verdict(rows: Sequence[Mapping[str, Any]], models: Sequence[str]) -> tuple[b
 
 
 def check_backend(stack: str, out: Path, registry, *, workers: int = 0,
-                  on_event: Callable[[dict[str, Any]], None] = lambda event: None):
+                  on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+                  on_start: Callable[[list, int], None] = lambda todo, done: None):
     """`(conformance rows, results)` of `stack` against `CHECK_REFERENCE` on the built-in set:
     `CHECK_MODELS` with random seeded weights, on `CHECK_DATASET`, validated into `out`."""
     from .plan import RunOptions, make_plan
@@ -111,5 +112,5 @@ def check_backend(stack: str, out: Path, registry, *, workers: int = 0,
                          benches=["validate"], weights="random", out=out, batch_size=32, workers=workers,
                          executor="local", input_cache=False)
     plan = make_plan(options, registry)
-    results = run(plan, registry, force=True, on_event=on_event)
+    results = run(plan, registry, force=True, on_event=on_event, on_start=on_start)
     return results.conformance.get(CHECK_DATASET, []), results

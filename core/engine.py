@@ -38,8 +38,8 @@ EVENTS = ("start", "progress", "note", "done")
 
 @dataclass(frozen=True)
 class CellOutcome:
-    """How a cell ended: `ok`, or a failure status (`oom`, `build-failed`, `non-finite`,
-    `timeout`, `crashed`, `error`) with its message."""
+    """How a cell ended: `ok`, or a failure status (`oom`, `build-failed`, `export-failed`,
+    `non-finite`, `timeout`, `crashed`, `error`) with its message."""
 
     cell: Cell
     status: str
