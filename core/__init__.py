@@ -8,6 +8,7 @@ __version__ = "0.1.0"  # before the imports: modules below read it
 
 from .errors import (
     DataError,
+    ExportError,
     PluginError,
     RbenchError,
     UnavailableError,
@@ -19,8 +20,9 @@ from .cells import Cell, Job
 from .engine import CellOutcome, Grid, record_failure, run_cells
 from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
 from .hookspecs import hookimpl
-from .host import cpu_name
+from .host import cpu_name, cpu_tag
 from .paths import cache_dir, timm_info_file
+from .runtime import ExportedModel, exporter_reason
 from .specs import (
     BackendSpec,
     CellDone,
@@ -52,6 +54,8 @@ __all__ = [
     "CellStarted",
     "Event",
     "ExecutorSpec",
+    "ExportError",
+    "ExportedModel",
     "Grid",
     "DataError",
     "DataRequest",
@@ -72,7 +76,9 @@ __all__ = [
     "__version__",
     "cache_dir",
     "cpu_name",
+    "cpu_tag",
     "default_is_out_of_memory",
+    "exporter_reason",
     "hookimpl",
     "list_class_folders",
     "natural_key",

@@ -1,9 +1,9 @@
 """The cells of a run: what each one is (its identity and key), the job an executor ships to a
 worker, and the runner of each kind (validation, benchmarks, metadata).
 
-A cell is one model on one source (validation), one model on one backend stack (a benchmark),
-or one model's metadata. Its key hashes everything that changes its result, so that a run
-started again skips what the store holds. A validation cell keeps predictions, not scores:
+A cell is one model on one source and backend stack (validation), one model on one backend
+stack (a benchmark), or one model's metadata. Its key hashes everything that changes its
+result, so that a run started again skips what the store holds. A validation cell keeps predictions, not scores:
 its runner writes one predictions file, and scoring happens later, from the store.
 """
 
@@ -44,7 +44,8 @@ class Cell:
     @property
     def label(self) -> str:
         where = " on ".join(filter(None, [self.source, self.backend]))
-        return f"{self.kind} {self.model}" + (f" on {where}" if where else "")
+        against = f" against {self.identity['reference']}" if "reference" in self.identity else ""
+        return f"{self.kind} {self.model}" + (f" on {where}" if where else "") + against
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model, "source": self.source, "backend": self.backend,
@@ -153,13 +154,17 @@ def plan_cells(plan, data: Mapping[str, str] | None = None) -> list[Cell]:
             cells.append(Cell(kind="metadata", model=name,
                               identity={"kind": "metadata", "model": name, **common}))
         if "validate" in options.benches:
-            stack = plan.stacks[0]
-            for source in plan.sources:
-                cells.append(Cell(kind="validate", model=name, source=source.name, backend=stack.name,
-                                  device=stack.device, identity={
-                                      "kind": "validate", "model": name, "weights": weights, "source": source.name,
-                                      "data": data[source.name], "views": [v.name for v in source.views],
-                                      "backend": stack.name, "img_size": options.img_size, **common}))
+            # Every stack validates; the first is the reference that the others are compared with
+            # (their cells also run it on the same inputs: `validate_cell`).
+            reference = plan.stacks[0].name
+            for stack in plan.stacks:
+                against = {"reference": reference} if stack is not plan.stacks[0] else {}
+                for source in plan.sources:
+                    cells.append(Cell(kind="validate", model=name, source=source.name, backend=stack.name,
+                                      device=stack.device, identity={
+                                          "kind": "validate", "model": name, "weights": weights, "source": source.name,
+                                          "data": data[source.name], "views": [v.name for v in source.views],
+                                          "backend": stack.name, "img_size": options.img_size, **against, **common}))
         for kind in (k for k in BENCH_KINDS if k in options.benches):
             for stack in plan.stacks:
                 cells.append(Cell(kind=kind, model=name, backend=stack.name, device=stack.device, identity={
@@ -260,6 +265,12 @@ def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict[
         "interpolation": config["interpolation"],
         "weights": weights_label(job.weights),
     }
+    reference = None
+    if "reference" in cell.identity:  # a non-reference stack: the reference model runs beside it
+        import copy
+
+        reference_stack = context.stack(cell.identity["reference"])
+        reference = (reference_stack.prepare_model(copy.deepcopy(model)), reference_stack)
     model = stack.prepare_model(model)
     cache = _input_cache(job)
 
@@ -276,7 +287,7 @@ def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict[
                 progress(done, len(source.samples))
 
             try:
-                return predict(model, batches, stack, config, source, advance)
+                return predict(model, batches, stack, config, source, advance, reference=reference)
             except CacheCorrupted as exc:  # removed; the next pass decodes and writes it again
                 progress.note(f"input cache: {exc}; rebuilding it")
                 cache.remove(exc.path)

@@ -119,7 +119,8 @@ def main() -> None:
                    "--data/--data-dir, else synthetic.")
 @click.option("-b", "--backends", multiple=True, metavar="STACKS",
               help="Backend stacks, e.g. cpu, cuda-amp+channels-last (see `rbench list backends`). "
-                   "Validation runs on the first; benchmarks on each. Default: the best available.")
+                   "Each validates and benchmarks; the first is the reference of conformance-<view>.csv. "
+                   "Default: the best available.")
 @click.option("--bench", "benches", multiple=True, metavar="KINDS",
               help="What to run: validate, infer, train, metadata (comma-separated). "
                    "Default: validate, infer, metadata.")
@@ -347,6 +348,18 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
         raise SystemExit(1)  # the grid finished, but not every cell: scripts should notice
 
 
+def _conformance_table(title: str, rows):
+    """Conformance rows (`conformance.conformance_rows`) as a table."""
+    columns = ("model", "stack", "top1", "ref top1", "delta", "agree %", "max |dlogit|", "mean |dlogit|", "pass")
+    table = _table(title, columns, right=columns[2:-1])
+    for row in rows:
+        table.add_row(_plain(row["model"]), _plain(row["stack"]), _number(row["top1"], ".3f"),
+                      _number(row["reference_top1"], ".3f"), _number(row["top1_delta"], "+.3f"),
+                      _number(row["top1_agreement"], ".2f"), _number(row["logit_absdiff_max"], ".3g"),
+                      _number(row["logit_absdiff_mean"], ".3g"), _plain(row["pass"]))
+    return table
+
+
 def _print_results(console, results, written) -> None:
     if results.validation:
         table = _table("validation", ("view", "model", "img_size", "top1", "top5", "images"),
@@ -356,6 +369,8 @@ def _print_results(console, results, written) -> None:
                 table.add_row(_plain(view), _plain(row["model"]), str(row["img_size"]), f"{row['top1']:.3f}",
                               f"{row['top5']:.3f}", str(row["count"]))
         console.print(table)
+    for view, rows in results.conformance.items():
+        console.print(_conformance_table(f"conformance against {rows[0]['reference']}: {view}", rows))
     if results.benchmarks:
         columns = ("bench", "backend", "model", "img_size", "batch", "samples/s", "step ms p10/p50/p90", "GMACs",
                    "params (M)", "status")
@@ -492,6 +507,64 @@ def _number(value, spec: str) -> str:
 def _batch(ran: int | None, asked: int) -> str:
     """`256`, or `256->64` after backing off, or `256->-` when nothing ran."""
     return str(asked) if ran == asked else f"{asked}->{_number(ran, 'd')}"
+
+
+@main.command("check-backend", context_settings=CONTEXT)
+@click.argument("stack")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Keep the CSVs and the store in this folder. [default: a temporary folder, removed]")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Data loader worker processes (0: this process).")
+def check_backend(stack, out, workers) -> None:
+    """Does STACK give the answers of `cpu`? A verdict in about a minute.
+
+    Validates timm's tiny test_vit and test_efficientnet (random, seeded weights) on the
+    synthetic data on `cpu` and on STACK, and prints their conformance: top-1 and its delta,
+    top-1 agreement on the same images, the largest and mean absolute logit difference. PASS
+    when every model keeps MLPerf's 99% of the reference top-1 and agrees on at least 99% of
+    the images. Exit status 0 on PASS, 1 on FAIL, 2 when STACK is unknown or unavailable here.
+    """
+    import tempfile
+
+    from .backends import resolve_stack
+    from .conformance import CHECK_DATASET, CHECK_MODELS, CHECK_REFERENCE, check_backend as check, verdict
+    from .registry import get_registry
+
+    resolve_stack(stack, get_registry())  # unknown or unavailable: one line, exit 2, before anything runs
+    console = _console()
+    errors = _console(stderr=True)
+    console.print(_plain(f"rbench check-backend: {stack} against {CHECK_REFERENCE} | models: {', '.join(CHECK_MODELS)} "
+                         f"(random weights) | data: {CHECK_DATASET}"))
+
+    labels: dict[str, str] = {}
+
+    def on_start(todo: list, done: int) -> None:
+        labels.update({cell.key: cell.label for cell in todo})
+
+    def on_event(event: dict) -> None:
+        if event["event"] != "done":
+            return
+        label = _plain(labels.get(event["key"], event["key"]))
+        if event["status"] == "ok":
+            console.print(f"  done {label}")
+        else:
+            errors.print(f"[red]failed[/] {label}: {_plain(event['status'])}: {_plain(event['message'][:300])}",
+                         soft_wrap=True)
+
+    with tempfile.TemporaryDirectory(prefix="rbench-check-") as scratch:
+        folder = out or Path(scratch)
+        if out is not None:
+            from .plan import check_out_dir
+
+            check_out_dir(out)
+        rows, _ = check(stack, folder, get_registry(), workers=workers, on_event=on_event, on_start=on_start)
+    console.print(_conformance_table(f"{stack} against {CHECK_REFERENCE} on {CHECK_DATASET}", rows))
+    passed, line = verdict(rows, CHECK_MODELS)
+    console.print(_plain(f"{stack}: {line}"), soft_wrap=True)
+    if out is not None:
+        console.print(_plain(f"wrote {out / f'conformance-{CHECK_DATASET}.csv'}"))
+    if not passed:
+        raise SystemExit(1)
 
 
 @main.command(context_settings=CONTEXT)

@@ -38,8 +38,9 @@ def _matches(model: str, name: str) -> bool:
 
 
 def _records_of(store: Store, name: str, img_size: int | None) -> list[dict[str, Any]]:
+    # The reference stack's records: another stack's are conformance, not another model.
     records = [r for r in store.records() if r.get("predictions") is not None and r.get("status", "ok") == "ok"
-               and _matches(r["common"]["model"], name)
+               and "reference" not in r.get("cell", {}) and _matches(r["common"]["model"], name)
                and (img_size is None or r["common"].get("img_size") == img_size)]
     tags = sorted({(r["common"]["model"], r["common"].get("img_size")) for r in records})
     if not records:

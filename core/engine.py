@@ -28,7 +28,7 @@ from typing import Any
 
 from .cells import CELL_RUNNERS, Cell, CellFailure, Job, JobContext, job_digest, make_job, metadata_batch, \
     plan_cells, source_identity
-from .errors import RbenchError, one_line
+from .errors import ExportError, RbenchError, one_line
 from .specs import Event
 from .store import Store
 
@@ -38,8 +38,8 @@ EVENTS = ("start", "progress", "note", "done")
 
 @dataclass(frozen=True)
 class CellOutcome:
-    """How a cell ended: `ok`, or a failure status (`oom`, `build-failed`, `non-finite`,
-    `timeout`, `crashed`, `error`) with its message."""
+    """How a cell ended: `ok`, or a failure status (`oom`, `build-failed`, `export-failed`,
+    `non-finite`, `timeout`, `crashed`, `error`) with its message."""
 
     cell: Cell
     status: str
@@ -151,7 +151,7 @@ def run_cells(job: Job, on_event: Callable[[Event], None] = lambda event: None,
             status, message = extra.pop("status", STATUS_OK), extra.pop("message", "")
         except CellTimeout:
             entries, status, message = [], "timeout", f"ran past --cell-timeout {timeout:g} s"
-        except CellFailure as exc:
+        except (CellFailure, ExportError) as exc:
             entries, status, message = [], exc.status, str(exc)
         except RbenchError as exc:
             entries, status, message = [], "error", str(exc)

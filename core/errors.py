@@ -35,6 +35,16 @@ class WeightsError(RbenchError):
     """Weights that cannot be found or loaded safely."""
 
 
+class ExportError(Exception):
+    """A backend could not convert a model for its runtime (the exporter's reason, one line).
+
+    Not the user's to fix with an option, so not an `RbenchError`: that model's cell fails
+    with status `export-failed` (a `failures.csv` row) and the grid goes on.
+    """
+
+    status = "export-failed"
+
+
 def one_line(exc: BaseException) -> str:
     """`Type: message`, the whole message on one line (its hint is often at the end): whitespace
     collapsed, nothing cut. Screens shorten it; files keep it."""

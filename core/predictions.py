@@ -20,6 +20,10 @@ The file's columns (documented in docs/predictions.md):
                                   the same over restriction R's classes (R is the first view that
                                   uses it, e.g. `imagenet-a-clean`); null for samples no view of R scores
     V/labels        List[Int32]   view V's own label set per sample (ImageNet-ReaL), null elsewhere
+    logit_absdiff_max, logit_absdiff_mean
+                    Float32       only in a cell validated against a reference stack: the largest
+                                  and the mean |logit - reference logit| over all classes, the
+                                  reference model run on the same input in the same cell
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from .specs import Predictions, Source, ViewSpec
 
 TOPK = 5
 FIELDS = ("topk_class", "topk_logp", "label_logp", "logsumexp", "prob_sq_sum")
+# A non-reference stack's cell only: each sample's logits against the reference stack's.
+REFERENCE_FIELDS = ("logit_absdiff_max", "logit_absdiff_mean")
 
 
 class DamagedPredictions(RbenchError):
@@ -127,8 +133,10 @@ class Reducer:
         return {"topk_class": top.indices, "topk_logp": top.values - lse[:, None], "label_logp": label_logp,
                 "logsumexp": lse, "prob_sq_sum": prob_sq_sum}
 
-    def add(self, logits, indices, ok) -> None:
-        """One batch: float logits `[B, C]` on the device, the samples' indices and ok flags (CPU)."""
+    def add(self, logits, indices, ok, reference=None) -> None:
+        """One batch: float logits `[B, C]` on the device, the samples' indices and ok flags (CPU);
+        with `reference`, the reference stack's logits of the same inputs (any device), kept
+        as each sample's largest and mean absolute difference (`REFERENCE_FIELDS`)."""
         import torch
 
         state = self._tensors(logits.device)
@@ -145,6 +153,9 @@ class Reducer:
                                .masked_fill(labels >= len(position), -1))
             sub["topk_class"] = classes[sub["topk_class"]]  # back to the full label space
             reduced.update({f"{name}/{field}": value for field, value in sub.items()})
+        if reference is not None:
+            difference = (logits - reference.to(logits.device).float()).abs()
+            reduced["logit_absdiff_max"], reduced["logit_absdiff_mean"] = difference.amax(dim=1), difference.mean(dim=1)
         chunk = {"index": idx.numpy(), "ok": torch.as_tensor(ok, dtype=torch.bool).numpy(), "reduced": reduced}
         if logits.device.type == "cpu":
             self._store(chunk)
@@ -208,6 +219,9 @@ class Reducer:
                     series = pl.select(pl.when(pl.Series(mask)).then(series).otherwise(None)
                                        .alias(prefix + field)).to_series()
                 columns[prefix + field] = series
+        for field in REFERENCE_FIELDS:
+            if field in self.arrays:
+                columns[field] = pl.Series(field, self.arrays[field], dtype=pl.Float32)
         for view in self.source.views:
             if view.labels is not None:
                 sets: list[Any] = [None] * n

@@ -432,6 +432,8 @@ class Results:
     # (benchmark kind, backend stack's file tag) -> rows, ok or failed
     benchmarks: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     metadata: list[dict[str, Any]] = field(default_factory=list)
+    # view -> the rows of its non-reference stacks, for conformance-<view>.csv
+    conformance_input: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     failures: list[dict[str, Any]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # rows replaced by others of the same model and size
@@ -447,7 +449,12 @@ class Results:
     def add(self, entry: dict[str, Any], imported: bool = False) -> None:
         """Add one entry: `{"table": "validation"|"benchmark"|"metadata", "row": ..., ...}`."""
         table, row = entry["table"], entry["row"]
-        if table == "validation":
+        if table == "validation" and row.get("reference") is not None:  # another stack's: conformance only
+            rows = self.conformance_input[entry["view"]]
+            rows[:] = [r for r in rows if (r["model"], r["img_size"], r["backend"], r["reference"])
+                       != (row["model"], row["img_size"], row["backend"], row["reference"])]
+            rows.append(row)
+        elif table == "validation":
             view, key = entry["view"], (entry["view"], row["model"], row["img_size"])
             rows = self.validation.get(view, [])
             same = [r for r in rows if (r["model"], r["img_size"]) == key[1:]]
@@ -483,6 +490,14 @@ class Results:
                 self._imported_metadata.add(row["model"])
         else:
             raise ValueError(f"unknown table {table!r} in a store entry")
+
+    @property
+    def conformance(self) -> dict[str, list[dict[str, Any]]]:
+        """view -> its `conformance-<view>.csv` rows (`conformance.conformance_rows`)."""
+        from .conformance import conformance_rows
+
+        return {view: conformance_rows(rows, self.metric_rows.get(view, []))
+                for view, rows in self.conformance_input.items()}
 
     def add_record(self, record: dict[str, Any]) -> None:
         """Add a cell's record: its rows (scored from its predictions), and its failure or
@@ -532,6 +547,10 @@ def write_reports(results: Results, out: Path) -> list[Path]:
         if metric_columns:
             written.append(write_csv(metrics_table(rows, metric_columns, ties="top1" in metric_columns),
                                      out / f"metrics-{view}.csv"))
+    from .conformance import conformance_table
+
+    for view, rows in results.conformance.items():
+        written.append(write_csv(conformance_table(rows), out / f"conformance-{view}.csv"))
     results.robustness_notes = []
     for view, rows in results.validation.items():
         base = results.bases.get(view)

@@ -16,6 +16,7 @@ from .store import Store
 
 
 PAIRED = "_paired"  # a row's per-image top-1 hits, for paired tests; never written to a file
+TOP1 = "_top1"  # a row's (scored sample indices, top-1 classes), for conformance; never written either
 
 
 def paired_hits(record: dict[str, Any], predictions) -> tuple[str, Any]:
@@ -30,6 +31,31 @@ def paired_hits(record: dict[str, Any], predictions) -> tuple[str, Any]:
     indices = np.ascontiguousarray(np.asarray(predictions.indices, dtype=np.int64)[scored])
     key = f"{record['source_listing']}:{hashlib.sha256(indices.tobytes()).hexdigest()[:20]}"
     return key, hit[scored]
+
+
+def stack_fields(record: dict[str, Any], frame, predictions) -> dict[str, Any]:
+    """What a row needs for `conformance-<view>.csv`: its stack (`backend`), the reference stack
+    it was validated against (`reference`, only on a non-reference stack's row), each scored
+    sample's top-1 class (`TOP1`), and over the view's samples the largest and the mean of the
+    per-sample logit differences from the reference (`logit_absdiff_max`, `logit_absdiff_mean`)."""
+    import numpy as np
+
+    from .predictions import REFERENCE_FIELDS
+
+    cell = record.get("cell", {})
+    fields: dict[str, Any] = {"backend": cell.get("backend"),
+                              TOP1: (np.asarray(predictions.indices), np.asarray(predictions.topk)[:, 0])}
+    if "reference" in cell:
+        fields["reference"] = cell["reference"]
+        if all(f in frame.columns for f in REFERENCE_FIELDS):
+            position = np.full(int(frame["index"].max()) + 1, -1, dtype=np.int64)
+            position[frame["index"].to_numpy().astype(np.int64)] = np.arange(frame.height)
+            rows = position[np.asarray(predictions.indices, dtype=np.int64)]
+            largest = frame["logit_absdiff_max"].to_numpy()[rows].astype(np.float64)
+            mean = frame["logit_absdiff_mean"].to_numpy()[rows].astype(np.float64)
+            fields["logit_absdiff_max"] = float(largest.max()) if len(rows) else None
+            fields["logit_absdiff_mean"] = float(mean.mean()) if len(rows) else None
+    return fields
 
 
 class Scorer:
@@ -62,7 +88,8 @@ class Scorer:
                 self.notes.append(f"{common['model']} on {view.name}: no row, the view has no readable sample "
                                   f"in {source.root}")
                 continue
-            row: dict[str, Any] = {"count": len(predictions), PAIRED: paired_hits(record, predictions)}
+            row: dict[str, Any] = {"count": len(predictions), PAIRED: paired_hits(record, predictions),
+                                   **stack_fields(record, frame, predictions)}
             for metric in self.metrics:
                 row.update(metric.compute(predictions, view))
             if view.score is not None:

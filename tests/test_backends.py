@@ -8,7 +8,7 @@ import torch
 from rbench import BackendSpec, hookimpl
 from rbench.backends import BackendStack, best_stack, resolve_stack, torch_tag
 from rbench.errors import UnavailableError
-from rbench.plugins.backends.cpu import short_cpu_name
+from rbench.host import short_cpu_name
 from rbench.registry import load_registry
 
 

@@ -2,23 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
 import rbench
-
-# Words that name the vendor or product line, not the chip: "Intel(R) Core(TM) i7-12700H" -> i7_12700h.
-_NOISE = {"intel", "amd", "core", "cpu", "processor", "with", "radeon", "graphics", "apple"}
-
-
-def short_cpu_name(model_name: str) -> str:
-    """A short lowercase CPU name for file names, as timm's tables use (`i7_12700h`, `epyc_9654`)."""
-    text = re.sub(r"\(.*?\)|@.*$|\d+-core", " ", model_name.lower())
-    words = [w for w in re.split(r"[\s_]+", text) if w and w not in _NOISE]
-    return re.sub(r"[^a-z0-9]+", "_", "_".join(words)).strip("_") or "unknown"
-
-
-def _device_tag() -> str:
-    return f"cpu-{short_cpu_name(rbench.cpu_name())}"
 
 
 def _to_cpu(x):
@@ -43,7 +27,7 @@ def _cpu_backend(name: str, description: str, precision: str, priority: int, **k
         device="cpu",
         precision=precision,
         priority=priority,
-        device_tag=_device_tag,
+        device_tag=rbench.cpu_tag,
         prepare_model=_to_cpu,
         prepare_input=_to_cpu,
         is_out_of_memory=_is_out_of_memory,

@@ -1,0 +1,170 @@
+"""Backends outside PyTorch (ONNX Runtime, OpenVINO): their logits against PyTorch's, their
+benchmark rows, and a model their exporter rejects becoming a failed cell while the grid completes."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import warnings
+
+import pytest
+import torch
+
+from rbench import ExportedModel, ExportError, exporter_reason
+from rbench.backends import resolve_stack
+from rbench.models import create_model
+from rbench.registry import load_registry
+
+from .conftest import invoke_apart
+
+RUNTIMES = {"onnxruntime": ("onnxruntime", "onnx", "onnxscript"), "openvino": ("openvino",)}
+# fp32 on both sides; the runtimes fuse and reorder ops, so the last bits move: the largest
+# difference must stay under this fraction of the largest logit (seen: 2e-6 at most).
+TOLERANCE = 1e-4
+
+
+def needs(runtime: str):
+    missing = [m for m in RUNTIMES[runtime] if importlib.util.find_spec(m) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not installed (pip install "
+                                                     f"'rbench[{'onnx' if runtime == 'onnxruntime' else runtime}]')")
+
+
+RUNTIME_PARAMS = [pytest.param(r, marks=needs(r)) for r in RUNTIMES]
+
+
+@pytest.mark.parametrize("runtime", RUNTIME_PARAMS)
+@pytest.mark.parametrize("name", ["test_vit", "test_efficientnet"])
+def test_logits_match_pytorch(runtime, name):
+    stack = resolve_stack(runtime, load_registry())
+    model = create_model(name, "random")
+    exported = stack.prepare_model(create_model(name, "random"))
+    batch = torch.randn(5, 3, 160, 160, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = model(batch)
+        got = exported(batch)
+        single = exported(batch[:2])  # another batch size: the same exported program
+    assert got.shape == expected.shape == (5, 1000) and got.dtype == torch.float32
+    scale = expected.abs().max().item()
+    assert (got - expected).abs().max().item() <= TOLERANCE * scale
+    assert (single - expected[:2]).abs().max().item() <= TOLERANCE * scale
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    with pytest.raises(NotImplementedError, match="runs inference only"):
+        exported.train()
+
+
+def test_exported_model_converts_once_per_shape_when_the_batch_cannot_be_freed():
+    """A fake runtime whose exporter refuses a free batch size: one program per batch shape."""
+    made = []
+
+    def convert(model, example, dynamic):
+        if dynamic:
+            raise ExportError("no free batch size")
+        made.append(tuple(example.shape))
+        return lambda array: array.reshape(len(array), -1)[:, :3] * 2.0
+
+    exported = ExportedModel(torch.nn.Identity(), convert, "fake")
+    batch = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    for _ in range(2):
+        assert torch.equal(exported(batch), batch.reshape(2, -1)[:, :3] * 2.0)
+    exported(batch[:1])
+    assert made == [(2, 3, 2, 2), (1, 3, 2, 2)]  # the second call of batch 2 reused its program
+
+    def refuse(model, example, dynamic):
+        raise ExportError(f"cannot ({'dynamic' if dynamic else 'static'})")
+
+    with pytest.raises(ExportError, match=r"cannot \(static\)"):
+        ExportedModel(torch.nn.Identity(), refuse, "fake")(batch)
+
+
+def test_exporter_reason_picks_the_line_that_says_why():
+    long = RuntimeError("Failed to convert. \x1b[96mThis is step 3/3\x1b[0m\n- hints\n\n## Exception summary\n\n"
+                        "<class 'torch.onnx._internal.exporter._errors.DispatchError'>: No ONNX function for  aten.x\n")
+    assert exporter_reason(long, r"^<class '[\w.]*?(\w+)'>: (.*)$") == "DispatchError: No ONNX function for aten.x"
+    assert exporter_reason(long, r"^-- (.*)$") == "RuntimeError: Failed to convert. This is step 3/3"
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("runtime", RUNTIME_PARAMS)
+def test_benchmark_rows_are_written_with_export_time_and_train_is_a_failed_row(runtime, tmp_path):
+    out = tmp_path / "out"
+    result = invoke_apart("run", "-m", "test_vit,test_efficientnet", "-b", runtime, "--bench", "infer,train",
+                          "--weights", "random", "--executor", "local", "--batch-size", "4", "--warmup-steps", "1",
+                          "--bench-steps", "2", "--bench-seconds", "0", "--out", str(out))
+    assert result.exit_code == 1, result.output + result.stderr  # the train cells failed, the grid finished
+    (infer,) = out.glob(f"benchmark-infer-fp32-nchw-*-{runtime}.csv")
+    rows = read_rows(infer)
+    assert sorted(r["model"] for r in rows) == ["test_efficientnet", "test_vit"]
+    assert all(float(r["infer_samples_per_sec"]) > 0 and r["infer_batch_size"] == "4" for r in rows)
+    detailed = read_rows(out / "detailed" / infer.name)
+    assert all(r["status"] == "ok" and float(r["compile_s"]) > 0 and r["backend"] == runtime for r in detailed)
+    (train,) = (out / "detailed").glob(f"benchmark-train-*-{runtime}.csv")
+    assert {(r["status"], r["error"]) for r in read_rows(train)} == {
+        ("failed", f"batch 4: NotImplementedError: {runtime} runs inference only; benchmark train on a PyTorch backend")}
+    failures = read_rows(out / "failures.csv")
+    assert sorted((r["model"], r["bench"], r["backend"]) for r in failures) == [
+        ("test_efficientnet", "train", runtime), ("test_vit", "train", runtime)]
+
+
+class EigenPool(torch.nn.Module):
+    """Global average pooling plus zero times an eigenvalue sum: the same logits, but an op
+    (`aten.linalg_eig`) that neither torch.onnx nor OpenVINO's converter can translate."""
+
+    def __init__(self, pool):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x):
+        return self.pool(x) + 0.0 * torch.linalg.eigvals(x[:, :, :2, :2]).real.sum(-1)
+
+
+def test_unexportable(pretrained=False, **kwargs):
+    """timm's test_efficientnet with `EigenPool` as its pooling (registered with timm below)."""
+    import timm
+
+    model = timm.create_model("test_efficientnet", pretrained=False, **kwargs)
+    model.global_pool = EigenPool(model.global_pool)
+    model.pretrained_cfg = {**model.pretrained_cfg, "architecture": "test_unexportable", "tag": None}
+    return model
+
+
+test_unexportable.__test__ = False  # a timm model entry point, not a test
+
+
+@pytest.fixture
+def unexportable():
+    import timm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # registering again in the same session overwrites
+        timm.models.register_model(test_unexportable)
+    return "test_unexportable"
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("onnxruntime", "onnx", "onnxscript", "openvino")),
+                    reason="onnxruntime, onnx, onnxscript and openvino are needed (pip install 'rbench[onnx,openvino]')")
+def test_a_model_that_cannot_be_exported_is_a_failure_row_and_the_grid_completes(unexportable, tmp_path):
+    out = tmp_path / "out"
+    result = invoke_apart("run", "-m", f"{unexportable},test_efficientnet", "-b", "cpu,onnxruntime,openvino",
+                          "--bench", "validate", "--weights", "random", "--limit", "8", "--batch-size", "4",
+                          "--workers", "0", "--out", str(out))
+    assert result.exit_code == 1, result.output + result.stderr
+    failures = read_rows(out / "failures.csv")
+    assert sorted((r["model"], r["bench"], r["backend"], r["status"]) for r in failures) == [
+        (unexportable, "validate", "onnxruntime", "export-failed"), (unexportable, "validate", "openvino", "export-failed")]
+    reasons = {r["backend"]: r["message"] for r in failures}
+    assert reasons["onnxruntime"].startswith("torch.onnx.export failed: DispatchError: No ONNX function found for ")
+    assert "aten.linalg_eig" in reasons["onnxruntime"]
+    assert reasons["openvino"].startswith("openvino.convert_model failed: No conversion rule found for operations: "
+                                          "aten::linalg_eig")
+    assert all("\n" not in r["message"] for r in failures)
+    # Everything else ran: both models on cpu (the reference), test_efficientnet on both runtimes.
+    conformance = read_rows(out / "conformance-synthetic.csv")
+    assert sorted((r["model"], r["stack"]) for r in conformance) == [
+        ("test_efficientnet.r160_in1k", "onnxruntime"), ("test_efficientnet.r160_in1k", "openvino")]
+    assert all(r["pass"] == "true" and r["top1_agreement"] == "100.0" for r in conformance)
+    assert sorted(r["model"] for r in read_rows(out / "results-synthetic.csv")) == [
+        "test_efficientnet.r160_in1k", "test_unexportable"]
