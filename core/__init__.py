@@ -36,6 +36,8 @@ from .specs import (
     Predictions,
     Source,
     StepTimer,
+    Telemetry,
+    TelemetryReading,
     ViewSpec,
     default_is_out_of_memory,
 )
@@ -65,6 +67,8 @@ __all__ = [
     "RbenchError",
     "Source",
     "StepTimer",
+    "Telemetry",
+    "TelemetryReading",
     "UnavailableError",
     "UnknownNameError",
     "ViewSpec",

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from rbench import BackendSpec, default_is_out_of_memory, hookimpl
 from rbench.backends import torch_tag
 from rbench.backends import backoff_batches
-from rbench.benchmark import BenchSettings, model_counts
+from rbench.benchmark import AUTO_REPEATS, BenchSettings, model_counts
 from rbench.cli import main
 from rbench.errors import UnavailableError
 from rbench.registry import load_registry
@@ -90,7 +90,9 @@ def test_infer_and_train_csvs_have_the_spec_columns_sorted_by_rate(tmp_path):
         for row in detailed:
             assert (row["status"], row["batch_asked"], row[f"{kind}_batch_size"], row["error"]) == ("ok", "2", "2", "")
             assert float(row["step_time_p10"]) <= float(row["step_time_p50"]) <= float(row["step_time_p90"])
-            assert row["steps"] == "2" and row["compile_s"] == ""
+            # a 2-step loop is short: repeated AUTO_REPEATS times, every step kept
+            assert (row["repeats"], row["steps"], row["compile_s"]) == (str(AUTO_REPEATS), str(2 * AUTO_REPEATS), "")
+            assert len(row["step_times_ms"].split()) == 2 * AUTO_REPEATS
 
 
 class FakeOutOfMemory(Exception):
