@@ -90,9 +90,9 @@ class SysfsCpuTelemetry:
         return reading
 
 
-def cpu_telemetry() -> SysfsCpuTelemetry | None:
+def cpu_telemetry(root: Path = Path("/sys")) -> SysfsCpuTelemetry | None:
     """The host CPU's telemetry, or None where Linux offers none of it (another OS, a container)."""
-    telemetry = SysfsCpuTelemetry()
+    telemetry = SysfsCpuTelemetry(root)
     return telemetry if telemetry.read() else None
 
 
