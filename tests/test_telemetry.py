@@ -18,7 +18,12 @@ from rbench.report import TELEMETRY_COLUMNS
 
 from .test_benchmark import run_fake
 
-pynvml = pytest.importorskip("pynvml", reason="NVML telemetry needs the nvml extra: pip install 'rbench[nvml]'")
+
+
+@pytest.fixture
+def pynvml():
+    """nvidia-ml-py's module, whose functions the tests replace (CI installs the nvml extra)."""
+    return pytest.importorskip("pynvml", reason="NVML telemetry needs the nvml extra: pip install 'rbench[nvml]'")
 
 
 class TelemetryDevice:
@@ -38,7 +43,8 @@ class FakeNvml:
     step down, the temperature climbs, the energy counter grows 5 J a reading, and the throttle
     reasons are idle (left out) at first, then power cap and hardware thermal slowdown."""
 
-    def __init__(self, monkeypatch, energy: bool = True, reasons=(0x1, 0x4 | 0x40 | 0x1)):
+    def __init__(self, pynvml, monkeypatch, energy: bool = True, reasons=(0x1, 0x4 | 0x40 | 0x1)):
+        self.nvml = pynvml
         self.given: dict[str, list[float]] = {"sm": [], "mem": [], "power": [], "temp": [], "energy": []}
         self.reads, self.reasons, self.energy = 0, reasons, energy
         for name, value in {
@@ -58,13 +64,13 @@ class FakeNvml:
 
     def clock(self, handle, which):
         assert handle == "gpu0"
-        if which == pynvml.NVML_CLOCK_SM:
+        if which == self.nvml.NVML_CLOCK_SM:
             return self.give("sm", 1980 - 100 * self.reads)
         return self.give("mem", 2619)
 
     def total_energy(self, handle):
         if not self.energy:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            raise self.nvml.NVMLError(self.nvml.NVML_ERROR_NOT_SUPPORTED)
         return self.give("energy", 1_000_000 + 5000 * self.reads)  # mJ
 
     def throttle(self, handle):
@@ -73,8 +79,8 @@ class FakeNvml:
         return mask
 
 
-def test_a_fake_nvml_fills_the_telemetry_columns(tmp_path, monkeypatch):
-    nvml = FakeNvml(monkeypatch)
+def test_a_fake_nvml_fills_the_telemetry_columns(tmp_path, monkeypatch, pynvml):
+    nvml = FakeNvml(pynvml, monkeypatch)
     (row,) = run_fake(tmp_path, TelemetryDevice(cuda_plugin.nvml_telemetry), repeats=1)["infer"]
     given = nvml.given
     assert nvml.reads >= 2  # before and after the timed steps
@@ -89,8 +95,9 @@ def test_a_fake_nvml_fills_the_telemetry_columns(tmp_path, monkeypatch):
     assert row["throttled"] == "hw_thermal sw_power_cap"
 
 
-def test_without_an_energy_counter_power_is_the_mean_reading_and_no_throttle_says_none(tmp_path, monkeypatch):
-    nvml = FakeNvml(monkeypatch, energy=False, reasons=(0x1,))
+def test_without_an_energy_counter_power_is_the_mean_reading_and_no_throttle_says_none(tmp_path, monkeypatch,
+                                                                                      pynvml):
+    nvml = FakeNvml(pynvml, monkeypatch, energy=False, reasons=(0x1,))
     (row,) = run_fake(tmp_path, TelemetryDevice(cuda_plugin.nvml_telemetry), repeats=1)["infer"]
     assert float(row["power_w"]) == round(statistics.fmean(nvml.given["power"]) / 1000, 1)
     assert row["energy_per_image_mj"] == ""
@@ -102,6 +109,8 @@ def test_without_nvml_the_columns_are_empty_and_the_benchmark_runs(tmp_path, mon
     if nvml_state == "not installed":
         monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
     else:
+        pynvml = pytest.importorskip("pynvml", reason="NVML telemetry needs the nvml extra: pip install 'rbench[nvml]'")
+
         def no_library():
             raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
         monkeypatch.setattr(pynvml, "nvmlInit", no_library)
