@@ -27,7 +27,7 @@ from rbench.plan import RunOptions, make_plan
 from rbench.run import run
 
 TINY = ["test_vit", "test_byobnet"]  # the two fastest of timm's test models
-QUICK = BenchSettings(batch_size=4, warmup_steps=0, steps=2, seconds=0.0)
+QUICK = BenchSettings(batch_size=4, warmup_steps=0, steps=2, seconds=0.0, repeats=1)
 
 
 @pytest.mark.parametrize(
