@@ -84,8 +84,8 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="rbench-latency."))
     work.mkdir(parents=True, exist_ok=True)
     models = args.models.split(",")
-    print(f"rbench latency and throughput on {backend}{', OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] if 'OMP_NUM_THREADS' in os.environ else ''}; "
-          f"work folder {work}")
+    threads = f", OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}" if "OMP_NUM_THREADS" in os.environ else ""
+    print(f"rbench latency and throughput on {backend}{threads}; work folder {work}")
 
     latency = rows(rbench("-m", args.models, "-b", backend, "--bench", "latency", "--warmup-steps", str(args.warmup),
                           "--latency-queries", str(args.queries), "--latency-seconds", str(args.seconds),

@@ -70,14 +70,13 @@ class BenchSettings:
 @dataclass(frozen=True)
 class Measurement:
     """The timed steps of one benchmark: every step time (ms) in order, the steps of each repeat
-    of the timed loop, the loops' wall seconds; the first call's seconds when the stack
-    compiles; peak bytes; and the telemetry readings with their host times (s)."""
+    of the timed loop; the first call's seconds when the stack compiles; peak bytes; and the
+    telemetry readings with their host times (s)."""
 
     times_ms: list[float]
     compile_s: float | None
     peak_bytes: int | None
     repeat_steps: list[int] = field(default_factory=list)
-    loop_s: float = 0.0
     readings: list[tuple[float, dict]] = field(default_factory=list)
 
 
@@ -143,7 +142,7 @@ def measure(step: Callable[[], None], stack: BackendStack, settings: BenchSettin
     read()
     times: list[float] = []
     repeat_steps: list[int] = []
-    loop_s, repeats = 0.0, settings.repeats or 1
+    repeats = settings.repeats or 1
     while len(repeat_steps) < repeats:
         timer = stack.timer()
         count, start = 0, time.perf_counter()
@@ -160,13 +159,11 @@ def measure(step: Callable[[], None], stack: BackendStack, settings: BenchSettin
                 read()
                 last_read = readings[-1][0]
         times.extend(timer.times_ms())  # waits for the device
-        loop_s += time.perf_counter() - start
         repeat_steps.append(count)
-        if settings.repeats is None and len(repeat_steps) == 1 and loop_s < SHORT_LOOP_S:
+        if settings.repeats is None and len(repeat_steps) == 1 and time.perf_counter() - start < SHORT_LOOP_S:
             repeats = AUTO_REPEATS
     read()
-    return Measurement(times, first_call_s if stack.compiles else None, stack.peak_memory(),
-                       repeat_steps, loop_s, readings)
+    return Measurement(times, first_call_s if stack.compiles else None, stack.peak_memory(), repeat_steps, readings)
 
 
 def _infer(model, batch, stack: BackendStack, settings: BenchSettings, on_step, latency: bool = False) -> Measurement:
@@ -319,11 +316,11 @@ def repeat_columns(result: Measurement | None, batch_size: int | None) -> dict[s
 
 def telemetry_columns(readings: Sequence[tuple[float, Mapping[str, Any]]], images: int) -> dict[str, Any]:
     """The detailed row's telemetry (`report.TELEMETRY_COLUMNS`) from the readings
-    `(host seconds, TelemetryReading)` of one benchmark: mean and lowest compute clock, mean memory clock, the highest temperature; the
-    energy counter's difference from the first reading to the last over `images` (mJ an image)
-    and over the time between them (W), else the mean of the power readings; `throttled`, the
-    throttle reasons any reading gave (`none` when the device reported none). None where no
-    reading had the value."""
+    `(host seconds, TelemetryReading)` of one benchmark: mean and lowest compute clock, mean
+    memory clock, the highest temperature; the energy counter's difference from the first
+    reading to the last over `images` (mJ an image) and over the time between them (W), else
+    the mean of the power readings; `throttled`, the throttle reasons any reading gave (`none`
+    when the device reported none). None where no reading had the value."""
 
     def values(key: str) -> list:
         return [r[key] for _, r in readings if r.get(key) is not None]
