@@ -113,7 +113,8 @@ def main() -> None:
               help="Data set sources to validate on (see `rbench list datasets`). Default: those named by "
                    "--data/--data-dir, else synthetic.")
 @click.option("-b", "--backends", multiple=True, metavar="STACKS",
-              help="Backend stacks, e.g. cpu, cuda-amp+channels-last (see `rbench list backends`). "
+              help="Backend stacks, e.g. cpu, cuda-amp+channels-last, cuda-amp+compile:max-autotune (a member's "
+                   "option after a colon; see `rbench list backends`). "
                    "Validation runs on the first; benchmarks on each. Default: the best available.")
 @click.option("--bench", "benches", multiple=True, metavar="KINDS",
               help="What to run: validate, infer, train, latency, metadata (comma-separated). "
