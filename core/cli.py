@@ -680,7 +680,8 @@ def list_(kind: str, pattern: str | None) -> None:
         for s in specs:
             reason = s.unavailable()
             table.add_row(*map(_plain, (s.name, "modifier" if s.modifier else "base",
-                                        "yes" if not reason else f"no: {reason}", s.description,
+                                        "yes" if not reason else f"no: {reason}",
+                                        s.description + (f"; options: {', '.join(s.options)}" if s.options else ""),
                                         provider[f"backends:{s.name}"])))
     _console().print(table)
 
