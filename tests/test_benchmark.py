@@ -278,8 +278,8 @@ def test_latency_percentiles_are_the_nearest_rank_of_the_step_times(tmp_path):
     assert [float(t) for t in row["step_times_ms"].split()] == script
     plain = read_csv(tmp_path / f"benchmark-latency-fp32-nchw-{torch_tag()}-fake-x1.csv")
     assert plain[0] == list(LATENCY_COLUMNS)
-    # one query at a time: the device is waited for after each (and after the first call and warm-up)
-    assert device.synchronized >= 150
+    # one query at a time: the device is waited for after each, and after the first call
+    assert device.synchronized == 1 + 150
 
 
 def test_repeats_state_their_spread_beside_timms_mean_based_figure(tmp_path):
@@ -300,3 +300,17 @@ def test_one_timed_loop_states_no_spread(tmp_path):
     (row,) = run_fake(tmp_path, ScriptedDevice([5.0, 7.0]), repeats=1)["infer"]
     # 4 images over the median step, 6 ms
     assert (row["repeats"], row["samples_per_sec_repeats"], row["repeat_spread_pct"]) == ("1", "666.67", "")
+
+
+def test_latency_options_from_the_command_line(tmp_path):
+    result = CliRunner().invoke(main, ["run", "-m", "test_vit", "--bench", "latency", "-b", "cpu", "--warmup-steps", "0",
+                                       "--latency-queries", "5", "--latency-seconds", "0", "--bench-repeats", "2",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (path,) = tmp_path.glob(f"detailed/benchmark-latency-fp32-nchw-{torch_tag()}-cpu-*.csv")
+    (row,) = read_csv(path)[1]
+    assert (row["latency_batch_size"], row["latency_queries"], row["repeats"], row["status"]) == ("1", "10", "2", "ok")
+    times = sorted(float(t) for t in row["step_times_ms"].split())
+    # nearest rank: the 5th of 10, and the 10th (the step times are written to 4 decimals, the percentiles to 3)
+    assert float(row["latency_p50_ms"]) == pytest.approx(times[4], abs=1e-3)
+    assert float(row["latency_p99_ms"]) == pytest.approx(times[-1], abs=1e-3)
