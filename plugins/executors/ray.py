@@ -2,8 +2,8 @@
 
 Each cell is one Ray task, given what its backend stack declares (`BackendSpec.ray_resources`:
 one GPU for the `cuda` bases, a custom resource for another accelerator; one CPU unless it
-says otherwise). Workers write their
-records into the same store, so the store must be on a path every worker can reach.
+says otherwise). Workers write their records into the same store, so the store must be on a
+path every worker can reach.
 """
 
 from __future__ import annotations
