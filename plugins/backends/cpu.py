@@ -43,10 +43,17 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return rbench.default_is_out_of_memory(exc) or "can't allocate memory" in str(exc)
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:  # gone (a CPU taken offline) or not readable by this user
+        return ""
+
+
 def _read_number(path: Path) -> float | None:
     try:
-        return float(path.read_text().strip())
-    except (OSError, ValueError):  # gone (a CPU taken offline) or not readable by this user
+        return float(_read_text(path))
+    except ValueError:
         return None
 
 
@@ -58,7 +65,7 @@ class SysfsCpuTelemetry:
         # Packages only (intel-rapl:0), not their sub-domains (intel-rapl:0:0), which they include.
         self._packages = sorted(p for p in root.glob("class/powercap/intel-rapl:*") if p.name.count(":") == 1)
         self._temperatures = [zone / "temp" for zone in sorted(root.glob("class/thermal/thermal_zone*"))
-                              if (zone / "type").is_file() and (zone / "type").read_text().strip() == "x86_pkg_temp"]
+                              if _read_text(zone / "type") == "x86_pkg_temp"]
         self._last_uj: dict[Path, float] = {}
         self._wrapped_uj: dict[Path, float] = {}
 
