@@ -85,7 +85,7 @@ def main() -> None:
         stack = next((r for r in RUNTIMES if path.stem.endswith(r)), "cpu")
         for row in rows(path):
             speed[(row["model"], stack)] = (float(row["infer_samples_per_sec"]), row["compile_s"])
-    print(f"\n| model | batch | cpu samples/s | " + " | ".join(f"{r} samples/s | ratio | export s" for r in RUNTIMES) + " |")
+    print("\n| model | batch | cpu samples/s | " + " | ".join(f"{r} samples/s | ratio | export s" for r in RUNTIMES) + " |")
     print("| --- | ---: | ---: |" + " ---: | ---: | ---: |" * len(RUNTIMES))
     worst = {r: float("inf") for r in RUNTIMES}
     for model in sorted({m for m, _ in speed}):

@@ -3,6 +3,7 @@ the summary of every step's targets.
 
     python bench/gpu_check.py oom OUT_DIR            # the back-off row of a train benchmark
     python bench/gpu_check.py compare DIR_A DIR_B    # the CSVs of two runs of one grid
+    python bench/gpu_check.py telemetry WORK_DIR     # bench/latency.sh's rows: percentiles, telemetry
     python bench/gpu_check.py summary RESULTS_DIR    # met / missed per target; writes summary.txt
 
 Standard library only, so that it runs before anything is installed.
@@ -16,8 +17,11 @@ import sys
 from pathlib import Path
 
 # Benchmark columns that are measured, so differ from run to run; every other column (model,
-# sizes, batch, counts, status, steps, backend, error) must be equal between two runs of a grid.
-MEASURED = re.compile(r"(samples_per_sec|step_time|step_time_p\d+|peak_memory_mib|compile_s)$")
+# sizes, batch, counts, status, backend, error) must be equal between two runs of a grid. The
+# steps and repeats are measured too: a timed loop is repeated only when its first run was short.
+MEASURED = re.compile(r"(samples_per_sec|step_time|step_time_p\d+|peak_memory_mib|compile_s|_mean|_repeats|_pct|"
+                      r"^repeats|^steps|_ms|_queries|_mhz|_mhz_min|power_w|temperature_c|_mj|throttled)$")
+TELEMETRY = ("clock_mhz", "memory_clock_mhz", "power_w", "temperature_c", "energy_per_image_mj", "throttled")
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -71,6 +75,24 @@ def compare(a: Path, b: Path) -> int:
         print(f"compare: {name}: {verdict}")
     print(f"resume_equal={'yes' if equal else 'no'} files={len(names)}")
     return 0 if equal else 1
+
+
+def telemetry(work: Path) -> int:
+    """The latency and throughput rows of bench/latency.sh's `work` folder: percentiles in order,
+    and the telemetry columns. Prints each row, then `percentiles_ordered=` and `telemetry_filled=`."""
+    ordered = filled = True
+    files = sorted(work.glob("*/detailed/benchmark-*.csv"))
+    for path in files:
+        for row in read_rows(path):
+            values = " ".join(f"{c}={row.get(c) or '-'}" for c in TELEMETRY)
+            print(f"telemetry: {path.name} {row['model']} {values}")
+            filled &= all(row.get(c) for c in TELEMETRY)
+            if row.get("latency_p50_ms"):
+                p50, p90, p99 = (float(row[f"latency_p{p}_ms"]) for p in (50, 90, 99))
+                ordered &= p50 <= p90 <= p99
+                print(f"latency: {row['model']} p50={p50} p90={p90} p99={p99} mean={row['latency_mean_ms']}")
+    print(f"percentiles_ordered={'yes' if ordered and files else 'no'} telemetry_filled={'yes' if filled and files else 'no'}")
+    return 0 if ordered and files else 1
 
 
 # The summary --------------------------------------------------------------------------------
@@ -148,6 +170,15 @@ def summary(results: Path) -> int:
                        f"min_ratio={v.get('min_ratio', '-')} sweep_ratio={v.get('sweep_ratio', '-')} "
                        f"compile_speedup={v.get('compile_speedup', '-')} rbench/timm={versus[-1] if versus else '-'}",
                        rc == 0 and None not in (lo, sweep, speedup, versus_x))
+        elif step == "latency":
+            target(step, "latency percentiles written, p50 <= p90 <= p99", f"percentiles_ordered={v.get('percentiles_ordered', '-')}",
+                   None if "percentiles_ordered" not in v else v["percentiles_ordered"] == "yes")
+            mean = _number(v, "mean_vs_timm")
+            target(step, "timm-comparable (mean-based) samples/s within 2% of timm's", f"mean_vs_timm={v.get('mean_vs_timm', '-')} "
+                   f"median_vs_timm={v.get('median_vs_timm', '-')}", None if mean is None else mean >= 0.98, gpu_only=True)
+            target(step, "NVML telemetry in every detailed row (clocks, power, temperature, energy, throttling)",
+                   f"telemetry_filled={v.get('telemetry_filled', '-')}",
+                   None if "telemetry_filled" not in v else v["telemetry_filled"] == "yes", gpu_only=True)
         elif step == "validate":
             identical = re.search(r"(?:logits|predictions) identical: (yes|NO)", log)
             same_top1 = re.search(r"the same top-1 for every image: (yes|NO)", log)
@@ -202,6 +233,8 @@ def main(argv: list[str]) -> int:
         return oom(Path(argv[1]))
     if len(argv) == 3 and argv[0] == "compare":
         return compare(Path(argv[1]), Path(argv[2]))
+    if len(argv) == 2 and argv[0] == "telemetry":
+        return telemetry(Path(argv[1]))
     if len(argv) == 2 and argv[0] == "summary":
         return summary(Path(argv[1]))
     print(__doc__.split("\n\n")[1], file=sys.stderr)

@@ -12,6 +12,8 @@
 #   oom         vit_large_patch16_224 train at batch 8192 (random weights): backs off, peak memory
 #   resume      a GPU grid killed with kill -9 mid-run and resumed, against an uninterrupted run
 #   validate    bench/validate_speed.sh --device cuda (resnet50, cuda-amp+channels-last, 16 workers)
+#   latency     bench/latency.sh --device cuda: resnet50 batch-1 latency percentiles, its mean-based
+#               samples/s against timm's benchmark.py, and the NVML telemetry columns of each row
 #   throughput  bench/throughput.sh --device cuda against timm's benchmark.py (PATH, default
 #               .whl/timm_benchmark.py: fetched, never committed)
 # then RESULTS_DIR/summary.txt: each target met or missed, also printed last.
@@ -103,7 +105,7 @@ EOF
         ;;
     tests)
         "$PY" -m pytest -q -p no:cacheprovider tests/test_oracle.py tests/test_imagenet.py tests/test_imagenet_c.py \
-            tests/test_accuracy.py tests/test_input_cache.py tests/test_backends.py
+            tests/test_accuracy.py tests/test_input_cache.py tests/test_backends.py tests/test_telemetry.py
         ;;
     logits)
         if dry; then
@@ -171,6 +173,15 @@ EOF
             bench/validate_speed.sh --device cuda --images 10000 --repeats 2
         fi
         ;;
+    latency)
+        if dry; then
+            bench/latency.sh --device cpu --models test_vit --queries 64 --seconds 1 --timm "$GPU_CHECK_TIMM" \
+                --work "$R/latency"
+        else
+            bench/latency.sh --device cuda --timm "$GPU_CHECK_TIMM" --work "$R/latency"
+        fi
+        "$PY" bench/gpu_check.py telemetry "$R/latency"
+        ;;
     throughput)
         if dry; then
             bench/throughput.sh --timm "$GPU_CHECK_TIMM" --device cpu --models test_vit --work "$R/throughput"
@@ -199,9 +210,9 @@ mkdir -p "$R" && R=$(realpath "$R") || exit 2
 [ -z "$(ls -A "$R")" ] || { echo "gpu_check.sh: $R must be a new or empty folder" >&2; exit 2; }
 [ -f "$timm" ] && timm=$(realpath "$timm")
 # Per step: its limit in seconds (GPU run, dry run). The deadline bounds them all.
-declare -A limit_gpu=([install]=60 [tests]=150 [logits]=120 [oom]=90 [resume]=150 [validate]=150 [throughput]=600)
-declare -A limit_dry=([install]=300 [tests]=600 [logits]=400 [oom]=200 [resume]=400 [validate]=300 [throughput]=500)
-order=(install tests logits oom resume validate throughput)
+declare -A limit_gpu=([install]=60 [tests]=150 [logits]=120 [oom]=90 [resume]=150 [validate]=150 [latency]=150 [throughput]=600)
+declare -A limit_dry=([install]=300 [tests]=600 [logits]=400 [oom]=200 [resume]=400 [validate]=300 [latency]=400 [throughput]=500)
+order=(install tests logits oom resume validate latency throughput)
 if [ $mode = dry-run ]; then deadline=${deadline:-2700}; else deadline=${deadline:-470}; fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/rbench-gpu-check.XXXXXX")

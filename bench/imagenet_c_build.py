@@ -66,7 +66,6 @@ def main() -> int:
     import torch
     from PIL import Image
 
-    from rbench import DataRequest
     from rbench.backends import resolve_stack
     from rbench.data import eval_data_config
     from rbench.input_cache import InputCache

@@ -38,6 +38,8 @@ from .specs import (
     Predictions,
     Source,
     StepTimer,
+    Telemetry,
+    TelemetryReading,
     ViewSpec,
     default_is_out_of_memory,
 )
@@ -69,6 +71,8 @@ __all__ = [
     "RbenchError",
     "Source",
     "StepTimer",
+    "Telemetry",
+    "TelemetryReading",
     "UnavailableError",
     "UnknownNameError",
     "ViewSpec",

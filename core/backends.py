@@ -84,6 +84,18 @@ class BackendStack:
         """Whether `exc` means the batch did not fit on the base's device."""
         return self.base.is_out_of_memory(exc)
 
+    def telemetry(self):
+        """A new `Telemetry` of the base's device for one benchmark, or None where it has none."""
+        return self.base.telemetry() if self.base.telemetry is not None else None
+
+    @property
+    def ray_resources(self) -> dict[str, float]:
+        """What one cell on this stack reserves on a Ray cluster: the base's, then each modifier's."""
+        resources: dict[str, float] = {}
+        for member in self.members:
+            resources.update(member.ray_resources)
+        return resources
+
     def cleanup(self) -> None:
         """Every member's cleanup, modifiers first (compiled graphs before the allocator's cache)."""
         for member in reversed(self.members):
@@ -122,9 +134,11 @@ def torch_tag() -> str:
 
 
 def resolve_stack(name: str, registry: Registry) -> BackendStack:
-    """Parse `base+modifier+...` into a stack, checking that each part exists and is available."""
-    parts = [p.strip() for p in name.split("+")]
-    specs = [registry.get("backends", p) for p in parts]
+    """Parse `base+modifier+...` into a stack, checking that each part exists and is available.
+
+    A part may carry an option, `name:option` (`compile:max-autotune`): the spec's
+    `configure` makes the member for it (see `BackendSpec`)."""
+    specs = [configured(part.strip(), registry, name) for part in name.split("+")]
     base, modifiers = specs[0], tuple(specs[1:])
     if base.modifier:
         raise UnknownNameError(
@@ -142,6 +156,18 @@ def resolve_stack(name: str, registry: Registry) -> BackendStack:
         if reason:
             raise UnavailableError(f"backend {spec.name!r} is not available here: {reason}; see `rbench list backends`")
     return BackendStack(base, modifiers)
+
+
+def configured(part: str, registry: Registry, stack_name: str):
+    """The `BackendSpec` of one stack member, `name` or `name:option`, configured for its option."""
+    member, _, option = part.partition(":")
+    spec = registry.get("backends", member.strip())
+    option = option.strip() or None
+    if option is not None and option not in spec.options:
+        takes = (f"it takes one of {', '.join(spec.options)}" if spec.options else "it takes no option")
+        raise UnknownNameError(f"backend stack {stack_name!r}: {spec.name!r} has no option {option!r}; {takes} "
+                               "(see `rbench list backends`)")
+    return spec.configure(option) if spec.configure is not None else spec
 
 
 def best_stack(registry: Registry) -> BackendStack:

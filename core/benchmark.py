@@ -1,13 +1,17 @@
-"""Throughput benchmarks (inference and train), and parameters, MACs and activations counted on
-the meta device.
+"""Benchmarks (inference and train throughput, batch-1 latency), and parameters, MACs and
+activations counted on the meta device.
 
 The method is that of `spec/benchmarking.md`: a random model and a random batch on the
 stack's device; a first call (compilation, lazy initialisation, autotuning) timed on its own;
 warm-up steps until step times settle; then at least `steps` steps and `seconds` seconds timed
-by the stack's `StepTimer`; the median step time makes samples/s, p10/p50/p90 show the spread.
-A batch that does not fit backs off along timm's ladder (256, 192, 128, 96, 64, ...); any other
-error ends the benchmark as a failed row. Everything device-specific (timer, peak memory,
-what out-of-memory looks like, cleanup) comes from the backend stack.
+by the stack's `StepTimer`; the median step time makes samples/s, p10/p50/p90 show the spread,
+and the mean step makes timm's figure (samples over the loop's time). A timed loop shorter
+than `SHORT_LOOP_S` is repeated `AUTO_REPEATS` times, so that the spread between repeats is
+stated. The latency benchmark issues one query (batch 1) at a time, each waiting for the
+last to finish (MLPerf's SingleStream scenario), and reports nearest-rank percentiles. A batch
+that does not fit backs off along timm's ladder (256, 192, 128, 96, 64, ...); any other error
+ends the benchmark as a failed row. Everything device-specific (timer, peak memory, what
+out-of-memory looks like, telemetry, cleanup) comes from the backend stack.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import functools
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,28 +27,57 @@ from .backends import BackendStack, BatchFailed, with_backoff
 from .errors import one_line
 from .models import architecture, create_model, param_count
 
-BENCH_KINDS = ("infer", "train")
+BENCH_KINDS = ("infer", "train", "latency")
+SHORT_LOOP_S = 3.0  # a timed loop shorter than this says little alone: it is repeated
+AUTO_REPEATS = 3
+TELEMETRY_EVERY_S = 0.5  # telemetry readings during the timed steps, at most this often
+LATENCY_PERCENTILES = (50, 90, 99)
 
 
 @dataclass(frozen=True, kw_only=True)
 class BenchSettings:
     """How to measure: the batch asked for, warm-up steps, then at least `steps` steps and
-    `seconds` seconds; `retry` backs off to smaller batches when a batch does not fit."""
+    `seconds` seconds; `retry` backs off to smaller batches when a batch does not fit.
+
+    `repeats`: how many times the timed loop runs (None: once, or `AUTO_REPEATS` times when
+    the first loop took under `SHORT_LOOP_S`). The latency benchmark times at least
+    `latency_queries` queries of `latency_batch_size` images and `latency_seconds` seconds:
+    1024 queries as MLPerf's SingleStream minimum, but 10 s instead of its 600 s, so that a
+    grid of models stays practical; 1024 queries put about ten above the 99th percentile.
+    """
 
     batch_size: int = 256
     warmup_steps: int = 10
     steps: int = 40
     seconds: float = 5.0
     retry: bool = True
+    repeats: int | None = None
+    latency_batch_size: int = 1
+    latency_queries: int = 1024
+    latency_seconds: float = 10.0
+
+    def for_kind(self, kind: str) -> tuple[int, int, float]:
+        """`(batch asked, at least these steps, at least these seconds)` of one benchmark kind."""
+        if kind == "latency":
+            return self.latency_batch_size, self.latency_queries, self.latency_seconds
+        return self.batch_size, self.steps, self.seconds
+
+    def expected_steps(self, kind: str) -> int:
+        """About how many steps one benchmark of `kind` makes, warm-up included (for a progress bar)."""
+        return max(1, self.warmup_steps) + self.for_kind(kind)[1] * (self.repeats or 1)
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """Step times (ms) of the timed steps; the first call's seconds when the stack compiles; peak bytes."""
+    """The timed steps of one benchmark: every step time (ms) in order, the steps of each repeat
+    of the timed loop; the first call's seconds when the stack compiles; peak bytes; and the
+    telemetry readings with their host times (s)."""
 
     times_ms: list[float]
     compile_s: float | None
     peak_bytes: int | None
+    repeat_steps: list[int] = field(default_factory=list)
+    readings: list[tuple[float, dict]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -80,11 +113,17 @@ def warm_up(step: Callable[[], None], stack: BackendStack, steps: int, on_step: 
 
 
 def measure(step: Callable[[], None], stack: BackendStack, settings: BenchSettings,
-            on_step: Callable[[], None] = lambda: None) -> Measurement:
+            on_step: Callable[[], None] = lambda: None, *, steps: int | None = None, seconds: float | None = None,
+            synchronous: bool = False) -> Measurement:
     """Time `step` as the method says; the stack's peak memory counter must be reset before.
 
     The first call is the first warm-up step; it is always made, even with no warm-up asked.
+    `steps` and `seconds` default to the settings'; `synchronous` waits for each step to end
+    before the next starts (latency: one query in flight at a time). The stack's telemetry is
+    read before, during (every `TELEMETRY_EVERY_S`) and after the timed loops.
     """
+    steps = settings.steps if steps is None else steps
+    seconds = settings.seconds if seconds is None else seconds
     # The first call compiles (torch.compile), initialises lazily and autotunes: it never
     # counts as a step, and is reported as the compile time when the stack compiles.
     start = time.perf_counter()
@@ -93,19 +132,41 @@ def measure(step: Callable[[], None], stack: BackendStack, settings: BenchSettin
     first_call_s = time.perf_counter() - start
     on_step()
     warm_up(step, stack, settings.warmup_steps - 1, on_step)
-    timer = stack.timer()
-    count, start = 0, time.perf_counter()
-    while count < settings.steps or time.perf_counter() - start < settings.seconds:
-        timer.start()
-        step()
-        timer.stop()
-        count += 1
-        on_step()
-    times = timer.times_ms()  # waits for the device
-    return Measurement(times, first_call_s if stack.compiles else None, stack.peak_memory())
+    telemetry = stack.telemetry()
+    readings: list[tuple[float, dict]] = []
+
+    def read() -> None:
+        if telemetry is not None:
+            readings.append((time.perf_counter(), dict(telemetry.read())))
+
+    read()
+    times: list[float] = []
+    repeat_steps: list[int] = []
+    repeats = settings.repeats or 1
+    while len(repeat_steps) < repeats:
+        timer = stack.timer()
+        count, start = 0, time.perf_counter()
+        last_read = start
+        while count < steps or time.perf_counter() - start < seconds:
+            timer.start()
+            step()
+            timer.stop()
+            if synchronous:
+                stack.synchronize()
+            count += 1
+            on_step()
+            if telemetry is not None and time.perf_counter() - last_read >= TELEMETRY_EVERY_S:
+                read()
+                last_read = readings[-1][0]
+        times.extend(timer.times_ms())  # waits for the device
+        repeat_steps.append(count)
+        if settings.repeats is None and len(repeat_steps) == 1 and time.perf_counter() - start < SHORT_LOOP_S:
+            repeats = AUTO_REPEATS
+    read()
+    return Measurement(times, first_call_s if stack.compiles else None, stack.peak_memory(), repeat_steps, readings)
 
 
-def _infer(model, batch, stack: BackendStack, settings: BenchSettings, on_step) -> Measurement:
+def _infer(model, batch, stack: BackendStack, settings: BenchSettings, on_step, latency: bool = False) -> Measurement:
     import torch
 
     model.eval()
@@ -113,8 +174,9 @@ def _infer(model, batch, stack: BackendStack, settings: BenchSettings, on_step) 
     def step():
         model(batch)
 
+    _, steps, seconds = settings.for_kind("latency" if latency else "infer")
     with torch.inference_mode(), stack.autocast():
-        return measure(step, stack, settings, on_step)
+        return measure(step, stack, settings, on_step, steps=steps, seconds=seconds, synchronous=latency)
 
 
 def _train(model, batch, stack: BackendStack, settings: BenchSettings, on_step, num_classes: int) -> Measurement:
@@ -152,8 +214,8 @@ def _attempt(kind: str, name: str, stack: BackendStack, settings: BenchSettings,
     num_classes = model.num_classes
     model = stack.prepare_model(model)
     batch = stack.prepare_input(torch.randn(batch_size, *size, device=stack.device))
-    if kind == "infer":
-        result = _infer(model, batch, stack, settings, on_step)
+    if kind in ("infer", "latency"):
+        result = _infer(model, batch, stack, settings, on_step, latency=kind == "latency")
     else:
         result = _train(model, batch, stack, settings, on_step, num_classes)
     return result, size, params
@@ -161,7 +223,7 @@ def _attempt(kind: str, name: str, stack: BackendStack, settings: BenchSettings,
 
 def run_benchmark(kind: str, name: str, stack: BackendStack, settings: BenchSettings, img_size: int | None = None,
                   on_step: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    """One row (full precision) of `kind` (`infer` or `train`) for a randomly initialised `name`.
+    """One row (full precision) of `kind` (`infer`, `train`, `latency`) for a randomly initialised `name`.
 
     Out of memory retries with the next smaller batch (unless `settings.retry` is off); any
     other error, or running out of batch sizes, gives a row with status `failed` and the error.
@@ -171,7 +233,7 @@ def run_benchmark(kind: str, name: str, stack: BackendStack, settings: BenchSett
     try:
         (result, size, params), batch_size = with_backoff(
             lambda batch: _attempt(kind, name, stack, settings, batch, counts.input_size, img_size, on_step),
-            settings.batch_size, stack, retry=settings.retry)
+            settings.for_kind(kind)[0], stack, retry=settings.retry)
     except BatchFailed as exc:  # every failure of one model becomes its row, not a crash
         return _row(kind, name, stack, settings, counts, error=f"batch {exc.batch_size}: {one_line(exc.error)}")
     return _row(kind, name, stack, settings, counts, batch_size=batch_size, result=result, size=size, params=params)
@@ -183,17 +245,28 @@ def _row(kind: str, name: str, stack: BackendStack, settings: BenchSettings, cou
     """A benchmark row at full precision: the spec's columns, then the detailed ones."""
     times = result.times_ms if result else []
     median = statistics.median(times) if times else None
+    mean = statistics.fmean(times) if times else None
     deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
     size = size or counts.input_size
+    asked = settings.for_kind(kind)[0]
     row: dict[str, Any] = {
         "model": architecture(name),
         f"{kind}_img_size": size[-1] if size else None,
-        f"{kind}_samples_per_sec": batch_size / (median / 1000.0) if batch_size and median else None,
-        f"{kind}_step_time": median,
         f"{kind}_batch_size": batch_size,
         "param_count": params if params is not None else counts.param_count,
-        "batch_asked": settings.batch_size,
-        "status": "failed" if result is None else "ok" if batch_size == settings.batch_size else "backoff",
+    }
+    if kind == "latency":
+        row["latency_samples_per_sec"] = per_second(batch_size, mean)
+        row["latency_mean_ms"] = mean
+        for p in LATENCY_PERCENTILES:
+            row[f"latency_p{p}_ms"] = nearest_rank(times, p) if times else None
+        row["latency_queries"] = len(times) or None
+    else:
+        row[f"{kind}_samples_per_sec"] = per_second(batch_size, median)
+        row[f"{kind}_step_time"] = median
+    row.update({
+        "batch_asked": asked,
+        "status": "failed" if result is None else "ok" if batch_size == asked else "backoff",
         "step_time_p10": deciles[0] if deciles else None,
         "step_time_p50": median,
         "step_time_p90": deciles[8] if deciles else None,
@@ -202,10 +275,77 @@ def _row(kind: str, name: str, stack: BackendStack, settings: BenchSettings, cou
         "compile_s": result.compile_s if result else None,
         "backend": stack.name,
         "error": error,
-    }
+        "step_time_mean": mean,
+        "samples_per_sec_mean": per_second(batch_size, mean),
+        **repeat_columns(result, batch_size),
+        **telemetry_columns(result.readings if result else [], (batch_size or 0) * len(times)),
+        "step_times_ms": " ".join(f"{t:.4f}" for t in times) or None,
+    })
     if kind == "infer":
         row["infer_gmacs"], row["infer_macts"] = counts.gmacs, counts.macts
     return row
+
+
+def per_second(batch_size: int | None, step_ms: float | None) -> float | None:
+    """Samples per second of `batch_size` images a step of `step_ms` milliseconds."""
+    return batch_size / (step_ms / 1000.0) if batch_size and step_ms else None
+
+
+def nearest_rank(times: Sequence[float], percentile: int) -> float:
+    """The nearest-rank percentile: the smallest time that at least `percentile`% of `times` do
+    not exceed, `sorted(times)[ceil(percentile * n / 100) - 1]` (no interpolation: a time that
+    was measured)."""
+    ordered = sorted(times)
+    rank = -(-percentile * len(ordered) // 100)  # ceil in integers: 0.9 * 10 is not exactly 9 in floats
+    return ordered[max(rank, 1) - 1]
+
+
+def repeat_columns(result: Measurement | None, batch_size: int | None) -> dict[str, Any]:
+    """How many times the timed loop ran, each loop's samples/s (batch over its median step),
+    and their spread: (highest - lowest) / median of them, in percent (None for one loop)."""
+    if result is None or not result.repeat_steps:
+        return {"repeats": None, "samples_per_sec_repeats": None, "repeat_spread_pct": None}
+    rates, begin = [], 0
+    for count in result.repeat_steps:
+        rates.append(per_second(batch_size, statistics.median(result.times_ms[begin:begin + count])))
+        begin += count
+    spread = (max(rates) - min(rates)) / statistics.median(rates) * 100 if len(rates) > 1 else None
+    return {"repeats": len(rates), "samples_per_sec_repeats": " ".join(f"{r:.2f}" for r in rates),
+            "repeat_spread_pct": spread}
+
+
+def telemetry_columns(readings: Sequence[tuple[float, Mapping[str, Any]]], images: int) -> dict[str, Any]:
+    """The detailed row's telemetry (`report.TELEMETRY_COLUMNS`) from the readings
+    `(host seconds, TelemetryReading)` of one benchmark: mean and lowest compute clock, mean
+    memory clock, the highest temperature; the energy counter's difference from the first
+    reading to the last over `images` (mJ an image) and over the time between them (W), else
+    the mean of the power readings; `throttled`, the throttle reasons any reading gave (`none`
+    when the device reported none). None where no reading had the value."""
+
+    def values(key: str) -> list:
+        return [r[key] for _, r in readings if r.get(key) is not None]
+
+    def mean(key: str) -> float | None:
+        found = values(key)
+        return statistics.fmean(found) if found else None
+
+    columns: dict[str, Any] = {
+        "clock_mhz": mean("clock_mhz"),
+        "clock_mhz_min": min(values("clock_mhz"), default=None),
+        "memory_clock_mhz": mean("memory_clock_mhz"),
+        "power_w": mean("power_w"),
+        "temperature_c": max(values("temperature_c"), default=None),
+        "energy_per_image_mj": None,
+    }
+    energy = [(t, r["energy_j"]) for t, r in readings if r.get("energy_j") is not None]
+    if len(energy) > 1 and energy[-1][0] > energy[0][0]:
+        used_j = energy[-1][1] - energy[0][1]
+        columns["power_w"] = used_j / (energy[-1][0] - energy[0][0])
+        columns["energy_per_image_mj"] = used_j * 1000.0 / images if images else None
+    reasons = [r["throttle_reasons"] for _, r in readings if r.get("throttle_reasons") is not None]
+    seen = sorted({reason for found in reasons for reason in found})
+    columns["throttled"] = (" ".join(seen) or "none") if reasons else None
+    return columns
 
 
 @functools.lru_cache(maxsize=256)

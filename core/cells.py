@@ -35,6 +35,8 @@ class Cell:
     source: str | None = None
     backend: str | None = None
     device: str = "cpu"
+    # What the cell reserves on a Ray cluster: its backend stack's declaration (`BackendSpec.ray_resources`).
+    ray_resources: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
     identity: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -49,7 +51,7 @@ class Cell:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model, "source": self.source, "backend": self.backend,
-                "device": self.device, "identity": self.identity}
+                "device": self.device, "ray_resources": self.ray_resources, "identity": self.identity}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Cell:
@@ -161,13 +163,14 @@ def plan_cells(plan, data: Mapping[str, str] | None = None) -> list[Cell]:
                 against = {"reference": reference} if stack is not plan.stacks[0] else {}
                 for source in plan.sources:
                     cells.append(Cell(kind="validate", model=name, source=source.name, backend=stack.name,
-                                      device=stack.device, identity={
+                                      device=stack.device, ray_resources=stack.ray_resources, identity={
                                           "kind": "validate", "model": name, "weights": weights, "source": source.name,
                                           "data": data[source.name], "views": [v.name for v in source.views],
                                           "backend": stack.name, "img_size": options.img_size, **against, **common}))
         for kind in (k for k in BENCH_KINDS if k in options.benches):
             for stack in plan.stacks:
-                cells.append(Cell(kind=kind, model=name, backend=stack.name, device=stack.device, identity={
+                cells.append(Cell(kind=kind, model=name, backend=stack.name, device=stack.device,
+                                  ray_resources=stack.ray_resources, identity={
                     "kind": kind, "model": name, "backend": stack.name, "img_size": options.img_size,
                     "bench": asdict(options.bench), **common}))
     return cells
@@ -310,7 +313,7 @@ def benchmark_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict
     """One model on one backend stack; a failed row is kept (detailed file) and marks the cell failed."""
     job = context.job
     stack = context.stack(cell.backend)
-    total = max(1, job.bench.warmup_steps) + job.bench.steps
+    total = job.bench.expected_steps(cell.kind)
     steps = 0
 
     def on_step() -> None:
@@ -325,8 +328,8 @@ def benchmark_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict
     return entries, {}
 
 
-CELL_RUNNERS: dict[str, Runner] = {"metadata": metadata_cell, "validate": validate_cell, "infer": benchmark_cell,
-                                   "train": benchmark_cell}
+CELL_RUNNERS: dict[str, Runner] = {"metadata": metadata_cell, "validate": validate_cell,
+                                   **{kind: benchmark_cell for kind in BENCH_KINDS}}
 
 
 def job_digest(job: Job) -> str:

@@ -118,11 +118,11 @@ def main() -> None:
               help="Data set sources to validate on (see `rbench list datasets`). Default: those named by "
                    "--data/--data-dir, else synthetic.")
 @click.option("-b", "--backends", multiple=True, metavar="STACKS",
-              help="Backend stacks, e.g. cpu, cuda-amp+channels-last (see `rbench list backends`). "
-                   "Each validates and benchmarks; the first is the reference of conformance-<view>.csv. "
-                   "Default: the best available.")
+              help="Backend stacks, e.g. cpu, cuda-amp+channels-last, cuda-amp+compile:max-autotune (a member's "
+                   "option after a colon; see `rbench list backends`). Each validates and benchmarks; the "
+                   "first is the reference of conformance-<view>.csv. Default: the best available.")
 @click.option("--bench", "benches", multiple=True, metavar="KINDS",
-              help="What to run: validate, infer, train, metadata (comma-separated). "
+              help="What to run: validate, infer, train, latency, metadata (comma-separated). "
                    "Default: validate, infer, metadata.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Folder for the result CSVs.")
@@ -145,6 +145,15 @@ def main() -> None:
 @click.option("--warmup-steps", type=click.IntRange(min=0), help="Benchmark warm-up steps, the first call included. [default: 10]")
 @click.option("--bench-steps", type=click.IntRange(min=1), help="Benchmark: time at least this many steps. [default: 40]")
 @click.option("--bench-seconds", type=click.FloatRange(min=0), help="Benchmark: and at least this many seconds. [default: 5]")
+@click.option("--bench-repeats", type=click.IntRange(min=1), metavar="N",
+              help="Benchmark: run the timed loop N times and state the spread between them. "
+                   "[default: 3 when the first loop took under 3 s, else 1]")
+@click.option("--latency-queries", type=click.IntRange(min=1), metavar="N",
+              help="Latency: time at least N queries, one at a time. [default: 1024; 100 for the embedded suite]")
+@click.option("--latency-seconds", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Latency: and at least this many seconds. [default: 10; 1 for the embedded suite]")
+@click.option("--latency-batch-size", type=click.IntRange(min=1), metavar="N",
+              help="Latency: images a query. [default: 1]")
 @click.option("--no-retry", is_flag=True,
               help="Benchmark: do not back off to a smaller batch when one does not fit (like-for-like tables).")
 @click.option("--executor", metavar="NAME",
@@ -166,12 +175,14 @@ def main() -> None:
 @click.option("--retry-failed", is_flag=True, help="Run again the cells that failed in an earlier run.")
 @html_option
 def run(models, datasets, backends, benches, out, data_root, data, data_dir, data_option, store, batch_size, workers,
-        img_size, weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds, no_retry,
+        img_size, weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds, bench_repeats,
+        latency_queries, latency_seconds, latency_batch_size, no_retry,
         executor, ray_address, cell_timeout, cache_dir, cache_size, no_cache, metric_names, limit, dry_run, force,
         retry_failed, html) -> None:
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
 
+    from .benchmark import BENCH_KINDS
     from .input_cache import parse_size
     from .registry import get_registry
     from .plan import RunOptions, check_out_dir, default_suite, make_plan
@@ -210,9 +221,13 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
             steps=bench_steps or bench.steps,
             seconds=bench.seconds if bench_seconds is None else bench_seconds,
             retry=not no_retry,
+            repeats=bench_repeats or bench.repeats,
+            latency_queries=latency_queries or bench.latency_queries,
+            latency_seconds=bench.latency_seconds if latency_seconds is None else latency_seconds,
+            latency_batch_size=latency_batch_size or bench.latency_batch_size,
         ),
     )
-    benchmarks = any(b in options.benches for b in ("infer", "train"))
+    benchmarks = any(b in options.benches for b in BENCH_KINDS)
     options = replace(options, executor=executor or ("subprocess" if benchmarks else "local"),
                       ray_address=ray_address, cell_timeout=cell_timeout)
     check_out_dir(out)
@@ -766,7 +781,8 @@ def list_(kind: str, pattern: str | None) -> None:
         for s in specs:
             reason = s.unavailable()
             table.add_row(*map(_plain, (s.name, "modifier" if s.modifier else "base",
-                                        "yes" if not reason else f"no: {reason}", s.description,
+                                        "yes" if not reason else f"no: {reason}",
+                                        s.description + (f"; options: {', '.join(s.options)}" if s.options else ""),
                                         provider[f"backends:{s.name}"])))
     _console().print(table)
 

@@ -65,7 +65,8 @@ def default_suite(options: RunOptions) -> RunOptions:
         models=list(DEFAULT_SUITE_MODELS),
         weights="random",
         batch_size=min(options.batch_size, 32),
-        bench=replace(options.bench, batch_size=min(options.bench.batch_size, 32), warmup_steps=3, steps=10, seconds=1.0),
+        bench=replace(options.bench, batch_size=min(options.bench.batch_size, 32), warmup_steps=3, steps=10, seconds=1.0,
+                      latency_queries=100, latency_seconds=1.0),
     )
 
 

@@ -24,11 +24,23 @@ INFER_COLUMNS = (
     "param_count", "infer_gmacs", "infer_macts",
 )
 TRAIN_COLUMNS = ("model", "train_samples_per_sec", "train_step_time", "train_batch_size", "train_img_size", "param_count")
-BENCH_COLUMNS = {"infer": INFER_COLUMNS, "train": TRAIN_COLUMNS}
+# Not a timm file (timm publishes no latency): named and sorted as the others.
+LATENCY_COLUMNS = (
+    "model", "latency_img_size", "latency_batch_size", "latency_samples_per_sec", "latency_mean_ms",
+    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_queries", "param_count",
+)
+BENCH_COLUMNS = {"infer": INFER_COLUMNS, "train": TRAIN_COLUMNS, "latency": LATENCY_COLUMNS}
+# The device while a benchmark ran (see `benchmark.telemetry_columns`).
+TELEMETRY_COLUMNS = ("clock_mhz", "clock_mhz_min", "memory_clock_mhz", "power_w", "temperature_c",
+                     "energy_per_image_mj", "throttled")
 # The detailed companion file: the spec's columns, then these (never before them).
 DETAIL_COLUMNS = (
     "batch_asked", "status", "step_time_p10", "step_time_p50", "step_time_p90", "steps", "peak_memory_mib",
     "compile_s", "backend", "error",
+    # timm's figure (batch over the mean step), and the repeats of the timed loop
+    "step_time_mean", "samples_per_sec_mean", "repeats", "samples_per_sec_repeats", "repeat_spread_pct",
+    *TELEMETRY_COLUMNS,
+    "step_times_ms",  # every timed step, in order
 )
 METADATA_COLUMNS = ("model", "pretrain")
 MODEL_METADATA_COLUMNS = (
@@ -251,9 +263,10 @@ def _parsed(column: str, text: str | None) -> Any:
 
 
 _DIGITS = {"_samples_per_sec": 2, "step_time": 3, "_p10": 3, "_p50": 3, "_p90": 3, "param_count": 2,
-           "_gmacs": 2, "_macts": 2, "compile_s": 2, "peak_memory_mib": 1}
-_TEXT = {"model", "status", "backend", "error"}
-_INTEGER = ("_img_size", "_batch_size", "batch_asked", "steps")
+           "_gmacs": 2, "_macts": 2, "compile_s": 2, "peak_memory_mib": 1, "_ms": 3, "time_mean": 3,
+           "_sec_mean": 2, "_pct": 2, "_mhz": 0, "_mhz_min": 0, "power_w": 1, "temperature_c": 0, "_mj": 3}
+_TEXT = {"model", "status", "backend", "error", "samples_per_sec_repeats", "throttled", "step_times_ms"}
+_INTEGER = ("_img_size", "_batch_size", "batch_asked", "steps", "repeats", "_queries")
 
 
 def benchmark_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = INFER_COLUMNS, detailed: bool = False):
@@ -268,6 +281,8 @@ def benchmark_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = 
     columns = (*columns, *DETAIL_COLUMNS) if detailed else tuple(columns)
 
     def rounded(column: str, value: Any) -> Any:
+        if column in _TEXT:
+            return value
         for suffix, n in _DIGITS.items():
             if column.endswith(suffix) and value is not None:
                 return round(value, n)

@@ -264,6 +264,39 @@ def default_is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text
 
 
+class TelemetryReading(TypedDict, total=False):
+    """One reading of a device's sensors; a key is left out where the device cannot tell it.
+
+    - `clock_mhz`: the compute clock (a GPU's SM clock; the CPU's mean core frequency).
+    - `memory_clock_mhz`: the memory clock.
+    - `power_w`: the power drawn now, in watts.
+    - `temperature_c`: the device's temperature, in degrees Celsius.
+    - `energy_j`: a counter of the energy used so far, in joules (only differences matter; it
+      must not wrap between two readings of one benchmark).
+    - `throttle_reasons`: why the clocks are held below their maximum under load (power cap,
+      thermal slowdown, ...), as short names; an empty tuple when the device says none.
+    """
+
+    clock_mhz: float
+    memory_clock_mhz: float
+    power_w: float
+    temperature_c: float
+    energy_j: float
+    throttle_reasons: tuple[str, ...]
+
+
+class Telemetry(Protocol):
+    """Reads a device's sensors while it is benchmarked (see `BackendSpec.telemetry`).
+
+    `read()` is called before the timed steps, about every half second during them, and after
+    them; it must be cheap (well under a millisecond) and never raise for a sensor that is
+    missing: it leaves that key out. The benchmark summarises the readings into the detailed
+    row's telemetry columns.
+    """
+
+    def read(self) -> TelemetryReading: ...
+
+
 class StepTimer(Protocol):
     """Times the steps of one benchmark on a device.
 
@@ -320,6 +353,21 @@ class BackendSpec:
       reset, or None where the device has no such count (the CPU).
     - `is_out_of_memory(exc)`: whether an error raised while benchmarking means the batch did
       not fit, so that a smaller batch is tried.
+    - `telemetry()`: a new `Telemetry` reading this device's clocks, power, temperature,
+      energy and throttling while a benchmark runs, or None where none can be read here (the
+      library or driver missing); None as the field: no telemetry (empty columns).
+    - `ray_resources`: what one cell on this backend reserves on a Ray cluster, in Ray's
+      terms: `num_gpus`, `num_cpus` (default 1), `memory`, and any other key as a custom
+      resource (`{"num_gpus": 1}` for the `cuda` bases, `{"my_npu": 1}` for an accelerator
+      that Ray knows as a custom resource). Modifiers may add to it.
+
+    Options (any backend): a member may be written `name:option` in a stack
+    (`compile:max-autotune`). `options` maps each option the backend takes to a one-line
+    description; `configure(option)` returns the spec to use for that option, or for None
+    when none is written (the default, which may come from the environment). A backend that
+    declares no options takes none; any other option is an error while planning. A configured
+    spec names itself with its option (`compile:max-autotune`) unless the option is its default,
+    and says it in its `suffix` when the option changes the results' file.
     """
 
     name: str
@@ -343,6 +391,10 @@ class BackendSpec:
     peak_memory: Callable[[], int | None] = _no_peak_memory
     is_out_of_memory: Callable[[BaseException], bool] = default_is_out_of_memory
     cleanup: Callable[[], None] = _nothing
+    telemetry: Callable[[], Telemetry | None] | None = None
+    ray_resources: Mapping[str, float] = field(default_factory=dict)
+    options: Mapping[str, str] = field(default_factory=dict)
+    configure: Callable[[str | None], BackendSpec] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -151,7 +151,6 @@ def expected_calibration_error(confidence: Any, hits: Any, bins: int = ECE_BINS)
         return math.nan
     edges = np.linspace(0.0, 1.0, bins + 1)[1:-1]
     which = np.searchsorted(edges, conf, side="left")
-    count = np.bincount(which, minlength=bins).astype(np.float64)
     conf_sum = np.bincount(which, weights=conf, minlength=bins)
     hit_sum = np.bincount(which, weights=hit, minlength=bins)
     return float(np.abs(hit_sum - conf_sum).sum() / n)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -73,3 +75,68 @@ def test_torch_tag():
 )
 def test_short_cpu_names(model_name, short):
     assert short_cpu_name(model_name) == short
+
+
+def test_compile_mode_is_a_stack_option_and_part_of_the_file_name(monkeypatch):
+    registry = load_registry()
+    monkeypatch.delenv("RBENCH_COMPILE_MODE", raising=False)
+    plain = resolve_stack("cpu+compile", registry)
+    assert plain.name == "cpu+compile" and plain.file_tag().endswith("-dynamo")
+    autotuned = resolve_stack("cpu+channels-last+compile:max-autotune", registry)
+    assert autotuned.name == "cpu+channels-last+compile:max-autotune"
+    assert autotuned.file_tag().endswith("-dynamo_max_autotune")
+    asked = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode, backend: asked.append((mode, backend)) or model)
+    autotuned.prepare_model(torch.nn.Linear(2, 2))
+    plain.prepare_model(torch.nn.Linear(2, 2))
+    assert asked == [("max-autotune", "inductor"), ("default", "inductor")]
+
+
+def test_the_environment_gives_the_default_compile_mode_and_the_option_wins(monkeypatch):
+    monkeypatch.setenv("RBENCH_COMPILE_MODE", "reduce-overhead")
+    registry = load_registry()
+    from_env = resolve_stack("cpu+compile", registry)
+    assert (from_env.name, from_env.file_tag().rsplit("-", 1)[1]) == ("cpu+compile:reduce-overhead",
+                                                                      "dynamo_reduce_overhead")
+    assert resolve_stack("cpu+compile:default", registry).file_tag().endswith("-dynamo")
+    # the stack's name resolves to the same stack again (a worker resolves it from the job)
+    assert resolve_stack(from_env.name, registry).file_tag() == from_env.file_tag()
+
+
+@pytest.mark.parametrize(("stack", "message"), [
+    ("cpu+compile:fastest", "backend stack 'cpu+compile:fastest': 'compile' has no option 'fastest'; it takes one "
+                            "of default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs"),
+    ("cpu:fast", "backend stack 'cpu:fast': 'cpu' has no option 'fast'; it takes no option"),
+])
+def test_an_unknown_option_is_a_one_line_error(stack, message):
+    from click.testing import CliRunner
+
+    from rbench.cli import main
+    from rbench.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError) as raised:
+        resolve_stack(stack, load_registry())
+    assert str(raised.value).startswith(message)
+    result = CliRunner().invoke(main, ["run", "-m", "test_vit", "--bench", "infer", "-b", stack, "--dry-run"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and message in result.output
+
+
+class OptionedAccelerator:
+    """A test plugin: a base backend with options of its own, each configuring its precision."""
+
+    @hookimpl
+    def rbench_backends(self):
+        def configure(option):
+            return BACKEND if option in (None, "fp32") else dataclasses.replace(
+                BACKEND, name=f"npu:{option}", precision=option)
+
+        BACKEND = BackendSpec(name="npu", description="npu", device="cpu", device_tag=lambda: "npu-x1",
+                              options={"fp32": "full precision", "bf16": "bf16"}, configure=configure)
+        return [BACKEND]
+
+
+def test_any_backend_may_declare_options():
+    registry = load_registry(extra=[("test:npu", OptionedAccelerator())])
+    assert resolve_stack("npu", registry).file_tag() == f"fp32-nchw-{torch_tag()}-npu-x1"
+    stack = resolve_stack("npu:bf16+channels-last", registry)
+    assert (stack.name, stack.file_tag()) == ("npu:bf16+channels-last", f"bf16-nhwc-{torch_tag()}-npu-x1")

@@ -18,16 +18,16 @@ from click.testing import CliRunner
 from rbench import BackendSpec, default_is_out_of_memory, hookimpl
 from rbench.backends import torch_tag
 from rbench.backends import backoff_batches
-from rbench.benchmark import BenchSettings, model_counts
+from rbench.benchmark import AUTO_REPEATS, BenchSettings, model_counts
 from rbench.cli import main
 from rbench.errors import UnavailableError
 from rbench.registry import load_registry
-from rbench.report import DETAIL_COLUMNS, INFER_COLUMNS, TRAIN_COLUMNS
+from rbench.report import DETAIL_COLUMNS, INFER_COLUMNS, LATENCY_COLUMNS, TRAIN_COLUMNS
 from rbench.plan import RunOptions, make_plan
 from rbench.run import run
 
 TINY = ["test_vit", "test_byobnet"]  # the two fastest of timm's test models
-QUICK = BenchSettings(batch_size=4, warmup_steps=0, steps=2, seconds=0.0)
+QUICK = BenchSettings(batch_size=4, warmup_steps=0, steps=2, seconds=0.0, repeats=1)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,9 @@ def test_infer_and_train_csvs_have_the_spec_columns_sorted_by_rate(tmp_path):
         for row in detailed:
             assert (row["status"], row["batch_asked"], row[f"{kind}_batch_size"], row["error"]) == ("ok", "2", "2", "")
             assert float(row["step_time_p10"]) <= float(row["step_time_p50"]) <= float(row["step_time_p90"])
-            assert row["steps"] == "2" and row["compile_s"] == ""
+            # a 2-step loop is short: repeated AUTO_REPEATS times, every step kept
+            assert (row["repeats"], row["steps"], row["compile_s"]) == (str(AUTO_REPEATS), str(2 * AUTO_REPEATS), "")
+            assert len(row["step_times_ms"].split()) == 2 * AUTO_REPEATS
 
 
 class FakeOutOfMemory(Exception):
@@ -144,7 +146,7 @@ class FakeDevice:
                             cleanup=self.cleanup)]
 
 
-def run_fake(tmp_path: Path, device: FakeDevice, benches=("infer",), **settings) -> dict[str, list[dict[str, str]]]:
+def run_fake(tmp_path: Path, device, benches=("infer",), **settings) -> dict[str, list[dict[str, str]]]:
     """Benchmark test_vit on the fake device through the ordinary plan; the detailed rows by kind."""
     registry = load_registry(extra=[("test:fakedev", device)])
     options = RunOptions(models=["test_vit"], benches=list(benches), backends=["fakedev"], out=tmp_path,
@@ -218,3 +220,97 @@ def test_unknown_compile_mode_is_refused_while_planning(monkeypatch):
     monkeypatch.setenv("RBENCH_COMPILE_MODE", "fastest")
     with pytest.raises(UnavailableError, match="RBENCH_COMPILE_MODE='fastest' is not a torch.compile mode"):
         make_plan(RunOptions(models=["test_vit"], benches=["infer"], backends=["cpu+compile"]), load_registry())
+
+
+class ScriptedTimer:
+    """A step timer that reports the next of the device's scripted step times (ms) for each step."""
+
+    def __init__(self, device: ScriptedDevice):
+        self.device, self.times = device, []
+
+    def start(self):
+        pass
+
+    def stop(self):
+        self.times.append(self.device.script.pop(0))
+
+    def times_ms(self):
+        return self.times
+
+
+class ScriptedDevice:
+    """A test plugin: a backend (really the CPU) whose timed steps take the times it is given."""
+
+    def __init__(self, script: list[float]):
+        self.script = list(script)
+        self.synchronized = 0
+
+    def synchronize(self):
+        self.synchronized += 1
+
+    @hookimpl
+    def rbench_backends(self):
+        return [BackendSpec(name="fakedev", description="a scripted accelerator", device="cpu",
+                            device_tag=lambda: "fake-x1", timer=lambda: ScriptedTimer(self),
+                            synchronize=self.synchronize)]
+
+
+def nearest_rank_oracle(values: list[float], percentile: int) -> float:
+    """The smallest value that at least `percentile`% of the values do not exceed, by counting."""
+    return min(v for v in values if sum(w <= v for w in values) * 100 >= percentile * len(values))
+
+
+def test_latency_percentiles_are_the_nearest_rank_of_the_step_times(tmp_path):
+    import random
+
+    rng = random.Random(19)
+    script = [round(rng.uniform(1.0, 50.0), 3) for _ in range(150)]  # 150: p99 falls between ranks
+    device = ScriptedDevice(script)
+    (row,) = run_fake(tmp_path, device, benches=("latency",), latency_queries=150, latency_seconds=0.0,
+                      repeats=1)["latency"]
+    assert not device.script  # every scripted time was a timed query, none more
+    assert (row["latency_batch_size"], row["batch_asked"], row["latency_queries"]) == ("1", "1", "150")
+    for p in (50, 90, 99):
+        assert float(row[f"latency_p{p}_ms"]) == round(nearest_rank_oracle(script, p), 3)
+    mean = sum(script) / len(script)
+    assert float(row["latency_mean_ms"]) == pytest.approx(mean, abs=5e-4)
+    assert float(row["latency_samples_per_sec"]) == pytest.approx(1000.0 / mean, abs=5e-3)
+    assert [float(t) for t in row["step_times_ms"].split()] == script
+    plain = read_csv(tmp_path / f"benchmark-latency-fp32-nchw-{torch_tag()}-fake-x1.csv")
+    assert plain[0] == list(LATENCY_COLUMNS)
+    # one query at a time: the device is waited for after each, and after the first call
+    assert device.synchronized == 1 + 150
+
+
+def test_repeats_state_their_spread_beside_timms_mean_based_figure(tmp_path):
+    # Three repeats of three steps at batch 4 (ms): medians 10, 20 and 12.
+    script = [10.0, 10.0, 40.0, 20.0, 20.0, 20.0, 10.0, 12.0, 14.0]
+    (row,) = run_fake(tmp_path, ScriptedDevice(script), steps=3, repeats=3)["infer"]
+    # by hand: repeats' rates 4 / 10 ms = 400, 4 / 20 ms = 200, 4 / 12 ms = 333.33 samples/s
+    assert (row["repeats"], row["steps"], row["samples_per_sec_repeats"]) == ("3", "9", "400.00 200.00 333.33")
+    assert float(row["repeat_spread_pct"]) == round((400 - 200) / (4000 / 12) * 100, 2)  # 60.0
+    # rbench's figure: batch over the median of all nine steps (14 ms); timm's: over their mean (156 / 9 ms)
+    assert float(row["infer_samples_per_sec"]) == round(4 / 0.014, 2)
+    assert float(row["infer_step_time"]) == 14.0
+    assert float(row["step_time_mean"]) == round(156 / 9, 3)
+    assert float(row["samples_per_sec_mean"]) == round(4 / (156 / 9 / 1000), 2)
+
+
+def test_one_timed_loop_states_no_spread(tmp_path):
+    (row,) = run_fake(tmp_path, ScriptedDevice([5.0, 7.0]), repeats=1)["infer"]
+    # 4 images over the median step, 6 ms
+    assert (row["repeats"], row["samples_per_sec_repeats"], row["repeat_spread_pct"]) == ("1", "666.67", "")
+
+
+def test_latency_options_from_the_command_line(tmp_path):
+    result = CliRunner().invoke(main, ["run", "-m", "test_vit", "--bench", "latency", "-b", "cpu", "--warmup-steps", "0",
+                                       "--latency-queries", "5", "--latency-seconds", "0", "--bench-repeats", "2",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (path,) = tmp_path.glob(f"detailed/benchmark-latency-fp32-nchw-{torch_tag()}-cpu-*.csv")
+    (row,) = read_csv(path)[1]
+    assert (row["latency_batch_size"], row["latency_queries"], row["repeats"], row["status"]) == ("1", "10", "2", "ok")
+    times = sorted(float(t) for t in row["step_times_ms"].split())
+    # nearest rank: the 5th of 10, and the 10th (the step times are written to 4 decimals, the percentiles to 3)
+    assert float(row["latency_p50_ms"]) == pytest.approx(times[4], abs=1e-3)
+    assert float(row["latency_p99_ms"]) == pytest.approx(times[-1], abs=1e-3)

@@ -4,6 +4,7 @@ one store."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from rbench import BackendSpec, Grid, hookimpl
 
 from .conftest import make_distribution
 
@@ -149,6 +152,67 @@ def test_ray_executor_gives_the_local_executors_csvs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert csvs(ray_out) == csvs(local)
     assert len(records(ray_out / "store")) == 4
+
+
+class FakeRay:
+    """Ray's API as the ray executor uses it: records the options of each remote call and
+    answers every task as done and ok, without running it."""
+
+    def __init__(self):
+        self.options: list[dict] = []
+
+    def is_initialized(self):
+        return True
+
+    def remote(self, function):
+        ray = self
+
+        class Remote:
+            def options(self, **options):
+                ray.options.append(options)
+                return self
+
+            def remote(self, job):
+                return (len(ray.options), job["cells"][0]["backend"])
+
+        return Remote()
+
+    def wait(self, tasks, num_returns, timeout):
+        return tasks[:num_returns], tasks[num_returns:]
+
+    def get(self, task):
+        return [{"status": "ok", "message": ""}]
+
+
+class NpuBackend:
+    """A test plugin: an accelerator that Ray knows as the custom resource `npu`, two CPUs a cell."""
+
+    @hookimpl
+    def rbench_backends(self):
+        return [BackendSpec(name="npu", description="an NPU", device="npu", device_tag=lambda: "npu-x1",
+                            ray_resources={"npu": 1, "num_cpus": 2})]
+
+
+def test_ray_tasks_reserve_what_each_backend_stack_declares(tmp_path, monkeypatch):
+    from rbench.cells import make_job, plan_cells
+    from rbench.plan import RunOptions, make_plan
+    from rbench.plugins.executors import ray as ray_executor
+    from rbench.registry import load_registry
+
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    registry = load_registry(extra=[("test:npu", NpuBackend())])
+    registry.backends["cuda"] = dataclasses.replace(registry.backends["cuda"], unavailable=lambda: None)
+    plan = make_plan(RunOptions(models=["test_vit"], benches=["infer"], backends=["npu", "cpu", "cuda"],
+                                out=tmp_path), registry)
+    cells = plan_cells(plan)
+    outcomes = list(ray_executor.execute(Grid(base_job=make_job(plan, cells, {}), cells=cells)))
+    assert [o.status for o in outcomes] == ["ok"] * 3
+    assert fake.options == [
+        {"num_cpus": 2, "num_gpus": 0, "resources": {"npu": 1}, "max_retries": 0},  # the plugin's declaration
+        {"num_cpus": 1, "num_gpus": 0, "max_retries": 0},  # cpu declares nothing
+        {"num_cpus": 1, "num_gpus": 1, "max_retries": 0},  # the cuda bases: one GPU
+    ]
 
 
 def test_two_runs_on_one_store_leave_every_cell_once_and_no_corrupt_record(tmp_path):

@@ -1,12 +1,16 @@
 """NVIDIA GPU backends: fp32 (TF32 matmuls), fp16 or bf16 autocast (AMP), and pure fp16 or bf16.
 
 Steps are timed with CUDA events, peak memory is the caching allocator's peak, and the cache is
-emptied after each model so that the next one starts from a clean allocator.
+emptied after each model so that the next one starts from a clean allocator. Telemetry comes
+from NVML (`pip install 'rbench[nvml]'`, the `pynvml` module of nvidia-ml-py): SM and memory
+clocks, power, temperature, the total-energy counter (Volta and later) and the clock-event
+(throttle) reasons. Each cell reserves one GPU on Ray.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import rbench
 
@@ -118,6 +122,78 @@ def _empty_cache() -> None:
     torch.cuda.empty_cache()
 
 
+# NVML's clock-event reasons that hold the clocks down under load, by their bit. Idle, the
+# applications-clocks setting, sync boost and the display clock are left out: they are not
+# the device slowing itself down while it works.
+THROTTLE_REASONS = {
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x20: "sw_thermal",
+    0x40: "hw_thermal",
+    0x80: "hw_power_brake",
+}
+
+
+class NvmlTelemetry:
+    """A `Telemetry` of one GPU through NVML; a sensor the GPU does not have is left out."""
+
+    def __init__(self, handle) -> None:
+        import pynvml
+
+        self._nvml, self._handle = pynvml, handle
+
+    def _value(self, read: Callable[[], float]) -> float | None:
+        try:
+            return read()
+        except self._nvml.NVMLError:  # not supported on this GPU or driver
+            return None
+
+    def read(self) -> rbench.TelemetryReading:
+        nvml, handle = self._nvml, self._handle
+        # Renamed "clock event reasons" in newer NVML; the old name is kept for old drivers.
+        reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+            nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        found = {
+            "clock_mhz": self._value(lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)),
+            "memory_clock_mhz": self._value(lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM)),
+            "power_w": self._value(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0),
+            "temperature_c": self._value(lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
+            "energy_j": self._value(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000.0),
+        }
+        reading: rbench.TelemetryReading = {k: float(v) for k, v in found.items() if v is not None}  # type: ignore[assignment]
+        mask = self._value(lambda: reasons(handle))
+        if mask is not None:
+            reading["throttle_reasons"] = tuple(name for bit, name in THROTTLE_REASONS.items() if int(mask) & bit)
+        return reading
+
+
+def _nvml_handle(nvml):
+    """The NVML handle of torch's current GPU: by UUID (CUDA_VISIBLE_DEVICES reorders indices), else by index."""
+    import torch
+
+    properties = torch.cuda.get_device_properties(torch.cuda.current_device())
+    uuid = getattr(properties, "uuid", None)
+    if uuid is not None:
+        try:
+            return nvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
+        except nvml.NVMLError:
+            pass
+    return nvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+
+
+def nvml_telemetry() -> NvmlTelemetry | None:
+    """Telemetry of the current GPU, or None without nvidia-ml-py or a working NVML."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        return NvmlTelemetry(_nvml_handle(pynvml))
+    except pynvml.NVMLError:  # no driver library, no permission
+        return None
+
+
 def _cuda_backend(name: str, description: str, precision: str, priority: int, *, dtype: str | None = None,
                   **kwargs) -> rbench.BackendSpec:
     return rbench.BackendSpec(
@@ -136,6 +212,8 @@ def _cuda_backend(name: str, description: str, precision: str, priority: int, *,
         reset_peak_memory=_reset_peak_memory,
         peak_memory=_peak_memory,
         cleanup=_empty_cache,
+        telemetry=nvml_telemetry,
+        ray_resources={"num_gpus": 1},
         **kwargs,
     )
 

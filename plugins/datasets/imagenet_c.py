@@ -620,7 +620,7 @@ def load_published(request: rbench.DataRequest, root: Path) -> rbench.Source:
     if partial and not request.allow_partial:
         raise rbench.DataError(f"imagenet-c at {root} is partial: {problems[0]}"
                                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-                               + f"; complete it, choose a subset with --data-option imagenet-c.corruptions/severities/"
+                               + "; complete it, choose a subset with --data-option imagenet-c.corruptions/severities/"
                                "per_class, or pass --allow-partial")
     note = f"published ImageNet-C at {root}, {len(cells)} corruption-severities, {len(samples) - starts[1]:,} images"
     if partial:

@@ -1,7 +1,9 @@
 """The Ray executor: cells spread over a Ray cluster's workers (`pip install rbench[ray]`).
 
-Each cell is one Ray task, given one GPU when its backend runs on a GPU. Workers write their
-records into the same store, so the store must be on a path every worker can reach.
+Each cell is one Ray task, given what its backend stack declares (`BackendSpec.ray_resources`:
+one GPU for the `cuda` bases, a custom resource for another accelerator; one CPU unless it
+says otherwise). Workers write their records into the same store, so the store must be on a
+path every worker can reach.
 """
 
 from __future__ import annotations
@@ -17,6 +19,19 @@ def _ray():
     except ImportError as exc:
         raise rbench.RbenchError("the ray executor needs Ray: pip install 'rbench[ray]'") from exc
     return ray
+
+
+RAY_OPTIONS = ("num_cpus", "num_gpus", "memory")  # Ray's own; any other key is a custom resource
+
+
+def task_options(resources: dict[str, float]) -> dict:
+    """The options of one cell's Ray task from its stack's `ray_resources`."""
+    options: dict = {"num_cpus": 1, "num_gpus": 0}
+    options.update({k: v for k, v in resources.items() if k in RAY_OPTIONS})
+    custom = {k: v for k, v in resources.items() if k not in RAY_OPTIONS}
+    if custom:
+        options["resources"] = custom
+    return options
 
 
 def execute(grid: rbench.Grid):
@@ -36,8 +51,8 @@ def execute(grid: rbench.Grid):
 
     tasks = {}
     for cell in grid.cells:
-        gpus = 1 if cell.device == "cuda" else 0
-        task = run_one.options(num_gpus=gpus, num_cpus=1, max_retries=0).remote(grid.job([cell]).to_json())
+        options = task_options(cell.ray_resources)
+        task = run_one.options(**options, max_retries=0).remote(grid.job([cell]).to_json())
         tasks[task] = cell
         grid.on_event({"event": "start", "key": cell.key})
     while tasks:
