@@ -468,11 +468,14 @@ def report(store, out, imports, metric_names, html) -> None:
 
 def _write_site(console, results, out: Path, html: Path) -> None:
     """The HTML site and static plots of the CSV files in `out` (`--html`)."""
+    from .registry import get_registry
     from .report import imported_rows
+    from .run import view_part_columns
     from .site import write_site
 
     with console.status("writing the HTML site and its plots"):
-        index, notes = write_site(out, html, imported=imported_rows(results), bases=results.bases)
+        index, notes = write_site(out, html, imported=imported_rows(results), bases=results.bases,
+                                  part_columns=view_part_columns(get_registry()))
     for note in notes:
         click.echo(f"rbench: note: {note}", err=True)
     console.print("[bold]wrote[/] " + _plain(f"{index} and its plots in {html / 'plots'}"))

@@ -17,11 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .report import DIFF_COLUMNS, VALIDATION_COLUMNS
 
-# Columns of a view's own layout that summarise it rather than break it down (ImageNet-C's):
-# they stay out of the heat map of its parts.
-SUMMARY_COLUMNS = ("mce", "relative_mce", "clean_top1", "images")
 NAMES_IN_A_NOTE = 5  # models named in a note before "and N more"
 
 
@@ -252,11 +248,12 @@ def shift_plot(view: str, base: str, tables: Mapping[str, Table]) -> Plot:
     return plot
 
 
-def heat_map(table: Table) -> Plot | None:
-    """A view's own columns (ImageNet-C's per-corruption top-1) as errors, 100 - top-1, one row
-    per model; None for a view with timm's columns only."""
-    standard = {*VALIDATION_COLUMNS, *DIFF_COLUMNS, *SUMMARY_COLUMNS}
-    parts = [c for c in table.columns if c not in standard]
+def heat_map(table: Table, part_columns: Sequence[str]) -> Plot | None:
+    """The view's per-part top-1 columns that its file has (`part_columns`, as its data set
+    declares them: ImageNet-C's corruptions) as errors, 100 - top-1, one row per model; None
+    when it has none."""
+    declared = set(part_columns)
+    parts = [c for c in table.columns if c in declared]
     if not parts or "model" not in table.columns:
         return None
     view = table.name[len("results-"):-len(".csv")]
@@ -272,8 +269,11 @@ def heat_map(table: Table) -> Plot | None:
     return plot
 
 
-def plot_data(tables: Mapping[str, Table], bases: Mapping[str, str | None]) -> tuple[list[Plot], list[str]]:
-    """Every plot the tables make, and notes on the plots they cannot make."""
+def plot_data(tables: Mapping[str, Table], bases: Mapping[str, str | None],
+              part_columns: Mapping[str, Sequence[str]] | None = None) -> tuple[list[Plot], list[str]]:
+    """Every plot the tables make, and notes on the plots they cannot make. `bases` maps views to
+    their base views (shift plots), `part_columns` views to their per-part top-1 columns (heat maps)."""
+    part_columns = part_columns or {}
     plots: list[Plot] = []
     notes: list[str] = []
     view = accuracy_view(tables, bases)
@@ -294,7 +294,10 @@ def plot_data(tables: Mapping[str, Table], bases: Mapping[str, str | None]) -> t
         base = bases.get(shifted)
         if base and f"results-{base}.csv" in tables:
             plots.append(shift_plot(shifted, base, tables))
-    plots.extend(p for name in sorted(tables) if name.startswith("results-") and (p := heat_map(tables[name])))
+    for name in sorted(tables):
+        view = name[len("results-"):-len(".csv")]
+        if name.startswith("results-") and view in part_columns and (plot := heat_map(tables[name], part_columns[view])):
+            plots.append(plot)
     return plots, notes
 
 

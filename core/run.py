@@ -7,7 +7,7 @@ files of what it finished, and the same command run again only runs the cells th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .backends import BackendStack
@@ -25,6 +25,11 @@ from .store import Store
 def view_bases(registry: Registry) -> dict[str, str | None]:
     """Each view that a loaded data set plugin can produce, and its base view."""
     return {view: base for spec in registry.datasets.values() for view, base in spec.view_bases().items()}
+
+
+def view_part_columns(registry: Registry) -> dict[str, Sequence[str]]:
+    """Each view's per-part top-1 columns, as its data set plugin declares them (`DatasetSpec.part_columns`)."""
+    return {view: columns for spec in registry.datasets.values() for view, columns in spec.part_columns.items()}
 
 
 def run(plan: Plan, registry: Registry, *, force: bool = False, retry_failed: bool = False,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,16 +105,18 @@ def _inline_script(text: str) -> str:
 
 
 def write_site(out: Path, site: Path, imported: Mapping[str, set[tuple[str, ...]]],
-               bases: Mapping[str, str | None]) -> tuple[Path, list[str]]:
+               bases: Mapping[str, str | None],
+               part_columns: Mapping[str, Sequence[str]] | None = None) -> tuple[Path, list[str]]:
     """Write `site/index.html` and `site/plots/` from the CSV files in `out`; returns the page's
-    path and notes on what could not be shown."""
+    path and notes on what could not be shown. `bases` and `part_columns` are the data set
+    plugins' declarations (`run.view_bases`, `run.view_part_columns`)."""
     from plotly.offline import get_plotlyjs
 
     from .files import write_bytes
     from .plots import draw_static, plot_data
 
     tables = read_tables(out, imported)
-    plots, notes = plot_data(tables, bases)
+    plots, notes = plot_data(tables, bases, part_columns)
     if not tables:
         notes.insert(0, f"no result files in {out}: nothing to show")
     blob = json.dumps(site_data(tables, plots, notes), separators=(",", ":"), allow_nan=False).replace("</", "<\\/")

@@ -202,6 +202,10 @@ class DatasetSpec:
     means it takes none. The plan rejects any other key before `load` is called, so a typo is
     an error, never silently ignored. None: not declared, every key is passed to `load`
     unchecked (declare them).
+
+    `part_columns` maps a view whose file has a top-1 (%) column per part of it (ImageNet-C's
+    corruptions) to the names those columns may have; the HTML site draws the ones a file has
+    as a heat map of errors. A view not named here gets no heat map.
     """
 
     name: str
@@ -210,6 +214,7 @@ class DatasetSpec:
     default_folder: str | None = None
     views: Mapping[str, str | None] = field(default_factory=dict)
     options: Mapping[str, str] | None = None
+    part_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     def view_bases(self) -> Mapping[str, str | None]:
         """`views`, or `{name: None}` for a source with a single view of its own name."""

@@ -163,7 +163,13 @@ def test_heat_map_is_the_error_of_each_own_column(tmp_path):
     rows = {"a.x": ["40.000", "71.250", "12.5"], "b.x": ["", "60.000", "30.000"], "c.x": ["", "", ""]}
     (out / "results-imagenet-c.csv").write_text(header + "\n" + "".join(
         f"{m},224,50.000,50.000,70.000,30.000,60.000,70.000,1.00,0.875,bicubic,{','.join(v)}\n" for m, v in rows.items()))
-    index, _ = write_site(out, tmp_path / "site", imported={}, bases={"imagenet-c": "imagenet"})
+    from rbench.registry import get_registry
+    from rbench.run import view_part_columns
+
+    # Another view with columns of its own (ImageNet-P's flip rates) is not a per-part top-1: no heat map.
+    (out / "results-imagenet-p.csv").write_text("model,img_size,mfr,flip_prob\na.x,224,55.0,0.02\n")
+    index, _ = write_site(out, tmp_path / "site", imported={}, bases={"imagenet-c": "imagenet"},
+                          part_columns=view_part_columns(get_registry()))
     (heat,) = [p for p in page_data(index)["plots"] if p["kind"] == "heatmap"]
     assert heat["heat"]["columns"] == corruptions and heat["heat"]["rows"] == ["a.x", "b.x"]
     assert heat["heat"]["z"] == [[60.0, 28.75, 87.5], [None, 40.0, 70.0]]

@@ -687,13 +687,17 @@ OPTIONS = {"per_class": f"N: val images per class (default {DEFAULT_PER_CLASS}; 
            "corruptions": "NAMES: comma-separated corruptions (default all 15)",
            "severities": "LEVELS: comma-separated severities 1-5 (default all)"}
 NATIVE_VIEWS = {"imagenet-c-native": "imagenet", "imagenet-c-native-severity": None}
+# The per-corruption (and per-severity) top-1 columns: the HTML site's heat maps of errors.
+SEVERITY_COLUMNS = tuple(severity_column(c, s) for c in CORRUPTIONS for s in SEVERITIES)
+PART_COLUMNS = {"imagenet-c": CORRUPTIONS, "imagenet-c-severity": SEVERITY_COLUMNS}
+NATIVE_PART_COLUMNS = {"imagenet-c-native": CORRUPTIONS, "imagenet-c-native-severity": SEVERITY_COLUMNS}
 
 
 @rbench.hookimpl
 def rbench_datasets():
     return [
         rbench.DatasetSpec(
-            name="imagenet-c", load=load, default_folder="imagenet/val", views=VIEWS,
+            name="imagenet-c", load=load, default_folder="imagenet/val", views=VIEWS, part_columns=PART_COLUMNS,
             options=dict(OPTIONS, val="PATH: the val folder, for the clean error (relative mCE) with the published folder",
                          build_dir="PATH: where the corrupted JPEGs are made (default: the rbench cache)",
                          build_workers="N: processes that make them (default: the CPU count)"),
@@ -701,6 +705,7 @@ def rbench_datasets():
                         "published folder; 15 corruptions x 5 severities, mCE and relative mCE (needs rbench[corruptions])"),
         rbench.DatasetSpec(
             name="imagenet-c-native", load=load_native, default_folder="imagenet/val", views=NATIVE_VIEWS,
+            part_columns=NATIVE_PART_COLUMNS,
             options=OPTIONS,
             description="ImageNet-C's corruptions at each model's own input size, from ImageNet val; not comparable "
                         "with published mCE, so no AlexNet-normalised columns (needs rbench[corruptions])"),
