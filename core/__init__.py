@@ -20,7 +20,7 @@ from .cells import Cell, Job
 from .engine import CellOutcome, Grid, record_failure, run_cells
 from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
 from .hookspecs import hookimpl
-from .host import cpu_name, cpu_tag
+from .host import cpu_name, cpu_tag, cpu_telemetry
 from .paths import cache_dir, timm_info_file
 from .runtime import ExportedModel, exporter_reason
 from .specs import (
@@ -81,6 +81,7 @@ __all__ = [
     "cache_dir",
     "cpu_name",
     "cpu_tag",
+    "cpu_telemetry",
     "default_is_out_of_memory",
     "exporter_reason",
     "hookimpl",

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+import rbench
 from rbench import BackendSpec, hookimpl
 from rbench.benchmark import telemetry_columns
-from rbench.plugins.backends import cpu as cpu_plugin
+from rbench.host import SysfsCpuTelemetry
 from rbench.plugins.backends import cuda as cuda_plugin
 from rbench.report import TELEMETRY_COLUMNS
 
@@ -136,7 +137,7 @@ def test_cpu_telemetry_reads_cpufreq_the_package_temperature_and_rapl(tmp_path):
     write(package / "energy_uj", "900\n")
     write(package / "max_energy_range_uj", "1000\n")
     write(tmp_path / "class/powercap/intel-rapl:0:0/energy_uj", "5\n")  # a sub-domain, inside the package's
-    telemetry = cpu_plugin.SysfsCpuTelemetry(tmp_path)
+    telemetry = SysfsCpuTelemetry(tmp_path)
     assert telemetry.read() == {"clock_mhz": 2500.0, "temperature_c": 55.0, "energy_j": 900e-6}
     write(package / "energy_uj", "100\n")  # wrapped: 1000 range, so 200 uJ were used
     assert telemetry.read()["energy_j"] == pytest.approx(1100e-6)
@@ -144,7 +145,7 @@ def test_cpu_telemetry_reads_cpufreq_the_package_temperature_and_rapl(tmp_path):
 
 def test_cpu_telemetry_is_none_where_linux_offers_nothing(tmp_path):
     write(tmp_path / "devices/system/cpu/cpu0/online", "1\n")  # a CPU, but no cpufreq, thermal or RAPL files
-    assert cpu_plugin.cpu_telemetry(tmp_path) is None
+    assert rbench.cpu_telemetry(tmp_path) is None
 
 
 def test_the_summary_of_readings():

@@ -43,6 +43,11 @@ def _device_tag() -> str:
     return f"{'trt' if best.startswith('Tensorrt') else 'cuda'}-{re.sub(r'[^a-z0-9]+', '', gpu)}"
 
 
+def _telemetry():
+    """The host CPU's readings on the CPU execution provider; none yet on a GPU's."""
+    return rbench.cpu_telemetry() if _providers()[0] == "CPUExecutionProvider" else None
+
+
 def _onnx_bytes(model, example, dynamic: bool) -> bytes:
     import inspect
     import io
@@ -93,6 +98,7 @@ def rbench_backends():
             priority=-20,
             unavailable=_unavailable,
             device_tag=_device_tag,
+            telemetry=_telemetry,
             prepare_model=_prepare,
         )
     ]

@@ -56,6 +56,7 @@ def rbench_backends():
             priority=-20,
             unavailable=_unavailable,
             device_tag=rbench.cpu_tag,
+            telemetry=rbench.cpu_telemetry,
             prepare_model=_prepare,
         )
     ]
