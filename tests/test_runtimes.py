@@ -168,3 +168,23 @@ def test_a_model_that_cannot_be_exported_is_a_failure_row_and_the_grid_completes
     assert all(r["pass"] == "true" and r["top1_agreement"] == "100.0" for r in conformance)
     assert sorted(r["model"] for r in read_rows(out / "results-synthetic.csv")) == [
         "test_efficientnet.r160_in1k", "test_unexportable"]
+
+
+def test_onnxruntime_reserves_a_gpu_on_ray_only_with_its_gpu_build(monkeypatch):
+    import importlib.metadata
+
+    from rbench.plugins.backends import onnxruntime as plugin
+
+    installed = set()
+
+    def distribution(name):
+        if name not in installed:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return object()
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    (spec,) = plugin.rbench_backends()
+    assert dict(spec.ray_resources) == {}
+    installed.add("onnxruntime-gpu")
+    (spec,) = plugin.rbench_backends()
+    assert dict(spec.ray_resources) == {"num_gpus": 1}

@@ -43,6 +43,18 @@ def _device_tag() -> str:
     return f"{'trt' if best.startswith('Tensorrt') else 'cuda'}-{re.sub(r'[^a-z0-9]+', '', gpu)}"
 
 
+def _gpu_build() -> bool:
+    """Whether the installed ONNX Runtime is the GPU build (the only one with the CUDA and
+    TensorRT providers), read from the package metadata without importing it."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("onnxruntime-gpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def _telemetry():
     """The host CPU's readings on the CPU execution provider; none yet on a GPU's."""
     return rbench.cpu_telemetry() if _providers()[0] == "CPUExecutionProvider" else None
@@ -100,5 +112,6 @@ def rbench_backends():
             device_tag=_device_tag,
             telemetry=_telemetry,
             prepare_model=_prepare,
+            ray_resources={"num_gpus": 1} if _gpu_build() else {},  # a GPU provider's session needs the GPU
         )
     ]
