@@ -287,6 +287,12 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
     for source in plan.sources:
         console.print(_plain(f"  {source.name}: {len(source.samples):,} images at {source.root}"
                              + (f" ({source.note})" if source.note else "")))
+    reference = plan.stacks[0]
+    elsewhere = [s.name for s in plan.stacks[1:] if s.device != reference.device]
+    if "validate" in options.benches and elsewhere:  # conformance runs the reference in their cells too
+        click.echo(f"rbench: note: the validation cells of {', '.join(elsewhere)} also run the reference "
+                   f"stack {reference.name} on its {reference.device} device, image for image "
+                   "(conformance-<view>.csv); to keep that pass fast, put a stack of the fastest device first", err=True)
     # On a terminal, live bars; in a log (CI, nohup, a pipe), a line per cell and progress every 30 s.
     live = console.is_terminal
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())

@@ -148,3 +148,26 @@ def test_check_backend_of_a_stack_that_cannot_run_is_one_line_and_exit_2(stack, 
     assert result.exit_code == 2
     assert result.stderr.startswith("rbench: error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("devices, noted", [(("cpu", "cuda"), True), (("cpu", "cpu"), False)])
+def test_a_reference_on_another_device_is_noted_before_the_run(monkeypatch, capsys, devices, noted):
+    from types import SimpleNamespace
+
+    import rbench.cli as cli
+    import rbench.run
+
+    class Stopped(Exception):
+        pass
+
+    def run(*args, **kwargs):
+        raise Stopped
+
+    monkeypatch.setattr(rbench.run, "run", run)
+    stacks = [SimpleNamespace(name=f"stack{i}", device=d) for i, d in enumerate(devices)]
+    plan = SimpleNamespace(options=SimpleNamespace(benches=("validate",), weights="random"), models=["m"],
+                           stacks=stacks, sources=[])
+    with pytest.raises(Stopped):
+        cli._run_and_report(plan, None, cli._console(), embedded=False, force=False, retry_failed=False, html=None)
+    err = capsys.readouterr().err
+    assert ("the validation cells of stack1 also run the reference stack stack0 on its cpu device" in err) == noted
