@@ -12,22 +12,13 @@ Classes are numbered in natural sort order, as timm's image folders are, unless:
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import rbench
 
+from . import imagenet
+
 CLASS_MAP = "class_map"
-
-
-def _imagenet_wnids() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k wnids in class-index order, from timm's wheel (without importing
-    timm); empty when timm is not installed."""
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
-        return ()
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "_info" / "imagenet_synsets.txt"
-    return tuple(path.read_text().split()) if path.is_file() else ()
 
 
 def read_class_map(path: Path) -> dict[str, int]:
@@ -70,9 +61,9 @@ def load(request: rbench.DataRequest) -> rbench.Source:
                 f"({len(unmapped)} folder(s) missing from it); add it, or use the class map of this data set")
         note = f"classes numbered by the class map {path}: {len(folders)} of its {len(index)} classes"
     else:
-        wnids = _imagenet_wnids()
-        index = {wnid: i for i, wnid in enumerate(wnids)}
-        if not (index and all(f in index for f in folders)):
+        wnids = imagenet.synsets()
+        index = imagenet.wnid_index()
+        if not all(f in index for f in folders):
             index = {f: i for i, f in enumerate(folders)}
         elif len(folders) < len(wnids):
             note = (f"the {len(folders)} class folders are ImageNet wnids, not all {len(wnids)}: labelled with their "

@@ -26,7 +26,8 @@ folder also `build_dir` (where the JPEGs are made, default `imagenet-c/` in the 
 folder) and `build_workers` (processes, default all cores); for the published folder `val`
 (an ImageNet val folder, for the clean error of relative mCE).
 
-Only `rbench`'s public API is imported here, and numpy/torch/OpenCV only inside functions.
+Only `rbench`'s public API and the imagenet plugin's class list are imported here, and
+numpy/torch/OpenCV only inside functions.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import rbench
+
+from . import imagenet
 
 CORRUPTIONS = (
     "gaussian_noise", "shot_noise", "impulse_noise",
@@ -439,10 +442,6 @@ def _views(name: str, starts: Sequence[int], cells: Sequence[tuple[str, int]], r
 
 # --- options and folders -------------------------------------------------------------------
 
-def _wnids() -> tuple[str, ...]:
-    return tuple(rbench.timm_info_file("imagenet_synsets.txt").read_text().split())
-
-
 def _subset(name: str, text: str | None, allowed: Sequence, kind: str, convert=str) -> list:
     if text is None:
         return list(allowed)
@@ -476,7 +475,7 @@ def _val_samples(name: str, root: Path, per_class: int, request: rbench.DataRequ
     """The first `per_class` images of each wnid folder (file-name order) as `(path, label,
     key)`, whether the folder is partial, and the number of classes and short classes."""
     folders, listed = rbench.list_class_folders(root)
-    index = {wnid: i for i, wnid in enumerate(_wnids())}
+    index = imagenet.wnid_index()
     wrong = [f for f in folders if f not in index]
     if wrong:
         raise rbench.DataError(f"{root} has the folder {wrong[0]!r}, which is neither an ImageNet class nor an "
@@ -583,8 +582,7 @@ def load_published(request: rbench.DataRequest, root: Path) -> rbench.Source:
     _check_options(name, options, ("per_class", "corruptions", "severities", "val"), "the published ImageNet-C folder")
     per_class = _whole_number(name, options, "per_class", PUBLISHED_PER_CLASS)
     cells = _cells(name, options)
-    wnids = _wnids()
-    index = {wnid: i for i, wnid in enumerate(wnids)}
+    index = imagenet.wnid_index()
     samples: list[tuple[str, int]] = []
     clean_note = ""
     if "val" in options:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import rbench
 
-from . import imagenet_c
+from . import imagenet, imagenet_c
 
 PERTURBATIONS = ("gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "snow",
                  "brightness", "translate", "rotate", "tilt", "scale")
@@ -524,8 +524,8 @@ def _chosen(root: Path, per_class: int, class_step: int, request: rbench.DataReq
         raise rbench.DataError(f"imagenet-p folder {root} does not exist; pass --data-root ROOT (with ROOT/imagenet/val) "
                                "or --data imagenet-p=PATH (an ImageNet val folder of wnid folders)")
     folders, listed = rbench.list_class_folders(root)
-    wnids = imagenet_c._wnids()
-    index = {wnid: i for i, wnid in enumerate(wnids)}
+    wnids = imagenet.synsets()
+    index = imagenet.wnid_index()
     wrong = [f for f in folders if f not in index]
     if wrong:
         raise rbench.DataError(f"{root} has the folder {wrong[0]!r}, which is not an ImageNet class; imagenet-p needs an "
@@ -698,8 +698,8 @@ def load_published(request: rbench.DataRequest, root: Path, options: dict) -> rb
     workers = imagenet_c._whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
     perturbations, difficulty, reference = _common_options(options)
     check_video_library()
-    wnids = imagenet_c._wnids()
-    index = {wnid: i for i, wnid in enumerate(wnids)}
+    wnids = imagenet.synsets()
+    index = imagenet.wnid_index()
     wanted = [w for i, w in enumerate(wnids) if i % class_step == 0]
     base = Path(options["build_dir"]).expanduser() if "build_dir" in options else request.cache_dir / "imagenet-p"
     digest = hashlib.sha256(f"{BUILD_VERSION}\0published\0{root.resolve()}".encode()).hexdigest()[:12]
