@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import textwrap
 from pathlib import Path
@@ -99,3 +100,25 @@ def invoke_apart(*args: str):
     except TypeError:
         runner = CliRunner()
     return runner.invoke(main, list(args))
+
+
+def invoke_run(*args: str):
+    """`rbench run ARGS` in this process, through click's runner."""
+    from click.testing import CliRunner
+
+    from rbench.cli import main
+
+    return CliRunner().invoke(main, ["run", *args])
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file, as text, keyed by its header."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def one_csv_row(path: Path) -> dict[str, str]:
+    """The only row of a CSV file (asserts there is one)."""
+    rows = csv_rows(path)
+    assert len(rows) == 1
+    return rows[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -10,17 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
 import rbench.registry
 from rbench import BackendSpec, hookimpl
-from rbench.cli import main
 from rbench.plugins.datasets import imagenet as imagenet_plugin
 from rbench.registry import load_registry
 
 from . import imagenet_fixtures
+from .conftest import csv_rows, invoke_run
 
 IMG_SIZE = 64
 BATCH = 64
@@ -78,13 +76,8 @@ def counting_registry(monkeypatch):
     monkeypatch.setattr(rbench.registry, "_REGISTRY", load_registry(extra=[("test:count", ForwardCounter())]))
 
 
-def run(*args):
-    return CliRunner().invoke(main, ["run", *args])
-
-
 def read_rows(path: Path) -> dict[str, dict[str, str]]:
-    with open(path, newline="") as f:
-        return {row["model"]: row for row in csv.DictReader(f)}
+    return {row["model"]: row for row in csv_rows(path)}
 
 
 # --- the oracle: its own reading of every layout and rule ----------------------------------
@@ -140,7 +133,7 @@ def oracle(model, root: Path) -> dict[str, tuple[str, str]]:
 def test_every_view_matches_the_oracle_from_one_val_pass(complete, model_file, counting_registry, tmp_path):
     model, weights = model_file
     out = tmp_path / "out"
-    result = run("-m", "test_byobnet", "--weights", str(weights), "--data-root", str(complete), "-d", SOURCES,
+    result = invoke_run("-m", "test_byobnet", "--weights", str(weights), "--data-root", str(complete), "-d", SOURCES,
                  "-b", "cpu+count-forwards", "--bench", "validate", "--img-size", str(IMG_SIZE),
                  "--batch-size", str(BATCH), "--workers", "0", "--out", str(out))
     assert result.exit_code == 0, result.output
@@ -171,7 +164,7 @@ def test_every_view_matches_the_oracle_from_one_val_pass(complete, model_file, c
 def test_view_names_select_views(complete, model_file, tmp_path):
     _, weights = model_file
     out = tmp_path / "out"
-    result = run("-m", "test_byobnet", "--weights", str(weights), "--data-root", str(complete),
+    result = invoke_run("-m", "test_byobnet", "--weights", str(weights), "--data-root", str(complete),
                  "-d", "imagenet-real,imagenet-a-clean", "--bench", "validate", "--img-size", str(IMG_SIZE),
                  "--workers", "0", "--out", str(out))
     assert result.exit_code == 0, result.output
@@ -190,11 +183,11 @@ def test_flat_val_folder_with_a_label_file(complete, model_file, tmp_path):
     out_a, out_b = tmp_path / "a", tmp_path / "b"
     common = ["-m", "test_byobnet", "--weights", str(weights), "-d", "imagenet", "--bench", "validate",
               "--img-size", str(IMG_SIZE), "--workers", "0"]
-    result = run(*common, "--data", f"imagenet={flat}", "--out", str(out_a))
+    result = invoke_run(*common, "--data", f"imagenet={flat}", "--out", str(out_a))
     assert result.exit_code == 2 and "flat folder of val images without labels" in result.stderr
     (flat.parent / "LOC_val_solution.csv").write_text("\n".join(lines) + "\n")
-    assert run(*common, "--data", f"imagenet={flat}", "--out", str(out_a)).exit_code == 0
-    assert run(*common, "--data-root", str(complete), "--out", str(out_b)).exit_code == 0
+    assert invoke_run(*common, "--data", f"imagenet={flat}", "--out", str(out_a)).exit_code == 0
+    assert invoke_run(*common, "--data-root", str(complete), "--out", str(out_b)).exit_code == 0
     for view in ("imagenet", "imagenet-real", "imagenet-a-clean", "imagenet-r-clean"):
         assert (out_a / f"results-{view}.csv").read_text() == (out_b / f"results-{view}.csv").read_text()
 
@@ -236,7 +229,7 @@ def test_bad_layouts_are_one_line_errors(damage, args, message, complete, tmp_pa
         (root / "imagenet").unlink()
         _copy(complete / "imagenet", root / "imagenet")
         shutil.rmtree(root / "imagenet" / "val" / "n01440764")
-    result = run("-m", "test_byobnet", "--weights", "random", "--data-root", str(root), "--bench", "validate", *args)
+    result = invoke_run("-m", "test_byobnet", "--weights", "random", "--data-root", str(root), "--bench", "validate", *args)
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.strip().splitlines()
     assert message.format(root=root) in line
@@ -248,7 +241,7 @@ def test_partial_set_runs_with_allow_partial_and_rows_say_the_count(complete, tm
     shutil.rmtree(next((root / "imagenet-r").iterdir()))
     total = sum(1 for _ in (root / "imagenet-r").glob("*/*.jpg"))
     out = tmp_path / "out"
-    result = run("-m", "test_byobnet", "--weights", "random", "--data-root", str(root), "-d", "imagenet-r",
+    result = invoke_run("-m", "test_byobnet", "--weights", "random", "--data-root", str(root), "-d", "imagenet-r",
                  "--bench", "validate", "--img-size", str(IMG_SIZE), "--workers", "0", "--allow-partial", "--out", str(out))
     assert result.exit_code == 0, result.output
     lines = (out / "results-imagenet-r.csv").read_text().splitlines()
@@ -264,7 +257,7 @@ def test_truncated_jpeg_is_reported_and_left_out(complete, model_file, tmp_path)
     broken = files[5]
     broken.write_bytes(broken.read_bytes()[:60])  # a truncated JPEG
     out = tmp_path / "out"
-    result = run("-m", "test_byobnet", "--weights", str(weights), "--data-root", str(root), "-d", "imagenet-a",
+    result = invoke_run("-m", "test_byobnet", "--weights", str(weights), "--data-root", str(root), "-d", "imagenet-a",
                  "--bench", "validate", "--img-size", str(IMG_SIZE), "--workers", "0", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "1 unreadable image(s) were left out of the metrics" in result.output

@@ -3,7 +3,6 @@ independent oracle loops."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
 from pathlib import Path
@@ -11,14 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
-from rbench.cli import main
 from rbench.plugins.datasets import imagenet_c
 
-from .conftest import predictions_of
+from .conftest import invoke_run, one_csv_row, predictions_of
 
 from . import imagenet_fixtures
 
@@ -35,17 +32,6 @@ SEVERITIES = [2, 4]
 # mix-up of severities shows; the oracle below uses the same ones.
 FAKE_ALEXNET = {c: tuple(0.4 + 0.01 * i + 0.1 * s for s in range(5)) for i, c in enumerate(imagenet_c.CORRUPTIONS)}
 FAKE_ALEXNET_CLEAN = 0.3
-
-
-def run(*args):
-    return CliRunner().invoke(main, ["run", *args])
-
-
-def read_row(path: Path) -> dict[str, str]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 1
-    return rows[0]
 
 
 # --- mCE, by hand ------------------------------------------------------------------------------
@@ -196,7 +182,7 @@ def test_made_from_val_files_and_scores_match_independent_loops(val_root, model_
             "--data-option", f"imagenet-c.severities={','.join(map(str, SEVERITIES))}",
             "--data-option", f"imagenet-c.build_dir={build_dir}", "--data-option", "imagenet-c.build_workers=2",
             "-b", "cpu", "--bench", "validate", "--img-size", str(IMG_SIZE), "--batch-size", "32", "--workers", "0"]
-    result = run(*args, "--out", str(tmp_path / "out"))
+    result = invoke_run(*args, "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     n = len(CLASSES) * PER_CLASS
     cells = [(c, s) for c in CORRUPTIONS for s in SEVERITIES]
@@ -222,16 +208,16 @@ def test_made_from_val_files_and_scores_match_independent_loops(val_root, model_
     assert header[:11] == ["model", "img_size", "top1", "top1_err", "top5", "top5_err", "mce", "relative_mce",
                            "param_count", "crop_pct", "interpolation"]
     assert header[11:13] == CORRUPTIONS
-    row = read_row(main_file)
+    row = one_csv_row(main_file)
     for column in ("top1", "mce", "relative_mce", *CORRUPTIONS):
         assert row[column] == f"{expected[column]:.3f}", column
-    severity = read_row(tmp_path / "out" / "results-imagenet-c-severity.csv")
+    severity = one_csv_row(tmp_path / "out" / "results-imagenet-c-severity.csv")
     assert severity["clean_top1"] == f"{expected['clean_top1']:.3f}"
     for c, s in cells:
         assert severity[f"{c}_{s}"] == f"{expected[f'{c}_{s}']:.3f}", (c, s)
 
     # Another run (another model, another geometry) reads the same files: nothing is made.
-    again = run(*args, "--img-size", "40", "--out", str(tmp_path / "out2"))
+    again = invoke_run(*args, "--img-size", "40", "--out", str(tmp_path / "out2"))
     assert again.exit_code == 0, again.output
     assert "making" not in again.output and "made now" not in again.output
 
@@ -270,7 +256,7 @@ def published_root(tmp_path_factory):
 def test_published_folder_is_read_and_scored(published_root, val_root, model_file, tmp_path, fake_alexnet, monkeypatch):
     monkeypatch.setattr(imagenet_c, "PUBLISHED_PER_CLASS", PER_CLASS)
     model, weights = model_file
-    result = run("-m", "test_byobnet", "--weights", str(weights), "--data", f"imagenet-c={published_root}",
+    result = invoke_run("-m", "test_byobnet", "--weights", str(weights), "--data", f"imagenet-c={published_root}",
                  "-d", "imagenet-c", "--data-option", "imagenet-c.corruptions=shot_noise,fog",
                  "--data-option", "imagenet-c.severities=1,3", "--data-option", f"imagenet-c.val={val_root}",
                  "--allow-partial", "-b", "cpu", "--bench", "validate", "--img-size", str(IMG_SIZE),
@@ -283,10 +269,10 @@ def test_published_folder_is_read_and_scored(published_root, val_root, model_fil
                             for k in CLASSES for f in sorted((published_root / group / c / str(s) / SYNSETS[k]).glob("*.JPEG"))]
     clean = [(f, SYNSETS.index(f.parent.name)) for f in chosen_files(val_root)]
     expected = oracle_scores(model, clean, blocks)
-    row = read_row(tmp_path / "out" / "results-imagenet-c.csv")
+    row = one_csv_row(tmp_path / "out" / "results-imagenet-c.csv")
     for column in ("top1", "mce", "relative_mce", "shot_noise", "fog"):
         assert row[column] == f"{expected[column]:.3f}", column
-    severity = read_row(tmp_path / "out" / "results-imagenet-c-severity.csv")
+    severity = one_csv_row(tmp_path / "out" / "results-imagenet-c-severity.csv")
     for key in blocks:
         assert severity[f"{key[0]}_{key[1]}"] == f"{expected[f'{key[0]}_{key[1]}']:.3f}"
 
@@ -307,30 +293,30 @@ def test_wrong_layouts_are_one_line_errors(published_root, tmp_path, monkeypatch
     # Neither wnid folders nor corruption folders.
     odd = tmp_path / "odd"
     imagenet_fixtures._jpeg(odd / "pictures" / "a.JPEG", np.random.default_rng(0))
-    one_line_error(run(*base, "--data", f"imagenet-c={odd}"), "'pictures'", "<corruption>/<severity>/<wnid>")
+    one_line_error(invoke_run(*base, "--data", f"imagenet-c={odd}"), "'pictures'", "<corruption>/<severity>/<wnid>")
     # Corruption folders with a class folder that is not a wnid.
     bad = tmp_path / "bad"
     imagenet_fixtures._jpeg(bad / "fog" / "1" / "cats" / "a.JPEG", np.random.default_rng(0))
-    one_line_error(run(*base, "--data", f"imagenet-c={bad}", "--data-option", "imagenet-c.corruptions=fog",
+    one_line_error(invoke_run(*base, "--data", f"imagenet-c={bad}", "--data-option", "imagenet-c.corruptions=fog",
                        "--data-option", "imagenet-c.severities=1"), "'cats'", "not an ImageNet class")
     # Corruption folders mixed with something else.
     mixed = tmp_path / "mixed"
     imagenet_fixtures._jpeg(mixed / "fog" / "1" / SYNSETS[0] / "a.JPEG", np.random.default_rng(0))
     (mixed / "extra").mkdir()
-    one_line_error(run(*base, "--data", f"imagenet-c={mixed}"), "mixes", "'extra'")
+    one_line_error(invoke_run(*base, "--data", f"imagenet-c={mixed}"), "mixes", "'extra'")
     # The miniature has 2 of the 15 corruptions: without a subset or --allow-partial, refused.
-    one_line_error(run(*base, "--data", f"imagenet-c={published_root}"), "partial", "--allow-partial")
+    one_line_error(invoke_run(*base, "--data", f"imagenet-c={published_root}"), "partial", "--allow-partial")
     # A severity folder short of images.
-    one_line_error(run(*base, "--data", f"imagenet-c={published_root}", "--data-option", "imagenet-c.corruptions=fog",
+    one_line_error(invoke_run(*base, "--data", f"imagenet-c={published_root}", "--data-option", "imagenet-c.corruptions=fog",
                        "--data-option", "imagenet-c.per_class=3"), "fewer than 3 images")
     # More images of a class than the published set has.
     many = tmp_path / "many"
     for i in range(PER_CLASS + 1):
         imagenet_fixtures._jpeg(many / "fog" / "1" / SYNSETS[0] / f"{i}.JPEG", np.random.default_rng(i))
-    one_line_error(run(*base, "--data", f"imagenet-c={many}", "--data-option", "imagenet-c.corruptions=fog",
+    one_line_error(invoke_run(*base, "--data", f"imagenet-c={many}", "--data-option", "imagenet-c.corruptions=fog",
                        "--data-option", "imagenet-c.severities=1", "--allow-partial"), "more than the published")
     # An option of the other mode.
-    one_line_error(run(*base, "--data", f"imagenet-c={published_root}", "--data-option", "imagenet-c.build_workers=2"),
+    one_line_error(invoke_run(*base, "--data", f"imagenet-c={published_root}", "--data-option", "imagenet-c.build_workers=2"),
                    "build_workers", "does not apply")
 
 
@@ -339,13 +325,13 @@ def test_missing_extra_is_a_one_line_error(val_root, tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "cv2" else real_find_spec(name, *a))
     for name in ("imagenet-c", "imagenet-c-native"):
-        result = run("-m", "test_byobnet", "--weights", "random", "--data", f"{name}={val_root}", "-d", name,
+        result = invoke_run("-m", "test_byobnet", "--weights", "random", "--data", f"{name}={val_root}", "-d", name,
                      "--bench", "validate", "--out", str(tmp_path / "out"))
         one_line_error(result, "pip install 'rbench[corruptions]'")
 
 
 def test_wrong_option_is_a_one_line_error(val_root, tmp_path):
-    result = run("-m", "test_byobnet", "--weights", "random", "--data", f"imagenet-c={val_root}", "-d", "imagenet-c",
+    result = invoke_run("-m", "test_byobnet", "--weights", "random", "--data", f"imagenet-c={val_root}", "-d", "imagenet-c",
                  "--data-option", "imagenet-c.corruptions=fog,rain", "--bench", "validate", "--out", str(tmp_path / "o"))
     one_line_error(result, "choose from gaussian_noise")
 
@@ -392,7 +378,7 @@ def test_native_loader_workers_give_the_oracle_pixels(val_root, model_file, monk
 @needs_library
 def test_native_results_have_no_alexnet_columns(val_root, tmp_path, monkeypatch):
     monkeypatch.setattr(imagenet_c, "CLASSES", len(CLASSES))
-    result = run("-m", "test_vit", "--weights", "random", "--data", f"imagenet-c-native={val_root}",
+    result = invoke_run("-m", "test_vit", "--weights", "random", "--data", f"imagenet-c-native={val_root}",
                  "-d", "imagenet-c-native", "--data-option", "imagenet-c-native.per_class=1",
                  "--data-option", "imagenet-c-native.corruptions=brightness", "--data-option", "imagenet-c-native.severities=5",
                  "-b", "cpu", "--bench", "validate", "--img-size", "32", "--workers", "0", "--out", str(tmp_path / "out"))

@@ -3,7 +3,6 @@ options and their errors."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
 from pathlib import Path
@@ -11,15 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
-from rbench.cli import main
 from rbench.plugins.datasets import imagenet_p
 
 from . import imagenet_fixtures
-from .conftest import predictions_of
+from .conftest import invoke_run, one_csv_row, predictions_of
 from .test_imagenet_p_scores import literal_scores
 
 pytestmark = pytest.mark.skipif(
@@ -33,17 +30,6 @@ CLASSES = [0, 3, 6, 12]  # class 3 is not chosen
 PERTURBATIONS = ["gaussian_noise", "brightness", "translate"]
 DIFFICULTY = 2
 MODEL_CLASSES = list(range(0, 1000, 50))  # the pinned head's 20 live classes: no tied logits
-
-
-def run(*args):
-    return CliRunner().invoke(main, ["run", *args])
-
-
-def read_row(path: Path) -> dict[str, str]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 1
-    return rows[0]
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +126,7 @@ def test_csv_matches_an_independent_oracle(val_root, model_file, tmp_path):
             "--data-option", f"imagenet-p.difficulty={DIFFICULTY}", "--data-option", f"imagenet-p.build_dir={build_dir}",
             "--data-option", "imagenet-p.build_workers=2", "-b", "cpu", "--bench", "validate",
             "--img-size", str(IMG_SIZE), "--batch-size", "64", "--workers", "0"]
-    result = run(*args, "--data-option", f"imagenet-p.reference={ref_file}", "--out", str(tmp_path / "out"))
+    result = invoke_run(*args, "--data-option", f"imagenet-p.reference={ref_file}", "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     assert "imagenet-p: making 9 sequences (309 PNG frames)" in result.output
     text = " ".join(result.output.split())  # the console wraps long lines
@@ -166,18 +152,18 @@ def test_csv_matches_an_independent_oracle(val_root, model_file, tmp_path):
     header = out.read_text().splitlines()[0].split(",")
     assert header[:9] == ["model", "img_size", "mfr", "mt5d", "flip_prob", "top5_dist", "top1", "top5", "sequences"]
     assert header[9:15] == [f"{p}_{s}" for p in PERTURBATIONS for s in ("fp", "t5d")]
-    row = read_row(out)
+    row = one_csv_row(out)
     for column, value in expected.items():
         assert row[column] == f"{value:.3f}", column
     assert row["sequences"] == "9"  # 3 images x 3 perturbations, none left out
 
     # Without a reference: the raw columns as before, mfr and mt5d empty, said once; the frames
     # are read, not made again.
-    again = run(*args, "--out", str(tmp_path / "out2"))
+    again = invoke_run(*args, "--out", str(tmp_path / "out2"))
     assert again.exit_code == 0, again.output
     assert "making" not in again.output
     assert " ".join(again.output.split()).count("no reference: mfr and mt5d are empty") == 1
-    plain = read_row(tmp_path / "out2" / "results-imagenet-p.csv")
+    plain = one_csv_row(tmp_path / "out2" / "results-imagenet-p.csv")
     assert plain["mfr"] == "" and plain["mt5d"] == ""
     assert plain["flip_prob"] == row["flip_prob"] and plain["translate_t5d"] == row["translate_t5d"]
 
@@ -217,10 +203,10 @@ def test_wrong_options_are_one_line_errors(val_root, tmp_path):
         (f"imagenet-p.reference={bad_ref}", "has no row for 'gaussian_noise'"),
         (f"imagenet-p.reference={tmp_path / 'missing.csv'}", "cannot read it"),
     ]:
-        result = run(*base, "--data-option", option)
+        result = invoke_run(*base, "--data-option", option)
         assert result.exit_code != 0
         assert message in " ".join(result.output.split()), (option, result.output)
         assert "Traceback" not in result.output
     # A complete set is asked for without --allow-partial.
-    result = run(*[a for a in base if a != "--allow-partial"])
+    result = invoke_run(*[a for a in base if a != "--allow-partial"])
     assert result.exit_code != 0 and "of the 167 chosen classes missing" in " ".join(result.output.split())

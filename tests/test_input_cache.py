@@ -3,7 +3,6 @@ files and the data config, damaged entries detected and rebuilt, and a size limi
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import socket
@@ -23,6 +22,7 @@ from rbench.input_cache import BuildingLoader, CacheCorrupted, CachedBatches, In
 from rbench.registry import get_registry
 
 from . import imagenet_fixtures
+from .conftest import csv_rows
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Two eval geometries that differ in every part: size (and a non-square one), crop_pct, crop
@@ -130,11 +130,6 @@ def test_the_row_writer_takes_a_non_contiguous_row(tmp_path):
     assert crc == _row_crc(np.ascontiguousarray(row), True)
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.mark.parametrize("model,img_size", [("test_vit", None), ("test_efficientnet", "128")])
 def test_scores_are_the_same_uncached_cold_and_warm(model, img_size, image_folder, tmp_path):
     weights = tmp_path / "w.safetensors"
@@ -152,7 +147,7 @@ def test_scores_are_the_same_uncached_cold_and_warm(model, img_size, image_folde
     assert "decoding imagefolder once" in outputs["cold"]
     assert "decoding" not in outputs["warm"] and "decoding" not in outputs["uncached"]
     assert files["uncached"] == files["cold"] == files["warm"]
-    (row,) = read_csv(tmp_path / "warm" / "results-imagefolder.csv")
+    (row,) = csv_rows(tmp_path / "warm" / "results-imagefolder.csv")
     assert 0 < float(row["top1"]) < float(row["top5"]) < 100  # the scores depend on the pixels
     assert row["img_size"] == (img_size or "160")
 

@@ -3,7 +3,6 @@ benchmark rows, and a model their exporter rejects becoming a failed cell while 
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import warnings
 
@@ -15,7 +14,7 @@ from rbench.backends import resolve_stack
 from rbench.models import create_model
 from rbench.registry import load_registry
 
-from .conftest import invoke_apart
+from .conftest import csv_rows, invoke_apart
 
 RUNTIMES = {"onnxruntime": ("onnxruntime", "onnx", "onnxscript"), "openvino": ("openvino",)}
 # fp32 on both sides; the runtimes fuse and reorder ops, so the last bits move: the largest
@@ -83,11 +82,6 @@ def test_exporter_reason_picks_the_line_that_says_why():
     assert exporter_reason(long, r"^-- (.*)$") == "RuntimeError: Failed to convert. This is step 3/3"
 
 
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.mark.parametrize("runtime", RUNTIME_PARAMS)
 def test_benchmark_rows_are_written_with_export_time_and_train_is_a_failed_row(runtime, tmp_path):
     out = tmp_path / "out"
@@ -96,15 +90,15 @@ def test_benchmark_rows_are_written_with_export_time_and_train_is_a_failed_row(r
                           "--bench-steps", "2", "--bench-seconds", "0", "--out", str(out))
     assert result.exit_code == 1, result.output + result.stderr  # the train cells failed, the grid finished
     (infer,) = out.glob(f"benchmark-infer-fp32-nchw-*-{runtime}.csv")
-    rows = read_rows(infer)
+    rows = csv_rows(infer)
     assert sorted(r["model"] for r in rows) == ["test_efficientnet", "test_vit"]
     assert all(float(r["infer_samples_per_sec"]) > 0 and r["infer_batch_size"] == "4" for r in rows)
-    detailed = read_rows(out / "detailed" / infer.name)
+    detailed = csv_rows(out / "detailed" / infer.name)
     assert all(r["status"] == "ok" and float(r["compile_s"]) > 0 and r["backend"] == runtime for r in detailed)
     (train,) = (out / "detailed").glob(f"benchmark-train-*-{runtime}.csv")
-    assert {(r["status"], r["error"]) for r in read_rows(train)} == {
+    assert {(r["status"], r["error"]) for r in csv_rows(train)} == {
         ("failed", f"batch 4: NotImplementedError: {runtime} runs inference only; benchmark train on a PyTorch backend")}
-    failures = read_rows(out / "failures.csv")
+    failures = csv_rows(out / "failures.csv")
     assert sorted((r["model"], r["bench"], r["backend"]) for r in failures) == [
         ("test_efficientnet", "train", runtime), ("test_vit", "train", runtime)]
 
@@ -152,7 +146,7 @@ def test_a_model_that_cannot_be_exported_is_a_failure_row_and_the_grid_completes
                           "--bench", "validate", "--weights", "random", "--limit", "8", "--batch-size", "4",
                           "--workers", "0", "--out", str(out))
     assert result.exit_code == 1, result.output + result.stderr
-    failures = read_rows(out / "failures.csv")
+    failures = csv_rows(out / "failures.csv")
     assert sorted((r["model"], r["bench"], r["backend"], r["status"]) for r in failures) == [
         (unexportable, "validate", "onnxruntime", "export-failed"), (unexportable, "validate", "openvino", "export-failed")]
     reasons = {r["backend"]: r["message"] for r in failures}
@@ -162,11 +156,11 @@ def test_a_model_that_cannot_be_exported_is_a_failure_row_and_the_grid_completes
                                           "aten::linalg_eig")
     assert all("\n" not in r["message"] for r in failures)
     # Everything else ran: both models on cpu (the reference), test_efficientnet on both runtimes.
-    conformance = read_rows(out / "conformance-synthetic.csv")
+    conformance = csv_rows(out / "conformance-synthetic.csv")
     assert sorted((r["model"], r["stack"]) for r in conformance) == [
         ("test_efficientnet.r160_in1k", "onnxruntime"), ("test_efficientnet.r160_in1k", "openvino")]
     assert all(r["pass"] == "true" and r["top1_agreement"] == "100.0" for r in conformance)
-    assert sorted(r["model"] for r in read_rows(out / "results-synthetic.csv")) == [
+    assert sorted(r["model"] for r in csv_rows(out / "results-synthetic.csv")) == [
         "test_efficientnet.r160_in1k", "test_unexportable"]
 
 

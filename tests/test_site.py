@@ -3,7 +3,6 @@ and `--import` of published benchmark and metadata files."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke_apart
+from .conftest import csv_rows, invoke_apart
 
 pytest.importorskip("plotly", reason="--html needs plotly (pip install 'rbench[html]')")
 pytest.importorskip("matplotlib", reason="--html needs matplotlib (pip install 'rbench[html]')")
@@ -70,11 +69,6 @@ def write_zoo(folder: Path) -> dict:
     return {"no_bench": ["net11.tag2", "net3.big_384", "net5.ft_288"]}
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def page_data(index: Path) -> dict:
     text = index.read_text()
     start = text.index('<script id="rbench-data" type="application/json">') + len(
@@ -106,8 +100,8 @@ def test_plot_data_equals_the_csv_files(zoo_site):
     root, missing = zoo_site
     out, data = root / "out", page_data(root / "site" / "index.html")
     plots = {p["id"]: p for p in data["plots"]}
-    accuracy = read_csv(out / "results-imagenet.csv")
-    bench = {r["model"]: r for r in read_csv(out / BENCH)}
+    accuracy = csv_rows(out / "results-imagenet.csv")
+    bench = {r["model"]: r for r in csv_rows(out / BENCH)}
 
     # Throughput: a tag's architecture row at the same size (timm's benchmark files name architectures).
     expected = {}
@@ -136,7 +130,7 @@ def test_plot_data_equals_the_csv_files(zoo_site):
         r["model"]: (float(r["param_count"]), float(r["top1"])) for r in accuracy}
 
     # The shift: the robustness file's points on logit axes, and its line.
-    robustness = read_csv(out / "robustness-imagenetv2-matched-frequency.csv")
+    robustness = csv_rows(out / "robustness-imagenetv2-matched-frequency.csv")
     shift = plots["shift-imagenetv2-matched-frequency"]
     points = plot_points(shift, data["models"])
     assert set(points) == {r["model"] for r in robustness}
@@ -179,7 +173,7 @@ def test_heat_map_is_the_error_of_each_own_column(tmp_path):
 def test_import_of_benchmark_and_metadata_files(zoo_site):
     root, _ = zoo_site
     out = root / "out"
-    rows = read_csv(out / BENCH)
+    rows = csv_rows(out / BENCH)
     # timm's column order and its `256.0` batch sizes, back in rbench's order; the missing
     # infer_macts column empty; sorted by samples/s.
     assert list(rows[0]) == ["model", "infer_img_size", "infer_samples_per_sec", "infer_step_time", "infer_batch_size",
@@ -188,7 +182,7 @@ def test_import_of_benchmark_and_metadata_files(zoo_site):
                                           "net5", "net9"]
     assert {r["infer_batch_size"] for r in rows} == {"256"} and {r["infer_macts"] for r in rows} == {""}
     assert not (out / "detailed" / BENCH).exists()  # imported rows have no details
-    assert read_csv(out / "model_metadata-in1k.csv") == sorted(read_csv(root / "zoo" / "model_metadata-in1k.csv"),
+    assert csv_rows(out / "model_metadata-in1k.csv") == sorted(csv_rows(root / "zoo" / "model_metadata-in1k.csv"),
                                                               key=lambda r: r["model"])
     # Imported again, the written file reproduces itself.
     again = invoke_apart("report", "--out", str(root / "again"), "--import", str(out / BENCH))
@@ -309,7 +303,7 @@ def test_page_in_headless_chromium(browser, zoo_site, tmp_path):
     root, _ = zoo_site
     out = root / "out"
     page, requests, errors = open_offline(browser, root / "site" / "index.html")
-    accuracy = read_csv(out / "results-imagenet.csv")
+    accuracy = csv_rows(out / "results-imagenet.csv")
     # The first table is results-imagenet.csv, every row, in the file's order.
     assert column_values(page, "model") == [r["model"] for r in accuracy]
     # Sorting by top1: a click orders high to low, another low to high.
@@ -327,7 +321,7 @@ def test_page_in_headless_chromium(browser, zoo_site, tmp_path):
     page.fill("#filter", "")
     # Metadata joined by model: the pretrain column of model_metadata-in1k.csv.
     page.check('input[data-join="pretrain"]')
-    pretrain = {r["model"]: r["pretrain"] for r in read_csv(out / "model_metadata-in1k.csv")}
+    pretrain = {r["model"]: r["pretrain"] for r in csv_rows(out / "model_metadata-in1k.csv")}
     joined = dict(zip(column_values(page, "model"), column_values(page, "pretrain")))
     assert joined == {r["model"]: pretrain.get(r["model"], "") for r in accuracy}
     # Each plot drawn with its points: counted from the plotly graph divs.
@@ -339,9 +333,9 @@ def test_page_in_headless_chromium(browser, zoo_site, tmp_path):
         const cells = traces.filter(t => t.type === "heatmap").reduce((n, t) => n + t.z.length, 0);
         return [p.id, points + cells];
     }))""")
-    bench = {r["model"] for r in read_csv(out / BENCH)}
+    bench = {r["model"] for r in csv_rows(out / BENCH)}
     with_bench = [r for r in accuracy if r["model"].split(".")[0] in bench and r["img_size"] == "224"]
-    v2 = read_csv(out / "robustness-imagenetv2-matched-frequency.csv")
+    v2 = csv_rows(out / "robustness-imagenetv2-matched-frequency.csv")
     assert counted == {f"throughput-{BENCH[:-4]}": len(with_bench), "gmacs": len(with_bench), "params": len(accuracy),
                        "shift-imagenetv2-matched-frequency": len(v2)}
     shoot(page, tmp_path, "rbench-site.png")
@@ -372,7 +366,7 @@ def test_run_html_and_own_rows_beside_imported_ones(browser, tmp_path):
     rows on the same view: the store's models are their own trace, in their own colour."""
     run = invoke_apart("run", "--bench", "validate", "--out", str(tmp_path / "run"), "--html", str(tmp_path / "run-site"))
     assert run.exit_code == 0, run.output + run.stderr
-    own = read_csv(tmp_path / "run" / "results-synthetic.csv")
+    own = csv_rows(tmp_path / "run" / "results-synthetic.csv")
     assert page_data(tmp_path / "run-site" / "index.html")["tables"][0]["rows"] == [list(r.values()) for r in own]
     zoo = tmp_path / "zoo"
     zoo.mkdir()
