@@ -296,6 +296,17 @@ def _view_label_info(view: ViewSpec, labels: list):
     return is_set, table
 
 
+def frame_rows(frame, indices):
+    """The row of a predictions `frame` that holds each sample index of `indices` (-1 where none does)."""
+    import numpy as np
+
+    index = frame["index"].to_numpy().astype(np.int64)
+    wanted = np.asarray(indices, dtype=np.int64)
+    position = np.full(max(int(index.max(initial=-1)), int(wanted.max(initial=-1))) + 1, -1, dtype=np.int64)
+    position[index] = np.arange(frame.height)
+    return position[wanted]
+
+
 def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
     """The `Predictions` of `view` from a source's predictions frame (unreadable samples left out)."""
     import numpy as np
@@ -309,9 +320,7 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
         chosen = np.arange(n, dtype=np.int64)
         labels = list(view.labels) if view.labels is not None else None
     ok = frame["ok"].to_numpy()
-    position = np.full(n, -1, dtype=np.int64)
-    position[frame["index"].to_numpy().astype(np.int64)] = np.arange(frame.height)
-    rows = position[chosen]
+    rows = frame_rows(frame, chosen)
     keep = (rows >= 0) & ok[np.clip(rows, 0, None)]
     if labels is not None and not keep.all():
         labels = [label for label, k in zip(labels, keep) if k]

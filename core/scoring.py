@@ -40,7 +40,7 @@ def stack_fields(record: dict[str, Any], frame, predictions) -> dict[str, Any]:
     per-sample logit differences from the reference (`logit_absdiff_max`, `logit_absdiff_mean`)."""
     import numpy as np
 
-    from .predictions import REFERENCE_FIELDS
+    from .predictions import REFERENCE_FIELDS, frame_rows
 
     cell = record.get("cell", {})
     fields: dict[str, Any] = {"backend": cell.get("backend"),
@@ -48,9 +48,7 @@ def stack_fields(record: dict[str, Any], frame, predictions) -> dict[str, Any]:
     if "reference" in cell:
         fields["reference"] = cell["reference"]
         if all(f in frame.columns for f in REFERENCE_FIELDS):
-            position = np.full(int(frame["index"].max()) + 1, -1, dtype=np.int64)
-            position[frame["index"].to_numpy().astype(np.int64)] = np.arange(frame.height)
-            rows = position[np.asarray(predictions.indices, dtype=np.int64)]
+            rows = frame_rows(frame, predictions.indices)
             largest = frame["logit_absdiff_max"].to_numpy()[rows].astype(np.float64)
             mean = frame["logit_absdiff_mean"].to_numpy()[rows].astype(np.float64)
             fields["logit_absdiff_max"] = float(largest.max()) if len(rows) else None
