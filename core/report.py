@@ -494,9 +494,17 @@ class Results:
             if entry.get("columns"):
                 self.columns[entry["view"]] = entry["columns"]
         elif table == "benchmark":
-            self.benchmarks[(entry["kind"], entry["tag"])].append(row)
+            rows, key = self.benchmarks[(entry["kind"], entry["tag"])], (entry["kind"], entry["tag"], row["model"])
             if imported:
-                self._imported_benchmarks.add((entry["kind"], entry["tag"], row["model"]))
+                if key not in self._imported_benchmarks and any(r["model"] == row["model"] for r in rows):
+                    self.notes.append(f"benchmark-{entry['kind']}-{entry['tag']}.csv: the imported row of "
+                                      f"{row['model']} is left out; this store's own row of that model is written")
+                    return
+                self._imported_benchmarks.add(key)
+            elif key in self._imported_benchmarks:  # this store's row replaces the imported one
+                rows[:] = [r for r in rows if r["model"] != row["model"]]
+                self._imported_benchmarks.discard(key)
+            rows.append(row)
         elif table == "metadata":
             if imported and any(r["model"] == row["model"] for r in self.metadata):
                 return  # this store's row, or a fuller imported one, is kept

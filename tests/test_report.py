@@ -163,3 +163,26 @@ def test_report_errors_are_one_line(tmp_path):
         assert result.exit_code == 2, result.output
         (line,) = result.stderr.strip().splitlines()
         assert message in line
+
+
+def test_a_stores_own_benchmark_row_wins_over_an_imported_row_of_its_model(tmp_path):
+    from rbench.report import Results, write_reports
+
+    from .conftest import csv_rows
+
+    def entry(model, rate):
+        return {"table": "benchmark", "kind": "infer", "tag": "t",
+                "row": {"model": model, "infer_samples_per_sec": rate, "status": "ok"}}
+
+    results = Results()
+    results.add(entry("own", 10.0))
+    results.add(entry("own", 99.0), imported=True)  # left out: the store has its own row
+    results.add(entry("zoo", 20.0), imported=True)
+    results.add(entry("later", 30.0), imported=True)
+    results.add(entry("later", 5.0))  # the store's row replaces the imported one
+    write_reports(results, tmp_path)
+    plain = {r["model"]: r["infer_samples_per_sec"] for r in csv_rows(tmp_path / "benchmark-infer-t.csv")}
+    assert plain == {"own": "10.0", "zoo": "20.0", "later": "5.0"}
+    detailed = [r["model"] for r in csv_rows(tmp_path / "detailed" / "benchmark-infer-t.csv")]
+    assert sorted(detailed) == ["later", "own"]  # this store's rows, and only those
+    assert any("imported row of own is left out" in note for note in results.notes)
