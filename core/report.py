@@ -8,7 +8,7 @@ full precision; rounding and formatting happen only here, when a file is written
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,18 +142,12 @@ def read_published(path: Path) -> tuple[str, list[dict[str, Any]]]:
     name = path.name
     if not (name.startswith("results-") and name.endswith(".csv")):
         raise DataError(f"{path} is not a results-<view>.csv file; --import takes timm's published result files")
-    raws = _read_csv(path, required=VALIDATION_COLUMNS)
-    rows = []
-    for line, raw in enumerate(raws, start=2):
-        try:
-            rows.append({
-                "model": raw["model"], "img_size": int(raw["img_size"]),
-                **{c: float(raw[c]) for c in ("top1", "top1_err", "top5", "top5_err", "crop_pct")},
-                "param_count": float(raw["param_count"].replace(",", "")),
-                "interpolation": raw["interpolation"],
-            })
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"{path} line {line}: {exc}; fix or remove that line") from exc
+    rows = _read_csv(path, VALIDATION_COLUMNS, lambda raw: {
+        "model": raw["model"], "img_size": int(raw["img_size"]),
+        **{c: float(raw[c]) for c in ("top1", "top1_err", "top5", "top5_err", "crop_pct")},
+        "param_count": float(raw["param_count"].replace(",", "")),
+        "interpolation": raw["interpolation"],
+    })
     return name[len("results-"):-len(".csv")], rows
 
 
@@ -171,14 +165,7 @@ def read_published_benchmark(path: Path) -> tuple[str, str, list[dict[str, Any]]
         raise DataError(f"{path} is not a benchmark-<infer|train>-<tag>.csv file; --import takes timm's published "
                         "benchmark files")
     columns = BENCH_COLUMNS[kind]
-    rate = f"{kind}_samples_per_sec"
-    raws = _read_csv(path, required=("model", rate))
-    rows = []
-    for line, raw in enumerate(raws, start=2):
-        try:
-            rows.append({c: _parsed(c, raw.get(c)) for c in columns})
-        except ValueError as exc:
-            raise DataError(f"{path} line {line}: {exc}; fix or remove that line") from exc
+    rows = _read_csv(path, ("model", f"{kind}_samples_per_sec"), lambda raw: {c: _parsed(c, raw.get(c)) for c in columns})
     return kind, tag, rows
 
 
@@ -192,19 +179,16 @@ def read_published_metadata(path: Path) -> list[dict[str, Any]]:
 
     if path.name not in ("model_metadata.csv", "model_metadata-in1k.csv"):
         raise DataError(f"{path} is not a model_metadata.csv or model_metadata-in1k.csv file")
-    raws = _read_csv(path, required=METADATA_COLUMNS)
-    rows = []
-    for line, raw in enumerate(raws, start=2):
-        try:
-            row = {c: _parsed(c, raw.get(c)) for c in MODEL_METADATA_COLUMNS}
-        except ValueError as exc:
-            raise DataError(f"{path} line {line}: {exc}; fix or remove that line") from exc
+
+    def parse(raw: dict[str, str]) -> dict[str, Any]:
+        row = {c: _parsed(c, raw.get(c)) for c in MODEL_METADATA_COLUMNS}
         for c in ("mean", "std"):
             row[c] = tuple(row[c].split(",")) if row[c] else None
         if path.name == "model_metadata-in1k.csv":
             row["num_classes"] = 1000
-        rows.append(row)
-    return rows
+        return row
+
+    return _read_csv(path, METADATA_COLUMNS, parse)
 
 
 PUBLISHED_GLOBS = ("model_metadata.csv", "model_metadata-in1k.csv", "results-*.csv", "benchmark-*.csv")
@@ -230,8 +214,9 @@ def import_published(results: Results, path: Path) -> None:
         results.add(entry, imported=True)
 
 
-def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    """The rows of a CSV file; a `DataError` naming the `required` columns it lacks."""
+def _read_csv(path: Path, required: Sequence[str], parse: Callable[[dict[str, str]], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of a published CSV file, each `parse`d from its fields; a `DataError` naming the
+    `required` columns it lacks, or the line that cannot be parsed."""
     import csv
 
     from .errors import DataError
@@ -241,7 +226,13 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{path} lacks the column(s) {', '.join(missing)}; is it a timm results file?")
-        return list(reader)
+        rows = []
+        for line, raw in enumerate(reader, start=2):
+            try:
+                rows.append(parse(raw))
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"{path} line {line}: {exc}; fix or remove that line") from exc
+        return rows
 
 
 _INTEGER_COLUMNS = ("_img_size", "_batch_size", "num_classes")
