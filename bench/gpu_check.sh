@@ -15,7 +15,8 @@
 #   latency     bench/latency.sh --device cuda: resnet50 batch-1 latency percentiles, its mean-based
 #               samples/s against timm's benchmark.py, and the NVML telemetry columns of each row
 #   throughput  bench/throughput.sh --device cuda against timm's benchmark.py (PATH, default
-#               .whl/timm_benchmark.py: fetched, never committed)
+#               .whl/timm_benchmark.py: fetched, never committed); $GPU_CHECK_THROUGHPUT_MODELS
+#               (M1,M2,...) replaces its six models, for a call with less time
 # then RESULTS_DIR/summary.txt: each target met or missed, also printed last.
 #
 # Time: every step runs under `timeout` (its own limit, and never past the deadline, default
@@ -186,7 +187,8 @@ EOF
         if dry; then
             bench/throughput.sh --timm "$GPU_CHECK_TIMM" --device cpu --models test_vit --work "$R/throughput"
         else
-            bench/throughput.sh --timm "$GPU_CHECK_TIMM" --device cuda --work "$R/throughput"
+            bench/throughput.sh --timm "$GPU_CHECK_TIMM" --device cuda --work "$R/throughput" \
+                ${GPU_CHECK_THROUGHPUT_MODELS:+--models "$GPU_CHECK_THROUGHPUT_MODELS"}
         fi
         ;;
     *) echo "gpu_check.sh: no step $step" >&2; exit 2 ;;

@@ -13,7 +13,9 @@
 #
 #   min_ratio=<x> sweep_ratio=<y> compile_speedup=<z>
 #
-#   min_ratio        lowest rbench/timm samples/s ratio over all rows (target: at least 0.98)
+#   min_ratio        lowest rbench/timm samples/s ratio over all rows (target: at least 0.98), on
+#                    timm's statistic: the batch over the mean step time (rbench's detailed file's
+#                    samples_per_sec_mean), with rbench's median-based figure printed beside
 #   sweep_ratio      highest rbench/timm wall-time ratio over all sweeps (target: at most 0.5)
 #   compile_speedup  rbench's samples/s with +compile over without, for COMPILE_MODEL in the
 #                    compile setting (target on cuda: at least 1.5 for resnet50 amp nhwc)
@@ -94,7 +96,10 @@ run_timm() {  # results-csv model-args... flags...: one timm sweep
 }
 
 echo "rbench vs timm benchmark.py on $device: batch $batch, $warmup warm-up and $steps timed steps${OMP_NUM_THREADS:+, OMP_NUM_THREADS=$OMP_NUM_THREADS}; work folder $work"
-for i in "${!settings[@]}"; do
+# The compile setting's sweep first, then the compile check, then the other settings: a run
+# stopped early (gpu_check.sh's deadline) has the compile targets and one full sweep.
+for i in "$compile_setting" "${!settings[@]}"; do
+    [ -f "$work/timm-$i.csv.log" ] && continue
     IFS='|' read -r name stack flags <<< "${settings[$i]}"
     start=$EPOCHREALTIME
     run_rbench "$work/rbench-$i" "@$work/models.txt" "$stack"
@@ -102,12 +107,12 @@ for i in "${!settings[@]}"; do
     # shellcheck disable=SC2086  # flags are words
     run_timm "$work/timm-$i.csv" --model-list "$work/models.txt" $flags
     echo "$i $name $start $middle $EPOCHREALTIME" >> "$work/sweeps.txt"
+    if [ "$i" = "$compile_setting" ]; then
+        run_rbench "$work/rbench-compile" "$compile_model" "$stack+compile"
+        # shellcheck disable=SC2086
+        run_timm "$work/timm-compile.csv" --model "$compile_model" $flags --torchcompile
+    fi
 done
-
-IFS='|' read -r name stack flags <<< "${settings[$compile_setting]}"
-run_rbench "$work/rbench-compile" "$compile_model" "$stack+compile"
-# shellcheck disable=SC2086
-run_timm "$work/timm-compile.csv" --model "$compile_model" $flags --torchcompile
 fi  # the sweeps
 
 read -r compile_model compile_setting < "$work/compile.txt"
@@ -120,16 +125,18 @@ from pathlib import Path
 work, compile_model, compile_setting = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 
 
-def rates(path):
-    """{model: samples/s} of one benchmark CSV (rbench's or timm's: the same columns)."""
+def rates(path, column="infer_samples_per_sec"):
+    """{model: samples/s} of one benchmark CSV's `column`."""
     if not path or not path.is_file():
         return {}
     with path.open() as f:
-        return {r["model"]: float(r["infer_samples_per_sec"]) for r in csv.DictReader(f) if r.get("infer_samples_per_sec")}
+        return {r["model"]: float(r[column]) for r in csv.DictReader(f) if r.get(column)}
 
 
-def rbench_rates(folder):
-    return rates(next(folder.glob("benchmark-infer-*.csv"), None))
+def rbench_rates(folder, column="samples_per_sec_mean"):
+    """rbench's samples/s from its detailed file: by default the mean-based figure, timm's statistic
+    (the batch over the mean step time); `infer_samples_per_sec` is rbench's median-based one."""
+    return rates(next((folder / "detailed").glob("benchmark-infer-*.csv"), None), column)
 
 
 def fmt(x, spec=",.2f"):
@@ -137,17 +144,19 @@ def fmt(x, spec=",.2f"):
 
 
 ratios, sweep_ratios = [], []
-print(f"\n{'setting':<14} {'model':<24} {'rbench/s':>10} {'timm/s':>10} {'ratio':>7}")
+print("\nsamples/s: rbench's mean-based figure (timm's statistic) against timm's; rbench's median-based one beside")
+print(f"{'setting':<14} {'model':<24} {'rbench/s':>10} {'timm/s':>10} {'ratio':>7} {'median/s':>10}")
 sweeps_file = work / "sweeps.txt"
 sweeps = [line.split() for line in sweeps_file.read_text().splitlines()] if sweeps_file.is_file() else []
 for i, name, *_ in sweeps:
     ours, theirs = rbench_rates(work / f"rbench-{i}"), rates(work / f"timm-{i}.csv")
+    medians = rbench_rates(work / f"rbench-{i}", "infer_samples_per_sec")
     for model in (work / "models.txt").read_text().split():
         a, b = ours.get(model), theirs.get(model)
         ratio = a / b if a and b else None
         if ratio:
             ratios.append(ratio)
-        print(f"{name:<14} {model:<24} {fmt(a):>10} {fmt(b):>10} {fmt(ratio, '.3f'):>7}")
+        print(f"{name:<14} {model:<24} {fmt(a):>10} {fmt(b):>10} {fmt(ratio, '.3f'):>7} {fmt(medians.get(model)):>10}")
 
 print(f"\n{'sweep':<14} {'rbench s':>10} {'timm s':>10} {'ratio':>7}")
 for i, name, start, middle, end in sweeps:
@@ -155,7 +164,7 @@ for i, name, start, middle, end in sweeps:
     sweep_ratios.append(ours / theirs)
     print(f"{name:<14} {ours:>10.1f} {theirs:>10.1f} {ours / theirs:>7.3f}")
 
-setting = sweeps[int(compile_setting)][1] if len(sweeps) > int(compile_setting) else f"setting {compile_setting}"
+setting = next((name for i, name, *_ in sweeps if i == compile_setting), f"setting {compile_setting}")
 eager = rbench_rates(work / f"rbench-{compile_setting}").get(compile_model)
 compiled = rbench_rates(work / "rbench-compile").get(compile_model)
 timm_compiled = rates(work / "timm-compile.csv").get(compile_model)
