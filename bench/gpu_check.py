@@ -57,9 +57,37 @@ def _comparable(path: Path) -> list[tuple]:
     return sorted(tuple(sorted(row.items())) for row in rows)
 
 
+# Scores that are averages of floating-point log-probabilities (calibration, logit differences)
+# change in their last digits between two processes on a GPU: cuDNN's autotuner may choose other
+# kernels, whose fp16 sums round differently (about 1e-4 of a log-probability, 1e-7 of an average
+# over the images). Between two runs such a file must agree within this relative difference;
+# the results files (counts of right answers) stay byte for byte.
+FLOAT_RTOL = 1e-5
+
+
+def _close(pa: Path, pb: Path) -> float | None:
+    """The largest relative difference of two CSVs that are equal but for their floats, else None."""
+    ra, rb = read_rows(pa), read_rows(pb)
+    if len(ra) != len(rb) or (ra and ra[0].keys() != rb[0].keys()):
+        return None
+    worst = 0.0
+    for x, y in zip(ra, rb):
+        for column, u in x.items():
+            v = y[column]
+            if u == v:
+                continue
+            try:
+                fu, fv = float(u), float(v)
+            except ValueError:
+                return None
+            worst = max(worst, abs(fu - fv) / max(abs(fu), abs(fv)))
+    return worst
+
+
 def compare(a: Path, b: Path) -> int:
     """Every CSV of `a` against `b`: results and metadata files byte for byte, benchmark files
-    row for row without their measured columns. Prints each file's verdict, then `resume_equal=`."""
+    row for row without their measured columns, files of averaged scores (metrics, conformance)
+    byte for byte or within `FLOAT_RTOL`. Prints each file's verdict, then `resume_equal=`."""
     names = sorted({p.relative_to(a) for p in a.rglob("*.csv") if "store" not in p.parts}
                    | {p.relative_to(b) for p in b.rglob("*.csv") if "store" not in p.parts})
     equal = bool(names)
@@ -69,8 +97,13 @@ def compare(a: Path, b: Path) -> int:
             verdict = f"only in {a if pa.is_file() else b}"
         elif name.name.startswith("benchmark-"):
             verdict = "equal (measured columns left out)" if _comparable(pa) == _comparable(pb) else "DIFFERENT"
+        elif pa.read_bytes() == pb.read_bytes():
+            verdict = "equal (byte for byte)"
+        elif name.name.startswith(("metrics-", "conformance-")) and (worst := _close(pa, pb)) is not None:
+            verdict = (f"equal within {FLOAT_RTOL:g} (largest relative difference {worst:.1e})" if worst <= FLOAT_RTOL
+                       else f"DIFFERENT (largest relative difference {worst:.1e})")
         else:
-            verdict = "equal (byte for byte)" if pa.read_bytes() == pb.read_bytes() else "DIFFERENT"
+            verdict = "DIFFERENT"
         equal &= verdict.startswith("equal")
         print(f"compare: {name}: {verdict}")
     print(f"resume_equal={'yes' if equal else 'no'} files={len(names)}")
@@ -175,7 +208,8 @@ def summary(results: Path) -> int:
                    None if "percentiles_ordered" not in v else v["percentiles_ordered"] == "yes")
             mean = _number(v, "mean_vs_timm")
             target(step, "timm-comparable (mean-based) samples/s within 2% of timm's", f"mean_vs_timm={v.get('mean_vs_timm', '-')} "
-                   f"median_vs_timm={v.get('median_vs_timm', '-')}", None if mean is None else mean >= 0.98, gpu_only=True)
+                   f"median_vs_timm={v.get('median_vs_timm', '-')}", None if mean is None else abs(mean - 1) <= 0.02,
+                   gpu_only=True)
             target(step, "NVML telemetry in every detailed row (clocks, power, temperature, energy, throttling)",
                    f"telemetry_filled={v.get('telemetry_filled', '-')}",
                    None if "telemetry_filled" not in v else v["telemetry_filled"] == "yes", gpu_only=True)

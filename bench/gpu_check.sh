@@ -134,7 +134,8 @@ EOF
             grid=(-m test_vit,test_efficientnet,test_byobnet,test_convnext -b cuda-amp,cuda-amp+channels-last --workers 8)
         fi
         grid+=(--bench validate,infer --weights random --batch-size 32 --warmup-steps 2 --bench-steps 5 --bench-seconds 0)
-        cells=$(( $(tr ',' '\n' <<< "${grid[1]}" | wc -l) * (1 + $(tr ',' '\n' <<< "${grid[3]}" | wc -l)) ))
+        # Every stack validates and benchmarks: models x stacks x 2 cells.
+        cells=$(( $(tr ',' '\n' <<< "${grid[1]}" | wc -l) * 2 * $(tr ',' '\n' <<< "${grid[3]}" | wc -l) ))
         echo "== uninterrupted run ($cells cells)"
         "$PY" -m rbench run "${grid[@]}" --out "$R/resume/full" > "$R/resume-full.log" 2>&1 \
             || { echo "the uninterrupted run failed, see resume-full.log"; exit 1; }

@@ -11,8 +11,8 @@ Run through bench/latency.sh, which documents the options. Two rbench runs, each
   and, with --timm PATH (timm's benchmark.py, fetched, never committed), timm's own samples/s over
   R runs of the same batch and steps, with the ratio of each rbench figure to timm's median run.
 
-The last line is exactly `mean_vs_timm=<x> median_vs_timm=<y>` (lowest ratios over the models;
-`-` without --timm).
+The last line is exactly `mean_vs_timm=<x> median_vs_timm=<y>` (over the models, the ratio
+farthest from 1; `-` without --timm).
 """
 
 from __future__ import annotations
@@ -43,14 +43,36 @@ def rows(folder: Path, kind: str) -> dict[str, dict[str, str]]:
         return {r["model"]: r for r in csv.DictReader(f)}
 
 
+# timm benchmark.py's flags for each member of an rbench backend stack: the same precision and
+# layout on both sides of the comparison.
+TIMM_FLAGS = {
+    "cpu": [], "cuda": [],
+    "cpu-amp-bf16": ["--amp", "--amp-dtype", "bfloat16"],
+    "cuda-amp": ["--amp"], "cuda-amp-bf16": ["--amp", "--amp-dtype", "bfloat16"],
+    "cuda-fp16": ["--precision", "float16"], "cuda-bf16": ["--precision", "bfloat16"],
+    "channels-last": ["--channels-last"], "compile": ["--torchcompile"],
+}
+
+
+def timm_flags(stack: str) -> list[str]:
+    """timm benchmark.py's flags for `stack` (`cuda-amp+channels-last` -> `--amp --channels-last`)."""
+    flags = []
+    for member in stack.split("+"):
+        if member not in TIMM_FLAGS:
+            sys.exit(f"latency.py: no timm benchmark.py flags for the stack member {member!r} of {stack!r}")
+        flags += TIMM_FLAGS[member]
+    return flags
+
+
 def timm_rates(script: Path, model: str, args, work: Path) -> list[float]:
-    """timm's benchmark.py samples/s of `model` over `args.repeats` runs, same batch and steps."""
+    """timm's benchmark.py samples/s of `model` over `args.repeats` runs: the same batch, steps,
+    precision and layout as rbench's stack."""
     found = []
     for i in range(args.repeats):
         results = work / f"timm-{model}-{i}.csv"
         command = [sys.executable, str(script), "--bench", "inference", "--device", args.device, "--model", model,
                    "-b", str(args.batch_size), "--num-warm-iter", str(args.warmup), "--num-bench-iter", str(args.steps),
-                   "--results-file", str(results)]
+                   *timm_flags(args.backend), "--results-file", str(results)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode or not results.is_file():
             sys.exit(f"latency.py: timm's benchmark.py failed on {model}:\n{done.stderr[-2000:]}")
@@ -80,7 +102,9 @@ def main() -> None:
     if args.timm and not args.timm.is_file():
         print(f"no timm benchmark.py at {args.timm}: its columns stay '-'")
         args.timm = None
-    backend = args.backend or ("cpu" if args.device == "cpu" else "cuda-amp+channels-last")
+    backend = args.backend = args.backend or ("cpu" if args.device == "cpu" else "cuda-amp+channels-last")
+    if args.timm:
+        print(f"timm's benchmark.py runs with: {' '.join(timm_flags(backend)) or '(fp32, NCHW: no flags)'}")
     work = args.work or Path(tempfile.mkdtemp(prefix="rbench-latency."))
     work.mkdir(parents=True, exist_ok=True)
     models = args.models.split(",")
@@ -117,7 +141,7 @@ def main() -> None:
         print(f"{model:<16} {median:>10.2f} {mean:>10.2f} {r['samples_per_sec_repeats']:>26} "
               f"{r['repeat_spread_pct'] or '-':>8} {' '.join(f'{t:.2f}' for t in theirs) or '-':>30} "
               f"{ratio(mean, timm_median):>9} {ratio(median, timm_median):>11}")
-    fmt = lambda values: f"{min(values):.3f}" if values else "-"  # noqa: E731
+    fmt = lambda values: f"{max(values, key=lambda r: abs(r - 1)):.3f}" if values else "-"  # noqa: E731
     print(f"mean_vs_timm={fmt(mean_ratios)} median_vs_timm={fmt(median_ratios)}")
 
 
