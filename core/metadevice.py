@@ -128,6 +128,15 @@ SHAPE_RULES: dict[Any, Callable[..., Any]] = {
 }
 
 
+def _writes_first_argument(op) -> bool:
+    """Whether the aten overload `op` writes into its first argument and returns it (`zero_`,
+    `add_`, `copy_`), read from its schema: `torch.Tag.inplace` says the same but is missing
+    before torch 2.12, and an op of `Tensor(a!) self -> Tensor(a!)` is exactly what it tags."""
+    args, returns = op._schema.arguments, op._schema.returns
+    return (bool(args) and not args[0].kwarg_only and args[0].alias_info is not None and args[0].alias_info.is_write
+            and len(returns) == 1 and returns[0].alias_info is not None and returns[0].alias_info.is_write)
+
+
 def _inplace_initialiser(func) -> bool:
     """Whether `func` only writes values into its first argument (an initialiser, `fill_`, `x[i] = v`)."""
     name = getattr(func, "__name__", "")
@@ -140,9 +149,9 @@ def _inplace_initialiser(func) -> bool:
     packet = getattr(aten, name, None)
     if packet is None:
         return False
-    tags = [getattr(packet, overload).tags for overload in packet.overloads()]
+    overloads = [getattr(packet, overload) for overload in packet.overloads()]
     # inplace_view ops (squeeze_, transpose_, ...) change the shape, so they must run
-    return any(torch.Tag.inplace in t for t in tags) and not any(torch.Tag.inplace_view in t for t in tags)
+    return any(map(_writes_first_argument, overloads)) and not any(torch.Tag.inplace_view in o.tags for o in overloads)
 
 
 class MetaInit(DeviceContext):
@@ -290,7 +299,7 @@ class OpCounter(TorchDispatchMode):
 def _kind(func) -> str:
     """`inplace`, `alias` (views, in-place views, no outputs), `pointwise` or `functional`."""
     tags = func.tags
-    if torch.Tag.inplace in tags and torch.Tag.inplace_view not in tags:
+    if _writes_first_argument(func) and torch.Tag.inplace_view not in tags:
         return "inplace"
     returns = func._schema.returns
     if not returns or any(r.alias_info is not None for r in returns):

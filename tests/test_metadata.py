@@ -130,6 +130,46 @@ def test_macs_on_meta_equal_flop_counter_on_a_real_forward(tag):
     assert gmacs == pytest.approx(flops.get_total_flops() / 2 / 1e9, rel=1e-12)
 
 
+def test_inplace_ops_are_read_from_the_schema_as_torch_tags_them():
+    """An in-place op (writes its first argument, returns it) is found from its schema, so the
+    meta device works on a torch without `torch.Tag.inplace` (before 2.12): every op that torch
+    tags in-place is one, and the few others are writes of values only (copy_, index_put_)."""
+    from rbench.metadevice import _writes_first_argument
+
+    if not hasattr(torch.Tag, "inplace"):
+        pytest.skip("this torch has no inplace tag to compare with")
+    aten = torch.ops.aten
+    tagged, found = set(), set()
+    for name in dir(aten):
+        packet = getattr(aten, name)
+        if not isinstance(packet, torch._ops.OpOverloadPacket):
+            continue
+        for overload in packet.overloads():
+            op = getattr(packet, overload)
+            returns = op._schema.returns
+            if torch.Tag.inplace in op.tags and len(returns) == 1:
+                tagged.add(op)
+            if _writes_first_argument(op):
+                found.add(op)
+    assert len(tagged) > 100 and tagged <= found
+    extra = {op.overloadpacket.__name__ for op in found - tagged}
+    assert extra <= {"copy_", "index_put_", "_index_put_impl_", "shallow_copy_data_", "mul_"}, extra
+
+
+def test_meta_counts_work_without_the_inplace_tag(monkeypatch):
+    """torch 2.11 (the GPU machine's) has no `torch.Tag.inplace`: the counts are the same without it."""
+    from rbench import metadevice
+
+    expected = metadevice.count_forward(metadevice.meta_model("test_vit"), (3, 160, 160))
+    tags = types.SimpleNamespace(**{t: getattr(torch.Tag, t) for t in dir(torch.Tag)
+                                    if not t.startswith("_") and t != "inplace"})
+    monkeypatch.setattr(metadevice, "torch", types.SimpleNamespace(**{**vars(torch), "Tag": tags}))
+    monkeypatch.setattr(metadevice.MetaInit, "skippable", {})  # class caches filled with the real tags
+    monkeypatch.setattr(metadevice.OpCounter, "kinds", {})
+    monkeypatch.setattr(metadevice.OpCounter, "cache", {})
+    assert metadevice.count_forward(metadevice.meta_model("test_vit"), (3, 160, 160)) == expected
+
+
 def _meta(*shape):
     return torch.empty(*shape, device="meta")
 
