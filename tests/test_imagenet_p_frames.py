@@ -3,7 +3,9 @@
 The golden frames (`../shared/golden/imagenet-p`: the reference's own Brightness, Translate
 and Gaussian Noise blocks of `make_imagenet_p.py`, run on scikit-image's astronaut after
 torchvision's Resize(256), before the video step) are kept here as per-frame SHA-256 hashes
-only (`data/imagenet_p/golden_sha256.json`), with the input PNG.
+only (`data/imagenet_p/golden_sha256.json`), with the input PNG. The tilt golden
+(`data/imagenet_p/tilt_golden.json`) is the same for the reference's Tilt block on five inputs
+made here (see `tilt_inputs`), with OpenCV's classic warp (3.4 to 4.x), the one it ran on.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rbench.plugins.datasets import imagenet_p  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "imagenet_p"
 GOLDEN = json.loads((DATA / "golden_sha256.json").read_text())
+TILT = json.loads((DATA / "tilt_golden.json").read_text())
 
 
 def sha(array: np.ndarray) -> str:
@@ -55,6 +58,51 @@ def test_golden_frames_bit_for_bit(image, perturbation):
     torch.manual_seed(0)
     got = imagenet_p.frames(image, perturbation)
     assert [sha(f) for f in got] == GOLDEN["frame_sha256"][perturbation]
+
+
+def tilt_inputs() -> dict[str, np.ndarray]:
+    """The tilt golden's inputs (uint8 `[H, W, 3]`, named by W x H): the astronaut, the astronaut
+    widened by its mirror image, byte noise (SHAKE-256, so no generator's version matters) square
+    and portrait, a colour gradient."""
+    astronaut = np.asarray(Image.open(DATA / "astronaut_resized256.png").convert("RGB"))
+
+    def noise(h, w):
+        stream = hashlib.shake_256(f"rbench imagenet-p tilt noise {w}x{h}".encode()).digest(h * w * 3)
+        return np.frombuffer(stream, dtype=np.uint8).reshape(h, w, 3)
+
+    yy, xx = np.mgrid[0:256, 0:341]
+    gradient = np.stack([xx * 255 // 340, yy, (xx + yy) * 255 // 595], axis=-1).astype(np.uint8)
+    return {
+        "astronaut_256x256": astronaut,
+        "astronaut_mirrored_341x256": np.concatenate([astronaut, astronaut[:, ::-1][:, :85]], axis=1),
+        "noise_256x256": noise(256, 256),
+        "noise_256x300": noise(300, 256),
+        "gradient_341x256": gradient,
+    }
+
+
+@pytest.mark.parametrize("name", sorted(TILT["inputs"]))
+def test_tilt_golden_frames_bit_for_bit(name):
+    pixels = tilt_inputs()[name]
+    golden = TILT["inputs"][name]
+    assert sha(pixels) == golden["input_sha256"]
+    got = imagenet_p.frames(Image.fromarray(pixels), "tilt")
+    assert got.shape == (31, 224, 224, 3)
+    assert [sha(f) for f in got] == golden["frame_sha256"]
+
+
+def test_warp_perspective_equals_opencv_classic_warp():
+    """Beyond tilt's own matrices: small images, strong perspective, sources partly or wholly
+    outside the image, rows longer than OpenCV's 64-column block, flat colour (the zero border's
+    blend), and positions exactly on a half 1/32 step, where OpenCV's order of the double sums,
+    its matrix inverse and its rounding (ties to even) decide the pixel: `cv2.warpPerspective`
+    outputs of OpenCV 3.4.18, equal in 4.10 and 4.14 (OpenCV 5.1 differs in 13 of the 14)."""
+    cases = np.load(DATA / "tilt_warp_cases.npz")
+    count = len(cases.files) // 3
+    assert count >= 8
+    for n in range(count):
+        got = imagenet_p._warp_perspective(cases[f"image{n}"], cases[f"matrix{n}"])
+        assert np.array_equal(got, cases[f"warped{n}"]), n
 
 
 def test_translate_is_a_shift_of_the_whole_image():

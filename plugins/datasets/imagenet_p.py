@@ -55,7 +55,7 @@ DEFAULT_PER_CLASS = 1
 DEFAULT_CLASS_STEP = 6
 SEED_SCHEME = "sha256(key, perturbation, noise level) v1; torch and numpy global generators"
 # Bump with any change of the made frames' pixels: it names the build folder.
-BUILD_VERSION = "p1"
+BUILD_VERSION = "p2"
 INSTALL_HINT = "pip install 'rbench[corruptions]'"
 
 
@@ -172,8 +172,68 @@ def _brightness(crop):
     return np.stack(out)
 
 
+def _inverse3(m):
+    """cv::invert's 3x3 inverse (DECOMP_LU, which for n <= 3 is the adjugate over the
+    determinant), in its order of operations."""
+    import numpy as np
+
+    d = (m[0, 0] * (m[1, 1] * m[2, 2] - m[1, 2] * m[2, 1])
+         - m[0, 1] * (m[1, 0] * m[2, 2] - m[1, 2] * m[2, 0])
+         + m[0, 2] * (m[1, 0] * m[2, 1] - m[1, 1] * m[2, 0]))
+    d = 1.0 / d
+    return np.array([
+        [(m[1, 1] * m[2, 2] - m[1, 2] * m[2, 1]) * d, (m[0, 2] * m[2, 1] - m[0, 1] * m[2, 2]) * d,
+         (m[0, 1] * m[1, 2] - m[0, 2] * m[1, 1]) * d],
+        [(m[1, 2] * m[2, 0] - m[1, 0] * m[2, 2]) * d, (m[0, 0] * m[2, 2] - m[0, 2] * m[2, 0]) * d,
+         (m[0, 2] * m[1, 0] - m[0, 0] * m[1, 2]) * d],
+        [(m[1, 0] * m[2, 1] - m[1, 1] * m[2, 0]) * d, (m[0, 1] * m[2, 0] - m[0, 0] * m[2, 1]) * d,
+         (m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]) * d],
+    ])
+
+
+def _warp_perspective(x, matrix):
+    """`cv2.warpPerspective(x, matrix, (w, h))` of a uint8 `[h, w, C]` image as OpenCV 3.4 to 4.x
+    computes it (bilinear, zero border), bit for bit, on any CPU.
+
+    OpenCV 5 replaced this fixed-point warp with a floating-point one whose pixels differ by up
+    to several grey levels, and by 1 between CPUs (its IPP and SIMD paths); the reference's 2018
+    runs predate it. The steps: invert the matrix (`cv::invert`); map each output pixel in
+    double, in blocks 64 columns wide, each row of a block summed from the block's first column;
+    round the source position to 1/32 pixel (`saturate_cast<int>`, ties to even); weigh the four
+    neighbours in 1/32768 (neighbours outside the image are 0); round half up."""
+    import numpy as np
+
+    h, w = x.shape[:2]
+    m = _inverse3(np.asarray(matrix, dtype=np.float64)).ravel()
+    rows = min(16, h)  # OpenCV's block: BLOCK_SZ^2 = 1024 pixels, 16 rows high
+    width = min(1024 // rows, w)
+    col = np.arange(w)
+    start, step = (col - col % width).astype(np.float64), (col % width).astype(np.float64)
+    row = np.arange(h, dtype=np.float64)[:, None]
+    x0 = m[0] * start + m[1] * row + m[2]
+    y0 = m[3] * start + m[4] * row + m[5]
+    w0 = m[6] * start + m[7] * row + m[8]
+    denominator = w0 + m[6] * step
+    scale = np.where(denominator != 0, 32 / np.where(denominator != 0, denominator, 1), 0)
+    limit = np.iinfo(np.int32)
+    fx = np.rint(np.clip((x0 + m[0] * step) * scale, limit.min, limit.max)).astype(np.int64)
+    fy = np.rint(np.clip((y0 + m[3] * step) * scale, limit.min, limit.max)).astype(np.int64)
+    sx, sy = np.clip(fx >> 5, -32768, 32767), np.clip(fy >> 5, -32768, 32767)
+    tx, ty = (fx & 31)[..., None], (fy & 31)[..., None]
+
+    def at(dy, dx):
+        yy, xx = sy + dy, sx + dx
+        inside = ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w))[..., None]
+        return np.where(inside, x[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)], 0).astype(np.int64)
+
+    # OpenCV's weight table is exact for 1/32 steps: (32 - t) t products times 32 (for fraction
+    # 0 it stores 32767 and 1 on the far corner, which rounds to the same pixel).
+    total = (at(0, 0) * ((32 - ty) * (32 - tx) * 32) + at(0, 1) * ((32 - ty) * tx * 32)
+             + at(1, 0) * (ty * (32 - tx) * 32) + at(1, 1) * (ty * tx * 32))
+    return ((total + (1 << 14)) >> 15).astype(np.uint8)
+
+
 def _tilt(image):
-    import cv2
     import numpy as np
 
     x = np.asarray(image, dtype=np.uint8)
@@ -189,7 +249,7 @@ def _tilt(image):
         about_x = np.array([[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1]])
         about_y = np.array([[c, 0, -s, 0], [0, 1, 0, 0], [s, 0, c, 0], [0, 0, 0, 1]])
         matrix = project @ push @ about_x @ about_y @ lift
-        out.append(_center_crop(cv2.warpPerspective(x, matrix, (w, h))))
+        out.append(_center_crop(_warp_perspective(x, matrix)))
     return np.stack(out)
 
 
@@ -212,6 +272,8 @@ def frames(image, perturbation: str, difficulty: int = 1):
     from numpy's global legacy generator (one Poisson draw per frame), snow from numpy's
     (one normal draw of the snow layer per sequence). So `torch.manual_seed(s)` /
     `np.random.seed(s)` before the call gives the reference's pixels after the same seed.
+    tilt's `cv2.warpPerspective` is OpenCV 3.4-4.x's, reimplemented (`_warp_perspective`), so its
+    frames do not depend on the installed OpenCV or the CPU.
     Frame 0 of the noises is the clean crop; brightness, translate and rotate pass through the
     clean crop in their middle frame (15; 20 for translate), up to brightness's HSV round trip.
     Needs `rbench[corruptions]` (scikit-image, OpenCV).
