@@ -47,6 +47,25 @@ def test_wilson_equals_the_roots_of_the_score_equation(k, n):
     assert statistics.Z95 == pytest.approx(Z, abs=1e-12)
 
 
+@pytest.mark.parametrize("n", [1, 7, 100, 50000])
+def test_wilson_ends_exactly_at_0_and_100_percent(n):
+    """No float residue at the ends: 0 of n starts at 0 exactly, n of n ends at 1 exactly."""
+    assert statistics.wilson_interval(0, n)[0] == 0.0
+    assert statistics.wilson_interval(n, n)[1] == 1.0
+
+
+def test_the_intervals_metric_writes_no_float_residue():
+    logits = torch.eye(10)[:8] * 5  # image i predicts class i first
+    logits[:, 9] = -10.0  # and class 9 last
+    right = intervals.compute(predictions_of(logits, list(range(8))), None)  # 8 of 8 in top-1 and top-5
+    wrong = intervals.compute(predictions_of(logits, [9] * 8), None)  # 0 of 8 in either
+    assert (right["top1_high"], right["top5_high"], wrong["top1_low"], wrong["top5_low"]) == (100.0, 100.0, 0.0, 0.0)
+    assert right["top1_low"] == pytest.approx(100 * wilson_by_quadratic(8, 8)[0], abs=1e-9)
+    assert wrong["top1_high"] == pytest.approx(100 * wilson_by_quadratic(0, 8)[1], abs=1e-9)
+    for value in (*right.values(), *wrong.values()):
+        assert value == round(value, 10)
+
+
 def test_the_intervals_metric_gives_wilson_in_percent_for_plain_and_label_set_views():
     rng = np.random.default_rng(1)
     logits = torch.tensor(rng.normal(size=(40, 10)), dtype=torch.float32)

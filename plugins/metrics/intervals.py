@@ -19,7 +19,8 @@ def compute(predictions: rbench.Predictions, view: rbench.ViewSpec) -> dict[str,
     for k in TOPK:
         hit, scored = predictions.correct(k)
         low, high = statistics.wilson_interval(int(hit[scored].sum()), int(scored.sum()))
-        result[f"top{k}_low"], result[f"top{k}_high"] = 100.0 * low, 100.0 * high
+        # ten decimals of a percent: far below any interval's width, and no float residue in the CSV
+        result[f"top{k}_low"], result[f"top{k}_high"] = round(100.0 * low, 10), round(100.0 * high, 10)
     return result
 
 
