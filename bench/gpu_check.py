@@ -19,7 +19,7 @@ from pathlib import Path
 # Benchmark columns that are measured, so differ from run to run; every other column (model,
 # sizes, batch, counts, status, backend, error) must be equal between two runs of a grid. The
 # steps and repeats are measured too: a timed loop is repeated only when its first run was short.
-MEASURED = re.compile(r"(samples_per_sec|step_time|step_time_p\d+|peak_memory_mib|compile_s|_mean|_repeats|_pct|"
+MEASURED = re.compile(r"(samples_per_sec|step_time|step_time_p\d+|peak_memory_mib|compile_s|_mean|_median|_repeats|_pct|"
                       r"^repeats|^steps|_ms|_queries|_mhz|_mhz_min|power_w|temperature_c|_mj|throttled)$")
 TELEMETRY = ("clock_mhz", "memory_clock_mhz", "power_w", "temperature_c", "energy_per_image_mj", "throttled")
 

@@ -6,8 +6,9 @@ Run through bench/latency.sh, which documents the options. Two rbench runs, each
 - `--bench latency`: each model at batch 1, one query at a time, at least --queries queries and
   --seconds seconds; the table shows mean, p50, p90, p99 (nearest rank) and samples/s;
 - `--bench infer --bench-repeats R`: each model at --batch-size, the timed loop of --steps steps
-  repeated R times; the table shows rbench's samples/s (batch over the median step), the
-  mean-based one (batch over the mean step, timm's definition), each repeat's and their spread,
+  repeated R times; the table shows rbench's samples/s (`infer_samples_per_sec`: batch over the
+  mean step, timm's definition), its median-based figure (`samples_per_sec_median`), each
+  repeat's and their spread,
   and, with --timm PATH (timm's benchmark.py, fetched, never committed), timm's own samples/s over
   R runs of the same batch and steps, with the ratio of each rbench figure to timm's median run.
 
@@ -132,7 +133,7 @@ def main() -> None:
     mean_ratios, median_ratios = [], []
     for model in models:
         r = infer[model]
-        median, mean = float(r["infer_samples_per_sec"]), float(r["samples_per_sec_mean"])
+        median, mean = float(r["samples_per_sec_median"]), float(r["infer_samples_per_sec"])
         theirs = timm_rates(args.timm, model, args, work) if args.timm else []
         timm_median = statistics.median(theirs) if theirs else None
         if timm_median:

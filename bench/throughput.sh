@@ -14,8 +14,8 @@
 #   min_ratio=<x> sweep_ratio=<y> compile_speedup=<z>
 #
 #   min_ratio        lowest rbench/timm samples/s ratio over all rows (target: at least 0.98), on
-#                    timm's statistic: the batch over the mean step time (rbench's detailed file's
-#                    samples_per_sec_mean), with rbench's median-based figure printed beside
+#                    timm's statistic (infer_samples_per_sec in both tools' files: the batch over
+#                    the mean step time), with rbench's median-based figure printed beside
 #   sweep_ratio      highest rbench/timm wall-time ratio over all sweeps (target: at most 0.5)
 #   compile_speedup  rbench's samples/s with +compile over without, for COMPILE_MODEL in the
 #                    compile setting (target on cuda: at least 1.5 for resnet50 amp nhwc)
@@ -133,9 +133,9 @@ def rates(path, column="infer_samples_per_sec"):
         return {r["model"]: float(r[column]) for r in csv.DictReader(f) if r.get(column)}
 
 
-def rbench_rates(folder, column="samples_per_sec_mean"):
-    """rbench's samples/s from its detailed file: by default the mean-based figure, timm's statistic
-    (the batch over the mean step time); `infer_samples_per_sec` is rbench's median-based one."""
+def rbench_rates(folder, column="infer_samples_per_sec"):
+    """rbench's samples/s from its detailed file: by default timm's statistic (the batch over the
+    mean step time); `samples_per_sec_median` is rbench's median-based figure."""
     return rates(next((folder / "detailed").glob("benchmark-infer-*.csv"), None), column)
 
 
@@ -150,7 +150,7 @@ sweeps_file = work / "sweeps.txt"
 sweeps = [line.split() for line in sweeps_file.read_text().splitlines()] if sweeps_file.is_file() else []
 for i, name, *_ in sweeps:
     ours, theirs = rbench_rates(work / f"rbench-{i}"), rates(work / f"timm-{i}.csv")
-    medians = rbench_rates(work / f"rbench-{i}", "infer_samples_per_sec")
+    medians = rbench_rates(work / f"rbench-{i}", "samples_per_sec_median")
     for model in (work / "models.txt").read_text().split():
         a, b = ours.get(model), theirs.get(model)
         ratio = a / b if a and b else None

@@ -37,8 +37,8 @@ TELEMETRY_COLUMNS = ("clock_mhz", "clock_mhz_min", "memory_clock_mhz", "power_w"
 DETAIL_COLUMNS = (
     "batch_asked", "status", "step_time_p10", "step_time_p50", "step_time_p90", "steps", "peak_memory_mib",
     "compile_s", "backend", "error",
-    # timm's figure (batch over the mean step), and the repeats of the timed loop
-    "step_time_mean", "samples_per_sec_mean", "repeats", "samples_per_sec_repeats", "repeat_spread_pct",
+    # rbench's robust figure (batch over the median step), and the repeats of the timed loop
+    "samples_per_sec_median", "repeats", "samples_per_sec_repeats", "repeat_spread_pct",
     *TELEMETRY_COLUMNS,
     "step_times_ms",  # every timed step, in order
 )
@@ -48,6 +48,22 @@ MODEL_METADATA_COLUMNS = (
     "train_img_size", "test_img_size", "crop_pct", "test_crop_pct", "interpolation", "mean", "std",
     "param_count", "gmacs", "macts", "license", "paper", "origin_url", "hub_id", "note",
 )
+
+
+def current_benchmark_row(kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A stored benchmark row in today's columns. Rows written before `{kind}_samples_per_sec`
+    and `{kind}_step_time` held timm's statistic (the mean step) held rbench's median there and
+    timm's figure in `samples_per_sec_mean` and `step_time_mean`: their own numbers, moved, so a
+    store rewrites its files without running a benchmark again."""
+    if "step_time_mean" not in row:
+        return row
+    row = dict(row)
+    mean_rate, mean_step = row.pop("samples_per_sec_mean", None), row.pop("step_time_mean")
+    median, batch = row.get("step_time_p50"), row.get(f"{kind}_batch_size")
+    row["samples_per_sec_median"] = batch / (median / 1000.0) if batch and median else None
+    if kind != "latency":  # latency's columns were timm's mean-based ones already
+        row[f"{kind}_samples_per_sec"], row[f"{kind}_step_time"] = mean_rate, mean_step
+    return row
 
 
 def sorted_validation(rows: Iterable[Mapping[str, Any]]):
@@ -254,8 +270,8 @@ def _parsed(column: str, text: str | None) -> Any:
 
 
 _DIGITS = {"_samples_per_sec": 2, "step_time": 3, "_p10": 3, "_p50": 3, "_p90": 3, "param_count": 2,
-           "_gmacs": 2, "_macts": 2, "compile_s": 2, "peak_memory_mib": 1, "_ms": 3, "time_mean": 3,
-           "_sec_mean": 2, "_pct": 2, "_mhz": 0, "_mhz_min": 0, "power_w": 1, "temperature_c": 0, "_mj": 3}
+           "_gmacs": 2, "_macts": 2, "compile_s": 2, "peak_memory_mib": 1, "_ms": 3,
+           "_sec_median": 2, "_pct": 2, "_mhz": 0, "_mhz_min": 0, "power_w": 1, "temperature_c": 0, "_mj": 3}
 _TEXT = {"model", "status", "backend", "error", "samples_per_sec_repeats", "throttled", "step_times_ms"}
 _INTEGER = ("_img_size", "_batch_size", "batch_asked", "steps", "repeats", "_queries")
 
@@ -485,6 +501,7 @@ class Results:
             if entry.get("columns"):
                 self.columns[entry["view"]] = entry["columns"]
         elif table == "benchmark":
+            row = row if imported else current_benchmark_row(entry["kind"], row)
             rows, key = self.benchmarks[(entry["kind"], entry["tag"])], (entry["kind"], entry["tag"], row["model"])
             if imported:
                 if key not in self._imported_benchmarks and any(r["model"] == row["model"] for r in rows):

@@ -75,7 +75,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 def test_infer_and_train_csvs_have_the_spec_columns_sorted_by_rate(tmp_path):
     result = CliRunner().invoke(main, ["run", "-m", ",".join(TINY), "--bench", "infer,train", "-b", "cpu",
                                        "--batch-size", "2", "--warmup-steps", "0", "--bench-steps", "2",
-                                       "--bench-seconds", "0", "--out", str(tmp_path)])
+                                       "--bench-seconds", "0", "--bench-repeats", "3", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     for kind, columns in (("infer", INFER_COLUMNS), ("train", TRAIN_COLUMNS)):
         (plain,) = tmp_path.glob(f"benchmark-{kind}-fp32-nchw-{torch_tag()}-cpu-*.csv")
@@ -90,9 +90,16 @@ def test_infer_and_train_csvs_have_the_spec_columns_sorted_by_rate(tmp_path):
         for row in detailed:
             assert (row["status"], row["batch_asked"], row[f"{kind}_batch_size"], row["error"]) == ("ok", "2", "2", "")
             assert float(row["step_time_p10"]) <= float(row["step_time_p50"]) <= float(row["step_time_p90"])
-            # a 2-step loop is short: repeated AUTO_REPEATS times, every step kept
-            assert (row["repeats"], row["steps"], row["compile_s"]) == (str(AUTO_REPEATS), str(2 * AUTO_REPEATS), "")
-            assert len(row["step_times_ms"].split()) == 2 * AUTO_REPEATS
+            # three loops of two steps asked for: every step kept
+            assert (row["repeats"], row["steps"], row["compile_s"]) == ("3", "6", "")
+            times = [float(t) for t in row["step_times_ms"].split()]
+            assert len(times) == 6
+            # timm's statistic under timm's names: batch over the mean step (the loops' samples over their time)
+            # (the file rounds step times to 1e-4 ms, the step time to 1e-3 ms and samples/s to 0.01)
+            mean = sum(times) / len(times)
+            rate = 2 / (mean / 1000)
+            assert float(row[f"{kind}_step_time"]) == pytest.approx(mean, abs=5e-4 + 5e-5)
+            assert float(row[f"{kind}_samples_per_sec"]) == pytest.approx(rate, abs=0.005 + rate * 5e-5 / min(times))
 
 
 class FakeOutOfMemory(Exception):
@@ -289,11 +296,50 @@ def test_repeats_state_their_spread_beside_timms_mean_based_figure(tmp_path):
     # by hand: repeats' rates 4 / 10 ms = 400, 4 / 20 ms = 200, 4 / 12 ms = 333.33 samples/s
     assert (row["repeats"], row["steps"], row["samples_per_sec_repeats"]) == ("3", "9", "400.00 200.00 333.33")
     assert float(row["repeat_spread_pct"]) == round((400 - 200) / (4000 / 12) * 100, 2)  # 60.0
-    # rbench's figure: batch over the median of all nine steps (14 ms); timm's: over their mean (156 / 9 ms)
-    assert float(row["infer_samples_per_sec"]) == round(4 / 0.014, 2)
-    assert float(row["infer_step_time"]) == 14.0
-    assert float(row["step_time_mean"]) == round(156 / 9, 3)
-    assert float(row["samples_per_sec_mean"]) == round(4 / (156 / 9 / 1000), 2)
+    # timm's figure under timm's names: 36 images over the nine steps' 156 ms (batch over the mean step)
+    assert float(row["infer_samples_per_sec"]) == round(36 / 0.156, 2)
+    assert float(row["infer_step_time"]) == round(156 / 9, 3)
+    # rbench's: batch over the median of all nine steps (14 ms), and that median
+    assert float(row["samples_per_sec_median"]) == round(4 / 0.014, 2)
+    assert float(row["step_time_p50"]) == 14.0
+
+
+@pytest.mark.parametrize(("script", "repeats"), [
+    ([5.0, 7.0] * AUTO_REPEATS, AUTO_REPEATS),  # 12 ms of steps: short, repeated
+    ([1499.0, 1501.0], 1),  # 3.000 s of steps: long enough alone
+    ([2999.0, 0.5] * AUTO_REPEATS, AUTO_REPEATS),  # just under 3 s
+])
+def test_a_short_timed_loop_is_repeated_by_the_length_its_steps_measured(tmp_path, script, repeats):
+    """The repeat decision reads the stack's step times, not the host's clock: scripted times decide it."""
+    device = ScriptedDevice(script)
+    (row,) = run_fake(tmp_path, device, steps=2, repeats=None)["infer"]
+    assert not device.script  # every scripted step was timed, none more
+    assert (row["repeats"], row["steps"]) == (str(repeats), str(2 * repeats))
+    assert [float(t) for t in row["step_times_ms"].split()] == script
+
+
+def test_a_store_of_the_median_based_columns_is_rewritten_with_timms_figure(tmp_path):
+    """Records written when samples/s was rbench's median figure: `rbench report` moves their own
+    numbers into today's columns, with no benchmark run."""
+    import json
+
+    script = [10.0, 30.0, 11.0]
+    (row,) = run_fake(tmp_path / "now", ScriptedDevice(script), steps=3, repeats=1)["infer"]
+    (record_path,) = (tmp_path / "now" / "store" / "records").glob("*.json")
+    record = json.loads(record_path.read_text())
+    stored = record["entries"][0]["row"]
+    # the old columns, by hand: samples/s and step time over the median (11 ms), timm's apart
+    stored.update(infer_samples_per_sec=4 / 0.011, infer_step_time=11.0, step_time_mean=17.0,
+                  samples_per_sec_mean=4 / 0.017)
+    stored.pop("samples_per_sec_median")
+    record_path.write_text(json.dumps(record))
+    result = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "now" / "store"), "--out", str(tmp_path / "re")])
+    assert result.exit_code == 0, result.output
+    tag = f"fp32-nchw-{torch_tag()}-fake-x1"
+    (rewritten,) = read_csv(tmp_path / "re" / "detailed" / f"benchmark-infer-{tag}.csv")[1]
+    assert (float(rewritten["infer_samples_per_sec"]), float(rewritten["infer_step_time"])) == (round(4 / 0.017, 2), 17.0)
+    assert float(rewritten["samples_per_sec_median"]) == round(4 / 0.011, 2)
+    assert "samples_per_sec_mean" not in rewritten and rewritten == row
 
 
 def test_one_timed_loop_states_no_spread(tmp_path):
