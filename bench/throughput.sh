@@ -12,16 +12,17 @@
 # rbench; ...), so that a drift of the machine's speed falls on both. Settings match: the same
 # batch, warm-up and timed steps, one timed loop each (rbench --bench-repeats 1, as timm's one
 # loop). Prints per model each tool's median over the rounds of timm's statistic (samples of
-# the timed loop over its time; `infer_samples_per_sec` in both tools' files), every round's
-# figure, their ratio and rbench's median-based figure; the wall time of each sweep; the
-# compiled-versus-eager check; and last, exactly:
+# the timed loop over its time; `infer_samples_per_sec` in both tools' files), the median of
+# the rounds' rbench/timm ratios (each round's pair ran back to back), every round's figure
+# and rbench's median-based figure; the wall time of each sweep; the compiled-versus-eager
+# check; and last, exactly:
 #
 #   min_ratio=<x> sweep_ratio=<y> compile_speedup=<z>
 #
-#   min_ratio        lowest rbench/timm ratio of the two medians over all rows (target: at
-#                    least 0.98)
-#   sweep_ratio      highest rbench/timm ratio of the median sweep wall times over all settings
-#                    (target: at most 0.5)
+#   min_ratio        lowest rbench/timm ratio over all rows, each the median over the rounds of
+#                    the round's ratio (target: at least 0.98)
+#   sweep_ratio      highest rbench/timm sweep wall-time ratio over all settings, each the median
+#                    over the rounds of the round's ratio (target: at most 0.5)
 #   compile_speedup  rbench's samples/s with +compile over without, for COMPILE_MODEL in the
 #                    compile setting (target on cuda: at least 1.5 for resnet50 amp nhwc)
 #
@@ -174,8 +175,8 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-print("\nsamples/s, timm's statistic in both tools (the timed loop's samples over its time): the median over the")
-print("rounds, each round's figure, their ratio; rbench's median-based figure (batch over the median step) last")
+print("\nsamples/s, timm's statistic in both tools (the timed loop's samples over its time): each tool's median over")
+print("the rounds, the median of the rounds' ratios, each round's figure; rbench's median-based figure last")
 print(f"{'setting':<14} {'model':<24} {'rbench/s':>10} {'timm/s':>10} {'ratio':>7}  {'rbench rounds':<30} {'timm rounds':<30} {'median/s':>10}")
 for i, (name, walls) in settings.items():
     rounds = sorted(set(walls["rbench"]) & set(walls["timm"]), key=int)  # rounds both tools finished
@@ -185,22 +186,25 @@ for i, (name, walls) in settings.items():
     for model in models:
         a = median(ours[r].get(model) for r in rounds)
         b = median(theirs[r].get(model) for r in rounds)
-        ratio = a / b if a and b else None
+        # the ratio of each round's pair (run back to back, so a drift of the machine's speed
+        # falls on both), then their median
+        ratio = median(ours[r][model] / theirs[r][model] for r in rounds if ours[r].get(model) and theirs[r].get(model))
         if ratio:
             ratios.append(ratio)
         each = lambda found: " ".join(fmt(found[r].get(model), ".1f") for r in rounds) or "-"  # noqa: E731
         print(f"{name:<14} {model:<24} {fmt(a):>10} {fmt(b):>10} {fmt(ratio, '.3f'):>7}  {each(ours):<30} "
               f"{each(theirs):<30} {fmt(median(medians[r].get(model) for r in rounds)):>10}")
 
-print(f"\n{'sweep':<14} {'rbench s':>10} {'timm s':>10} {'ratio':>7}  (median over the rounds; every round)")
+print(f"\n{'sweep':<14} {'rbench s':>10} {'timm s':>10} {'ratio':>7}  (medians over the rounds, of their ratios; every round)")
 for i, (name, walls) in settings.items():
     rounds = sorted(set(walls["rbench"]) & set(walls["timm"]), key=int)
     if not rounds:
         continue
     ours, theirs = median(walls["rbench"][r] for r in rounds), median(walls["timm"][r] for r in rounds)
-    sweep_ratios.append(ours / theirs)
+    ratio = median(walls["rbench"][r] / walls["timm"][r] for r in rounds)
+    sweep_ratios.append(ratio)
     every = " ".join(f"{walls['rbench'][r]:.1f}/{walls['timm'][r]:.1f}" for r in rounds)
-    print(f"{name:<14} {ours:>10.1f} {theirs:>10.1f} {ours / theirs:>7.3f}  {every}")
+    print(f"{name:<14} {ours:>10.1f} {theirs:>10.1f} {ratio:>7.3f}  {every}")
 
 setting = settings[compile_setting][0] if compile_setting in settings else f"setting {compile_setting}"
 eager_rounds = settings[compile_setting][1]["rbench"] if compile_setting in settings else {}
