@@ -17,6 +17,7 @@ from .store import Store
 
 PAIRED = "_paired"  # a row's per-image top-1 hits, for paired tests; never written to a file
 TOP1 = "_top1"  # a row's (scored sample indices, top-1 classes), for conformance; never written either
+LEAD = "_lead"  # a row's (top-1 logit minus the runner-up's, top-1 logit), aligned with TOP1; never written
 
 
 def paired_hits(record: dict[str, Any], predictions) -> tuple[str, Any]:
@@ -36,15 +37,20 @@ def paired_hits(record: dict[str, Any], predictions) -> tuple[str, Any]:
 def stack_fields(record: dict[str, Any], frame, predictions) -> dict[str, Any]:
     """What a row needs for `conformance-<view>.csv`: its stack (`backend`), the reference stack
     it was validated against (`reference`, only on a non-reference stack's row), each scored
-    sample's top-1 class (`TOP1`), and over the view's samples the largest and the mean of the
-    per-sample logit differences from the reference (`logit_absdiff_max`, `logit_absdiff_mean`)."""
+    sample's top-1 class (`TOP1`) and how far its top-1 logit leads the runner-up's (`LEAD`, from
+    the stored log-probabilities: a log-softmax keeps logit differences; infinite with one class),
+    and over the view's samples the largest and the mean of the per-sample logit differences from
+    the reference (`logit_absdiff_max`, `logit_absdiff_mean`)."""
     import numpy as np
 
     from .predictions import REFERENCE_FIELDS, frame_rows
 
     cell = record.get("cell", {})
+    logp = np.asarray(predictions.topk_logp, dtype=np.float64)
+    lead = logp[:, 0] - logp[:, 1] if logp.shape[1] > 1 else np.full(len(logp), np.inf)
     fields: dict[str, Any] = {"backend": cell.get("backend"),
-                              TOP1: (np.asarray(predictions.indices), np.asarray(predictions.topk)[:, 0])}
+                              TOP1: (np.asarray(predictions.indices), np.asarray(predictions.topk)[:, 0]),
+                              LEAD: (lead, logp[:, 0] + np.asarray(predictions.logsumexp, dtype=np.float64))}
     if "reference" in cell:
         fields["reference"] = cell["reference"]
         if all(f in frame.columns for f in REFERENCE_FIELDS):

@@ -61,6 +61,78 @@ def make_distribution(site: Path, name: str, entry_points: dict[str, dict[str, s
         (site / f"{module}.py").write_text(textwrap.dedent(code))
 
 
+HOLD_PLUGIN = '''
+import os
+import time
+
+import rbench
+
+_batches = 0
+
+
+def _hold(batch):
+    """Log the batch (the pid of the process running it); from batch RBENCH_TEST_HOLD_AT on,
+    wait until the file RBENCH_TEST_RELEASE exists (ten minutes at most: no test hangs forever)."""
+    global _batches
+    _batches += 1
+    with open(os.environ["RBENCH_TEST_BATCHES"], "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    release = os.environ.get("RBENCH_TEST_RELEASE")
+    if release and _batches >= int(os.environ.get("RBENCH_TEST_HOLD_AT", "1")):
+        for _ in range(6000):
+            if os.path.exists(release):
+                break
+            time.sleep(0.1)
+    return batch
+
+
+@rbench.hookimpl
+def rbench_backends():
+    return [rbench.BackendSpec(name="hold", description="waits at a batch until released", modifier=True,
+                               prepare_input=_hold)]
+'''
+
+
+class Hold:
+    """The `hold` backend modifier (`HOLD_PLUGIN`), installed for subprocesses: a run on a `+hold`
+    stack stops at a chosen batch until the test releases it, so a test acts while a cell is
+    surely under way, however fast or loaded the machine, instead of sleeping and hoping."""
+
+    def __init__(self, tmp_path: Path):
+        site = tmp_path / "hold-site"
+        make_distribution(site, "holdplug", {"rbench.backends": {"hold": "holdplug_mod"}}, {"holdplug_mod": HOLD_PLUGIN})
+        self.batches, self.release = tmp_path / "hold-batches.log", tmp_path / "hold-release"
+        self.batches.touch()
+        self.site = site
+
+    def env(self, at: int | None = None) -> dict[str, str]:
+        """The environment of a run that holds at its `at`-th batch (None: never)."""
+        env = {"PYTHONPATH": os.pathsep.join([str(self.site), os.environ.get("PYTHONPATH", "")]),
+               "RBENCH_TEST_BATCHES": str(self.batches)}
+        if at is not None:
+            env.update(RBENCH_TEST_RELEASE=str(self.release), RBENCH_TEST_HOLD_AT=str(at))
+        return env
+
+    def pids(self) -> list[int]:
+        """The process of each batch started so far, in order."""
+        return [int(line) for line in self.batches.read_text().split()]
+
+    def wait_for(self, batches: int, process=None, limit_s: float = 300) -> list[int]:
+        """Wait until `batches` batches have started (the last one is then held); returns `pids()`.
+        The limit only stops a broken run from hanging the test; a slow machine just takes longer."""
+        import time
+
+        deadline = time.monotonic() + limit_s
+        while len(self.pids()) < batches:
+            assert process is None or process.poll() is None, "the run ended before reaching the held batch"
+            assert time.monotonic() < deadline, f"no batch {batches} within {limit_s:g} s"
+            time.sleep(0.05)
+        return self.pids()
+
+    def let_go(self) -> None:
+        self.release.touch()
+
+
 def predictions_of(logits, labels, indices=None, view=None):
     """The `rbench.Predictions` a metric or a view's score gets for these logits, made as rbench
     makes them: the logits reduced by the predictions reducer, then selected for the view.

@@ -12,14 +12,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from rbench import BackendSpec, Grid, hookimpl
 
-from .conftest import make_distribution
+from .conftest import Hold, make_distribution
 
 MODELS = "test_vit,test_efficientnet,test_byobnet,test_resnet,test_convnext"
 
@@ -72,29 +71,34 @@ def records(store: Path) -> list[dict]:
 
 
 def test_killed_run_resumes_only_the_missing_cells_and_matches_an_uninterrupted_run(tmp_path):
+    hold = Hold(tmp_path)
     args = ["run", "-m", MODELS, "--weights", "random", "--bench", "validate,metadata", "--executor", "local",
-            "--workers", "0"]
+            "--workers", "0", "-b", "cpu+hold"]
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "rbench", *args, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / "store" / "records").glob("*.json"))) < 5:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+                            env={**os.environ, **hold.env(at=3)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The metadata cells run first; then each validation cell is one batch: the third is held,
+        # so the kill lands part way through the 10 cells whatever the machine's speed.
+        hold.wait_for(3, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+        hold.let_go()
     finished_before = len(records(out / "store"))
     assert 5 <= finished_before < 10, "the kill should land part way through the 10 cells"
     for name, text in csvs(out).items():  # what is there is a valid file of the finished cells
         assert text.splitlines()[0].startswith("model,"), name
 
-    result = rbench(*args, "--out", str(out))
+    result = rbench(*args, "--out", str(out), env=hold.env())
     assert result.returncode == 0, result.stderr
     ran, held = map(int, re.search(r"(\d+) cell\(s\) to run.*?(\d+) already in the store", result.stdout, re.S).groups())
     assert (ran, held) == (10 - finished_before, finished_before)
     assert len(records(out / "store")) == 10
 
     clean = tmp_path / "clean"
-    assert rbench(*args, "--out", str(clean)).returncode == 0
+    assert rbench(*args, "--out", str(clean), env=hold.env()).returncode == 0
     assert csvs(out) == csvs(clean)
     assert "results-synthetic.csv" in csvs(clean)
 

@@ -20,11 +20,9 @@ import rbench.registry
 from rbench import DatasetSpec, Source, ViewSpec, hookimpl
 from rbench.registry import load_registry
 
-from .conftest import invoke_apart, make_distribution, write_jpegs
+from .conftest import Hold, invoke_apart, write_jpegs
 
 QUICK = ["--weights", "random", "--bench", "validate", "--workers", "0", "--img-size", "32"]
-
-
 
 
 def rbench_process(*args, env=None, **kwargs):
@@ -45,52 +43,42 @@ def images(tmp_path) -> Path:
 
 # --- 1. a kill -9 of the parent leaves the worker's cell pending -----------------------------
 
-SLOW_PLUGIN = '''
-import os
-import time
-import rbench
-
-
-def _slow(batch):
-    time.sleep(float(os.environ.get("RBENCH_TEST_BATCH_SECONDS", "0.5")))
-    return batch
-
-
-@rbench.hookimpl
-def rbench_backends():
-    return [rbench.BackendSpec(name="slow", description="half a second a batch", modifier=True, prepare_input=_slow)]
-'''
-
-
 def test_kill_9_of_the_parent_leaves_the_cell_pending_and_the_worker_dies_with_it(tmp_path, images):
-    site = tmp_path / "site"
-    make_distribution(site, "slowplug", {"rbench.backends": {"slow": "slowplug_mod"}}, {"slowplug_mod": SLOW_PLUGIN})
-    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "TMPDIR": str(tmp_path)}
+    hold = Hold(tmp_path)
     out = tmp_path / "out"
-    args = ["run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "-b", "cpu+slow", "--batch-size", "1",
+    args = ["run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "-b", "cpu+hold", "--batch-size", "1",
             "--executor", "subprocess", "--out", str(out)]
-    parent = rbench_process(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in parent.stdout:  # without a terminal, a line per cell start
-        if line.startswith("start validate test_vit"):
-            break
-    time.sleep(1.0)  # inside the cell, a few batches in
-    workers = subprocess.run(["pgrep", "-f", "rbench.worker"], capture_output=True, text=True).stdout.split()
-    assert workers, "the worker should be running the cell"
-    parent.send_signal(signal.SIGKILL)  # the parent alone, not its process group
-    parent.wait()
-    deadline = time.time() + 20
-    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+    parent = rbench_process(*args, env={**hold.env(at=3), "TMPDIR": str(tmp_path)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        (worker,) = set(hold.wait_for(3, parent))  # inside the cell, held at its third batch of 9
+        assert worker != parent.pid and "rbench.worker" in Path(f"/proc/{worker}/cmdline").read_text()
+        parent.send_signal(signal.SIGKILL)  # the parent alone, not its process group
+        parent.wait()
+    finally:
+        parent.kill()  # (already killed, unless the test failed before)
+        hold.let_go()  # the worker goes on, and must notice that its parent is gone
+    deadline = time.monotonic() + 120  # a generous limit on the wait, not a measure of speed
+    while time.monotonic() < deadline and worker_alive(worker):
         time.sleep(0.1)
-    assert not any(Path(f"/proc/{pid}").exists() and "rbench.worker" in Path(f"/proc/{pid}/cmdline").read_text()
-                   for pid in workers), "the worker ran on after its parent died"
+    assert not worker_alive(worker), "the worker ran on after its parent died"
+    assert len(hold.pids()) < 9  # it stopped within the cell
     assert records(out / "store") == []  # no failure that never happened
     assert not list(tmp_path.glob("rbench-job-*.json"))  # the job file went with the worker
-    again = subprocess.run([sys.executable, "-m", "rbench", *args], env={**os.environ, **env}, capture_output=True,
-                           text=True)
+    again = subprocess.run([sys.executable, "-m", "rbench", *args], env={**os.environ, **hold.env(), "TMPDIR": str(tmp_path)},
+                           capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "1 cell(s) to run" in again.stdout
     assert [r["model"] for r in csv.DictReader((out / "results-imagefolder.csv").open())] == ["test_vit.r160_in1k"]
     assert not (out / "failures.csv").exists()
+
+
+def worker_alive(pid: int) -> bool:
+    """Whether `pid` is still an rbench worker (an exited one may linger as a zombie, without a command line)."""
+    try:
+        return "rbench.worker" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
 
 
 # --- 3. folders that cannot be written, and a full disk --------------------------------------
@@ -207,26 +195,32 @@ def test_rows_say_their_weights_and_two_rows_of_one_model_are_never_written_sile
 # --- 10. two runs on one store: one waits, no cell runs twice ---------------------------------
 
 def test_a_second_run_on_a_busy_store_waits_and_runs_no_cell_twice(tmp_path, images):
-    site = tmp_path / "site"
-    make_distribution(site, "slowplug", {"rbench.backends": {"slow": "slowplug_mod"}}, {"slowplug_mod": SLOW_PLUGIN})
-    # A grid of 27 one-second batches: it still holds the store while the second run plans,
-    # however loaded the machine.
-    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-           "RBENCH_TEST_BATCH_SECONDS": "1.0"}
+    hold = Hold(tmp_path)
     args = ["run", "-m", "test_vit,test_byobnet,test_efficientnet", *QUICK, "--data-dir", str(images),
-            "-b", "cpu+slow", "--batch-size", "1", "--executor", "local", "--out", str(tmp_path / "out")]
-    first = rbench_process(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in first.stdout:  # a line per cell start, without a terminal
-        if line.startswith("start "):
-            break
-    second = rbench_process(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            "-b", "cpu+hold", "--batch-size", "1", "--executor", "local", "--out", str(tmp_path / "out")]
+    # The first run holds the store, stopped at its first batch until the second says it waits.
+    first = rbench_process(*args, env=hold.env(at=1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        hold.wait_for(1, first)
+        # The second never holds: should it not wait, its batches run at once and show in the log.
+        second = rbench_process(*args, env=hold.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        said = []
+        for line in second.stderr:
+            said.append(line)
+            if "waiting for it to finish" in line:
+                break
+    finally:
+        hold.let_go()
     out2, err2 = second.communicate(timeout=600)
+    err2 = "".join(said) + err2
     rest, _ = first.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, err2
     assert "is in use by another rbench run" in err2 and "waiting for it to finish" in err2
     assert "start validate test_efficientnet on imagefolder on cpu" in rest  # the first ran all its cells
     assert "0 cell(s) to run with the local executor, 3 already in the store" in out2
     assert len(records(tmp_path / "out" / "store")) == 3
+    assert set(hold.pids()) == {first.pid}  # every batch ran in the first run
 
 
 # --- 11. an empty view writes no row --------------------------------------------------------
@@ -302,17 +296,16 @@ def test_limit_takes_the_first_images_and_marks_the_rows(tmp_path, images):
 
 
 def test_ctrl_c_exits_130_with_the_resume_hint(tmp_path, images):
-    site = tmp_path / "site"
-    make_distribution(site, "slowplug", {"rbench.backends": {"slow": "slowplug_mod"}}, {"slowplug_mod": SLOW_PLUGIN})
-    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    proc = rbench_process("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "-b", "cpu+slow",
-                          "--batch-size", "1", "--executor", "local", "--out", str(tmp_path / "o"), env=env,
+    hold = Hold(tmp_path)
+    proc = rbench_process("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "-b", "cpu+hold",
+                          "--batch-size", "1", "--executor", "local", "--out", str(tmp_path / "o"), env=hold.env(at=1),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith("start "):
-            break
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        hold.wait_for(1, proc)  # inside the cell, held at its first batch
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        hold.let_go()
+        proc.kill()  # nothing left behind should the interrupt have been lost
     assert proc.returncode == 130
     assert "run the same command again to resume" in err

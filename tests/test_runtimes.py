@@ -159,9 +159,34 @@ def test_a_model_that_cannot_be_exported_is_a_failure_row_and_the_grid_completes
     conformance = csv_rows(out / "conformance-synthetic.csv")
     assert sorted((r["model"], r["stack"]) for r in conformance) == [
         ("test_efficientnet.r160_in1k", "onnxruntime"), ("test_efficientnet.r160_in1k", "openvino")]
-    assert all(r["pass"] == "true" and r["top1_agreement"] == "100.0" for r in conformance)
+    # Full agreement is owed, not lucky: fp32 runtimes keep every logit within TOLERANCE of the
+    # largest, and on these 8 images the reference's top-1 leads its runner-up by more than twice that.
+    reference = reference_logits("test_efficientnet.r160_in1k", 8)
+    scale = reference.abs().max().item()
+    top2 = reference.topk(2, dim=1).values
+    assert (top2[:, 0] - top2[:, 1]).min().item() > 2 * TOLERANCE * scale
+    for row in conformance:
+        assert float(row["logit_absdiff_max"]) <= TOLERANCE * scale, row
+        assert (row["pass"], row["top1_agreement"], row["images"]) == ("true", "100.0", "8"), row
     assert sorted(r["model"] for r in csv_rows(out / "results-synthetic.csv")) == [
         "test_efficientnet.r160_in1k", "test_unexportable"]
+
+
+def reference_logits(name: str, count: int):
+    """The logits of `name` (rbench's random weights) on the first `count` images of the synthetic
+    data set, through PIL and timm's eval transform: an oracle outside rbench's loader."""
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
+    from rbench import DataRequest
+    from rbench.paths import cache_dir
+
+    model = create_model(name, "random")
+    source = load_registry().datasets["synthetic"].load(DataRequest(path=None, cache_dir=cache_dir()))
+    transform = create_transform(**resolve_data_config({}, model=model, use_test_size=True), is_training=False)
+    images = torch.stack([transform(Image.open(path).convert("RGB")) for path, _ in source.samples[:count]])
+    with torch.inference_mode():
+        return model(images)
 
 
 def test_onnxruntime_reserves_a_gpu_on_ray_only_with_its_gpu_build(monkeypatch):
