@@ -232,7 +232,7 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
                       ray_address=ray_address, cell_timeout=cell_timeout)
     check_out_dir(out)
     if html is not None:
-        check_site_dir(html)
+        check_site_dir(html, out)
     registry = get_registry()
     registry.get("executors", options.executor)
     plan = make_plan(options, registry)
@@ -435,7 +435,7 @@ def report(store, out, imports, metric_names, html) -> None:
 
     check_out_dir(out)
     if html is not None:
-        check_site_dir(html)
+        check_site_dir(html, out)
     store_dir = store or out / "store"
     if store is not None and not store.is_dir():
         raise RbenchError(f"store {store} does not exist; pass the --store folder of an earlier `rbench run`")
