@@ -20,6 +20,7 @@ from .cells import Cell, Job
 from .engine import CellOutcome, Grid, record_failure, run_cells
 from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
 from .hookspecs import hookimpl
+from .made import mark_build
 from .host import cpu_name, cpu_tag, cpu_telemetry
 from .paths import cache_dir, timm_info_file
 from .runtime import ExportedModel, exporter_reason
@@ -86,6 +87,7 @@ __all__ = [
     "exporter_reason",
     "hookimpl",
     "list_class_folders",
+    "mark_build",
     "natural_key",
     "one_line",
     "record_failure",

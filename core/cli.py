@@ -232,7 +232,7 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
                       ray_address=ray_address, cell_timeout=cell_timeout)
     check_out_dir(out)
     if html is not None:
-        check_site_dir(html)
+        check_site_dir(html, out)
     registry = get_registry()
     registry.get("executors", options.executor)
     plan = make_plan(options, registry)
@@ -435,7 +435,7 @@ def report(store, out, imports, metric_names, html) -> None:
 
     check_out_dir(out)
     if html is not None:
-        check_site_dir(html)
+        check_site_dir(html, out)
     store_dir = store or out / "store"
     if store is not None and not store.is_dir():
         raise RbenchError(f"store {store} does not exist; pass the --store folder of an earlier `rbench run`")
@@ -686,31 +686,64 @@ def metadata(models, out, workers) -> None:
 
 @main.group(context_settings=CONTEXT)
 def cache() -> None:
-    """The decoded-input cache: list its entries, or clear them."""
+    """The decoded-input cache and data set builds: list them, or clear them."""
 
 
-@cache.command("ls", context_settings=CONTEXT, short_help="List the entries, their geometry and size.")
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _print_foreign(console, paths, where) -> None:
+    """The things in a cache folder that rbench did not make: named, never touched."""
+    paths = list(paths)
+    for path in paths[:10]:
+        console.print(_plain(f"not rbench's, left alone: {path}"))
+    if len(paths) > 10:
+        console.print(_plain(f"not rbench's, left alone: {len(paths) - 10} more in {where}"))
+
+
+@cache.command("ls", context_settings=CONTEXT, short_help="List the entries and builds, and their size.")
 @cache_dir_option
 def cache_ls(cache_dir) -> None:
-    """Each entry (named <data set>-<size>-<interpolation>-crop<crop_pct>-<crop mode>-<key>), its
-    images, its size on disk and when a model last read it."""
+    """Each entry of the decoded-input cache (named <data set>-<size>-<interpolation>-crop<crop_pct>-
+    <crop mode>-<key>), its images, its size on disk and when a model last read it; then each
+    data set build in the rbench cache folder (ImageNet-C's JPEGs, ImageNet-P's frames). What
+    rbench did not make is named as not rbench's."""
     import time
 
     from .input_cache import InputCache, format_size
+    from .made import builds, contents
+    from .paths import cache_dir as rbench_cache
 
     store = InputCache(cache_dir)
     entries = store.entries()
-    if not entries:
-        _console().print(f"the decoded-input cache at {_plain(store.root)} is empty")
-        return
-    table = _table(f"decoded-input cache: {_plain(store.root)}", ("entry", "images", "on disk", "last used"),
-                   right=("images", "on disk"))
-    for e in entries:
-        table.add_row(_plain(e.name if e.meta else f"{e.name} (incomplete)"), f"{e.meta['images']:,}" if e.meta else "-",
-                      format_size(e.bytes), time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)))
     console = _console()
-    console.print(table)
-    console.print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {format_size(sum(e.bytes for e in entries))}")
+    if not entries:
+        console.print(f"the decoded-input cache at {_plain(store.root)} is empty")
+    else:
+        table = _table(f"decoded-input cache: {_plain(store.root)}", ("entry", "images", "on disk", "last used"),
+                       right=("images", "on disk"))
+        for e in entries:
+            table.add_row(_plain(e.name if e.meta else f"{e.name} (incomplete)"),
+                          f"{e.meta['images']:,}" if e.meta else "-",
+                          format_size(e.bytes), time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)))
+        console.print(table)
+        console.print(f"{_plural(len(entries), 'entry', 'entries')}, {format_size(sum(e.bytes for e in entries))}")
+    _print_foreign(console, store.foreign(), store.root)
+    found = builds(rbench_cache())
+    if found:
+        table = _table(f"data set builds: {_plain(rbench_cache())}", ("build", "data set", "files", "on disk"),
+                       right=("files", "on disk"))
+        total, foreign = 0, []
+        for b in found:
+            held = contents(b.path, b.patterns)
+            total += held.bytes
+            foreign.extend(held.foreign)
+            table.add_row(_plain(b.path.relative_to(rbench_cache())), _plain(b.dataset), f"{held.files:,}",
+                          format_size(held.bytes))
+        console.print(table)
+        console.print(f"{_plural(len(found), 'build', 'builds')}, {format_size(total)}")
+        _print_foreign(console, foreign, rbench_cache())
 
 
 def _interactive() -> bool:
@@ -720,46 +753,66 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-@cache.command("clear", context_settings=CONTEXT, short_help="Remove entries: those named, or all.")
+@cache.command("clear", context_settings=CONTEXT, short_help="Remove entries and builds: those named, or all.")
 @cache_dir_option
-@click.option("--all", "everything", is_flag=True, help="Remove every entry, without asking.")
+@click.option("--all", "everything", is_flag=True, help="Remove every entry and build, without asking.")
 @click.argument("names", nargs=-1)
 def cache_clear(cache_dir, everything, names) -> None:
-    """Remove entries: those named (an entry, or a data set: every entry of it), or all.
+    """Remove entries and data set builds: those named (an entry or a build, or a data set: all
+    of its entries and builds), or all.
 
-    With no names it asks before removing every entry, or needs --all (without a terminal it
-    does not ask: it is an error without --all). An incomplete entry (a build that was stopped)
-    is removed with all; a build still running is left alone unless named.
+    With no names it asks before removing every entry and build, or needs --all (without a
+    terminal it does not ask: it is an error without --all). An incomplete entry (a build that
+    was stopped) is removed with all; a build still running is left alone unless named. Only
+    what rbench made is removed (see `rbench cache ls`); anything else is named and left alone.
     """
     from .input_cache import InputCache, format_size
+    from .made import builds, contents, remove_made
+    from .paths import cache_dir as rbench_cache
 
     store = InputCache(cache_dir)
     if names and everything:
         raise RbenchError("rbench cache clear: pass entry or data set names, or --all, not both")
-    entries = store.entries()
+    entries, found = store.entries(), builds(rbench_cache())
     if names:
-        def named(entry, name: str) -> bool:
-            return name in (entry.name, (entry.meta or {}).get("source"))
-
-        doomed = [e for e in entries if any(named(e, n) for n in names)]
-        missing = [n for n in names if not any(named(e, n) for e in entries)]
+        doomed = [e for e in entries if {e.name, (e.meta or {}).get("source")} & set(names)]
+        doomed_builds = [b for b in found if {b.name, b.dataset} & set(names)]
+        known = {e.name for e in entries} | {(e.meta or {}).get("source") for e in entries}
+        missing = [n for n in names if n not in known | {b.name for b in found} | {b.dataset for b in found}]
         if missing:
-            raise RbenchError(f"no cache entry or data set {missing[0]!r} in {store.root}; see `rbench cache ls`")
+            raise RbenchError(f"no cache entry, build or data set {missing[0]!r} in {store.root} or "
+                              f"{rbench_cache()}; see `rbench cache ls`")
     else:
         doomed = [e for e in entries if e.meta is not None or not store.is_running_build(e.path)]
-        what = (f"all {len(doomed)} entr{'y' if len(doomed) == 1 else 'ies'} "
-                f"({format_size(sum(e.bytes for e in doomed))}) of the decoded-input cache at {store.root}")
-        if doomed and not everything:
+        doomed_builds = found
+        parts = []
+        if doomed:
+            parts.append(f"{_plural(len(doomed), 'entry', 'entries')} "
+                         f"({format_size(sum(e.bytes for e in doomed))}) of the decoded-input cache at {store.root}")
+        if found:
+            parts.append(f"{_plural(len(found), 'data set build', 'data set builds')} in {rbench_cache()}")
+        what = "all " + " and ".join(parts)
+        if parts and not everything:
             if not _interactive():
                 raise RbenchError(f"rbench cache clear with no names would remove {what}; pass --all to do so, "
-                                  "or name the entries or data sets to remove (see `rbench cache ls`)")
+                                  "or name the entries, builds or data sets to remove (see `rbench cache ls`)")
             if not click.confirm(f"remove {what}?", default=False):  # click prints it: no markup
                 _console().print("nothing removed")
                 return
     for e in doomed:
         store.remove(e.path)
-    _console().print(f"removed {len(doomed)} entr{'y' if len(doomed) == 1 else 'ies'}, "
-                     f"{format_size(sum(e.bytes for e in doomed))} freed from {_plain(store.root)}")
+    console = _console()
+    console.print(f"removed {_plural(len(doomed), 'entry', 'entries')}, "
+                  f"{format_size(sum(e.bytes for e in doomed))} freed from {_plain(store.root)}")
+    _print_foreign(console, store.foreign(), store.root)
+    if doomed_builds:
+        freed, left = 0, []
+        for b in doomed_builds:
+            freed += contents(b.path, b.patterns).bytes
+            left.extend(remove_made(b.path, b.patterns))
+        console.print(f"removed {_plural(len(doomed_builds), 'data set build', 'data set builds')}, "
+                      f"{format_size(freed)} freed from {_plain(rbench_cache())}")
+        _print_foreign(console, left, rbench_cache())
 
 
 @main.command("list", context_settings=CONTEXT)

@@ -1,7 +1,8 @@
 """The one way rbench writes a file: a temporary file beside it, then a rename.
 
 A reader sees the old file or the new one, never half of one; two writers of one path leave
-one whole file; a write that fails (a full disk) leaves the old file and no temporary one.
+one whole file; a write that fails (a full disk) leaves the old file and no temporary one, and
+its error names the file (a failed write names none by itself).
 Files get the mode that the umask gives a new file, as `open` would.
 """
 
@@ -33,6 +34,11 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a write or flush that found the disk full names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -11,6 +11,9 @@ crop<crop_pct>-<crop mode>-<key>`:
   row was written.
 - `meta.json`: the key and what the entry was made from. It is written last and the folder is
   renamed into place only when every row is written, so a folder with the key's name is whole.
+- `.rbench-made.json`: the marker (see `made`), written first: only a folder that has it (or the
+  `meta.json` of an entry of an earlier rbench) and holds nothing but these files is an entry;
+  anything else in the cache folder is not rbench's, and is never removed.
 
 The key hashes every file's path, size and modification time, the geometry of the data config
 (input size, crop_pct, crop mode, interpolation, and timm's transform itself), the source's
@@ -34,13 +37,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RbenchError
+from .files import write_json
 from .folders import file_stats
+from .made import contents, is_real_folder, mark, read_mark, remove_made
 from .paths import cache_dir
 from .specs import Source
 
 FORMAT = 1  # bump when the files' layout changes: older entries are then rebuilt
 DEFAULT_LIMIT = 100 * 1000**3
 BUILDING = ".building-"  # prefix of a folder being written
+KIND = "input-cache"  # an entry's marker says this
+ENTRY_FILES = ("pixels.u8", "rows.bin", "meta.json")
 DISK_MARGIN = 1000**3  # never fill the disk: keep this much free after an entry
 UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
          "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
@@ -130,7 +137,7 @@ def entry_key(source: Source, config: Mapping[str, Any], geometry_transform: Any
 
 @dataclass(frozen=True)
 class EntryInfo:
-    """One folder of the cache, for `rbench cache ls`: `meta` is None for one still being
+    """One entry of the cache, for `rbench cache ls`: `meta` is None for one still being
     written (or left by a build that died)."""
 
     path: Path
@@ -143,8 +150,24 @@ class EntryInfo:
         return self.path.name
 
 
-def _folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+def _legacy_meta(path: Path) -> bool:
+    """Whether `path` holds the `meta.json` of a whole entry written before entries had markers."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and {"format", "key", "images", "shape", "versions"} <= meta.keys()
+
+
+def is_entry(path: Path) -> bool:
+    """Whether `path` is a folder that rbench made as an entry: its marker (or an earlier
+    rbench's `meta.json`), and nothing inside it but an entry's files."""
+    if not is_real_folder(path):
+        return False
+    marker = read_mark(path)
+    if not ((marker is not None and marker["kind"] == KIND) or _legacy_meta(path)):
+        return False
+    return not contents(path, ENTRY_FILES).foreign
 
 
 class RowWriter:
@@ -191,6 +214,7 @@ class EntryBuild:
         count, shape = meta["images"], tuple(meta["shape"])
         self.folder.mkdir(parents=True)
         try:
+            mark(self.folder, KIND, ENTRY_FILES)
             for name, size in (("pixels.u8", count * shape[0] * shape[1] * shape[2]),
                                ("rows.bin", count * ROW_BYTES)):
                 with open(self.folder / name, "wb") as f:
@@ -217,7 +241,11 @@ class EntryBuild:
         if not written:
             self.abort()
             raise RuntimeError(f"input cache build {self.folder}: the pass ended with rows not written")
-        (self.folder / "meta.json").write_text(json.dumps({**self.meta, "created": time.time()}, indent=1))
+        try:
+            write_json(self.folder / "meta.json", {**self.meta, "created": time.time()})
+        except BaseException:  # a full disk: its error names the file; the build leaves nothing
+            self.abort()
+            raise
         try:
             os.rename(self.folder, self.target)
         except OSError:  # the same entry, finished first by another process
@@ -228,7 +256,7 @@ class EntryBuild:
     def abort(self) -> None:
         if hasattr(self, "writer"):
             self.writer.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        remove_made(self.folder, ENTRY_FILES)
 
 
 class CachedBatches:
@@ -331,10 +359,11 @@ class InputCache:
 
     def find(self, path: Path, key: str, count: int, shape: tuple[int, int, int]) -> bool:
         """Whether `path` holds the complete entry of `key`; one that is stale (another format or
-        key), cut short or otherwise broken is removed, so that it is rebuilt."""
+        key), cut short or otherwise broken is removed, so that it is rebuilt (a folder that is not
+        rbench's is left alone, and the entry is not cached)."""
         import numpy as np
 
-        if not path.is_dir():
+        if not is_entry(path):
             return False
         try:
             meta = json.loads((path / "meta.json").read_text())
@@ -380,7 +409,7 @@ class InputCache:
         try:
             build = EntryBuild(self, path, meta)
         except OSError as exc:  # no space after all, a read-only folder
-            note(f"input cache: {source.name} not cached ({exc.strerror or exc}); decoding every image")
+            note(f"input cache: {source.name} not cached ({exc.strerror or exc} in {self.root}); decoding every image")
             return make_loader(source, config, **decoded)
         note(f"input cache: decoding {source.name} once at {shape[0]}x{shape[1]} into {path} "
              f"({format_size(count * shape[0] * shape[1] * shape[2])})")
@@ -430,31 +459,41 @@ class InputCache:
 
     # --- the whole cache -----------------------------------------------------------------
 
-    def entries(self) -> list[EntryInfo]:
-        """Every folder of the cache, complete or not, by name."""
+    def _children(self) -> list[Path]:
         if not self.root.is_dir():
             return []
+        return sorted(self.root.iterdir())
+
+    def entries(self) -> list[EntryInfo]:
+        """Every entry of the cache (a folder rbench made, see `is_entry`), complete or not, by name."""
         found = []
-        for path in sorted(self.root.iterdir()):
-            if not path.is_dir():
+        for path in self._children():
+            if not is_entry(path):
                 continue
             try:
                 meta = None if path.name.startswith(BUILDING) else json.loads((path / "meta.json").read_text())
                 used = (path / "meta.json") if meta else path
-                found.append(EntryInfo(path=path, meta=meta, bytes=_folder_bytes(path), last_used=used.stat().st_mtime))
+                found.append(EntryInfo(path=path, meta=meta, bytes=contents(path, ENTRY_FILES).bytes,
+                                       last_used=used.stat().st_mtime))
             except (OSError, ValueError):  # vanished meanwhile, or broken: listed as incomplete
                 if path.exists():
-                    found.append(EntryInfo(path=path, meta=None, bytes=_folder_bytes(path),
+                    found.append(EntryInfo(path=path, meta=None, bytes=contents(path, ENTRY_FILES).bytes,
                                            last_used=path.stat().st_mtime))
         return found
 
+    def foreign(self) -> list[Path]:
+        """What the cache folder holds besides entries (files, links, other folders): not
+        rbench's, never removed."""
+        return [path for path in self._children() if not is_entry(path)]
+
     def remove(self, path: Path) -> None:
-        """Remove one entry folder (renamed away first, so no reader sees half of it)."""
-        if not path.exists():
+        """Remove one entry folder (renamed away first, so no reader sees half of it): only its
+        entry files, and only when it is an entry (see `is_entry`)."""
+        if not is_entry(path):
             return
         doomed = path.with_name(f"{BUILDING}removing-{uuid.uuid4().hex[:8]}")
         try:
             os.rename(path, doomed)
         except OSError:
             return  # removed by another process meanwhile
-        shutil.rmtree(doomed, ignore_errors=True)
+        remove_made(doomed, ENTRY_FILES)

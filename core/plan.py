@@ -178,12 +178,15 @@ def check_out_dir(out: Path) -> None:
 
 
 def check_folders(options: RunOptions) -> None:
-    """Every folder the run writes to (`--out`, `--store`) can be written; the decoded-input
-    cache's is a folder (a read-only cache is still read, so it need not be writable)."""
+    """Every folder the run writes to (`--out`, `--store`) can be written, and the store's
+    folders and lock are its own (`Store.check`); the decoded-input cache's is a folder (a
+    read-only cache is still read, so it need not be writable)."""
     from .files import check_writable_folder
+    from .store import Store
 
     check_writable_folder(options.out, "--out")
     check_writable_folder(options.store_dir, "--store")
+    Store(options.store_dir).check()
     if options.input_cache and "validate" in options.benches:
         from .input_cache import default_root
 

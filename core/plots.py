@@ -345,8 +345,14 @@ def draw_static(plot: Plot, folder: Path) -> list[Path]:
     if not plot.points and not plot.heat:
         ax.text(0.5, 0.5, "\n".join(plot.notes) or "no data", transform=ax.transAxes, ha="center", fontsize=8, wrap=True)
     fig.tight_layout()
-    written = [folder / f"{plot.id}.{ext}" for ext in ("png", "svg")]
-    for path in written:
-        fig.savefig(path, dpi=150)
+    from io import BytesIO
+
+    from .files import write_bytes
+
+    written = []
+    for ext in ("png", "svg"):
+        image = BytesIO()  # then written atomically: a link in its place is replaced, never written through
+        fig.savefig(image, format=ext, dpi=150)
+        written.append(write_bytes(folder / f"{plot.id}.{ext}", image.getvalue()))
     plt.close(fig)
     return written

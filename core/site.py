@@ -5,12 +5,19 @@ data) and the keys of their imported rows. Everything it needs is inside `index.
 as one JSON blob, plotly.js read from the installed `plotly` package, and `site.js` / `site.css`
 beside this module; nothing is fetched when it opens. `plots/` holds each plot as PNG and SVG,
 drawn with matplotlib from the same `plots.Plot` data.
+
+The folder may be shared, or hold other things: the site writes there only into an empty folder
+or one of its own earlier sites. `.rbench-site.json` lists the files it wrote with their SHA-256;
+the next site replaces (or, when it has no such plot any more, removes) only those, and only
+while they are as it wrote them. Any other file in the folder stops `--html` with one line.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,11 +29,59 @@ HTML_HINT = "pip install 'rbench[html]'"
 TABLE_GLOBS = ("results-*.csv", "robustness-*.csv", "metrics-*.csv", "benchmark-*.csv", "model_metadata.csv",
                "model_metadata-in1k.csv")
 METADATA_JOIN = ("pretrain", "pretrain_data", "finetune_chain", "technique", "param_count", "gmacs")
+MANIFEST = ".rbench-site.json"  # the files the site wrote: {relative path: SHA-256}
 
 
-def check_site_dir(path: Path) -> None:
-    """`--html DIR` can be written: plotly and matplotlib are installed and DIR is a writable
-    folder; else a one-line `RbenchError`, before any work."""
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def own_files(site: Path) -> dict[str, str]:
+    """`{relative path: SHA-256}` of the files that an earlier site wrote in `site` (its
+    manifest) and that are still regular files as it wrote them."""
+    from .made import is_real_file
+
+    try:
+        manifest = json.loads((site / MANIFEST).read_text()) if is_real_file(site / MANIFEST) else {}
+    except (OSError, ValueError):
+        return {}
+    own = {}
+    for relative, digest in (manifest.get("files", {}) if isinstance(manifest, dict) else {}).items():
+        path = site / relative
+        inside = not Path(relative).is_absolute() and path.resolve().is_relative_to(site.resolve())
+        if inside and is_real_file(path) and _sha256(path) == digest:
+            own[relative] = digest
+    return own
+
+
+def foreign_files(site: Path) -> list[Path]:
+    """What `site` holds that the site did not write (see `own_files`): files and links; a
+    folder counts by what is in it."""
+    from .made import is_real_file, walk
+
+    if not site.is_dir():
+        return []
+    own = {site / relative for relative in own_files(site)}
+    if is_real_file(site / MANIFEST):
+        own.add(site / MANIFEST)
+    return sorted(path for path in walk(site) if path not in own)
+
+
+def _check_no_foreign(site: Path) -> None:
+    from .errors import RbenchError
+
+    foreign = foreign_files(site)
+    if foreign:
+        more = f", and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise RbenchError(f"--html {site} holds files that rbench's site did not write ({foreign[0]}{more}); the "
+                          "site goes only into an empty folder or one of its own earlier sites, and never replaces "
+                          "other files: pass a new folder")
+
+
+def check_site_dir(path: Path, out: Path | None = None) -> None:
+    """`--html DIR` can be written: plotly and matplotlib are installed, DIR is a writable folder
+    that holds nothing but an earlier site's files, and is neither the report's `out` folder nor
+    above it; else a one-line `RbenchError`, before any work."""
     from .errors import RbenchError
     from .files import check_writable_folder
 
@@ -35,7 +90,11 @@ def check_site_dir(path: Path) -> None:
             __import__(module)
         except ImportError:
             raise RbenchError(f"--html needs {module}, which is not installed: {HTML_HINT}") from None
+    if out is not None and (Path(path).resolve() == Path(out).resolve() or Path(path).resolve() in Path(out).resolve().parents):
+        raise RbenchError(f"--html {path} would hold the report's CSV files (--out {out}); pass a folder of its own "
+                          f"for the site, such as {Path(out) / 'site'}")
     check_writable_folder(path, "--html")
+    _check_no_foreign(Path(path))
 
 
 def read_tables(out: Path, imported: Mapping[str, set[tuple[str, ...]]]) -> dict[str, Table]:
@@ -107,14 +166,18 @@ def _inline_script(text: str) -> str:
 def write_site(out: Path, site: Path, imported: Mapping[str, set[tuple[str, ...]]],
                bases: Mapping[str, str | None],
                part_columns: Mapping[str, Sequence[str]] | None = None) -> tuple[Path, list[str]]:
-    """Write `site/index.html` and `site/plots/` from the CSV files in `out`; returns the page's
-    path and notes on what could not be shown. `bases` and `part_columns` are the data set
-    plugins' declarations (`run.view_bases`, `run.view_part_columns`)."""
+    """Write `site/index.html` and `site/plots/` from the CSV files in `out`, and the manifest of
+    what it wrote; returns the page's path and notes on what could not be shown. `bases` and
+    `part_columns` are the data set plugins' declarations (`run.view_bases`,
+    `run.view_part_columns`). A file in `site` that an earlier site did not write is a one-line
+    `RbenchError`, and nothing is written."""
     from plotly.offline import get_plotlyjs
 
-    from .files import write_bytes
+    from .files import write_bytes, write_json
     from .plots import draw_static, plot_data
 
+    _check_no_foreign(site)
+    before = own_files(site)
     tables = read_tables(out, imported)
     plots, notes = plot_data(tables, bases, part_columns)
     if not tables:
@@ -132,8 +195,9 @@ def write_site(out: Path, site: Path, imported: Mapping[str, set[tuple[str, ...]
     index = write_bytes(site / "index.html", page.encode())
     folder = site / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    written = {path for plot in plots for path in draw_static(plot, folder)}
-    for stale in [*folder.glob("*.png"), *folder.glob("*.svg")]:  # an earlier report's plots
-        if stale not in written:
-            stale.unlink()
+    written = [index, *(path for plot in plots for path in draw_static(plot, folder))]
+    files = {os.path.relpath(path, site): _sha256(path) for path in written}
+    for stale in set(before) - set(files):  # an earlier report's plots, as that site wrote them
+        (site / stale).unlink(missing_ok=True)
+    write_json(site / MANIFEST, {"made_by": "rbench", "files": files})
     return index, notes

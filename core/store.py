@@ -34,6 +34,7 @@ from .files import write_bytes, write_json
 
 RECORD_VERSION = 2
 TABLES = ("validation", "benchmark", "metadata")
+FOLDERS = ("records", "predictions", "sources", "grids", "quarantine")  # the store's folders
 
 
 def cell_key(cell: Mapping[str, Any]) -> str:
@@ -126,6 +127,7 @@ class Store:
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every usable record, in key order."""
+        self.check()
         if not self.records_dir.is_dir():
             return
         for path in sorted(self.records_dir.glob("*.json")):
@@ -177,16 +179,61 @@ class Store:
 
     # --- one run at a time ------------------------------------------------------------------
 
+    def check(self) -> None:
+        """Raise a one-line `DataError` when a folder of the store is something else (a file), or
+        its lock is not a plain file of its own (see `_open_lock`)."""
+        import stat
+
+        for name in FOLDERS:
+            path = self.root / name
+            if os.path.lexists(path) and not path.is_dir():
+                raise DataError(f"the store {self.root} has {path}, which is not a folder; it holds the store's "
+                                f"{name}: move it away (or pass another --store) and run again")
+        try:
+            info = os.lstat(self.root / "lock")
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise self._foreign_lock()
+
+    def _foreign_lock(self) -> DataError:
+        return DataError(f"the store's lock {self.root / 'lock'} is not a plain file of its own (a link, a folder, a "
+                         "pipe, or a second name of another file); rbench leaves it alone: remove it (or pass another "
+                         "--store) and run again")
+
+    def _open_lock(self) -> int:
+        """The lock file's descriptor: opened without following a link and without truncating,
+        and only when it is a regular file with no other name, so that a link planted in a
+        shared store cannot make the lock write into (or empty) a file elsewhere."""
+        import errno
+        import stat
+
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.root / "lock", flags, 0o666)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EMLINK, errno.EOPNOTSUPP):
+                raise self._foreign_lock() from None
+            raise
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            raise self._foreign_lock()
+        os.set_blocking(fd, True)
+        return fd
+
     @contextlib.contextmanager
     def lock(self, on_wait: Callable[[str], None] = lambda message: None):
         """Hold the store's lock for one run; while another live run holds it, say so through
         `on_wait` and wait (its cells are then found done, never run twice). The lock is the
-        kernel's (flock): it is released when its holder exits, however it exits."""
+        kernel's (flock): it is released when its holder exits, however it exits. A lock that is
+        not a plain file of the store's own (a link, a folder), or a store folder that is a file,
+        is a one-line `DataError` (see `check`)."""
         import fcntl
 
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / "lock"
-        with open(path, "a+") as f:
+        self.check()
+        with open(self._open_lock(), "r+", closefd=True) as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -195,6 +242,7 @@ class Store:
                 on_wait(f"the store {self.root} is in use by another rbench run ({holder}); waiting for it to "
                         "finish, then running what it left")
                 fcntl.flock(f, fcntl.LOCK_EX)
+            # The lock's own text (who holds it): the file is the store's, checked above.
             f.seek(0)
             f.truncate()
             f.write(f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)[:200]}\n")

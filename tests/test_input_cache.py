@@ -3,6 +3,7 @@ files and the data config, damaged entries detected and rebuilt, and a size limi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -18,11 +19,11 @@ from timm.data import create_transform
 from rbench import DataRequest
 from rbench.cli import main
 from rbench.data import device_batches, make_loader
-from rbench.input_cache import BuildingLoader, CacheCorrupted, CachedBatches, InputCache, entry_key
+from rbench.input_cache import BuildingLoader, CacheCorrupted, CachedBatches, EntryBuild, InputCache, entry_key
 from rbench.registry import get_registry
 
 from . import imagenet_fixtures
-from .conftest import csv_rows
+from .conftest import csv_rows, invoke_apart
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Two eval geometries that differ in every part: size (and a non-square one), crop_pct, crop
@@ -200,6 +201,18 @@ def built_entry(image_folder: Path, tmp_path: Path):
     return source, config, cache, entry.path
 
 
+def started_build(cache: InputCache, pid: int | None = None) -> Path:
+    """The folder of a build as it starts (its marker, its reserved files); under `pid` (a
+    process that does not exist), what a build that died leaves."""
+    build = EntryBuild(cache, cache.root / "never-committed", {"images": 2, "shape": [4, 4, 3]})
+    build.writer.close()
+    if pid is None:
+        return build.folder
+    dead = cache.root / f".building-{socket.gethostname()}-{pid}-abcd1234"
+    os.rename(build.folder, dead)
+    return dead
+
+
 def test_a_damaged_row_is_detected_before_it_is_handed_out(image_folder, tmp_path):
     source, config, cache, path = built_entry(image_folder, tmp_path)
     row = 160 * 160 * 3
@@ -309,9 +322,7 @@ def test_a_pass_stopped_early_leaves_no_entry(image_folder, tmp_path):
 
 def test_cache_ls_and_clear(image_folder, tmp_path):
     source, config, cache, path = built_entry(image_folder, tmp_path)
-    dead = cache.root / f".building-{socket.gethostname()}-999999999-abcd1234"  # no such process
-    dead.mkdir()
-    (dead / "pixels.u8").write_bytes(b"\0" * 10)
+    dead = started_build(cache, pid=999999999)  # no such process
     where = ["--cache-dir", str(cache.root)]
 
     listed = CliRunner().invoke(main, ["cache", "ls", *where])
@@ -354,10 +365,8 @@ def test_cache_clear_without_names_asks_or_needs_all(image_folder, tmp_path, mon
 
 def test_a_new_build_removes_folders_of_dead_builds(image_folder, tmp_path):
     cache = InputCache(tmp_path / "cache")
-    dead = cache.root / f".building-{socket.gethostname()}-999999999-abcd1234"
-    dead.mkdir(parents=True)
-    alive = cache.root / f".building-{socket.gethostname()}-{os.getpid()}-abcd1234"
-    alive.mkdir()
+    dead = started_build(cache, pid=999999999)
+    alive = started_build(cache)  # this process's
     pixels_of(cache.loader(load_source(image_folder), CONFIGS["160-center-bicubic"], **LOADING))
     assert not dead.exists() and alive.exists()
 
@@ -382,3 +391,141 @@ def test_two_builds_of_one_entry_leave_one_whole_entry(image_folder, tmp_path):
     (entry,) = cache.entries()
     assert entry.meta is not None and not first.build.folder.exists()
     assert torch.equal(pixels_of(cache.loader(source, config, **LOADING)), oracle_pixels(source, config))
+
+
+# --- only what rbench made: a cache folder may hold other things --------------------------
+
+def someones_files(root: Path) -> dict[Path, bytes]:
+    """Things a person keeps in a folder given as --cache-dir: folders, a file, and folders
+    that look like rbench's (a build's name with no marker; an entry's marker beside a file
+    that is not an entry's)."""
+    files = {root / ".ssh" / "id_ed25519": b"private key", root / "thesis" / "chapter1.tex": b"\\chapter{One}",
+             root / "notes.txt": b"notes",
+             root / f".building-{socket.gethostname()}-999999998-abcd1234" / "pixels.u8": b"not a build",
+             root / "imagefolder-160x160-bicubic-crop0.95-center-0123456789ab" / "draft.txt": b"draft"}
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    from rbench.made import mark
+
+    mark(root / "imagefolder-160x160-bicubic-crop0.95-center-0123456789ab", "input-cache",
+         ("pixels.u8", "rows.bin", "meta.json"))
+    return files
+
+
+def test_a_run_with_a_cache_folder_of_other_things_removes_none_of_them(image_folder, tmp_path):
+    cache = InputCache(tmp_path / "home")
+    theirs = someones_files(cache.root)
+    dead = started_build(cache, pid=999999999)
+    pixels_of(cache.loader(load_source(image_folder), CONFIGS["160-center-bicubic"], **LOADING))
+    assert not dead.exists() and len(cache.entries()) == 1
+    assert {p: p.read_bytes() for p in theirs} == theirs
+
+
+def built_imagenet_c_and_p(tmp_path: Path) -> dict[str, Path]:
+    """ImageNet-C and ImageNet-P built as a run builds them, into rbench's cache folder: the
+    fewest images, one corruption and one perturbation."""
+    import rbench
+
+    val = tmp_path / "imagenet" / "val"
+    synsets = imagenet_fixtures.info_lines("imagenet_synsets.txt")
+    rng = np.random.default_rng(0)
+    for c in (0, 6):
+        imagenet_fixtures._jpeg(val / synsets[c] / f"ILSVRC2012_val_{c + 1:08d}.JPEG", rng)
+    made = {}
+    for name, options in (("imagenet-c", {"per_class": "1", "corruptions": "pixelate", "severities": "1",
+                                          "build_workers": "1"}),
+                          ("imagenet-p", {"per_class": "1", "perturbations": "brightness", "build_workers": "1"})):
+        source = get_registry().datasets[name].load(DataRequest(path=val, cache_dir=rbench.cache_dir(),
+                                                                allow_partial=True, options=options))
+        (folder,) = (rbench.cache_dir() / name).iterdir()
+        assert all(Path(p).is_file() and Path(p).is_relative_to(folder) for p, _ in source.samples[2:])
+        made[name] = folder
+    return made
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("skimage", "cv2", "scipy")),
+                    reason="the corruptions extra is not installed")
+def test_cache_ls_and_clear_all_touch_only_what_rbench_made(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("RBENCH_CACHE_DIR", str(tmp_path / "rbench-cache"))
+    source, config, cache, path = built_entry(image_folder, tmp_path)
+    dead = started_build(cache, pid=999999999)
+    theirs = someones_files(cache.root)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "data.bin").write_bytes(b"elsewhere")
+    (cache.root / "link").symlink_to(tmp_path / "elsewhere")
+    builds = built_imagenet_c_and_p(tmp_path)
+    stray = builds["imagenet-c"] / "pixelate" / "README.txt"  # put into a build by someone
+    stray.write_bytes(b"mine")
+    theirs[stray] = b"mine"
+    where = ["--cache-dir", str(cache.root)]
+
+    listed = invoke_apart("cache", "ls", *where)
+    assert listed.exit_code == 0, listed.output
+    text = listed.stdout
+    assert path.name in text and f"{dead.name} (incomplete)" in text and "2 entries" in text
+    for name, folder in builds.items():
+        assert f"{name}/{folder.name}" in text and name in text
+    assert "2 builds" in text
+    foreign = {line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("not rbench's, left alone: ")}
+    assert foreign == {str(cache.root / name) for name in (".ssh", "thesis", "notes.txt", "link",
+                                                            f".building-{socket.gethostname()}-999999998-abcd1234",
+                                                            "imagefolder-160x160-bicubic-crop0.95-center-0123456789ab")
+                       } | {str(stray)}
+
+    cleared = invoke_apart("cache", "clear", "--all", *where)
+    assert cleared.exit_code == 0, cleared.output
+    assert "removed 2 entries" in cleared.stdout and "removed 2 data set builds" in cleared.stdout
+    assert f"not rbench's, left alone: {cache.root / 'thesis'}" in cleared.stdout
+    assert f"not rbench's, left alone: {stray}" in cleared.stdout
+    assert not path.exists() and not dead.exists() and not builds["imagenet-p"].exists()
+    assert {p: p.read_bytes() for p in theirs} == theirs  # every file of theirs, as it was
+    assert (tmp_path / "elsewhere" / "data.bin").read_bytes() == b"elsewhere" and (cache.root / "link").is_symlink()
+    # the ImageNet-C build is gone but for the stray file, its folders and the marker that
+    # still says whose the folder is
+    assert sorted(p.relative_to(builds["imagenet-c"]) for p in builds["imagenet-c"].rglob("*")) == \
+        [Path(".rbench-made.json"), Path("pixelate"), Path("pixelate/README.txt")]
+    assert cache.entries() == []
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("skimage", "cv2", "scipy")),
+                    reason="the corruptions extra is not installed")
+def test_cache_clear_by_data_set_removes_its_builds(tmp_path, monkeypatch):
+    monkeypatch.setenv("RBENCH_CACHE_DIR", str(tmp_path / "rbench-cache"))
+    builds = built_imagenet_c_and_p(tmp_path)
+    cleared = invoke_apart("cache", "clear", "imagenet-p", "--cache-dir", str(tmp_path / "inputs"))
+    assert cleared.exit_code == 0 and "removed 1 data set build" in cleared.stdout, cleared.output
+    assert not builds["imagenet-p"].exists() and (builds["imagenet-c"] / "build.json").is_file()
+    cleared = invoke_apart("cache", "clear", builds["imagenet-c"].name, "--cache-dir", str(tmp_path / "inputs"))
+    assert cleared.exit_code == 0 and not builds["imagenet-c"].exists(), cleared.output
+
+
+def test_a_full_cache_disk_names_the_cache_folder_and_leaves_no_build(image_folder, tmp_path, monkeypatch):
+    import errno
+
+    import rbench.files
+    import rbench.input_cache
+
+    source, config = load_source(image_folder), CONFIGS["160-center-bicubic"]
+    cache = InputCache(tmp_path / "cache")
+
+    def no_room(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:  # no room to reserve the entry: decoded, not cached, and said where
+        patch.setattr(rbench.input_cache.os, "posix_fallocate", no_room)
+        notes = []
+        assert torch.equal(pixels_of(cache.loader(source, config, note=notes.append, **LOADING)),
+                           oracle_pixels(source, config))
+    (note,) = notes
+    assert "not cached (No space left on device in " + str(cache.root) in note
+    assert cache.entries() == [] and list(cache.root.iterdir()) == []
+
+    def fills_up(path, data):  # the disk fills as the last file is written: the write names no file
+        return rbench.files.write_atomic(path, lambda f: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
+
+    monkeypatch.setattr(rbench.input_cache, "write_json", fills_up)
+    with pytest.raises(OSError) as raised:
+        pixels_of(cache.loader(source, config, **LOADING))
+    assert raised.value.errno == errno.ENOSPC and Path(raised.value.filename).parent.parent == cache.root
+    assert list(cache.root.iterdir()) == []  # neither the build nor a temporary file is left

@@ -223,6 +223,54 @@ def test_a_second_run_on_a_busy_store_waits_and_runs_no_cell_twice(tmp_path, ima
     assert set(hold.pids()) == {first.pid}  # every batch ran in the first run
 
 
+# --- 10b. a lock or a store folder that is not what rbench makes ----------------------------
+
+@pytest.mark.parametrize("kind", ["link", "dangling link", "folder", "pipe", "second name"])
+def test_a_lock_that_is_not_the_stores_own_file_is_one_line_and_its_target_is_left_intact(tmp_path, images, kind):
+    store = tmp_path / "o" / "store"
+    store.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a file of someone's, outside the store\n")
+    lock = store / "lock"
+    if kind == "link":
+        lock.symlink_to(victim)
+    elif kind == "dangling link":
+        lock.symlink_to(tmp_path / "not-there")
+    elif kind == "folder":
+        lock.mkdir()
+    elif kind == "pipe":
+        os.mkfifo(lock)
+    else:
+        os.link(victim, lock)
+    result = invoke_apart("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"rbench: error: the store's lock {lock} is not a plain file of its own") and "remove it" in line
+    assert victim.read_text() == "a file of someone's, outside the store\n"
+    assert not (tmp_path / "not-there").exists() and records(store) == []
+
+
+def test_a_store_folder_that_is_a_file_is_one_line(tmp_path, images):
+    store = tmp_path / "o" / "store"
+    store.mkdir(parents=True)
+    (store / "records").write_text("not a folder")
+    for command in (["run", "-m", "test_vit", *QUICK, "--data-dir", str(images)], ["report"], ["status"]):
+        result = invoke_apart(*command, "--out", str(tmp_path / "o"))
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert f"{store / 'records'}, which is not a folder" in line
+    assert (store / "records").read_text() == "not a folder"
+
+
+def test_the_lock_names_its_holder_while_held_and_is_emptied_after(tmp_path):
+    from rbench.store import Store
+
+    store = Store(tmp_path / "store")
+    with store.lock():
+        assert (tmp_path / "store" / "lock").read_text().startswith(f"pid {os.getpid()} on ")
+    assert (tmp_path / "store" / "lock").read_text() == ""
+
+
 # --- 11. an empty view writes no row --------------------------------------------------------
 
 class EmptyViewSource:

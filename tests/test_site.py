@@ -222,6 +222,57 @@ def test_html_of_nothing_is_the_one_line_error_of_report(tmp_path):
     assert "nothing to report" in line and not (tmp_path / "s" / "index.html").exists()
 
 
+def test_html_never_replaces_or_removes_a_file_it_did_not_write(tmp_path):
+    zoo = tmp_path / "zoo"
+    write_zoo(zoo)
+    site = tmp_path / "site"
+    theirs = {site / "index.html": b"<p>my own page</p>", site / "notes.txt": b"notes",
+              site / "plots" / "figure1.png": b"my figure", site / "plots" / "figure1.svg": b"<svg/>"}
+    for path, data in theirs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    result = invoke_apart("report", "--out", str(tmp_path / "out"), "--import", str(zoo), "--html", str(site))
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert f"--html {site} holds files that rbench's site did not write" in line and "pass a new folder" in line
+    assert {p: p.read_bytes() for p in theirs} == theirs and sorted(site.rglob("*.*")) == sorted(theirs)
+    assert not list((tmp_path / "out").glob("*.csv"))  # refused before any work
+    same = invoke_apart("report", "--out", str(tmp_path / "out"), "--import", str(zoo), "--html", str(tmp_path / "out"))
+    assert same.exit_code == 2 and "would hold the report's CSV files" in same.stderr
+
+
+def test_a_second_html_into_its_own_folder_replaces_its_own_files(tmp_path):
+    zoo, fewer = tmp_path / "zoo", tmp_path / "fewer"
+    write_zoo(zoo)
+    shutil.copytree(zoo, fewer)
+    (fewer / BENCH).unlink()
+    (fewer / "results-imagenetv2-matched-frequency.csv").unlink()
+    site = tmp_path / "site"
+    first = invoke_apart("report", "--out", str(tmp_path / "out1"), "--import", str(zoo), "--html", str(site))
+    assert first.exit_code == 0, first.output + first.stderr
+    drawn = {p.name for p in (site / "plots").iterdir()}
+    assert "results-imagenetv2-matched-frequency.csv" in [t["name"] for t in page_data(site / "index.html")["tables"]]
+    assert any(n.startswith("throughput-") for n in drawn) and any(n.startswith("shift-") for n in drawn)
+
+    second = invoke_apart("report", "--out", str(tmp_path / "out2"), "--import", str(fewer), "--html", str(site))
+    assert second.exit_code == 0, second.output + second.stderr
+    # the page and plots are the second report's; the first's plots that it no longer has are gone
+    shown = [t["name"] for t in page_data(site / "index.html")["tables"]]
+    assert "results-imagenet.csv" in shown and "results-imagenetv2-matched-frequency.csv" not in shown
+    assert not any(name.startswith("benchmark-") for name in shown)
+    now = {p.name for p in (site / "plots").iterdir()}
+    assert now and now < drawn and not any(n.startswith(("throughput-", "shift-")) for n in now)
+    manifest = json.loads((site / ".rbench-site.json").read_text())["files"]
+    assert sorted(manifest) == sorted(["index.html", *(f"plots/{n}" for n in now)])
+
+    # a file of the site changed since it wrote it is someone's now: left as it is, and a refusal
+    edited = site / "plots" / sorted(now)[0]
+    edited.write_bytes(b"edited by hand")
+    third = invoke_apart("report", "--out", str(tmp_path / "out3"), "--import", str(fewer), "--html", str(site))
+    assert third.exit_code == 2 and str(edited) in third.stderr
+    assert edited.read_bytes() == b"edited by hand"
+
+
 def test_broken_inputs_still_make_a_page_that_says_what_is_missing(tmp_path):
     from rbench.site import write_site
 

@@ -62,6 +62,8 @@ INSTALL_HINT = "pip install 'rbench[corruptions]'"
 # Bump with any change of the made files' pixels (corruptions.VERSION, the preparation, the
 # JPEG settings): it names the build folder, so files made otherwise are never read.
 BUILD_VERSION = "v1"
+# The files a build writes (its marker says so: `rbench cache clear` removes these and no others).
+BUILD_FILES = ("*.JPEG", ".complete", "build.json", ".*.tmp")
 JPEG_QUALITY = 85
 
 # AlexNet's top-1 error on the published ImageNet-C, per corruption and severity (fractions of
@@ -180,9 +182,15 @@ def made_image(source_path: str, key: str, corruption: str, severity: int):
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # a write that found the disk full names no file: name it
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
 
 
 def _build_image(task: tuple[str, str, list[tuple[str, int, str]]]) -> int:
@@ -554,6 +562,7 @@ def load_made(request: rbench.DataRequest, root: Path) -> rbench.Source:
     base = Path(options["build_dir"]).expanduser() if "build_dir" in options else request.cache_dir / "imagenet-c"
     folder = build_folder(base, per_class, [(path, key) for path, _, key in chosen])
     folder.mkdir(parents=True, exist_ok=True)
+    rbench.mark_build(folder, name, BUILD_FILES)
     info = folder / "build.json"
     if not info.exists():
         from . import corruptions

@@ -56,6 +56,8 @@ DEFAULT_CLASS_STEP = 6
 SEED_SCHEME = "sha256(key, perturbation, noise level) v1; torch and numpy global generators"
 # Bump with any change of the made frames' pixels: it names the build folder.
 BUILD_VERSION = "p2"
+# The files a build writes (its marker says so: `rbench cache clear` removes these and no others).
+BUILD_FILES = ("*.png", "build.json", ".*.tmp")
 INSTALL_HINT = "pip install 'rbench[corruptions]'"
 
 
@@ -421,7 +423,12 @@ def write_sequence(pixels, final: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for i, frame in enumerate(pixels):
-        Image.fromarray(frame).save(frame_file(tmp, i), format="PNG")
+        try:
+            Image.fromarray(frame).save(frame_file(tmp, i), format="PNG")
+        except OSError as exc:
+            if exc.filename is None:  # a write that found the disk full names no file: name it
+                raise OSError(exc.errno, exc.strerror or str(exc), str(frame_file(tmp, i))) from exc
+            raise
     try:
         os.replace(tmp, final)
     except OSError:  # made meanwhile by another build
@@ -663,6 +670,7 @@ def load_made(request: rbench.DataRequest, root: Path, options: dict) -> rbench.
     digest = hashlib.sha256(f"{BUILD_VERSION}\0{SEED_SCHEME}\0{root.resolve()}".encode()).hexdigest()[:12]
     folder = base / f"{BUILD_VERSION}-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
+    rbench.mark_build(folder, "imagenet-p", BUILD_FILES)
     info = folder / "build.json"
     if not info.exists():
         imagenet_c._write_atomic(info, json.dumps({"build": BUILD_VERSION, "seed": SEED_SCHEME, "val": str(root),
@@ -766,6 +774,8 @@ def load_published(request: rbench.DataRequest, root: Path, options: dict) -> rb
     base = Path(options["build_dir"]).expanduser() if "build_dir" in options else request.cache_dir / "imagenet-p"
     digest = hashlib.sha256(f"{BUILD_VERSION}\0published\0{root.resolve()}".encode()).hexdigest()[:12]
     folder = base / f"published-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    rbench.mark_build(folder, "imagenet-p", BUILD_FILES)
     samples: list[tuple[str, int]] = []
     blocks, tasks, problems = [], [], []
     for perturbation in perturbations:
