@@ -424,6 +424,7 @@ def _print_results(console, results, written) -> None:
 def report(store, out, imports, metric_names, html) -> None:
     """Rebuild every CSV from a store's records and predictions (no model runs), optionally
     ranked among imported published results; with --html, an offline site of them."""
+    from .listings import ListingError
     from .plan import check_out_dir, select_metrics
     from .predictions import DamagedPredictions
     from .registry import get_registry
@@ -441,12 +442,15 @@ def report(store, out, imports, metric_names, html) -> None:
         raise RbenchError(f"store {store} does not exist; pass the --store folder of an earlier `rbench run`")
     registry = get_registry()
     the_store = Store(store_dir)
-    results = Results(bases=view_bases(registry), scorer=Scorer(the_store, select_metrics(_split(metric_names), registry)))
+    results = Results(bases=view_bases(registry),
+                      scorer=Scorer(the_store, select_metrics(_split(metric_names), registry), registry))
     console = _console()
     skipped = []
     for record in the_store.records():
         try:
             results.add_record(record)
+        except ListingError as exc:  # its message says how to list the data again
+            skipped.append(f"{exc}; its record is skipped")
         except (DamagedPredictions, DataError) as exc:
             skipped.append(f"{exc}; skipped (`rbench run` again re-runs that cell)")
     files = []
@@ -503,12 +507,13 @@ def compare(a, b, view, img_size, store, out) -> None:
     timm tags as in the results files, or architectures when the store holds one tag of each.
     """
     from .compare import compare as compare_models
+    from .registry import get_registry
     from .store import Store
 
     the_store = Store(store or out / "store")
     if not the_store.root.is_dir():
         raise RbenchError(f"store {the_store.root} does not exist; pass the --store (or --out) of an earlier `rbench run`")
-    found = compare_models(the_store, a, b, view=view, img_size=img_size)
+    found = compare_models(the_store, a, b, view=view, img_size=img_size, registry=get_registry())
     for problem in the_store.problems:
         click.echo(f"rbench: warning: {problem}", err=True)
     console = _console()

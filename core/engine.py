@@ -185,7 +185,7 @@ def _run_grid(plan, registry, store: Store, force, retry_failed, on_event, on_st
     options = plan.options
     identities = {source.name: source_identity(source) for source in plan.sources}
     cells = plan_cells(plan, identities)
-    listings = {s.name: store.put_source(s, identities[s.name]) for s in plan.sources}
+    listings = {s.name: store.put_source(s, identities[s.name], registry) for s in plan.sources}
     held = {} if force else store.load(c.key for c in cells)
     todo = []
     for cell in cells:
