@@ -274,6 +274,7 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from .engine import STATUS_SKIPPED
     from .run import run
 
     options = plan.options
@@ -335,6 +336,9 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
                     counts["ok"] += 1
                     if not live:
                         console.print(_plain(f"done  {label}"))
+                elif event["status"] == STATUS_SKIPPED:  # not the cell's failure: its message says what to do
+                    failed[event["status"]] = failed.get(event["status"], 0) + 1
+                    errors.print(f"[yellow]skipped[/] {_plain(label)}: {_plain(event['message'])}", soft_wrap=True)
                 else:
                     failed[event["status"]] = failed.get(event["status"], 0) + 1
                     message = event["message"].splitlines()[0] if event["message"] else ""
@@ -367,6 +371,10 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
         errors.print(_plain(f"{len(results.failures)} cell(s) failed: see {options.out / 'failures.csv'}; "
                             "run again with --retry-failed to retry them"))
         raise SystemExit(1)  # the grid finished, but not every cell: scripts should notice
+    if failed.get(STATUS_SKIPPED):
+        errors.print(_plain(f"{failed[STATUS_SKIPPED]} cell(s) were skipped, their records kept as they were; "
+                            "run the same command again to run them"))
+        raise SystemExit(1)
 
 
 def _conformance_table(title: str, rows):
