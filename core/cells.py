@@ -197,16 +197,21 @@ class JobContext:
         self._stacks: dict[str, BackendStack] = {}
         self._sources: dict[str, Source] = {}
 
+    def plugins(self):
+        """The registry the job's stacks and sources are resolved in (default: this process's)."""
+        from .registry import get_registry
+
+        return self.registry or get_registry()
+
     def stack(self, name: str) -> BackendStack:
         if name not in self._stacks:
-            from .registry import get_registry
-
-            self._stacks[name] = resolve_stack(name, self.registry or get_registry())
+            self._stacks[name] = resolve_stack(name, self.plugins())
         return self._stacks[name]
 
     def source(self, name: str) -> Source:
+        """A source's listing, read from the store; `ListingError` when it cannot be used."""
         if name not in self._sources:
-            self._sources[name] = self.store.get_source(self.job.sources[name])
+            self._sources[name] = self.store.get_source(self.job.sources[name], self.plugins())
         return self._sources[name]
 
 

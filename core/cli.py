@@ -274,6 +274,7 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from .engine import STATUS_SKIPPED
     from .run import run
 
     options = plan.options
@@ -335,6 +336,9 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
                     counts["ok"] += 1
                     if not live:
                         console.print(_plain(f"done  {label}"))
+                elif event["status"] == STATUS_SKIPPED:  # not the cell's failure: its message says what to do
+                    failed[event["status"]] = failed.get(event["status"], 0) + 1
+                    errors.print(f"[yellow]skipped[/] {_plain(label)}: {_plain(event['message'])}", soft_wrap=True)
                 else:
                     failed[event["status"]] = failed.get(event["status"], 0) + 1
                     message = event["message"].splitlines()[0] if event["message"] else ""
@@ -367,6 +371,10 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
         errors.print(_plain(f"{len(results.failures)} cell(s) failed: see {options.out / 'failures.csv'}; "
                             "run again with --retry-failed to retry them"))
         raise SystemExit(1)  # the grid finished, but not every cell: scripts should notice
+    if failed.get(STATUS_SKIPPED):
+        errors.print(_plain(f"{failed[STATUS_SKIPPED]} cell(s) were skipped, their records kept as they were; "
+                            "run the same command again to run them"))
+        raise SystemExit(1)
 
 
 def _conformance_table(title: str, rows):
@@ -424,6 +432,7 @@ def _print_results(console, results, written) -> None:
 def report(store, out, imports, metric_names, html) -> None:
     """Rebuild every CSV from a store's records and predictions (no model runs), optionally
     ranked among imported published results; with --html, an offline site of them."""
+    from .listings import ListingError
     from .plan import check_out_dir, select_metrics
     from .predictions import DamagedPredictions
     from .registry import get_registry
@@ -441,12 +450,15 @@ def report(store, out, imports, metric_names, html) -> None:
         raise RbenchError(f"store {store} does not exist; pass the --store folder of an earlier `rbench run`")
     registry = get_registry()
     the_store = Store(store_dir)
-    results = Results(bases=view_bases(registry), scorer=Scorer(the_store, select_metrics(_split(metric_names), registry)))
+    results = Results(bases=view_bases(registry),
+                      scorer=Scorer(the_store, select_metrics(_split(metric_names), registry), registry))
     console = _console()
     skipped = []
     for record in the_store.records():
         try:
             results.add_record(record)
+        except ListingError as exc:  # its message says how to list the data again
+            skipped.append(f"{exc}; its record is skipped")
         except (DamagedPredictions, DataError) as exc:
             skipped.append(f"{exc}; skipped (`rbench run` again re-runs that cell)")
     files = []
@@ -503,12 +515,13 @@ def compare(a, b, view, img_size, store, out) -> None:
     timm tags as in the results files, or architectures when the store holds one tag of each.
     """
     from .compare import compare as compare_models
+    from .registry import get_registry
     from .store import Store
 
     the_store = Store(store or out / "store")
     if not the_store.root.is_dir():
         raise RbenchError(f"store {the_store.root} does not exist; pass the --store (or --out) of an earlier `rbench run`")
-    found = compare_models(the_store, a, b, view=view, img_size=img_size)
+    found = compare_models(the_store, a, b, view=view, img_size=img_size, registry=get_registry())
     for problem in the_store.problems:
         click.echo(f"rbench: warning: {problem}", err=True)
     console = _console()

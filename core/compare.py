@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import RbenchError, UnknownNameError
 from .predictions import view_predictions
-from .scoring import paired_hits
+from .scoring import Scorer, paired_hits
 from .statistics import PairedComparison, paired_difference
 from .store import Store
 
@@ -59,37 +59,41 @@ def _records_of(store: Store, name: str, img_size: int | None) -> list[dict[str,
     return records
 
 
-def _hits_by_view(store: Store, records: list[dict[str, Any]], views: set[str] | None) -> dict[str, tuple[str, Any]]:
+def _hits_by_view(scorer: Scorer, records: list[dict[str, Any]], views: set[str] | None) -> dict[str, tuple[str, Any]]:
     """`{view: (images key, top-1 hits)}` over a model's records (the later record of a view wins)."""
     found: dict[str, tuple[str, Any]] = {}
     for record in records:
-        source = store.get_source(record["source_listing"])
+        listing, source = scorer.source(record)
         wanted = [v for v in source.views if views is None or v.name in views]
         if not wanted:
             continue
-        frame = store.get_predictions(record, label_sets=False)
+        frame = scorer.store.get_predictions(record, label_sets=False)
         for view in wanted:
             predictions = view_predictions(frame, source, view)
             if len(predictions):
-                found[view.name] = paired_hits(record, predictions)
+                found[view.name] = paired_hits({**record, "source_listing": listing}, predictions)
     return found
 
 
-def compare(store: Store, a: str, b: str, view: str | None = None, img_size: int | None = None) -> list[ViewComparison]:
+def compare(store: Store, a: str, b: str, view: str | None = None, img_size: int | None = None,
+            registry=None) -> list[ViewComparison]:
     """`a` against `b` on `view` (default: every view both were scored on), from the store's
     predictions. Raises `UnknownNameError` for a model the store has not validated,
-    `NotPaired` for models not run on the same images, `RbenchError` for no view in common."""
+    `NotPaired` for models not run on the same images, `RbenchError` for no view in common, and
+    `ListingError` for a source listing that cannot be used. `registry`: the plugins whose data
+    sets rebuild the listings' callables (None: listings without callables)."""
     if not store.records_dir.is_dir():
         raise RbenchError(f"store {store.root} holds no records; pass the --store (or --out) of an earlier `rbench run`")
     records_a, records_b = _records_of(store, a, img_size), _records_of(store, b, img_size)
     tag_a, tag_b = records_a[0]["common"]["model"], records_b[0]["common"]["model"]
     views = None if view is None else {view}
-    hits_a, hits_b = _hits_by_view(store, records_a, views), _hits_by_view(store, records_b, views)
+    scorer = Scorer(store, [], registry)
+    hits_a, hits_b = _hits_by_view(scorer, records_a, views), _hits_by_view(scorer, records_b, views)
     if view is not None:
         for tag, hits in ((tag_a, hits_a), (tag_b, hits_b)):
             if view not in hits:
                 raise RbenchError(f"{tag} has no row on the view {view!r} in {store.root}; its views: "
-                                  f"{', '.join(sorted(_hits_by_view(store, records_a if tag == tag_a else records_b, None))) or 'none'}")
+                                  f"{', '.join(sorted(_hits_by_view(scorer, records_a if tag == tag_a else records_b, None))) or 'none'}")
     common = [v for v in hits_a if v in hits_b]
     if not common:
         raise NotPaired(f"{tag_a} and {tag_b} share no view in {store.root} (views {', '.join(sorted(hits_a))} and "

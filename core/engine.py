@@ -29,10 +29,14 @@ from typing import Any
 from .cells import CELL_RUNNERS, Cell, CellFailure, Job, JobContext, job_digest, make_job, metadata_batch, \
     plan_cells, source_identity
 from .errors import ExportError, RbenchError, one_line
+from .listings import ListingError
 from .specs import Event
 from .store import Store
 
 STATUS_OK = "ok"
+# A cell that did not run because rbench's own bookkeeping failed (a listing that cannot be
+# read): it gets no record, so a finished one stays and a missing one stays pending.
+STATUS_SKIPPED = "skipped"
 EVENTS = ("start", "progress", "note", "done")
 
 
@@ -151,6 +155,11 @@ def run_cells(job: Job, on_event: Callable[[Event], None] = lambda event: None,
             status, message = extra.pop("status", STATUS_OK), extra.pop("message", "")
         except CellTimeout:
             entries, status, message = [], "timeout", f"ran past --cell-timeout {timeout:g} s"
+        except ListingError as exc:
+            message = f"{exc}; the cell is skipped"
+            on_event({"event": "done", "key": cell.key, "status": STATUS_SKIPPED, "message": message})
+            yield CellOutcome(cell=cell, status=STATUS_SKIPPED, message=message)
+            continue
         except (CellFailure, ExportError) as exc:
             entries, status, message = [], exc.status, str(exc)
         except RbenchError as exc:
@@ -185,7 +194,7 @@ def _run_grid(plan, registry, store: Store, force, retry_failed, on_event, on_st
     options = plan.options
     identities = {source.name: source_identity(source) for source in plan.sources}
     cells = plan_cells(plan, identities)
-    listings = {s.name: store.put_source(s, identities[s.name]) for s in plan.sources}
+    listings = {s.name: store.put_source(s, identities[s.name], registry) for s in plan.sources}
     held = {} if force else store.load(c.key for c in cells)
     todo = []
     for cell in cells:
@@ -212,5 +221,10 @@ def _run_grid(plan, registry, store: Store, force, retry_failed, on_event, on_st
                 on_event=on_event, options={"ray_address": options.ray_address}, registry=registry)
     for outcome in executor.execute(grid):
         record = store.get(outcome.cell.key)
-        if record is not None:
+        if record is None:
+            continue
+        try:
             on_record(record)
+        except RbenchError as exc:  # such as a listing damaged while the grid ran: the record is kept
+            on_event({"event": "note", "key": outcome.cell.key, "message": f"{exc}; its rows are left out of this "
+                      "report"})

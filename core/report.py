@@ -541,9 +541,11 @@ class Results:
         self.unreadable.extend(record.get("unreadable", []))
         if record.get("status", "ok") != "ok":
             info = record.get("cell_info") or {}
+            views = (info.get("identity") or {}).get("views") if info.get("kind") == "validate" else None
             self.failures.append({"model": info.get("model"), "dataset": info.get("source"),
                                   "backend": info.get("backend"), "bench": info.get("kind"),
-                                  "status": record["status"], "message": record.get("message", "")})
+                                  "status": record["status"], "message": record.get("message", ""),
+                                  "views": list(views or ())})
 
 
 def imported_rows(results: Results) -> dict[str, set[tuple[str, ...]]]:
@@ -577,6 +579,17 @@ def write_reports(results: Results, out: Path) -> list[Path]:
     for view, rows in results.metric_rows.items():
         if metric_columns:
             written.append(write_csv(metrics_table(rows, metric_columns, ties="top1" in metric_columns),
+                                     out / f"metrics-{view}.csv"))
+    # A view whose every cell failed gets its files with no row: an earlier report's rows of those
+    # cells must not stay beside their failures.csv rows.
+    failed_views = {v for f in results.failures for v in f.get("views", ())}
+    for view in sorted(failed_views - set(results.validation) - set(results.metric_rows)):
+        base = results.bases.get(view)
+        if "top1" in metric_columns:
+            written.append(write_csv(validation_table([], results.validation.get(base) if base else None,
+                                                      results.columns.get(view)), out / f"results-{view}.csv"))
+        if metric_columns:
+            written.append(write_csv(metrics_table([], metric_columns, ties="top1" in metric_columns),
                                      out / f"metrics-{view}.csv"))
     from .conformance import conformance_table
 

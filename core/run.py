@@ -37,7 +37,7 @@ def run(plan: Plan, registry: Registry, *, force: bool = False, retry_failed: bo
         on_start: Callable[[list, int], None] = lambda todo, done: None) -> Results:
     """Run the plan's missing cells; rewrite the reports in `--out` as each record arrives."""
     options = plan.options
-    results = Results(bases=view_bases(registry), scorer=Scorer(Store(options.store_dir), plan.metrics))
+    results = Results(bases=view_bases(registry), scorer=Scorer(Store(options.store_dir), plan.metrics, registry))
     started = time.time()
     write_json(options.out / "run.json", run_info(started, None, plan))
 

@@ -63,26 +63,32 @@ def stack_fields(record: dict[str, Any], frame, predictions) -> dict[str, Any]:
 
 
 class Scorer:
-    """Turns validation records into rows. Keeps each source listing it reads, once."""
+    """Turns validation records into rows. Keeps each source listing it reads, once.
+    `registry`: the plugins whose data sets rebuild the listings' callables (None: listings
+    without callables)."""
 
-    def __init__(self, store: Store, metrics: Sequence[MetricSpec]):
+    def __init__(self, store: Store, metrics: Sequence[MetricSpec], registry=None):
         self.store = store
         self.metrics = list(metrics)
+        self.registry = registry
         self._sources: dict[str, Source] = {}
         self.notes: list[str] = []  # views that gave no row, and why
 
-    def source(self, listing: str) -> Source:
+    def source(self, record: dict[str, Any]) -> tuple[str, Source]:
+        """`(listing name, Source)` of a validation record (see `Store.listing_name`)."""
+        listing = self.store.listing_name(record["source_listing"], record.get("cell", {}).get("views"))
         if listing not in self._sources:
-            self._sources[listing] = self.store.get_source(listing)
-        return self._sources[listing]
+            self._sources[listing] = self.store.get_source(listing, self.registry)
+        return listing, self._sources[listing]
 
     def entries(self, record: dict[str, Any]) -> list[dict[str, Any]]:
         """The validation entries (`{"table", "view", "columns", "row"}`) of a validation record.
 
-        Raises `DamagedPredictions` for a predictions file that is not whole, and a `DataError`
-        for a missing source listing.
+        Raises `DamagedPredictions` for a predictions file that is not whole, and a
+        `ListingError` for a source listing that cannot be used.
         """
-        source = self.source(record["source_listing"])
+        listing, source = self.source(record)
+        record = {**record, "source_listing": listing}  # pairs the rows of one listing, whatever named it
         frame = self.store.get_predictions(record, label_sets=False)
         common = record["common"]
         entries = []

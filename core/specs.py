@@ -33,9 +33,12 @@ class ViewSpec:
     so here). `columns` is then the file's full column order before the diff columns (None: the
     standard validation columns); every value not named there is kept but not written.
 
-    Views are stored with the predictions (pickled), so that reports are rebuilt from the
-    store alone: `score` must be picklable (a module-level function or an instance of a
-    module-level class).
+    Views are kept in the store's source listing, as data (`rbench.listings`), so that reports
+    are rebuilt from the store alone: `score` must be a module-level function, or an instance of
+    a module-level class whose attributes are JSON data (numbers, strings, lists, dicts with
+    string keys, None), defined in the data set plugin's package (that of `DatasetSpec.load`).
+    It is kept by name with its attributes and rebuilt without calling `__init__`: tuples among
+    them come back as lists.
     """
 
     name: str
@@ -150,9 +153,10 @@ class Source:
     `sample_transform(index, image)`, when set, changes sample `index`'s image after the eval
     resize and centre crop (so at the model's own input size) and before the conversion to a
     tensor and the normalisation: it takes a PIL RGB image and returns a PIL image or an
-    `HxWx3` uint8 array of the same size. It runs in the loader workers, so it must be
-    picklable (a module-level function or an instance of a module-level class) and
-    deterministic in `index` (every model must see the same pixels). A source can list one
+    `HxWx3` uint8 array of the same size. It runs in the loader workers and is kept in the
+    store's listing as a view's `score` is (a module-level function, or an instance of a
+    module-level class of JSON attributes, from the data set plugin's package), and it must
+    be deterministic in `index` (every model must see the same pixels). A source can list one
     file several times (virtual samples: the same image under different transforms).
     `identity` names anything else that changes its results (a library version, a seeding
     scheme): it goes into the cells' keys and the decoded-input cache's, so that results and

@@ -6,11 +6,15 @@ and its `entries` (full-precision benchmark and metadata rows, each tagged with 
 for a validation cell, the name and SHA-256 of its predictions file. Reports are rebuilt from
 the store at any time (`rbench report --store DIR`).
 
+A store may be shared: nothing read from it can run code (records and listings are JSON,
+predictions Parquet), and every path a record names is taken inside its folder of the store
+or refused.
+
     records/<key>.json          one per finished cell
     predictions/<key>.parquet   one per validation cell (see `predictions`)
-    sources/<id>.pickle         a source's samples and views, as the plan listed them
+    sources/<name>-<id>-<sha>.json  a source's samples and views, as the plan listed them (`listings`)
     grids/<hash>.json           the cells of each grid run on the store (`rbench status`)
-    quarantine/                 records that could not be read, set aside (never deleted)
+    quarantine/                 records and listings that could not be read, set aside (never deleted)
     lock                        held by the `rbench run` that is using the store
 """
 
@@ -20,19 +24,22 @@ import contextlib
 import hashlib
 import json
 import os
-import pickle
 import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from numbers import Number
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import DataError, PluginError
+from .errors import one_line
 from .files import write_bytes, write_json
+from .listings import ListingError, from_data, plugin_package, to_data
 
 RECORD_VERSION = 2
+# What to do about a listing that cannot be read: the data folder is listed again by a run.
+_RELIST = ("run `rbench run` with the same models and data on this store to list the data again "
+           "(it runs only the cells the store lacks)")
 TABLES = ("validation", "benchmark", "metadata")
 FOLDERS = ("records", "predictions", "sources", "grids", "quarantine")  # the store's folders
 
@@ -77,6 +84,7 @@ class Store:
         self.root = Path(root)
         self.records_dir = self.root / "records"
         self.problems: list[str] = []
+        self._legacy: dict[tuple[str, str], str] = {}  # (old listing name, views) -> its JSON listing
 
     # --- records --------------------------------------------------------------------------
 
@@ -101,8 +109,8 @@ class Store:
         self.quarantine(path, problem)
         return None
 
-    def quarantine(self, path: Path, problem: str) -> None:
-        """Set `path` aside in `quarantine/` (never deleted) and remember why."""
+    def quarantine(self, path: Path, problem: str, outcome: str = "its cell counts as not run") -> None:
+        """Set `path` aside in `quarantine/` (never deleted) and remember why, and what follows."""
         target = self.root / "quarantine" / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +118,7 @@ class Store:
             where = f"moved to {target}"
         except OSError as exc:
             where = f"could not be moved aside: {exc.strerror}"
-        self.problems.append(f"{path}: {problem}; {where}; its cell counts as not run")
+        self.problems.append(f"{path}: {problem}; {where}; {outcome}")
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The record of `key`, or None when there is none (or it could not be used)."""
@@ -145,37 +153,93 @@ class Store:
         sha256 = write(frame, self.root / relative)
         return {"file": relative, "sha256": sha256, "rows": frame.height}
 
+    def inside(self, relative: Any, folder: str) -> Path | None:
+        """The file that a record names as `relative` (`<folder>/<file name>`), or None when that
+        name is not a file of `folder` in this store (an absolute path, `..`, another folder)."""
+        if not isinstance(relative, str) or "\\" in relative:
+            return None
+        parts = PurePosixPath(relative).parts
+        if len(parts) != 2 or parts[0] != folder or parts[1] in (".", ".."):
+            return None
+        return self.root / folder / parts[1]
+
     def get_predictions(self, record: Mapping[str, Any], label_sets: bool = True):
-        """A validation record's predictions frame; `DamagedPredictions` when its file is not whole.
-        Without `label_sets`, its `V/labels` columns are left unread (see `predictions.read`)."""
-        from .predictions import read
+        """A validation record's predictions frame; `DamagedPredictions` when its file is not whole
+        or is named outside `predictions/`. Without `label_sets`, its `V/labels` columns are left
+        unread (see `predictions.read`)."""
+        from .predictions import DamagedPredictions, read
 
         info = record["predictions"]
-        return read(self.root / info["file"], info.get("sha256"), info.get("rows"), label_sets=label_sets)
+        path = self.inside(info["file"], "predictions")
+        if path is None:
+            raise DamagedPredictions(f"the record {record.get('key')} in {self.records_dir} names the predictions file "
+                                     f"{info['file']!r}, outside {self.root / 'predictions'}; it is not read")
+        return read(path, info.get("sha256"), info.get("rows"), label_sets=label_sets)
 
-    def put_source(self, source, identity: str) -> str:
-        """Keep a listed source (samples, views, transform) once; returns its name in the store."""
-        relative = f"sources/{source.name}-{identity}.pickle"
-        if not (self.root / relative).is_file():
-            try:
-                data = pickle.dumps(source, protocol=pickle.HIGHEST_PROTOCOL)
-            except (pickle.PicklingError, AttributeError, TypeError) as exc:
-                raise PluginError(f"data set {source.name}: its Source cannot be kept in the store ({exc}); its "
-                                  "views' score and its sample_transform must be module-level functions or "
-                                  "instances of module-level classes") from None
-            write_bytes(self.root / relative, data)
-        return relative
-
-    def get_source(self, relative: str):
-        """A source listing kept by `put_source`."""
+    def put_source(self, source, identity: str, registry=None) -> str:
+        """Keep a listed source (samples, views, transform) as JSON, once; returns its name in the
+        store. The name ends with a hash of the content, so a file there that is not that content
+        (damaged, or written by someone else) is set aside in `quarantine/` and written anew.
+        `registry`: the plugins whose data set made the source (None: a source without callables);
+        a `PluginError` for a callable that cannot be kept as data (`listings`)."""
+        data = json.dumps(to_data(source, plugin_package(registry, source.name)), sort_keys=True,
+                          separators=(",", ":")).encode()
+        relative = f"sources/{source.name}-{identity}-{hashlib.sha256(data).hexdigest()[:16]}.json"
         path = self.root / relative
         try:
-            return pickle.loads(path.read_bytes())
+            held = path.read_bytes()
         except FileNotFoundError:
-            raise DataError(f"the source listing {path} is missing; run the same `rbench run` again to list it anew") from None
-        except Exception as exc:  # noqa: BLE001 - a damaged or outdated pickle
-            raise DataError(f"the source listing {path} cannot be read ({type(exc).__name__}: {exc}); "
-                            "remove it and run the same `rbench run` again") from None
+            held = None
+        if held != data:
+            if held is not None:
+                self.quarantine(path, "not the source listing that its name says", "listed again from the data folder")
+            write_bytes(path, data)
+        return relative
+
+    def listing_name(self, relative: Any, views: Any = None) -> str:
+        """The listing that a record's `source_listing` names. A name of an older rbench
+        (`sources/<name>-<id>.pickle`) is never opened: it stands for a JSON listing of the same
+        source and identity with the same `views`, once a run has listed that data again.
+        A `ListingError` when there is none, or the name is outside `sources/`."""
+        path = self.inside(relative, "sources")
+        if path is None:
+            raise ListingError(f"a record in {self.records_dir} names the source listing {relative!r}, outside "
+                               f"{self.root / 'sources'}; it is not read; `rbench run` with the same models "
+                               "and data on this store runs its cell again")
+        if path.suffix != ".pickle":
+            return relative
+        memo = (relative, json.dumps(views))
+        if memo in self._legacy:
+            return self._legacy[memo]
+        for candidate in sorted(path.parent.glob(f"{path.stem}-*.json")):
+            try:
+                listed = json.loads(candidate.read_bytes())
+                if views is None or [v["name"] for v in listed["views"]] == list(views):
+                    self._legacy[memo] = f"sources/{candidate.name}"
+                    return self._legacy[memo]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        raise ListingError(f"the source listing {path} was written by an older rbench as a pickle, which rbench no "
+                           f"longer loads (loading one could run code); {_RELIST}")
+
+    def get_source(self, relative: str, registry=None):
+        """A source listing kept by `put_source` (its callables rebuilt from the data set plugins
+        of `registry`; None: a listing without callables); a `ListingError` for one that is
+        missing, damaged, named outside `sources/`, or that cannot be rebuilt."""
+        relative = self.listing_name(relative)
+        path = self.root / relative
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ListingError(f"the source listing {path} is missing; {_RELIST}") from None
+        except OSError as exc:
+            raise ListingError(f"the source listing {path} cannot be read ({exc.strerror}); {_RELIST}") from None
+        if not path.stem.endswith(f"-{hashlib.sha256(data).hexdigest()[:16]}"):
+            raise ListingError(f"the source listing {path} is damaged (not the content its name says); {_RELIST}")
+        try:
+            return from_data(json.loads(data), registry)
+        except (ValueError, KeyError, TypeError, IndexError, ImportError) as exc:
+            raise ListingError(f"the source listing {path} cannot be used ({one_line(exc)}); {_RELIST}") from None
 
     # --- one run at a time ------------------------------------------------------------------
 

@@ -641,7 +641,7 @@ def load_published(request: rbench.DataRequest, root: Path) -> rbench.Source:
 
 class NativeCorrupter:
     """The `sample_transform` of imagenet-c-native: the corruption at the model's input size
-    (picklable: it runs in the loader workers). Block 0 of the samples is clean."""
+    (its attributes are JSON data: the store's listing keeps them). Block 0 of the samples is clean."""
 
     def __init__(self, keys: Sequence[str], starts: Sequence[int], cells: Sequence[tuple[str, int]]):
         self.keys = list(keys)
