@@ -108,6 +108,9 @@ def main() -> None:
     `rbench run` with no options runs the embedded default suite: timm's tiny test models with
     random weights on a generated data set, on the best backend here.
     """
+    from .engine import keep_sigint_ignored
+
+    keep_sigint_ignored()
 
 
 @main.command(context_settings=CONTEXT)

@@ -114,6 +114,20 @@ def _alarm(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
+def keep_sigint_ignored() -> None:
+    """Keep SIGINT ignored in a process that started with it ignored (`cmd &` in a script).
+
+    polars installs its own SIGINT handler when imported, over the inherited SIG_IGN, and turns
+    a SIGINT that lands during a query into a KeyboardInterrupt: a Ctrl-C meant for the script's
+    other commands would kill the run, or a worker's cell. So it is imported now and SIG_IGN put
+    back. Main thread only; a process that handles SIGINT is left as it is."""
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        return
+    import polars  # noqa: F401 - for its handler, replaced just below
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def record_failure(grid: Grid, cell: Cell, status: str, message: str, **extra: Any) -> CellOutcome:
     """Store a failed cell's record (for an executor whose worker could not) and return its outcome."""
     grid.store.put(cell.identity, [], status=status, message=message, cell_info=cell.to_json(), **extra)

@@ -1,4 +1,5 @@
-"""Worker processes: a worker that floods stderr, and one killed before its first cell.
+"""Worker processes and signals: a worker that floods stderr, one killed before its first cell,
+and a run started with SIGINT ignored.
 
 Every wait here is on a file or a process, never on a clock; the timeouts only guard against a
 hang and are far above what any of these runs takes."""
@@ -8,9 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from .conftest import make_distribution
 
@@ -34,6 +40,15 @@ def records(store: Path) -> list[dict]:
 def failures(out: Path) -> list[dict[str, str]]:
     with open(out / "failures.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def wait_for(path: Path, proc: subprocess.Popen) -> None:
+    """Until `path` exists (or `proc` ends, or the hang guard)."""
+    deadline = time.monotonic() + HANG_GUARD
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended first: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
 
 
 # --- a worker writing far more than a pipe holds to stderr ---------------------------------------
@@ -117,3 +132,69 @@ def test_a_worker_killed_before_its_first_cell_fails_that_cell_and_the_grid_goes
     assert done == {("test_vit", "cpu"): "crashed", ("test_vit", "cpu+channels-last"): "ok",
                     ("test_byobnet", "cpu"): "ok", ("test_byobnet", "cpu+channels-last"): "ok"}
     assert not list(tmp_path.glob("rbench-job-*.json"))  # the job file the worker never read is gone
+
+
+# --- started with SIGINT ignored (`cmd &` in a script) ----------------------------------------
+
+# At its first batch the cell runs a polars query that waits for the test's go-ahead, so the
+# group's SIGINT lands inside it (polars turns a SIGINT caught during a query into a
+# KeyboardInterrupt); it also writes what the kernel says of its signals.
+GATE_PLUGIN = '''
+import os
+import time
+from pathlib import Path
+
+import rbench
+
+
+def _wait(series):
+    gate = Path(os.environ["RBENCH_TEST_GATE"])
+    (gate / "status.tmp").write_text(Path("/proc/self/status").read_text())
+    os.replace(gate / "status.tmp", gate / "reached")
+    while not (gate / "go").exists():
+        time.sleep(0.01)
+    return series
+
+
+def _gate(batch):
+    import polars as pl
+
+    if not (Path(os.environ["RBENCH_TEST_GATE"]) / "reached").exists():
+        pl.DataFrame({"a": [0]}).select(pl.col("a").map_batches(_wait))
+    return batch
+
+
+@rbench.hookimpl
+def rbench_backends():
+    return [rbench.BackendSpec(name="gate", description="waits inside a polars query", modifier=True,
+                               prepare_input=_gate)]
+'''
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("executor", ["subprocess", "local"])
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(tmp_path, image_folder, executor):
+    site = tmp_path / "site"
+    make_distribution(site, "gateplug", {"rbench.backends": {"gate": "gateplug_mod"}}, {"gateplug_mod": GATE_PLUGIN})
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    out = tmp_path / "out"
+    proc = start("run", "-m", "test_vit", *QUICK, "--data-dir", image_folder, "-b", "cpu+gate", "--batch-size", "8",
+                  "--executor", executor, "--out", out, env=with_site(site, RBENCH_TEST_GATE=str(gate)),
+                  preexec_fn=_ignore_sigint, start_new_session=True)
+    try:
+        wait_for(gate / "reached", proc)
+        ignored = int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", (gate / "reached").read_text(), re.M).group(1), 16)
+        os.killpg(proc.pid, signal.SIGINT)  # what a Ctrl-C in the script's terminal sends
+        (gate / "go").touch()
+        _, err = proc.communicate(timeout=HANG_GUARD)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert [r["status"] for r in records(out / "store")] == ["ok"]
+    assert not (out / "failures.csv").exists()
+    assert ignored & (1 << (signal.SIGINT - 1)), "the cell's process no longer ignores SIGINT"
