@@ -36,6 +36,15 @@ STATUS_OK = "ok"
 EVENTS = ("start", "progress", "note", "done")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_grid`'s cells: `kept` is how many of them the store got a record of
+    before it (counted in the store, not from the events that reached this process)."""
+
+    def __init__(self, kept: int):
+        super().__init__(kept)
+        self.kept = kept
+
+
 @dataclass(frozen=True)
 class CellOutcome:
     """How a cell ended: `ok`, or a failure status (`oom`, `build-failed`, `export-failed`,
@@ -188,6 +197,7 @@ def run_grid(plan, registry, *, force: bool = False, retry_failed: bool = False,
     one as its cell ends. A held record that `on_record` cannot use (it raises an `RbenchError`,
     such as a damaged predictions file) is reported as a note and its cell runs again.
     `on_start(todo, done)` gets the cells that will run and how many were already done.
+    Ctrl-C while the cells run raises `Interrupted`, which says how many records the store got.
     """
     options = plan.options
     store = Store(options.store_dir)
@@ -216,15 +226,24 @@ def _run_grid(plan, registry, store: Store, force, retry_failed, on_event, on_st
         on_event({"event": "note", "key": "", "message": problem})
     on_start(todo, len(cells) - len(todo))
     store.put_grid(cells, command=" ".join(sys.argv))
-    metadata_cells = [c for c in todo if c.kind == "metadata"]
-    for cell, row in zip(*metadata_batch(metadata_cells, options.workers, on_event)):
-        on_record(store.put(cell.identity, [{"table": "metadata", "row": row}], status=STATUS_OK, message="",
-                            cell_info=cell.to_json()))
-    todo = [c for c in todo if c.kind != "metadata"]
-    executor = registry.get("executors", options.executor)
-    grid = Grid(base_job=make_job(plan, [], listings), cells=todo, cell_timeout=options.cell_timeout,
-                on_event=on_event, options={"ray_address": options.ray_address}, registry=registry)
-    for outcome in executor.execute(grid):
-        record = store.get(outcome.cell.key)
-        if record is not None:
-            on_record(record)
+    before = store.record_stamps(c.key for c in todo)
+    outcomes = iter(())
+    try:
+        metadata_cells = [c for c in todo if c.kind == "metadata"]
+        for cell, row in zip(*metadata_batch(metadata_cells, options.workers, on_event)):
+            on_record(store.put(cell.identity, [{"table": "metadata", "row": row}], status=STATUS_OK, message="",
+                                cell_info=cell.to_json()))
+        rest = [c for c in todo if c.kind != "metadata"]
+        executor = registry.get("executors", options.executor)
+        grid = Grid(base_job=make_job(plan, [], listings), cells=rest, cell_timeout=options.cell_timeout,
+                    on_event=on_event, options={"ray_address": options.ray_address}, registry=registry)
+        outcomes = executor.execute(grid)
+        for outcome in outcomes:
+            record = store.get(outcome.cell.key)
+            if record is not None:
+                on_record(record)
+    except KeyboardInterrupt:
+        # The executor ends its workers first, so that no record lands after the count.
+        getattr(outcomes, "close", lambda: None)()
+        now = store.record_stamps(c.key for c in todo)
+        raise Interrupted(sum(1 for key, stamp in now.items() if before.get(key) != stamp)) from None

@@ -1,5 +1,5 @@
 """Worker processes and signals: a worker that floods stderr, one killed before its first cell,
-and a run started with SIGINT ignored.
+a run started with SIGINT ignored, and the count that Ctrl-C prints.
 
 Every wait here is on a file or a process, never on a clock; the timeouts only guard against a
 hang and are far above what any of these runs takes."""
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import make_distribution
+import rbench.files
+
+from .conftest import invoke_apart, make_distribution
 
 HANG_GUARD = 600  # seconds: far above any of these runs; only a hang reaches it
 QUICK = ["--weights", "random", "--bench", "validate", "--workers", "0", "--img-size", "32"]
@@ -198,3 +200,26 @@ def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(tmp_path, image_fol
     assert [r["status"] for r in records(out / "store")] == ["ok"]
     assert not (out / "failures.csv").exists()
     assert ignored & (1 << (signal.SIGINT - 1)), "the cell's process no longer ignores SIGINT"
+
+
+# --- Ctrl-C: the count of kept cells is the store's ------------------------------------------
+
+def test_ctrl_c_in_the_metadata_phase_counts_the_records_the_store_holds(tmp_path, monkeypatch):
+    real = rbench.files.write_atomic
+    written = []
+
+    def ctrl_c_at_the_second_record(path, write):
+        if Path(path).parent.name == "records":
+            written.append(path)
+            if len(written) == 2:
+                raise KeyboardInterrupt
+        return real(path, write)
+
+    monkeypatch.setattr(rbench.files, "write_atomic", ctrl_c_at_the_second_record)
+    out = tmp_path / "out"
+    result = invoke_apart("run", "-m", "test_vit,test_byobnet,test_efficientnet", "--weights", "random",
+                          "--bench", "metadata", "--workers", "0", "--out", str(out))
+    assert result.exit_code == 130, result.output
+    kept = re.search(r"interrupted: (\d+) finished cell\(s\) are kept", result.stderr)
+    assert kept, result.stderr
+    assert int(kept.group(1)) == len(records(out / "store")) == 1
