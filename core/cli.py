@@ -108,6 +108,9 @@ def main() -> None:
     `rbench run` with no options runs the embedded default suite: timm's tiny test models with
     random weights on a generated data set, on the best backend here.
     """
+    from .engine import keep_sigint_ignored
+
+    keep_sigint_ignored()
 
 
 @main.command(context_settings=CONTEXT)
@@ -274,7 +277,7 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from .engine import STATUS_SKIPPED
+    from .engine import STATUS_SKIPPED, Interrupted
     from .run import run
 
     options = plan.options
@@ -349,8 +352,9 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
 
         try:
             results = run(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=on_start)
-        except KeyboardInterrupt:
-            errors.print(_plain(f"interrupted: {counts['ok'] + sum(failed.values())} finished cell(s) are kept in "
+        except KeyboardInterrupt as exc:
+            kept = exc.kept if isinstance(exc, Interrupted) else counts["ok"] + sum(failed.values())
+            errors.print(_plain(f"interrupted: {kept} finished cell(s) are kept in "
                                 f"{options.store_dir}; run the same command again to resume"))
             raise SystemExit(130) from None
     written = sorted(options.out.glob("*.csv"))

@@ -40,6 +40,15 @@ STATUS_SKIPPED = "skipped"
 EVENTS = ("start", "progress", "note", "done")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_grid`'s cells: `kept` is how many of them the store got a record of
+    before it (counted in the store, not from the events that reached this process)."""
+
+    def __init__(self, kept: int):
+        super().__init__(kept)
+        self.kept = kept
+
+
 @dataclass(frozen=True)
 class CellOutcome:
     """How a cell ended: `ok`, or a failure status (`oom`, `build-failed`, `export-failed`,
@@ -118,6 +127,20 @@ def _alarm(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
+def keep_sigint_ignored() -> None:
+    """Keep SIGINT ignored in a process that started with it ignored (`cmd &` in a script).
+
+    polars installs its own SIGINT handler when imported, over the inherited SIG_IGN, and turns
+    a SIGINT that lands during a query into a KeyboardInterrupt: a Ctrl-C meant for the script's
+    other commands would kill the run, or a worker's cell. So it is imported now and SIG_IGN put
+    back. Main thread only; a process that handles SIGINT is left as it is."""
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        return
+    import polars  # noqa: F401 - for its handler, replaced just below
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def record_failure(grid: Grid, cell: Cell, status: str, message: str, **extra: Any) -> CellOutcome:
     """Store a failed cell's record (for an executor whose worker could not) and return its outcome."""
     grid.store.put(cell.identity, [], status=status, message=message, cell_info=cell.to_json(), **extra)
@@ -183,6 +206,7 @@ def run_grid(plan, registry, *, force: bool = False, retry_failed: bool = False,
     one as its cell ends. A held record that `on_record` cannot use (it raises an `RbenchError`,
     such as a damaged predictions file) is reported as a note and its cell runs again.
     `on_start(todo, done)` gets the cells that will run and how many were already done.
+    Ctrl-C while the cells run raises `Interrupted`, which says how many records the store got.
     """
     options = plan.options
     store = Store(options.store_dir)
@@ -211,20 +235,29 @@ def _run_grid(plan, registry, store: Store, force, retry_failed, on_event, on_st
         on_event({"event": "note", "key": "", "message": problem})
     on_start(todo, len(cells) - len(todo))
     store.put_grid(cells, command=" ".join(sys.argv))
-    metadata_cells = [c for c in todo if c.kind == "metadata"]
-    for cell, row in zip(*metadata_batch(metadata_cells, options.workers, on_event)):
-        on_record(store.put(cell.identity, [{"table": "metadata", "row": row}], status=STATUS_OK, message="",
-                            cell_info=cell.to_json()))
-    todo = [c for c in todo if c.kind != "metadata"]
-    executor = registry.get("executors", options.executor)
-    grid = Grid(base_job=make_job(plan, [], listings), cells=todo, cell_timeout=options.cell_timeout,
-                on_event=on_event, options={"ray_address": options.ray_address}, registry=registry)
-    for outcome in executor.execute(grid):
-        record = store.get(outcome.cell.key)
-        if record is None:
-            continue
-        try:
-            on_record(record)
-        except RbenchError as exc:  # such as a listing damaged while the grid ran: the record is kept
-            on_event({"event": "note", "key": outcome.cell.key, "message": f"{exc}; its rows are left out of this "
-                      "report"})
+    before = store.record_stamps(c.key for c in todo)
+    outcomes = iter(())
+    try:
+        metadata_cells = [c for c in todo if c.kind == "metadata"]
+        for cell, row in zip(*metadata_batch(metadata_cells, options.workers, on_event)):
+            on_record(store.put(cell.identity, [{"table": "metadata", "row": row}], status=STATUS_OK, message="",
+                                cell_info=cell.to_json()))
+        rest = [c for c in todo if c.kind != "metadata"]
+        executor = registry.get("executors", options.executor)
+        grid = Grid(base_job=make_job(plan, [], listings), cells=rest, cell_timeout=options.cell_timeout,
+                    on_event=on_event, options={"ray_address": options.ray_address}, registry=registry)
+        outcomes = executor.execute(grid)
+        for outcome in outcomes:
+            record = store.get(outcome.cell.key)
+            if record is None:
+                continue
+            try:
+                on_record(record)
+            except RbenchError as exc:  # such as a listing damaged while the grid ran: the record is kept
+                on_event({"event": "note", "key": outcome.cell.key, "message": f"{exc}; its rows are left out of "
+                          "this report"})
+    except KeyboardInterrupt:
+        # The executor ends its workers first, so that no record lands after the count.
+        getattr(outcomes, "close", lambda: None)()
+        now = store.record_stamps(c.key for c in todo)
+        raise Interrupted(sum(1 for key, stamp in now.items() if before.get(key) != stamp)) from None

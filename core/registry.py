@@ -83,10 +83,11 @@ def load_registry(extra: Iterable[tuple[str, ModuleType | object]] = ()) -> Regi
             name, dist = f"{group}:{ep.name}", _distribution(ep)
             try:
                 plugin = ep.load()
-            except Exception as exc:  # any failure inside a third-party import
+            except (Exception, SystemExit) as exc:  # any failure inside a third-party import, even sys.exit()
+                what = (f"called sys.exit({exc.code!r}) while being imported" if isinstance(exc, SystemExit)
+                        else f"failed to import: {type(exc).__name__}: {exc}")
                 raise PluginError(
-                    f"plugin {name} (from {dist}) failed to import: {type(exc).__name__}: {exc}; "
-                    f"fix or uninstall it, or set {DISABLE_AUTOLOAD_ENV}=1"
+                    f"plugin {name} (from {dist}) {what}; fix or uninstall it, or set {DISABLE_AUTOLOAD_ENV}=1"
                 ) from exc
             _register(pm, registry, name, dist, plugin)
     for name, plugin in extra:

@@ -133,6 +133,18 @@ class Store:
                 found[key] = record
         return found
 
+    def record_stamps(self, keys: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """`{key: (inode, mtime in ns)}` of the record files that exist. A record written again
+        is a new file renamed into place, so it has another stamp."""
+        stamps = {}
+        for key in keys:
+            try:
+                stat = (self.records_dir / f"{key}.json").stat()
+            except OSError:
+                continue
+            stamps[key] = (stat.st_ino, stat.st_mtime_ns)
+        return stamps
+
     def records(self) -> Iterator[dict[str, Any]]:
         """Every usable record, in key order."""
         self.check()

@@ -13,8 +13,9 @@ import sys
 
 def main(argv: list[str]) -> int:
     from .cells import Job
-    from .engine import run_cells
+    from .engine import keep_sigint_ignored, run_cells
 
+    keep_sigint_ignored()
     events = sys.stdout
     sys.stdout = sys.stderr
     with open(argv[1]) as f:

@@ -145,3 +145,13 @@ def test_hook_with_wrong_arguments_is_one_line(tmp_path):
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert "rbench.datasets:badhook (from badhook 1.0) could not be registered" in line
+
+
+def test_plugin_that_calls_sys_exit_on_import_exits_2_with_one_line(tmp_path):
+    make_distribution(tmp_path, "exitplug", {"rbench.datasets": {"exiting": "exitplug_mod"}},
+                      {"exitplug_mod": "import sys\nsys.exit(3)\n"})
+    result = rbench_cli("list", "datasets", site=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "rbench.datasets:exiting" in lines[0] and "exitplug 1.0" in lines[0] and "sys.exit(3)" in lines[0]
