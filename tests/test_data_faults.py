@@ -1,7 +1,9 @@
-"""Images that cannot be used are skipped, listed by path and counted, never fatal to a pass."""
+"""Images that cannot be used are skipped, listed by path and counted, never fatal to a pass (unless
+not one of them can be read)."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -89,3 +91,20 @@ def test_the_resize_bound_follows_timms_eval_geometry(tmp_path):
     assert RESIZE_LIMIT == 64
     dataset = ImageDataset(samples, eval_geometry({**config, "crop_mode": "center"}), config["input_size"])
     assert [dataset[i][2] for i in range(2)] == [True, False]
+
+
+def test_a_data_set_of_only_unreadable_images_is_an_error_that_says_so(image_folder, tmp_path):
+    """No image of the folder can be read: no row to write, so the cell fails (`unreadable`,
+    a failures.csv row, exit status 1) saying so, instead of exit 0 with nothing."""
+    paths = sorted(image_folder.glob("*/*.JPEG"))
+    for path in paths:
+        path.write_bytes(b"not a JPEG")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", "-m", "test_vit", "--weights", "random", "--data-dir", str(image_folder),
+                                       "--bench", "validate", "--workers", "0", "--out", str(out), "--no-cache"])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert f"unreadable: none of the {len(paths)} images of imagefolder could be read" in text
+    assert not (out / "results-imagefolder.csv").exists()
+    (failure,) = list(csv.DictReader((out / "failures.csv").open()))
+    assert failure["status"] == "unreadable" and failure["model"] == "test_vit"
