@@ -464,8 +464,11 @@ def report(store, out, imports, metric_names, html) -> None:
     if html is not None:
         check_site_dir(html)
     store_dir = store or out / "store"
-    if store is not None and not store.is_dir():
-        raise RbenchError(f"store {store} does not exist; pass the --store folder of an earlier `rbench run`")
+    if store is not None and store.exists() and not store.is_dir():
+        raise RbenchError(f"--store {store} is a file, not a folder; pass the --store folder of an earlier `rbench run`")
+    if store is not None and not store.exists() and not imports:  # with --import, no store is no records
+        raise RbenchError(f"store {store} does not exist; pass the --store folder of an earlier `rbench run`, "
+                          "or --import published files")
     registry = get_registry()
     the_store = Store(store_dir)
     results = Results(bases=view_bases(registry), scorer=Scorer(the_store, select_metrics(_split(metric_names), registry)))

@@ -190,3 +190,22 @@ def test_data_option_alone_selects_that_data_set(image_folder, tmp_path):
                     "--bench", "validate", "--out", str(out), "--workers", "0")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.glob("*.csv")) == ["metrics-imagefolder.csv", "results-imagefolder.csv"]
+
+
+def test_a_model_list_or_data_folder_of_the_wrong_kind_is_one_line_that_says_so(tmp_path, monkeypatch):
+    """A model list that is not UTF-8 or is a folder, and a --data-dir that is a file: each is one
+    line saying what is wrong (not a traceback, not "does not exist")."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models.txt").write_bytes(b"test_vit\n# r\xe9sum\xe9\n")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "images.txt").write_text("not a folder\n")
+    for args, expected in [
+        (["-m", "@models.txt"], "model list models.txt line 2: byte 0xe9 is not UTF-8; @FILE needs a UTF-8 text file"),
+        (["-m", "@lists"], "model list lists is a folder; @FILE needs a text file of model names"),
+        (["-m", "test_vit", "--weights", "random", "--data-dir", "images.txt"],
+         "data folder images.txt is a file, not a folder"),
+    ]:
+        result = CliRunner().invoke(main, ["run", *args, "--dry-run"])
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert expected in line and "does not exist" not in line, line
