@@ -472,3 +472,21 @@ def test_hostile_model_names_are_text_everywhere_in_headless_chromium(browser, t
     shoot(page, tmp_path, "rbench-site-hostile.png")
     assert requests == [] and errors == []
     page.context.close()
+
+
+def test_a_model_name_with_mathtext_draws_as_text(tmp_path):
+    """`x$\\frac{1}{$y` is not valid mathtext: matplotlib read it as mathtext and --html failed
+    with a traceback; every label is plain text. (The throughput plot has no point, so its note,
+    which names the models, is drawn in the static plot.)"""
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    names = ["x$\\frac{1}{$y", "$$", "a$b$c.x"]
+    (zoo / "results-imagenet.csv").write_text(RESULT_COLUMNS + "\n" + "".join(
+        f"{name},224,{80 - i:.3f},{20 + i:.3f},95.000,5.000,{1 + i:.2f},0.875,bicubic\n" for i, name in enumerate(names)))
+    (zoo / BENCH).write_text("model,infer_img_size,infer_samples_per_sec\nother,224,10.0\n")
+    result = invoke_apart("report", "--out", str(tmp_path / "o"), "--import", str(zoo), "--html", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output + result.stderr
+    (plot,) = [p for p in page_data(tmp_path / "s" / "index.html")["plots"] if p["id"].startswith("throughput-")]
+    assert all(name in plot["notes"][0] for name in names), plot["notes"]
+    for ext in ("png", "svg"):
+        assert (tmp_path / "s" / "plots" / f"{plot['id']}.{ext}").stat().st_size > 1000
