@@ -59,7 +59,8 @@ class Cell:
 
 
 class CellFailure(Exception):
-    """A cell that failed in a known way; `status` names how (`oom`, `build-failed`, `non-finite`)."""
+    """A cell that failed in a known way; `status` names how (`oom`, `build-failed`, `non-finite`,
+    `unreadable`: no image of its source could be read)."""
 
     def __init__(self, status: str, message: str):
         super().__init__(message)
@@ -308,8 +309,11 @@ def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict[
         raise CellFailure("oom", f"out of memory even at batch {exc.batch_size}: {one_line(exc.error)}") from exc
     if nonfinite:
         raise CellFailure("non-finite", f"{nonfinite} non-finite logits on {source.name}")
-    predictions = context.store.put_predictions(cell.key, frame)
     unreadable = [source.samples[i][0] for i in frame.filter(~frame["ok"])["index"].to_list()]
+    if unreadable and len(unreadable) == len(frame):  # nothing to score: an error, not an empty report
+        raise CellFailure("unreadable", f"none of the {len(frame):,} images of {source.name} could be read "
+                          f"(the first: {unreadable[0]}); check the image files in {source.root}")
+    predictions = context.store.put_predictions(cell.key, frame)
     return [], {"predictions": predictions, "source_listing": job.sources[cell.source], "common": common,
                 "partial": source.partial, "unreadable": unreadable}
 

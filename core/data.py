@@ -15,6 +15,40 @@ from typing import Any
 
 from .specs import Source
 
+# The most pixels the eval resize may make of one image, in crops (input_size's pixels): about an
+# aspect ratio of 50:1 at timm's usual crop_pct. A long thin image (2 x 80000 pixels, a small PNG)
+# passes PIL's pixel-count check but its resize to the shortest side would make gigabytes.
+RESIZE_LIMIT = 64
+
+
+def resized_size(geometry, image) -> tuple[int, int] | None:
+    """`(width, height)` of what the first resize of `geometry` (see `eval_geometry`) makes of
+    `image`, computed from its header alone (a PIL image opened, not decoded); None when the
+    geometry has no resize that rbench knows (torchvision's `Resize`, timm's `ResizeKeepRatio`)."""
+    from timm.data.transforms import ResizeKeepRatio
+    from torchvision import transforms
+
+    width, height = image.size
+    for step in getattr(geometry, "transforms", [geometry]):
+        if isinstance(step, ResizeKeepRatio):
+            new_height, new_width = step.get_params(image, step.size, step.longest)
+            return new_width, new_height
+        if isinstance(step, transforms.Resize):
+            size = [step.size] if isinstance(step.size, int) else list(step.size)
+            if len(size) == 2:
+                return size[1], size[0]
+            # torchvision's rule: the shortest side to `size`, the longest in proportion, capped by max_size
+            short, long = sorted((width, height))
+            new_short, new_long = size[0], int(size[0] * long / max(short, 1))
+            if step.max_size is not None and new_long > step.max_size:
+                new_short, new_long = int(step.max_size * new_short / new_long), step.max_size
+            return (new_short, new_long) if width <= height else (new_long, new_short)
+    return None
+
+
+class ImageTooLarge(ValueError):
+    """An image whose eval resize would make more than `RESIZE_LIMIT` crops' pixels."""
+
 
 def eval_data_config(model, img_size: int | None = None) -> dict[str, Any]:
     """timm's eval data config for `model` (its test size and crop where it has them).
@@ -42,9 +76,11 @@ def eval_geometry(data_config: dict[str, Any]):
 class ImageDataset:
     """The images of `samples`, decoded with PIL and resized and cropped by `geometry`.
 
-    Yields `(pixels [H, W, 3] uint8, index, ok)`. An unreadable or truncated file, or a
-    decompression bomb (an image too large for PIL to open safely), gives a zero image and
-    `ok=False` instead of killing the pass; the caller leaves it out of the metrics and lists it.
+    Yields `(pixels [H, W, 3] uint8, index, ok)`. An unreadable or truncated file, a
+    decompression bomb (an image too large for PIL to open safely), or an image whose resize
+    would make more than `RESIZE_LIMIT` times the crop's pixels (a long thin image, told from its
+    header before it is decoded) gives a zero image and `ok=False` instead of killing the pass;
+    the caller leaves it out of the metrics and lists it.
     A `sample_transform` (see `Source`) runs on the cropped image; a `writer` (an input-cache
     entry being built) gets every row as it is made. Both run here, in the loader worker.
     """
@@ -56,6 +92,7 @@ class ImageDataset:
         self.shape = (input_size[1], input_size[2], 3)
         self.sample_transform = sample_transform
         self.writer = writer
+        self.max_resized = RESIZE_LIMIT * input_size[1] * input_size[2]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -77,12 +114,16 @@ class ImageDataset:
 
         try:
             with Image.open(self.samples[index][0]) as image:
+                resized = resized_size(self.geometry, image)
+                if resized is not None and resized[0] * resized[1] > self.max_resized:
+                    raise ImageTooLarge(f"{image.size[0]}x{image.size[1]} resizes to {resized[0]}x{resized[1]}")
                 # convert() of an RGB image is a copy; the pixels are the same without it.
                 pixels = self._pixels(index, image if image.mode == "RGB" else image.convert("RGB"))
             ok = True
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             # PIL's errors for unreadable, truncated or bad files, and for an image of more than
-            # twice Image.MAX_IMAGE_PIXELS (a decompression bomb): each is one skipped sample
+            # twice Image.MAX_IMAGE_PIXELS (a decompression bomb), and ImageTooLarge (a ValueError):
+            # each is one skipped sample
             pixels, ok = np.zeros(self.shape, dtype=np.uint8), False
         if pixels.shape != self.shape:
             raise RuntimeError(f"sample {index} came out {pixels.shape}, not {self.shape} (a sample_transform "

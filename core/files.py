@@ -3,7 +3,8 @@
 A reader sees the old file or the new one, never half of one; two writers of one path leave
 one whole file; a write that fails (a full disk) leaves the old file and no temporary one, and
 its error names the file (a failed write names none by itself).
-Files get the mode that the umask gives a new file, as `open` would.
+Files get the mode that the umask gives a new file, as `open` would. And the one way it reads a
+text file that a user gives (`read_utf8`).
 """
 
 from __future__ import annotations
@@ -77,3 +78,14 @@ def check_writable_folder(path: Path, what: str, min_free: int = 1 << 20) -> Non
     if free < min_free:
         raise RbenchError(f"{what} {path}: the disk is full ({free:,} bytes free); free some space or pass "
                           "another folder")
+
+
+def read_utf8(path: Path) -> str:
+    """The text of a file a user gives (a model list, an imported CSV): UTF-8, with or without a
+    byte-order mark. A `ValueError` says which line holds the first byte that is not UTF-8."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"line {line}: byte 0x{data[exc.start]:02x} is not UTF-8") from None

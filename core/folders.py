@@ -24,6 +24,9 @@ def list_class_folders(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     Raises `DataError` when `root` is missing or holds no class folder with images.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data folder {root} is a file, not a folder; pass a folder of class subfolders with "
+                        "--data-dir, --data-root or --data NAME=PATH")
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist; pass the right folder with --data-root or --data NAME=PATH")
     classes = sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)

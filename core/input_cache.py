@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .data import RESIZE_LIMIT
 from .errors import RbenchError
 from .files import write_json
 from .folders import file_stats
@@ -125,6 +126,7 @@ def entry_key(source: Source, config: Mapping[str, Any], geometry_transform: Any
     head = {
         "source": source.name, "identity": source.identity, "geometry": geometry_of(config),
         "transform": str(geometry_transform), "versions": _versions(),
+        "resize_limit": RESIZE_LIMIT,  # which images are skipped as too large
         "sample_transform": None if transform is None else f"{type(transform).__module__}.{type(transform).__qualname__}",
     }
     digest = hashlib.sha256(json.dumps(head, sort_keys=True).encode())

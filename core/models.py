@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RbenchError, WeightsError, unknown_name
+from .files import read_utf8
 
 WEIGHTS_CHOICES = ("pretrained", "random")
 
@@ -23,9 +24,17 @@ def expand_model_args(args: Iterable[str]) -> list[str]:
                 continue
             if item.startswith("@"):
                 path = Path(item[1:])
+                if path.is_dir():
+                    raise RbenchError(f"model list {path} is a folder; @FILE needs a text file of model names, "
+                                      "one per line")
                 if not path.is_file():
                     raise RbenchError(f"model list {path} does not exist; @FILE needs a file of model names")
-                lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+                try:
+                    text = read_utf8(path)
+                except ValueError as exc:
+                    raise RbenchError(f"model list {path} {exc}; @FILE needs a UTF-8 text file of model names, "
+                                      "one per line") from None
+                lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
                 names.extend(expand_model_args(line for line in lines if line))
             else:
                 names.append(item)

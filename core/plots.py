@@ -302,12 +302,18 @@ def plot_data(tables: Mapping[str, Table], bases: Mapping[str, str | None],
 
 
 def draw_static(plot: Plot, folder: Path) -> list[Path]:
-    """`plot` as `<id>.png` and `<id>.svg` in `folder`, drawn with matplotlib (Agg)."""
+    """`plot` as `<id>.png` and `<id>.svg` in `folder`, drawn with matplotlib (Agg). Every label
+    is plain text: a `$` in a model or file name is not mathtext (`x$\\frac{1}{$y` would not parse)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    with plt.rc_context({"text.parse_math": False, "text.usetex": False}):
+        return _draw_static(plt, plot, folder)
+
+
+def _draw_static(plt, plot: Plot, folder: Path) -> list[Path]:
     if plot.kind == "heatmap":
         rows = plot.heat["rows"]
         fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(plot.heat["columns"]) + 3), min(30.0, 2 + 0.18 * len(rows))))

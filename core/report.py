@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import write_atomic
+from .files import read_utf8, write_atomic
 
 DETAILED = "detailed"  # the folder of the detailed benchmark files, in --out
 
@@ -158,12 +158,14 @@ def read_published(path: Path) -> tuple[str, list[dict[str, Any]]]:
     name = path.name
     if not (name.startswith("results-") and name.endswith(".csv")):
         raise DataError(f"{path} is not a results-<view>.csv file; --import takes timm's published result files")
-    rows = _read_csv(path, VALIDATION_COLUMNS, lambda raw: {
-        "model": raw["model"], "img_size": int(raw["img_size"]),
-        **{c: float(raw[c]) for c in ("top1", "top1_err", "top5", "top5_err", "crop_pct")},
-        "param_count": float(raw["param_count"].replace(",", "")),
-        "interpolation": raw["interpolation"],
-    })
+    def parse(raw: dict[str, str]) -> dict[str, Any]:
+        row = {c: raw[c] if c in ("model", "interpolation") else _parsed(c, raw[c]) for c in VALIDATION_COLUMNS}
+        empty = [c for c, v in row.items() if v is None]
+        if empty:
+            raise ValueError(f"{empty[0]} is empty")
+        return row
+
+    rows = _read_csv(path, VALIDATION_COLUMNS, parse)
     return name[len("results-"):-len(".csv")], rows
 
 
@@ -230,42 +232,85 @@ def import_published(results: Results, path: Path) -> None:
         results.add(entry, imported=True)
 
 
+# A field that a spreadsheet would run as a formula when it opens the CSV (`=cmd|' /C calc'!A0`).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _check_text(column: str, value: Any) -> None:
+    """An imported text value that rbench writes back to its CSVs: no NUL byte, and no formula."""
+    for text in value if isinstance(value, tuple) else (value,):
+        if not isinstance(text, str):
+            continue
+        if "\0" in text:
+            raise ValueError(f"{column} {text!r} holds a NUL byte")
+        if text.startswith(_FORMULA_STARTS):
+            raise ValueError(f"{column} {text!r} starts with {text[0]!r}, which a spreadsheet runs as a formula")
+
+
 def _read_csv(path: Path, required: Sequence[str], parse: Callable[[dict[str, str]], dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of a published CSV file, each `parse`d from its fields; a `DataError` naming the
-    `required` columns it lacks, or the line that cannot be parsed."""
+    """The rows of a published CSV file (UTF-8, with or without a byte-order mark), each `parse`d
+    from its fields; a `DataError` naming the `required` columns it lacks, or the line that
+    cannot be read or parsed (a byte that is not UTF-8, a field over 128 KB, a number that is not
+    finite or out of range, a name with a NUL byte or that a spreadsheet would run as a formula)."""
     import csv
+    import io
 
     from .errors import DataError
 
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
+    try:
+        text = read_utf8(path)
+    except ValueError as exc:
+        raise DataError(f"{path} {exc}; --import reads UTF-8 CSV files: save it as UTF-8, or fix or remove "
+                        "that line") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = []
+    try:
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{path} lacks the column(s) {', '.join(missing)}; is it a timm results file?")
-        rows = []
-        for line, raw in enumerate(reader, start=2):
+        for raw in reader:
             try:
-                rows.append(parse(raw))
+                row = parse(raw)
+                for column, value in row.items():
+                    _check_text(column, value)
             except (TypeError, ValueError) as exc:
-                raise DataError(f"{path} line {line}: {exc}; fix or remove that line") from exc
-        return rows
+                raise DataError(f"{path} line {reader.line_num}: {exc}; fix or remove that line") from None
+            rows.append(row)
+    except csv.Error as exc:  # a field over csv.field_size_limit() (128 KB), a broken quote
+        what = (f"a field over {csv.field_size_limit() // 1024} KB" if "field limit" in str(exc) else str(exc))
+        # line_num counts the lines read whole: the error is in the next one
+        raise DataError(f"{path} line {reader.line_num + 1}: {what}; fix or remove that line") from None
+    return rows
 
 
-_INTEGER_COLUMNS = ("_img_size", "_batch_size", "num_classes")
+_INTEGER_COLUMNS = ("img_size", "_batch_size", "num_classes")
 _NUMBER_COLUMNS = ("_samples_per_sec", "_step_time", "param_count", "_gmacs", "_macts", "gmacs", "macts", "crop_pct")
+_PERCENT_COLUMNS = ("top1", "top1_err", "top5", "top5_err")
+_LARGEST_INTEGER = 2**31 - 1  # an image size, batch size or class count far past any real one
 
 
 def _parsed(column: str, text: str | None) -> Any:
-    """A published CSV field back to a value: None when empty, else an int or float by its column's name."""
+    """A published CSV field back to a value: None when empty, else an int or float by its
+    column's name (finite; percentages from 0 to 100, the other numbers at least 0, whole numbers
+    up to 2**31 - 1), else the text. A field that is none of these raises `ValueError`."""
+    import math
+
     if text is None or text.strip() == "":
         return None
     if column.endswith(_INTEGER_COLUMNS):
-        value = float(text)  # some of timm's files write batch sizes as 1024.0
-        if not value.is_integer():
-            raise ValueError(f"{column} {text!r} is not a whole number")
+        try:
+            value = float(text)  # some of timm's files write batch sizes as 1024.0
+        except ValueError:
+            raise ValueError(f"{column} {text!r} is not a whole number") from None
+        if not (value.is_integer() and 0 <= value <= _LARGEST_INTEGER):
+            raise ValueError(f"{column} {text!r} is not a whole number from 0 to {_LARGEST_INTEGER:,}")
         return int(value)
-    if column.endswith(_NUMBER_COLUMNS):
-        return float(text.replace(",", ""))
+    percent = column in _PERCENT_COLUMNS
+    if percent or column.endswith(_NUMBER_COLUMNS):
+        value = float(text.replace(",", ""))
+        if not (math.isfinite(value) and 0 <= value <= (100 if percent else math.inf)):
+            raise ValueError(f"{column} {text!r} is not a finite number " + ("from 0 to 100" if percent else "of at least 0"))
+        return value
     return text
 
 
@@ -463,48 +508,42 @@ class Results:
     _imported: set[tuple[str, str, int]] = field(default_factory=set)
     _imported_benchmarks: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, tag, model)
     _imported_metadata: set[str] = field(default_factory=set)  # models
+    # Where each key's row is, so that adding a row never scans the others (an import of
+    # 300,000 rows is linear): (view, model, img_size) -> its index in `validation[view]`, and
+    # in `metric_rows[view]`; conformance keys -> index; models with a row per benchmark file,
+    # and in `metadata`.
+    _validation_at: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    _metric_at: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    _conformance_at: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    _benchmark_models: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    _metadata_models: set[str] = field(default_factory=set)
 
     @property
     def metric_columns(self) -> list[str]:
         return [c for metric in (self.scorer.metrics if self.scorer else []) for c in metric.columns]
 
     def add(self, entry: dict[str, Any], imported: bool = False) -> None:
-        """Add one entry: `{"table": "validation"|"benchmark"|"metadata", "row": ..., ...}`."""
+        """Add one entry: `{"table": "validation"|"benchmark"|"metadata", "row": ..., ...}`.
+
+        One row per model and image size in a view (the later is kept, and a note says so), and an
+        imported row never replaces this store's own; in constant time per row."""
         table, row = entry["table"], entry["row"]
         if table == "validation" and row.get("reference") is not None:  # another stack's: conformance only
             rows = self.conformance_input[entry["view"]]
-            rows[:] = [r for r in rows if (r["model"], r["img_size"], r["backend"], r["reference"])
-                       != (row["model"], row["img_size"], row["backend"], row["reference"])]
-            rows.append(row)
-        elif table == "validation":
-            view, key = entry["view"], (entry["view"], row["model"], row["img_size"])
-            rows = self.validation.get(view, [])
-            same = [r for r in rows if (r["model"], r["img_size"]) == key[1:]]
-            if same and imported and key not in self._imported:
-                self.notes.append(f"{view}: the imported row of {row['model']} at {row['img_size']} px is left out; "
-                                  "this store's own row of that model and size is written")
-                return
-            if same:  # one row per model and size: the later one, and say so
-                self.notes.append(f"{view}: two rows of {row['model']} at {row['img_size']} px (weights "
-                                  f"{same[0].get('weights', 'imported')} and {row.get('weights', 'imported')}); "
-                                  "the later is written")
-                rows.remove(same[0])
-                self.metric_rows[view] = [r for r in self.metric_rows.get(view, []) if r is not same[0]]
-            if imported:
-                self._imported.add(key)
+            key = (entry["view"], row["model"], row["img_size"], row["backend"], row["reference"])
+            if key in self._conformance_at:
+                rows[self._conformance_at[key]] = row
             else:
-                self._imported.discard(key)
-            if "top1" in row:  # the timm-schema file needs accuracy (the default metric)
-                self.validation.setdefault(view, rows).append(row)
-            if not imported:
-                self.metric_rows[view].append(row)
-            if entry.get("columns"):
-                self.columns[entry["view"]] = entry["columns"]
+                self._conformance_at[key] = len(rows)
+                rows.append(row)
+        elif table == "validation":
+            self._add_validation(entry, row, imported)
         elif table == "benchmark":
             row = row if imported else current_benchmark_row(entry["kind"], row)
             rows, key = self.benchmarks[(entry["kind"], entry["tag"])], (entry["kind"], entry["tag"], row["model"])
+            models = self._benchmark_models[(entry["kind"], entry["tag"])]
             if imported:
-                if key not in self._imported_benchmarks and any(r["model"] == row["model"] for r in rows):
+                if key not in self._imported_benchmarks and row["model"] in models:
                     self.notes.append(f"benchmark-{entry['kind']}-{entry['tag']}.csv: the imported row of "
                                       f"{row['model']} is left out; this store's own row of that model is written")
                     return
@@ -512,15 +551,58 @@ class Results:
             elif key in self._imported_benchmarks:  # this store's row replaces the imported one
                 rows[:] = [r for r in rows if r["model"] != row["model"]]
                 self._imported_benchmarks.discard(key)
+            models.add(row["model"])
             rows.append(row)
         elif table == "metadata":
-            if imported and any(r["model"] == row["model"] for r in self.metadata):
+            if imported and row["model"] in self._metadata_models:
                 return  # this store's row, or a fuller imported one, is kept
+            self._metadata_models.add(row["model"])
             self.metadata.append(row)
             if imported:
                 self._imported_metadata.add(row["model"])
         else:
             raise ValueError(f"unknown table {table!r} in a store entry")
+
+    def _add_validation(self, entry: dict[str, Any], row: dict[str, Any], imported: bool) -> None:
+        view, key = entry["view"], (entry["view"], row["model"], row["img_size"])
+        rows = self.validation.get(view, [])
+        at = self._validation_at.get(key)
+        same = None if at is None else rows[at]
+        if same is not None and imported and key not in self._imported:
+            self.notes.append(f"{view}: the imported row of {row['model']} at {row['img_size']} px is left out; "
+                              "this store's own row of that model and size is written")
+            return
+        if same is not None:  # one row per model and size: the later one, and say so
+            self.notes.append(f"{view}: two rows of {row['model']} at {row['img_size']} px (weights "
+                              f"{same.get('weights', 'imported')} and {row.get('weights', 'imported')}); "
+                              "the later is written")
+        if imported:
+            self._imported.add(key)
+        else:
+            self._imported.discard(key)
+        # An imported row never replaces an own one (above), so metric rows are never removed:
+        # an own row takes the place of the own row it replaces there.
+        metric_at = self._metric_at.pop(key, None) if same is not None else None
+        if not imported:
+            if metric_at is None:
+                metric_at = len(self.metric_rows[view])
+                self.metric_rows[view].append(row)
+            else:
+                self.metric_rows[view][metric_at] = row
+        if "top1" in row:  # the timm-schema file needs accuracy (the default metric)
+            if same is not None:
+                rows[at] = row  # in the replaced row's place
+            else:
+                self._validation_at[key] = len(rows)
+                self.validation.setdefault(view, rows).append(row)
+            if not imported:
+                self._metric_at[key] = metric_at
+        elif same is not None:  # an own row without accuracy replaces one with it: rare, never an import
+            rows.pop(at)
+            del self._validation_at[key]
+            self._validation_at.update({k: i - 1 for k, i in self._validation_at.items() if k[0] == view and i > at})
+        if entry.get("columns"):
+            self.columns[view] = entry["columns"]
 
     @property
     def conformance(self) -> dict[str, list[dict[str, Any]]]:

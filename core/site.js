@@ -15,8 +15,14 @@
     if (text !== undefined) node.textContent = text;
     return node;
   }
-  function escape(text) {
+  function escape(text) {  // text for innerHTML
     return String(text).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]);
+  }
+  // Text for plotly, whose labels, titles and hover text read <a href>, <span style>, <br> and
+  // entities as markup (it decodes &amp; &lt; &gt; but not &quot;): every string from the files
+  // that plotly draws goes through it.
+  function label(text) {
+    return String(text).replace(/[&<>]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;"})[c]);
   }
   function number(text) {
     if (text === "" || text === null || text === undefined) return null;
@@ -185,14 +191,15 @@
     const p = plot.points;
     const x = plot.logit ? percent(p.x[i]).toFixed(3) : p.x[i].toLocaleString();
     const y = plot.logit ? percent(p.y[i]).toFixed(3) : p.y[i].toFixed(3);
-    let text = `<b>${escape(data.models[p.model[i]])}</b><br>${escape(plot.x_title)}: ${x}<br>${escape(plot.y_title)}: ${y}`;
+    let text = `<b>${label(data.models[p.model[i]])}</b><br>${label(plot.x_title)}: ${x}<br>${label(plot.y_title)}: ${y}`;
     if (p.gain[i] !== null) text += `<br>effective robustness: ${p.gain[i] > 0 ? "+" : ""}${p.gain[i].toFixed(2)}`;
     if (p.front[i]) text += "<br>on the Pareto front";
     return text;
   }
   function traces(plot) {
     if (plot.kind === "heatmap") {
-      return [{type: "heatmap", z: plot.heat.z, x: plot.heat.columns, y: plot.heat.rows, colorscale: "Viridis",
+      return [{type: "heatmap", z: plot.heat.z, x: plot.heat.columns.map(label), y: plot.heat.rows.map(label),
+               colorscale: "Viridis",
                reversescale: true, colorbar: {title: {text: "error %"}},
                hovertemplate: "%{y}<br>%{x}: %{z:.2f}% error<extra></extra>"}];
     }
@@ -209,7 +216,7 @@
     for (const line of plot.lines) {
       // The Pareto front's points are ringed by its line's markers (drawn over the points).
       const front = line.name === "Pareto front";
-      out.push({type: "scatter", mode: front ? "lines+markers" : "lines", name: line.name, x: line.x, y: line.y,
+      out.push({type: "scatter", mode: front ? "lines+markers" : "lines", name: label(line.name), x: line.x, y: line.y,
                 hoverinfo: "skip", line: {color: LINE, width: 1.5},
                 marker: {symbol: "circle-open", size: 12, color: LINE, line: {width: 1.5}}});
     }
@@ -217,12 +224,13 @@
   }
   function layout(plot) {
     const base = {margin: {l: 60, r: 20, t: 10, b: 50}, hovermode: "closest", legend: {orientation: "h", y: -0.18},
-                  xaxis: {title: {text: plot.x_title}}, yaxis: {title: {text: plot.y_title}}};
+                  xaxis: {title: {text: label(plot.x_title)}}, yaxis: {title: {text: label(plot.y_title)}}};
     if (plot.kind === "heatmap") {
       base.height = Math.min(900, 120 + 14 * plot.heat.rows.length);
       base.margin.l = 220;
-      base.yaxis = {automargin: true, autorange: "reversed"};
-      base.xaxis = {tickangle: -45, automargin: true};
+      // Categories whatever the names look like (a model named 1e5 is not a number).
+      base.yaxis = {type: "category", automargin: true, autorange: "reversed"};
+      base.xaxis = {type: "category", tickangle: -45, automargin: true};
     }
     if (plot.x_log) base.xaxis.type = "log";
     if (plot.ticks) {

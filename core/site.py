@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -163,6 +164,15 @@ def _inline_script(text: str) -> str:
     return text.replace("</script", "<\\/script")
 
 
+def _json_script(data: Any) -> str:
+    """`data` as JSON that no string in it can end or alter the script element it is inlined in:
+    `<`, `>` and `&` are written as `\\u003c`, `\\u003e`, `\\u0026` (JSON.parse reads them
+    back), so neither `</script>` nor `<!--` (which would make the parser swallow the scripts
+    that follow) appears in the page. They can only stand inside JSON strings."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def write_site(out: Path, site: Path, imported: Mapping[str, set[tuple[str, ...]]],
                bases: Mapping[str, str | None],
                part_columns: Mapping[str, Sequence[str]] | None = None) -> tuple[Path, list[str]]:
@@ -182,11 +192,11 @@ def write_site(out: Path, site: Path, imported: Mapping[str, set[tuple[str, ...]
     plots, notes = plot_data(tables, bases, part_columns)
     if not tables:
         notes.insert(0, f"no result files in {out}: nothing to show")
-    blob = json.dumps(site_data(tables, plots, notes), separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    blob = _json_script(site_data(tables, plots, notes))
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>rbench results: {out.name}</title><style>{_asset('site.css')}</style></head>\n<body>\n"
+        f"<title>rbench results: {html.escape(out.name)}</title><style>{_asset('site.css')}</style></head>\n<body>\n"
         f"<script id=\"rbench-data\" type=\"application/json\">{blob}</script>\n"
         f"<script>{_inline_script(_asset('site.js'))}</script>\n"
         f"<script>{_inline_script(get_plotlyjs())}</script>\n"

@@ -76,6 +76,52 @@ def test_bad_input_is_one_line_and_exit_2(args, expected, tmp_path, monkeypatch)
     assert expected in line
 
 
+# Every numeric option of every command, with a value inside its range and its range's words.
+NUMERIC_OPTIONS = [
+    (["run", "--dry-run"], "--batch-size", "from 1 to 65,536"), (["run", "--dry-run"], "--workers", "from 0 to 1,024"),
+    (["run", "--dry-run"], "--img-size", "from 16 to 8,192"), (["run", "--dry-run"], "--warmup-steps", "from 0 to 1,000,000"),
+    (["run", "--dry-run"], "--bench-steps", "from 1 to 1,000,000"), (["run", "--dry-run"], "--bench-seconds", "from 0 to 86,400"),
+    (["run", "--dry-run"], "--bench-repeats", "from 1 to 1,000"), (["run", "--dry-run"], "--latency-queries", "from 1 to 10,000,000"),
+    (["run", "--dry-run"], "--latency-seconds", "from 0 to 86,400"), (["run", "--dry-run"], "--latency-batch-size", "from 1 to 65,536"),
+    (["run", "--dry-run"], "--cell-timeout", "above 0 and at most 604,800"), (["run", "--dry-run"], "--limit", "from 1 to 1,000,000,000"),
+    (["compare", "a", "b"], "--img-size", "from 1 to 8,192"), (["check-backend", "cpu"], "--workers", "from 0 to 1,024"),
+    (["metadata", "-m", "test_vit"], "--workers", "from 0 to 1,024"),
+]
+
+
+@pytest.mark.parametrize(("command", "option", "span"), NUMERIC_OPTIONS, ids=[f"{c[0]} {o}" for c, o, _ in NUMERIC_OPTIONS])
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e400", "99999999999999999999"])
+def test_a_non_finite_or_huge_number_is_one_line_and_exit_2(command, option, span, value, tmp_path, monkeypatch):
+    """`--bench-seconds inf` would benchmark forever, `nan` passes every comparison: every numeric
+    option takes a finite number in its range, else one line and exit 2, before any work."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [*command, option, value])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"rbench: error: {option} {value}: expected a ") and line.endswith(span)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_numeric_options_of_the_commands_are_all_checked():
+    """The list above is every numeric option: a new one gets its range too."""
+    import click
+
+    from rbench.cli import Number
+
+    def numeric(command, path):
+        for param in command.params:
+            if isinstance(param.type, (click.types.IntParamType, click.types.FloatParamType, Number)):
+                yield path, param.opts[0]
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from numeric(sub, [*path, name])
+
+    found = {(path[0], option) for path, option in numeric(main, [])}
+    assert found == {(command[0], option) for command, option, _ in NUMERIC_OPTIONS}
+    assert not [o for c in main.commands.values() for p in c.params for o in p.opts
+                if isinstance(p.type, (click.types.IntParamType, click.types.FloatParamType))]  # click's own: not one line
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_unavailable_backend_is_a_clear_error():
     result = invoke("run", "-m", "test_vit", "-b", "cuda-amp+channels-last")
@@ -144,3 +190,22 @@ def test_data_option_alone_selects_that_data_set(image_folder, tmp_path):
                     "--bench", "validate", "--out", str(out), "--workers", "0")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.glob("*.csv")) == ["metrics-imagefolder.csv", "results-imagefolder.csv"]
+
+
+def test_a_model_list_or_data_folder_of_the_wrong_kind_is_one_line_that_says_so(tmp_path, monkeypatch):
+    """A model list that is not UTF-8 or is a folder, and a --data-dir that is a file: each is one
+    line saying what is wrong (not a traceback, not "does not exist")."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models.txt").write_bytes(b"test_vit\n# r\xe9sum\xe9\n")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "images.txt").write_text("not a folder\n")
+    for args, expected in [
+        (["-m", "@models.txt"], "model list models.txt line 2: byte 0xe9 is not UTF-8; @FILE needs a UTF-8 text file"),
+        (["-m", "@lists"], "model list lists is a folder; @FILE needs a text file of model names"),
+        (["-m", "test_vit", "--weights", "random", "--data-dir", "images.txt"],
+         "data folder images.txt is a file, not a folder"),
+    ]:
+        result = CliRunner().invoke(main, ["run", *args, "--dry-run"])
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert expected in line and "does not exist" not in line, line

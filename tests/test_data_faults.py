@@ -1,7 +1,9 @@
-"""Images that cannot be used are skipped, listed by path and counted, never fatal to a pass."""
+"""Images that cannot be used are skipped, listed by path and counted, never fatal to a pass (unless
+not one of them can be read)."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -37,3 +39,72 @@ def test_a_decompression_bomb_is_skipped_listed_and_counted(image_folder, tmp_pa
     assert len((out / "results-imagefolder.csv").read_text().splitlines()) == 2  # header and the model's row
     (record,) = [json.loads(p.read_text()) for p in (out / "store" / "records").glob("*.json")]
     assert record.get("status", "ok") == "ok" and record["unreadable"] == [str(bomb)]
+
+
+def test_a_long_thin_image_is_skipped_listed_and_the_others_scored(image_folder, tmp_path):
+    """A 2 x 80000 PNG (half a megabyte) passes PIL's pixel count, but the eval resize of its
+    shortest side would make a 168 x 6,720,000 image (gigabytes): it is skipped before it is
+    decoded, and named, and the other images of the cell are scored."""
+    import numpy as np
+
+    thin = image_folder / "3" / "thin.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (80000, 2, 3), dtype=np.uint8)).save(thin)
+    assert thin.stat().st_size < 1_000_000
+    Image.open(thin).close()  # PIL itself opens it: no decompression bomb by pixel count
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", "-m", "test_vit", "--weights", "random", "--data-dir", str(image_folder),
+                                       "--bench", "validate", "--workers", "0", "--out", str(out),
+                                       "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable image(s) were left out of the metrics" in result.output
+    assert str(thin) in result.output.replace("\n", "")
+    (record,) = [json.loads(p.read_text()) for p in (out / "store" / "records").glob("*.json")]
+    assert record.get("status", "ok") == "ok" and record["unreadable"] == [str(thin)]
+    (row,) = [line.split("│") for line in result.output.splitlines() if "test_vit.r160_in1k" in line]
+    assert row[-2].strip() == "32"  # the images column: the 8 x 4 other images, scored
+
+
+def test_the_resize_bound_follows_timms_eval_geometry(tmp_path):
+    """`resized_size` from the header alone equals the size the geometry's resize makes, in each
+    crop mode; an image is skipped only past `RESIZE_LIMIT` crops of pixels."""
+    import numpy as np
+    from torchvision import transforms
+
+    from rbench.data import RESIZE_LIMIT, ImageDataset, eval_geometry, resized_size
+
+    config = {"input_size": (3, 160, 160), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3,
+              "crop_pct": 0.95}
+    for width, height in [(300, 200), (200, 300), (40, 2000), (2000, 40)]:
+        path = tmp_path / f"{width}x{height}.png"
+        Image.fromarray(np.zeros((height, width, 3), dtype=np.uint8)).save(path)
+        for mode in ("center", "squash", "border"):
+            geometry = eval_geometry({**config, "crop_mode": mode})
+            resize = transforms.Compose(geometry.transforms[:1])
+            with Image.open(path) as image:
+                assert resized_size(geometry, image) == resize(image.convert("RGB")).size, (width, height, mode)
+    # 40 x 2000 resizes (center) to 168 x 8400 = 1,411,200 pixels: under 64 crops (1,638,400); 30 x 2000 is over.
+    samples = []
+    for width in (40, 30):
+        path = tmp_path / f"thin{width}.png"
+        Image.fromarray(np.zeros((2000, width, 3), dtype=np.uint8)).save(path)
+        samples.append((str(path), 0))
+    assert RESIZE_LIMIT == 64
+    dataset = ImageDataset(samples, eval_geometry({**config, "crop_mode": "center"}), config["input_size"])
+    assert [dataset[i][2] for i in range(2)] == [True, False]
+
+
+def test_a_data_set_of_only_unreadable_images_is_an_error_that_says_so(image_folder, tmp_path):
+    """No image of the folder can be read: no row to write, so the cell fails (`unreadable`,
+    a failures.csv row, exit status 1) saying so, instead of exit 0 with nothing."""
+    paths = sorted(image_folder.glob("*/*.JPEG"))
+    for path in paths:
+        path.write_bytes(b"not a JPEG")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", "-m", "test_vit", "--weights", "random", "--data-dir", str(image_folder),
+                                       "--bench", "validate", "--workers", "0", "--out", str(out), "--no-cache"])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert f"unreadable: none of the {len(paths)} images of imagefolder could be read" in text
+    assert not (out / "results-imagefolder.csv").exists()
+    (failure,) = list(csv.DictReader((out / "failures.csv").open()))
+    assert failure["status"] == "unreadable" and failure["model"] == "test_vit"

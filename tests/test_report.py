@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rbench.report import benchmark_table, metadata_table, validation_table, write_csv
 
 
@@ -186,3 +188,138 @@ def test_a_stores_own_benchmark_row_wins_over_an_imported_row_of_its_model(tmp_p
     detailed = [r["model"] for r in csv_rows(tmp_path / "detailed" / "benchmark-infer-t.csv")]
     assert sorted(detailed) == ["later", "own"]  # this store's rows, and only those
     assert any("imported row of own is left out" in note for note in results.notes)
+
+
+class CountedName(str):
+    """A model name that counts how often it is hashed or compared: the work of adding rows."""
+
+    operations = 0
+
+    def __hash__(self):
+        CountedName.operations += 1
+        return str.__hash__(self)
+
+    def __eq__(self, other):
+        CountedName.operations += 1
+        return str.__eq__(self, other)
+
+    def __ne__(self, other):
+        CountedName.operations += 1
+        return str.__ne__(self, other)
+
+
+def imported_entries(n: int) -> list[dict]:
+    """n imported rows of each kind (results, benchmark, metadata), one model in 50 twice."""
+    entries = []
+    for i in range(n):
+        model = CountedName(f"m{i % (n - n // 50)}.x")
+        entries.append({"table": "validation", "view": "imagenet", "row": {**row(model, 80.0, 95.0)}})
+        entries.append({"table": "benchmark", "kind": "infer", "tag": "t",
+                        "row": {"model": model, "infer_samples_per_sec": 10.0 + i}})
+        entries.append({"table": "metadata", "row": {"model": model, "pretrain": "in1k"}})
+    return entries
+
+
+def test_adding_imported_rows_takes_linear_work():
+    """Adding 100,000 imported rows of each kind takes ten times the name hashes and comparisons
+    of 10,000 (a scan of the rows so far for each new one would take a hundred times)."""
+    from rbench.report import Results
+
+    work = {}
+    for n in (10_000, 100_000):
+        entries = imported_entries(n)
+        results = Results()
+        CountedName.operations = 0
+        for entry in entries:
+            results.add(entry, imported=True)
+        work[n] = CountedName.operations
+        assert len(results.validation["imagenet"]) == n - n // 50  # the repeated models: one row each
+    assert work[100_000] <= 11 * work[10_000], work
+    assert work[100_000] <= 30 * 3 * 100_000, work
+
+
+def reference_add(state: dict, entry: dict, imported: bool) -> None:
+    """The rules of `Results.add` for results rows, kept as simply as they can be said: per
+    view, one row per (model, img_size), the later one, except that an imported row never
+    replaces this store's own; own rows are also the view's metric rows."""
+    view, r = entry["view"], entry["row"]
+    key = (r["model"], r["img_size"])
+    rows, own = state.setdefault(view, ({}, set()))
+    if key in rows and imported and key in own:
+        return
+    rows[key] = r
+    (own.discard if imported else own.add)(key)
+
+
+def test_results_rows_follow_the_rules_under_random_additions():
+    """Random sequences of own and imported rows with repeats: the rows kept, the metric rows and
+    the imported marks are those of the rules (`reference_add`)."""
+    import random
+
+    from rbench.report import Results, imported_rows
+
+    generator = random.Random(5)
+    for _ in range(300):
+        results, state = Results(), {}
+        for step in range(generator.randint(1, 30)):
+            view = generator.choice(["v", "w"])
+            r = {**row(f"m{generator.randint(0, 5)}", 80.0, 95.0, img=generator.choice([224, 288])), "step": step}
+            imported = generator.random() < 0.5
+            entry = {"table": "validation", "view": view, "row": r}
+            results.add(entry, imported=imported)
+            reference_add(state, entry, imported)
+        for view, (rows, own) in state.items():
+            assert sorted(r["step"] for r in results.validation[view]) == sorted(r["step"] for r in rows.values())
+            assert sorted(r["step"] for r in results.metric_rows.get(view, [])) == sorted(
+                rows[k]["step"] for k in own)
+            marked = imported_rows(results).get(f"results-{view}.csv", set())
+            assert marked == {(m, str(s)) for m, s in rows if (m, s) not in own}
+
+
+GOOD_LINE = "m.a,224,80.000,20.000,95.000,5.000,1.00,0.875,bicubic\n"
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    (GOOD_LINE.encode() + "caf\u00e9.a,224,80.000,20.000,95.000,5.000,1.00,0.875,bicubic\n".encode("latin-1"),
+     "line 3: byte 0xe9 is not UTF-8; --import reads UTF-8 CSV files"),
+    (("x" * 200_000 + ",224,80.000,20.000,95.000,5.000,1.00,0.875,bicubic\n").encode(), "line 2: a field over 128 KB"),
+    (b"m.a,99999999999999999999,80.000,20.000,95.000,5.000,1.00,0.875,bicubic\n",
+     "line 2: img_size '99999999999999999999' is not a whole number from 0 to 2,147,483,647"),
+    (GOOD_LINE.encode() + b"m.b,224,nan,20.000,95.000,5.000,1.00,0.875,bicubic\n",
+     "line 3: top1 'nan' is not a finite number from 0 to 100"),
+    (b"m.b,224,80.000,20.000,inf,5.000,1.00,0.875,bicubic\n", "line 2: top5 'inf' is not a finite number from 0 to 100"),
+    (b"m.b,224,80.000,20.000,95.000,5.000,-1,0.875,bicubic\n", "line 2: param_count '-1' is not a finite number of at least 0"),
+    (b"m\x00b,224,80.000,20.000,95.000,5.000,1.00,0.875,bicubic\n", "line 2: model 'm\\x00b' holds a NUL byte"),
+    (b"\"=cmd|' /C calc'!A0\",224,80.000,20.000,95.000,5.000,1.00,0.875,bicubic\n",
+     "line 2: model \"=cmd|' /C calc'!A0\" starts with '=', which a spreadsheet runs as a formula"),
+    (b"@SUM(A1),224,80.000,20.000,95.000,5.000,1.00,0.875,bicubic\n", "starts with '@'"),
+], ids=["not-utf8", "field-over-128k", "huge-img-size", "top1-nan", "top5-inf", "negative-params", "nul", "formula",
+        "at-formula"])
+def test_a_bad_imported_line_is_one_line_naming_it(lines, message, tmp_path):
+    """Each bad line of an imported file is one line naming the file and the line, exit 2, and
+    nothing is written (before, some were tracebacks, and NaN, NUL and formulas went into the CSVs)."""
+    from .conftest import invoke_apart
+
+    published = tmp_path / "results-imagenet.csv"
+    published.write_bytes(b"model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation\n" + lines)
+    result = invoke_apart("report", "--out", str(tmp_path / "o"), "--import", str(published))
+    assert result.exit_code == 2, result.output + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"rbench: error: {published} line ") and message in line, line
+    assert not (tmp_path / "o" / "results-imagenet.csv").exists()
+
+
+def test_an_import_with_a_byte_order_mark_and_no_store_is_read(tmp_path):
+    """A CSV saved with a UTF-8 byte-order mark (as spreadsheets save it) is read as without it,
+    and a --store that does not exist is no records, as the documentation says, with --import."""
+    from .conftest import invoke_apart
+
+    published = tmp_path / "results-imagenet.csv"
+    published.write_bytes("\ufeff".encode() + PUBLISHED_BASE.encode())
+    result = invoke_apart("report", "--store", str(tmp_path / "no-store"), "--out", str(tmp_path / "o"),
+                          "--import", str(published))
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "o" / "results-imagenet.csv").read_text() == PUBLISHED_BASE
+    assert not (tmp_path / "no-store").exists()
+    nothing = invoke_apart("report", "--store", str(tmp_path / "no-store"), "--out", str(tmp_path / "o"))
+    assert nothing.exit_code == 2 and "store" in nothing.stderr and "does not exist" in nothing.stderr

@@ -437,3 +437,107 @@ def test_run_html_and_own_rows_beside_imported_ones(browser, tmp_path):
     shoot(page, tmp_path, "rbench-site-own.png")
     assert requests == [] and errors == []
     page.context.close()
+
+
+HOSTILE = ["<!--<script>", '</script><script>document.body.innerHTML = ""</script>', '<a href="https://example.com/">link</a>',
+           '<span style="color:red">red</span>', "x$\\frac{1}{$y", "a&amp;b", "<b>bold</b><br>two", '"quoted", comma',
+           "1e5", "\u2028line\u2029separators"]
+
+
+def write_hostile_zoo(folder: Path) -> list[str]:
+    """A published folder whose model names are markup, mathtext, entities and script ends, with
+    12 ordinary ones (enough models for the effective-robustness line)."""
+    import csv
+
+    folder.mkdir(parents=True)
+    models = HOSTILE + [f"net{i}.a" for i in range(12)]
+    generator = random.Random(7)
+    for view, shift in (("imagenet", 0.0), ("imagenetv2-matched-frequency", 12.0)):
+        with open(folder / f"results-{view}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(RESULT_COLUMNS.split(","))
+            for model in models:
+                top1 = round(generator.uniform(50, 85) - shift, 3)
+                writer.writerow([model, 224, f"{top1:.3f}", f"{100 - top1:.3f}", "90.000", "10.000", "5.00", "0.875",
+                                 "bicubic"])
+    with open(folder / BENCH, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "infer_img_size", "infer_samples_per_sec", "infer_gmacs"])
+        writer.writerows([m, 224, f"{100 + 10 * i:.2f}", "1.50"] for i, m in enumerate(models))
+    return models
+
+
+def test_hostile_model_names_are_text_everywhere_in_headless_chromium(browser, tmp_path):
+    """Imported names that are markup (`<!--<script>`, `</script>`, `<a href>`, `<span style>`),
+    mathtext or entities: the report and its static plots are written, the page shows every row of
+    every table, and the plots' labels show each name as text, with no console error."""
+    import csv
+
+    from rbench.registry import get_registry
+    from rbench.run import view_part_columns
+    from rbench.site import write_site
+
+    models = write_hostile_zoo(tmp_path / "zoo")
+    out, site = tmp_path / "out", tmp_path / "site"
+    result = invoke_apart("report", "--out", str(out), "--import", str(tmp_path / "zoo"), "--html", str(site))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert {r["model"] for r in csv_rows(out / "results-imagenet.csv")} == set(models)  # the names as they were
+    # ImageNet-C's per-corruption columns: a heat map whose rows are the names.
+    corruptions = ["gaussian_noise", "fog"]
+    with open(out / "results-imagenet-c.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(RESULT_COLUMNS.replace(",param_count", ",mce,relative_mce,param_count").split(",") + corruptions)
+        writer.writerows([m, 224, "50.000", "50.000", "70.000", "30.000", "60.000", "70.000", "1.00", "0.875", "bicubic",
+                          "40.000", f"{i:.3f}"] for i, m in enumerate(HOSTILE))
+    index, _ = write_site(out, site, imported={}, bases={"imagenetv2-matched-frequency": "imagenet"},
+                          part_columns=view_part_columns(get_registry()))
+    for plot in page_data(index)["plots"]:
+        for ext in ("png", "svg"):
+            assert (site / "plots" / f"{plot['id']}.{ext}").stat().st_size > 1000, plot["id"]
+    text = index.read_text()
+    blob = text[text.index('type="application/json">'):text.index("</script>")]
+    assert "<" not in blob[len('type="application/json">'):]  # no string can end the script or open a comment
+
+    page, requests, errors = open_offline(browser, index)
+    assert page.evaluate("document.querySelectorAll('script').length") == 4
+    tables = page.evaluate("window.rbench.data.tables.map(t => t.name)")
+    assert len(tables) == 5
+    for i, name in enumerate(tables):  # every row of every table, each name as it is in the file
+        page.select_option("#table-select", str(i))
+        assert column_values(page, "model") == [r["model"] for r in csv_rows(out / name)], name
+    page.evaluate("window.rbench.drawAll()")
+    labels = page.evaluate("""() => Object.fromEntries(["heat-imagenet-c", "params"].map(id => {
+        const div = document.getElementById(id);
+        const texts = sel => [...div.querySelectorAll(sel)].map(t => t.textContent);
+        return [id, {y: texts(".ytick text"), x: texts(".xtick text"),
+                     markup: div.querySelectorAll(".xtick a, .ytick a, .xtick tspan[style], .ytick tspan[style], .infolayer a").length}];
+    }))""")
+    heat = labels["heat-imagenet-c"]
+    assert heat["markup"] == 0 and labels["params"]["markup"] == 0
+    assert heat["x"] == corruptions
+    assert heat["y"] and set(heat["y"]) <= set(HOSTILE), heat["y"]
+    assert '<a href="https://example.com/">link</a>' in heat["y"] and '<span style="color:red">red</span>' in heat["y"]
+    # The hover text of the points names each model as text, markup escaped.
+    hover = page.evaluate("""() => document.getElementById("params").data[0].text""")
+    assert any(h.startswith("<b>&lt;!--&lt;script&gt;</b><br>") for h in hover), hover
+    shoot(page, tmp_path, "rbench-site-hostile.png")
+    assert requests == [] and errors == []
+    page.context.close()
+
+
+def test_a_model_name_with_mathtext_draws_as_text(tmp_path):
+    """`x$\\frac{1}{$y` is not valid mathtext: matplotlib read it as mathtext and --html failed
+    with a traceback; every label is plain text. (The throughput plot has no point, so its note,
+    which names the models, is drawn in the static plot.)"""
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    names = ["x$\\frac{1}{$y", "$$", "a$b$c.x"]
+    (zoo / "results-imagenet.csv").write_text(RESULT_COLUMNS + "\n" + "".join(
+        f"{name},224,{80 - i:.3f},{20 + i:.3f},95.000,5.000,{1 + i:.2f},0.875,bicubic\n" for i, name in enumerate(names)))
+    (zoo / BENCH).write_text("model,infer_img_size,infer_samples_per_sec\nother,224,10.0\n")
+    result = invoke_apart("report", "--out", str(tmp_path / "o"), "--import", str(zoo), "--html", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output + result.stderr
+    (plot,) = [p for p in page_data(tmp_path / "s" / "index.html")["plots"] if p["id"].startswith("throughput-")]
+    assert all(name in plot["notes"][0] for name in names), plot["notes"]
+    for ext in ("png", "svg"):
+        assert (tmp_path / "s" / "plots" / f"{plot['id']}.{ext}").stat().st_size > 1000
