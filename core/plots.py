@@ -349,7 +349,11 @@ def _draw_static(plt, plot: Plot, folder: Path) -> list[Path]:
         ax.set_ylabel(plot.y_title)
     ax.set_title(plot.title, fontsize=9)
     if not plot.points and not plot.heat:
-        ax.text(0.5, 0.5, "\n".join(plot.notes) or "no data", transform=ax.transAxes, ha="center", fontsize=8, wrap=True)
+        import textwrap
+
+        # Wrapped here: matplotlib's own wrap= measures words as mathtext whatever parse_math says.
+        text = "\n".join(textwrap.fill(note, 90) for note in plot.notes) or "no data"
+        ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=8)
     fig.tight_layout()
     from io import BytesIO
 

@@ -32,7 +32,7 @@ from numbers import Number
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import one_line
+from .errors import DataError, one_line
 from .files import write_bytes, write_json
 from .listings import ListingError, from_data, plugin_package, to_data
 
