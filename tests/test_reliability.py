@@ -25,7 +25,14 @@ from .conftest import Hold, invoke_apart, write_jpegs
 QUICK = ["--weights", "random", "--bench", "validate", "--workers", "0", "--img-size", "32"]
 
 
+def _default_sigint() -> None:
+    # A test run started in the background (`cmd &` in a script) ignores SIGINT, and rbench keeps
+    # an inherited ignore: the run under test gets the default, as from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def rbench_process(*args, env=None, **kwargs):
+    kwargs.setdefault("preexec_fn", _default_sigint)
     return subprocess.Popen([sys.executable, "-m", "rbench", *args], env={**os.environ, **(env or {})}, **kwargs)
 
 
