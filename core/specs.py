@@ -112,12 +112,12 @@ class Predictions:
         n = len(self.labels)
         try:
             labels = np.asarray(self.labels, dtype=np.int64)
-            if labels.ndim == 1 and labels.shape[0] == n:
-                scored = np.ones(n, dtype=bool)
+        except (TypeError, ValueError):  # label sets of several lengths
+            labels = None
+        if labels is not None and labels.ndim == 1 and labels.shape[0] == n:  # ints; sets of one length are 2-D
+            scored = np.ones(n, dtype=bool)
             scored.flags.writeable = False
             return labels, scored
-        except (TypeError, ValueError):
-            pass
         sets = [label if isinstance(label, (tuple, list)) else tuple(label)
                 if isinstance(label, (set, frozenset)) else (int(label),) for label in self.labels]
         lengths = np.fromiter(map(len, sets), dtype=np.int64, count=n)
