@@ -92,6 +92,7 @@ def load_registry(extra: Iterable[tuple[str, ModuleType | object]] = ()) -> Regi
             _register(pm, registry, name, dist, plugin)
     for name, plugin in extra:
         _register(pm, registry, name, "no distribution", plugin)
+    _check_hooks(pm, registry)
     for kind, (_, hook_name, spec_type) in KINDS.items():
         table = getattr(registry, kind)
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
@@ -103,7 +104,7 @@ def load_registry(extra: Iterable[tuple[str, ModuleType | object]] = ()) -> Regi
                         f"{type(spec).__name__} from {hook_name}, expected {spec_type.__name__}"
                     )
                 if spec.name in table:
-                    other = next(p for p in registry.plugins.values() if f"{kind}:{spec.name}" in p.provides)
+                    other = _provider(registry, kind, spec.name)
                     raise PluginError(
                         f"{kind.rstrip('s')} name {spec.name!r} is provided twice: by plugin {other.name} "
                         f"(from {other.distribution}) and by plugin {info.name} (from {info.distribution}); "
@@ -111,7 +112,54 @@ def load_registry(extra: Iterable[tuple[str, ModuleType | object]] = ()) -> Regi
                     )
                 table[spec.name] = spec
                 info.provides.append(f"{kind}:{spec.name}")
+    _check_metric_columns(registry)
     return registry
+
+
+def _provider(registry: Registry, kind: str, name: str) -> PluginInfo:
+    """The plugin that provides the spec `name` of `kind`."""
+    return next(p for p in registry.plugins.values() if f"{kind}:{name}" in p.provides)
+
+
+def _check_hooks(pm: pluggy.PluginManager, registry: Registry) -> None:
+    """pluggy's `check_pending`, as one line: a hook implementation that no rbench hook declares
+    (a misspelled `rbench_dataset`) would register silently and provide nothing."""
+    import difflib
+
+    hooks = [hook_name for _, hook_name, _ in KINDS.values()]
+    for hook_name, caller in vars(pm.hook).items():
+        if hook_name.startswith("_") or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook:
+                continue
+            info = registry.plugins[impl.plugin_name]
+            close = difflib.get_close_matches(hook_name, hooks, n=1, cutoff=0.6)
+            raise PluginError(
+                f"plugin {info.name} (from {info.distribution}) implements the unknown hook {hook_name!r}"
+                + (f"; did you mean {close[0]}?" if close else f"; rbench's hooks are {', '.join(hooks)}")
+            )
+    pm.check_pending()  # anything the loop above missed is a bug, not a user's error
+
+
+def _check_metric_columns(registry: Registry) -> None:
+    """Two metrics that declare one column (`MetricSpec.columns`) would overwrite each other's values."""
+    writer: dict[str, MetricSpec] = {}
+    for metric in registry.metrics.values():
+        for column in metric.columns:
+            other = writer.setdefault(column, metric)
+            if other is metric:
+                if metric.columns.count(column) > 1:
+                    info = _provider(registry, "metrics", metric.name)
+                    raise PluginError(f"metric {metric.name!r} of plugin {info.name} (from {info.distribution}) "
+                                      f"declares the column {column!r} twice in its MetricSpec.columns")
+                continue
+            first, second = _provider(registry, "metrics", other.name), _provider(registry, "metrics", metric.name)
+            raise PluginError(
+                f"metric column {column!r} is written by metric {other.name!r} of plugin {first.name} "
+                f"(from {first.distribution}) and by metric {metric.name!r} of plugin {second.name} "
+                f"(from {second.distribution}); a column has one metric: rename it, or uninstall one of them"
+            )
 
 
 def _register(pm: pluggy.PluginManager, registry: Registry, name: str, dist: str, plugin: object) -> None:

@@ -155,3 +155,52 @@ def test_plugin_that_calls_sys_exit_on_import_exits_2_with_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "rbench.datasets:exiting" in lines[0] and "exitplug 1.0" in lines[0] and "sys.exit(3)" in lines[0]
+
+
+def test_a_misspelled_hook_exits_2_naming_the_plugin_and_the_hook(tmp_path):
+    misspelled = """
+    import rbench
+
+    @rbench.hookimpl
+    def rbench_dataset():
+        return [rbench.DatasetSpec(name="typo", description="never registered", load=None)]
+    """
+    make_distribution(tmp_path, "typoplug", {"rbench.datasets": {"typo": "typoplug_mod"}},
+                      {"typoplug_mod": misspelled})
+    result = rbench_cli("list", "datasets", site=tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "rbench.datasets:typo (from typoplug 1.0)" in line
+    assert "'rbench_dataset'" in line and "did you mean rbench_datasets?" in line
+
+
+METRIC_PLUGIN = """
+import rbench
+
+@rbench.hookimpl
+def rbench_metrics():
+    return [rbench.MetricSpec(name={name!r}, description="d", columns={columns!r}, compute=lambda *a: {{}})]
+"""
+
+
+def test_two_metrics_writing_one_column_exit_2_naming_both(tmp_path):
+    make_distribution(tmp_path, "nllone", {"rbench.metrics": {"nllone": "nllone_mod"}},
+                      {"nllone_mod": METRIC_PLUGIN.format(name="nll-one", columns=("loss", "nll_sum"))})
+    make_distribution(tmp_path, "nlltwo", {"rbench.metrics": {"nlltwo": "nlltwo_mod"}},
+                      {"nlltwo_mod": METRIC_PLUGIN.format(name="nll-two", columns=("nll_sum",))})
+    result = rbench_cli("list", "metrics", site=tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "'nll_sum'" in line
+    assert "'nll-one' of plugin rbench.metrics:nllone (from nllone 1.0)" in line
+    assert "'nll-two' of plugin rbench.metrics:nlltwo (from nlltwo 1.0)" in line
+
+
+def test_a_metric_writing_a_builtin_metrics_column_is_refused(tmp_path):
+    make_distribution(tmp_path, "mytop", {"rbench.metrics": {"mytop": "mytop_mod"}},
+                      {"mytop_mod": METRIC_PLUGIN.format(name="my-top1", columns=("top1",))})
+    result = rbench_cli("run", "--bench", "metadata", "-m", "test_vit", site=tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "'top1'" in line and "'accuracy' of plugin rbench.metrics:accuracy (from rbench " in line
+    assert "'my-top1' of plugin rbench.metrics:mytop (from mytop 1.0)" in line
