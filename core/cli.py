@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import DataError, RbenchError
+from .errors import DataError, PluginError, RbenchError
 from .input_cache import DEFAULT_LIMIT
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -30,6 +30,57 @@ class RbenchGroup(click.Group):
             click.echo(f"rbench: error: {exc.strerror} writing {exc.filename or 'a file'}; what finished is kept: "
                        "free space (or fix the folder's permissions) and run the same command again", err=True)
             ctx.exit(2)
+
+
+class ExecutorFlagsCommand(click.Command):
+    """A command that also takes the flags executors declare (`ExecutorOption.flag`, such as
+    `--ray-address`), each passed to its callback under `executor_flag_name(flag)`."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        from .registry import get_registry
+
+        params = super().get_params(ctx)
+        try:
+            registry = get_registry()
+        except RbenchError:  # the command loads it again and says what is wrong; --help still works
+            return params
+        taken = {opt for param in params for opt in (*param.opts, *param.secondary_opts)}
+        return params + [
+            click.Option([option.flag, executor_flag_name(option.flag)], metavar="VALUE",
+                         help=f"{option.help} (--executor {spec.name}; as --executor-option {option.name}=VALUE)")
+            for spec, option in registry.executor_flags() if option.flag not in taken  # a clash: see executor_settings
+        ]
+
+
+def executor_flag_name(flag: str) -> str:
+    """The callback argument of an executor's flag: `--ray-address` -> `executor_flag_ray_address`."""
+    return "executor_flag_" + flag.lstrip("-").replace("-", "_")
+
+
+def executor_settings(ctx: click.Context, registry, executor: str, given: tuple[str, ...],
+                      flags: dict[str, str | None]) -> dict[str, str]:
+    """The settings of `executor` from `--executor-option KEY=VALUE` and the executors' own flags;
+    a flag of another executor than the one that runs, or one that clashes with an option of
+    the command, is an error."""
+    settings: dict[str, str] = {}
+    for value in given:
+        key, sep, setting = value.partition("=")
+        if not (sep and key.strip()):
+            raise RbenchError(f"--executor-option {value!r}: expected KEY=VALUE, for example address=HOST:PORT")
+        settings[key.strip()] = setting
+    own = {opt for param in ctx.command.params for opt in (*param.opts, *param.secondary_opts)}
+    for spec, option in registry.executor_flags():
+        if option.flag in own:
+            raise PluginError(f"executor {spec.name!r} declares the flag {option.flag}, which is an option of "
+                              f"rbench {ctx.command.name} itself; rename it in its ExecutorOption")
+        value = flags.get(executor_flag_name(option.flag))
+        if value is None:
+            continue
+        if spec.name != executor:
+            raise RbenchError(f"{option.flag} is an option of the {spec.name} executor; pass --executor {spec.name} "
+                              f"too, or leave it out")
+        settings.setdefault(option.name, value)
+    return settings
 
 
 class Number(click.ParamType):
@@ -140,7 +191,7 @@ def main() -> None:
     keep_sigint_ignored()
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(cls=ExecutorFlagsCommand, context_settings=CONTEXT)
 @click.option("-m", "--models", multiple=True, metavar="NAMES",
               help="timm names, globs ('resnet*'), 'all', or @FILE; comma-separated or repeated. "
                    "Default: the embedded suite (tiny test models, random weights).")
@@ -189,7 +240,8 @@ def main() -> None:
 @click.option("--executor", metavar="NAME",
               help="How cells run: local (this process), subprocess (a fresh process per model), ray, or a "
                    "plugin's (`rbench list executors`). [default: subprocess with benchmarks, else local]")
-@click.option("--ray-address", metavar="ADDR", help="The Ray cluster for --executor ray. [default: a local Ray instance]")
+@click.option("--executor-option", "executor_option", multiple=True, metavar="KEY=VALUE",
+              help="A setting of the executor, e.g. address=HOST:PORT for ray (see `rbench list executors`).")
 @click.option("--cell-timeout", type=Number(float, 0, 604800, low_open=True), metavar="SECONDS",
               help="Fail a cell that runs longer than this.")
 @cache_dir_option
@@ -207,8 +259,8 @@ def main() -> None:
 def run(models, datasets, backends, benches, out, data_root, data, data_dir, data_option, store, batch_size, workers,
         img_size, weights, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds, bench_repeats,
         latency_queries, latency_seconds, latency_batch_size, no_retry,
-        executor, ray_address, cell_timeout, cache_dir, cache_size, no_cache, metric_names, limit, dry_run, force,
-        retry_failed, html) -> None:
+        executor, executor_option, cell_timeout, cache_dir, cache_size, no_cache, metric_names, limit, dry_run, force,
+        retry_failed, html, **executor_flags) -> None:
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
 
@@ -219,13 +271,14 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
     from .site import check_site_dir
 
     console = _console()
+    registry = get_registry()
     options = RunOptions(out=out, store=store, data_root=data_root, data_paths=_data_paths(data),
                          data_options=_data_options(data_option), trust_checkpoint=trust_checkpoint,
                          allow_partial=allow_partial, input_cache=not no_cache, input_cache_dir=cache_dir,
                          input_cache_size=parse_size(cache_size, "--cache-size"), metrics=_split(metric_names),
                          limit=limit)
     if data_dir is not None:
-        options.data_paths.setdefault("imagefolder", data_dir)
+        options.data_paths.setdefault(registry.data_dir_dataset(), data_dir)
     if datasets:
         options.datasets = _split(datasets)
     elif options.data_paths:  # a folder given for a data set asks for that data set
@@ -258,13 +311,13 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
         ),
     )
     benchmarks = any(b in options.benches for b in BENCH_KINDS)
-    options = replace(options, executor=executor or ("subprocess" if benchmarks else "local"),
-                      ray_address=ray_address, cell_timeout=cell_timeout)
+    executor = executor or registry.default_executor(benchmarks)
+    options = replace(options, executor=executor, cell_timeout=cell_timeout,
+                      executor_options=executor_settings(click.get_current_context(), registry, executor,
+                                                         executor_option, executor_flags))
     check_out_dir(out)
     if html is not None:
         check_site_dir(html, out)
-    registry = get_registry()
-    registry.get("executors", options.executor)
     plan = make_plan(options, registry)
     if dry_run:
         _print_grid(plan, console, force=force, retry_failed=retry_failed)
@@ -601,16 +654,17 @@ def check_backend(stack, out, workers) -> None:
     import tempfile
 
     from .backends import resolve_stack
-    from .conformance import CHECK_DATASET, CHECK_MODELS, CHECK_REFERENCE, check_backend as check, describe, \
-        tolerance, verdict
+    from .conformance import CHECK_MODELS, check_backend as check, describe, tolerance, verdict
     from .registry import get_registry
 
     # unknown or unavailable: one line, exit 2, before anything runs
-    allowed = tolerance(resolve_stack(stack, get_registry()).precision)
+    registry = get_registry()
+    allowed = tolerance(resolve_stack(stack, registry).precision)
+    reference, dataset = registry.reference_backend(), registry.default_dataset()
     console = _console()
     errors = _console(stderr=True)
-    console.print(_plain(f"rbench check-backend: {stack} against {CHECK_REFERENCE} | models: {', '.join(CHECK_MODELS)} "
-                         f"(random weights) | data: {CHECK_DATASET}"))
+    console.print(_plain(f"rbench check-backend: {stack} against {reference} | models: {', '.join(CHECK_MODELS)} "
+                         f"(random weights) | data: {dataset}"))
 
     labels: dict[str, str] = {}
 
@@ -633,14 +687,14 @@ def check_backend(stack, out, workers) -> None:
             from .plan import check_out_dir
 
             check_out_dir(out)
-        rows, _ = check(stack, folder, get_registry(), workers=workers, on_event=on_event, on_start=on_start)
-    console.print(_conformance_table(f"{stack} against {CHECK_REFERENCE} on {CHECK_DATASET}", rows))
+        view, rows, _ = check(stack, folder, registry, workers=workers, on_event=on_event, on_start=on_start)
+    console.print(_conformance_table(f"{stack} against {reference} on {view}", rows))
     for row in rows:
         console.print(_plain(f"  {describe(row, allowed)}"), soft_wrap=True)
     passed, line = verdict(rows, CHECK_MODELS, allowed)
     console.print(_plain(f"{stack}: {line}"), soft_wrap=True)
     if out is not None:
-        console.print(_plain(f"wrote {out / f'conformance-{CHECK_DATASET}.csv'}"))
+        console.print(_plain(f"wrote {out / f'conformance-{view}.csv'}"))
     if not passed:
         raise SystemExit(1)
 
@@ -885,9 +939,10 @@ def list_(kind: str, pattern: str | None) -> None:
         for s in specs:
             table.add_row(*map(_plain, (s.name, s.default_folder or "-", s.description, provider[f"datasets:{s.name}"])))
     elif kind == "executors":
-        table = _table(kind, ("name", "description", "plugin"))
+        table = _table(kind, ("name", "description", "options", "plugin"))
         for s in specs:
-            table.add_row(*map(_plain, (s.name, s.description, provider[f"executors:{s.name}"])))
+            options = "; ".join(f"{o.name}: {o.help}" + (f" ({o.flag})" if o.flag else "") for o in s.options)
+            table.add_row(*map(_plain, (s.name, s.description, options or "-", provider[f"executors:{s.name}"])))
     elif kind == "metrics":
         table = _table(kind, ("name", "columns", "description", "plugin"))
         for s in specs:

@@ -31,8 +31,6 @@ PASS_RATIO = 0.99  # MLPerf: at least 99% of the reference (FP32) top-1
 TOLERANCE = {"fp32": 2.0**-8, "amp": 2.0**-8, "fp16": 2.0**-8, "amp_bf16": 2.0**-5, "bf16": 2.0**-5}
 DEFAULT_TOLERANCE = 2.0**-5  # a precision no rule knows (a plugin's own tag): the loosest
 CHECK_MODELS = ("test_vit.r160_in1k", "test_efficientnet.r160_in1k")  # `rbench check-backend`'s built-in set
-CHECK_REFERENCE = "cpu"
-CHECK_DATASET = "synthetic"
 
 PAIRS = "_pairs"  # a conformance row's paired images (`pairs`); never written
 
@@ -184,14 +182,16 @@ def describe(row: Mapping[str, Any], tolerance: float) -> str:
 def check_backend(stack: str, out: Path, registry, *, workers: int = 0,
                   on_event: Callable[[dict[str, Any]], None] = lambda event: None,
                   on_start: Callable[[list, int], None] = lambda todo, done: None):
-    """`(conformance rows, results)` of `stack` against `CHECK_REFERENCE` on the built-in set:
-    `CHECK_MODELS` with random seeded weights, on `CHECK_DATASET`, validated into `out`."""
+    """`(view, its conformance rows, results)` of `stack` against the reference backend
+    (`Registry.reference_backend`) on the built-in set: `CHECK_MODELS` with random seeded weights,
+    validated into `out` on the default data set's first view (`Registry.default_dataset`)."""
     from .plan import RunOptions, make_plan
     from .run import run
 
-    options = RunOptions(models=list(CHECK_MODELS), datasets=[CHECK_DATASET], backends=[CHECK_REFERENCE, stack],
-                         benches=["validate"], weights="random", out=out, batch_size=32, workers=workers,
-                         executor="local", input_cache=False)
+    options = RunOptions(models=list(CHECK_MODELS), datasets=[registry.default_dataset()],
+                         backends=[registry.reference_backend(), stack], benches=["validate"], weights="random",
+                         out=out, batch_size=32, workers=workers, input_cache=False)
     plan = make_plan(options, registry)
     results = run(plan, registry, force=True, on_event=on_event, on_start=on_start)
-    return results.conformance.get(CHECK_DATASET, []), results
+    view = plan.sources[0].views[0].name
+    return view, results.conformance.get(view, []), results

@@ -66,7 +66,8 @@ class CellOutcome:
 class Grid:
     """What an executor gets: the cells to run, the job they belong to, and where to report.
 
-    `options` holds executor settings (`ray_address`); `job(cells)` is the `Job` of some cells.
+    `options` holds the executor's settings (`--executor-option`), parsed by its declaration
+    (`ExecutorSpec.options`); `job(cells)` is the `Job` of some cells.
     `registry` is the run's plugin registry, for an executor that runs cells in this process.
     """
 
@@ -245,7 +246,7 @@ def _run_grid(plan, registry, store: Store, force, retry_failed, on_event, on_st
         rest = [c for c in todo if c.kind != "metadata"]
         executor = registry.get("executors", options.executor)
         grid = Grid(base_job=make_job(plan, [], listings), cells=rest, cell_timeout=options.cell_timeout,
-                    on_event=on_event, options={"ray_address": options.ray_address}, registry=registry)
+                    on_event=on_event, options=plan.executor_options, registry=registry)
         outcomes = executor.execute(grid)
         for outcome in outcomes:
             record = store.get(outcome.cell.key)

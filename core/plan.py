@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .backends import BackendStack, best_stack, resolve_stack
 from .benchmark import BENCH_KINDS, BenchSettings
@@ -18,7 +19,7 @@ from .specs import DataRequest, MetricSpec, Source
 
 BENCHES = ("validate", *BENCH_KINDS, "metadata")
 DEFAULT_BENCHES = ("validate", "infer", "metadata")
-DEFAULT_METRIC = "accuracy"
+RESULTS_COLUMN = "top1"  # the timm schema's column that makes a metric the results file's
 
 
 @dataclass(kw_only=True)
@@ -26,7 +27,7 @@ class RunOptions:
     """Everything `rbench run` was asked to do; defaults are the embedded default suite's."""
 
     models: list[str] = field(default_factory=list)
-    datasets: list[str] = field(default_factory=lambda: ["synthetic"])
+    datasets: list[str] = field(default_factory=list)  # empty: the default data set (DatasetSpec.default)
     backends: list[str] = field(default_factory=list)  # empty: the best available
     benches: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHES))
     out: Path = Path("results")
@@ -44,8 +45,8 @@ class RunOptions:
     input_cache: bool = True  # read and write the decoded-input cache
     input_cache_dir: Path | None = None  # None: input_cache.default_root()
     input_cache_size: int = DEFAULT_INPUT_CACHE_SIZE
-    executor: str = "local"
-    ray_address: str | None = None
+    executor: str | None = None  # None: the executor of runs without benchmarks (ExecutorSpec.default_for)
+    executor_options: dict[str, str] = field(default_factory=dict)  # KEY -> VALUE, as given (ExecutorSpec.options)
     cell_timeout: float | None = None
     metrics: list[str] = field(default_factory=list)  # empty: every loaded metric, accuracy first
     limit: int | None = None  # the first N samples of each source, for a quick look (rows marked partial)
@@ -72,13 +73,15 @@ def default_suite(options: RunOptions) -> RunOptions:
 
 @dataclass
 class Plan:
-    """A run with every name resolved and every data source listed."""
+    """A run with every name resolved and every data source listed; `executor_options` are the
+    executor's settings, parsed by its declaration (what `Grid.options` holds)."""
 
     options: RunOptions
     models: list[str]
     sources: list[Source]
     stacks: list[BackendStack]
     metrics: list[MetricSpec]
+    executor_options: dict[str, Any] = field(default_factory=dict)
 
 
 def requested_views(names: list[str], registry: Registry) -> dict[str, frozenset[str] | None]:
@@ -148,6 +151,10 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
         raise RbenchError(f"--weights {weights!r}: not 'pretrained', 'random' or an existing checkpoint file")
     if weights not in WEIGHTS_CHOICES:
         check_checkpoint(weights, options.trust_checkpoint)  # damaged, empty or unsafe: one line, before any model runs
+    options = replace(options, executor=options.executor or registry.default_executor(benchmarks=False))
+    executor_options = registry.executor_options(options.executor, options.executor_options)
+    if "validate" in options.benches and not options.datasets:
+        options = replace(options, datasets=[registry.default_dataset()])
     wanted = requested_views(options.datasets, registry) if "validate" in options.benches else {}
     for name in [*options.data_paths, *options.data_options]:
         registry.get("datasets", name)  # a typo in --data NAME=PATH is an error too
@@ -160,14 +167,16 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
     metrics = select_metrics(options.metrics, registry)
     sources = [load_source(registry.datasets[name], views, options) for name, views in wanted.items()]
     check_folders(options)
-    return Plan(options=options, models=models, sources=sources, stacks=stacks, metrics=metrics)
+    return Plan(options=options, models=models, sources=sources, stacks=stacks, metrics=metrics,
+                executor_options=executor_options)
 
 
 def select_metrics(names: list[str], registry: Registry) -> list[MetricSpec]:
-    """The metrics named (`--metrics`), or every loaded one, `accuracy` first."""
+    """The metrics named (`--metrics`), or every loaded one, first the one whose columns fill the
+    timm-schema results file (it writes `top1`)."""
     if names:
         return [registry.get("metrics", name) for name in names]
-    return sorted(registry.metrics.values(), key=lambda m: (m.name != DEFAULT_METRIC, m.name))
+    return sorted(registry.metrics.values(), key=lambda m: (RESULTS_COLUMN not in m.columns, m.name))
 
 
 def check_out_dir(out: Path) -> None:

@@ -112,12 +112,12 @@ class Predictions:
         n = len(self.labels)
         try:
             labels = np.asarray(self.labels, dtype=np.int64)
-            if labels.ndim == 1 and labels.shape[0] == n:
-                scored = np.ones(n, dtype=bool)
+        except (TypeError, ValueError):  # label sets of several lengths
+            labels = None
+        if labels is not None and labels.ndim == 1 and labels.shape[0] == n:  # ints; sets of one length are 2-D
+            scored = np.ones(n, dtype=bool)
             scored.flags.writeable = False
             return labels, scored
-        except (TypeError, ValueError):
-            pass
         sets = [label if isinstance(label, (tuple, list)) else tuple(label)
                 if isinstance(label, (set, frozenset)) else (int(label),) for label in self.labels]
         lengths = np.fromiter(map(len, sets), dtype=np.int64, count=n)
@@ -210,6 +210,11 @@ class DatasetSpec:
     `part_columns` maps a view whose file has a top-1 (%) column per part of it (ImageNet-C's
     corruptions) to the names those columns may have; the HTML site draws the ones a file has
     as a heat map of errors. A view not named here gets no heat map.
+
+    `data_dir`: this is the data set whose folder `rbench run --data-dir PATH` gives (a folder
+    of class subfolders). `default`: this is the data set validated when `rbench run` names none
+    and gives no folder, and by `rbench check-backend`; it must need no folder. At most one
+    loaded data set declares each.
     """
 
     name: str
@@ -219,6 +224,8 @@ class DatasetSpec:
     views: Mapping[str, str | None] = field(default_factory=dict)
     options: Mapping[str, str] | None = None
     part_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    data_dir: bool = False
+    default: bool = False
 
     def view_bases(self) -> Mapping[str, str | None]:
         """`views`, or `{name: None}` for a source with a single view of its own name."""
@@ -365,6 +372,8 @@ class BackendSpec:
     - `telemetry()`: a new `Telemetry` reading this device's clocks, power, temperature,
       energy and throttling while a benchmark runs, or None where none can be read here (the
       library or driver missing); None as the field: no telemetry (empty columns).
+    - `reference`: this is the base `rbench check-backend` compares a stack against: fp32 on a
+      device every machine has (at most one loaded backend declares it).
     - `ray_resources`: what one cell on this backend reserves on a Ray cluster, in Ray's
       terms: `num_gpus`, `num_cpus` (default 1), `memory`, and any other key as a custom
       resource (`{"num_gpus": 1}` for the `cuda` bases, `{"my_npu": 1}` for an accelerator
@@ -401,9 +410,26 @@ class BackendSpec:
     is_out_of_memory: Callable[[BaseException], bool] = default_is_out_of_memory
     cleanup: Callable[[], None] = _nothing
     telemetry: Callable[[], Telemetry | None] | None = None
+    reference: bool = False
     ray_resources: Mapping[str, float] = field(default_factory=dict)
     options: Mapping[str, str] = field(default_factory=dict)
     configure: Callable[[str | None], BackendSpec] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorOption:
+    """A setting an executor takes: `rbench run --executor-option NAME=VALUE`.
+
+    `name` is the key, `help` a one-line description, and `parse(text)` turns the text given
+    into the value `Grid.options[name]` holds (raising `ValueError` or `TypeError` for text it
+    cannot take, which is one line naming the option). `flag` also gives the option a
+    command-line option of its own (`--ray-address`), which must not be one of `rbench run`'s.
+    """
+
+    name: str
+    help: str
+    parse: Callable[[str], Any] = str
+    flag: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -415,11 +441,19 @@ class ExecutorSpec:
     here or in another process or machine; it writes each cell's record to the store. When a
     worker dies or a cell runs past `grid.cell_timeout`, the executor records that cell with
     `rbench.record_failure` and goes on with the others.
+
+    `options` declares the settings the executor takes (`ExecutorOption`); the plan rejects any
+    other and parses each given one into `grid.options`. `default_for` makes it the executor of
+    a run that gives no `--executor`: `"benchmarks"` for a run with benchmarks (timings need a
+    fresh process per model), `"validation"` for a run without; at most one loaded executor
+    declares each.
     """
 
     name: str
     description: str
     execute: Callable[[Any], Any]
+    options: Sequence[ExecutorOption] = ()
+    default_for: Literal["benchmarks", "validation"] | None = None
 
 
 # --- the events a running cell sends (one JSON line each from a subprocess worker) ----------

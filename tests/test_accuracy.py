@@ -66,3 +66,16 @@ def test_label_sets_any_hit_counts_and_empty_sets_are_left_out(logits):
     top1, top5 = brute_force(logits, labels)
     assert (got["top1"], got["top5"]) == pytest.approx((top1, top5))
     assert any(len(label) == 0 for label in labels)
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_label_sets_of_one_length_are_scored(logits, size):
+    """Every label set of the view the same length (as an ObjectNet-style view can have): numpy
+    reads them as one rectangular array, which must still be scored as sets."""
+    rng = random.Random(size)
+    labels = [tuple(rng.sample(range(50), size)) for _ in range(300)]
+    labels[:30] = [(int(row.argmax()), *label[1:]) for row, label in zip(logits[:30], labels[:30])]  # some hits
+    got = compute(logits, labels, ViewSpec(name="v"))
+    top1, top5 = brute_force(logits, labels)
+    assert (got["top1"], got["top5"]) == pytest.approx((top1, top5))
+    assert top1 >= 10

@@ -155,3 +155,138 @@ def test_plugin_that_calls_sys_exit_on_import_exits_2_with_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "rbench.datasets:exiting" in lines[0] and "exitplug 1.0" in lines[0] and "sys.exit(3)" in lines[0]
+
+
+def test_a_misspelled_hook_exits_2_naming_the_plugin_and_the_hook(tmp_path):
+    misspelled = """
+    import rbench
+
+    @rbench.hookimpl
+    def rbench_dataset():
+        return [rbench.DatasetSpec(name="typo", description="never registered", load=None)]
+    """
+    make_distribution(tmp_path, "typoplug", {"rbench.datasets": {"typo": "typoplug_mod"}},
+                      {"typoplug_mod": misspelled})
+    result = rbench_cli("list", "datasets", site=tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "rbench.datasets:typo (from typoplug 1.0)" in line
+    assert "'rbench_dataset'" in line and "did you mean rbench_datasets?" in line
+
+
+METRIC_PLUGIN = """
+import rbench
+
+@rbench.hookimpl
+def rbench_metrics():
+    return [rbench.MetricSpec(name={name!r}, description="d", columns={columns!r}, compute=lambda *a: {{}})]
+"""
+
+
+def test_two_metrics_writing_one_column_exit_2_naming_both(tmp_path):
+    make_distribution(tmp_path, "nllone", {"rbench.metrics": {"nllone": "nllone_mod"}},
+                      {"nllone_mod": METRIC_PLUGIN.format(name="nll-one", columns=("loss", "nll_sum"))})
+    make_distribution(tmp_path, "nlltwo", {"rbench.metrics": {"nlltwo": "nlltwo_mod"}},
+                      {"nlltwo_mod": METRIC_PLUGIN.format(name="nll-two", columns=("nll_sum",))})
+    result = rbench_cli("list", "metrics", site=tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "'nll_sum'" in line
+    assert "'nll-one' of plugin rbench.metrics:nllone (from nllone 1.0)" in line
+    assert "'nll-two' of plugin rbench.metrics:nlltwo (from nlltwo 1.0)" in line
+
+
+def test_a_metric_writing_a_builtin_metrics_column_is_refused(tmp_path):
+    make_distribution(tmp_path, "mytop", {"rbench.metrics": {"mytop": "mytop_mod"}},
+                      {"mytop_mod": METRIC_PLUGIN.format(name="my-top1", columns=("top1",))})
+    result = rbench_cli("run", "--bench", "metadata", "-m", "test_vit", site=tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "'top1'" in line and "'accuracy' of plugin rbench.metrics:accuracy (from rbench " in line
+    assert "'my-top1' of plugin rbench.metrics:mytop (from mytop 1.0)" in line
+
+
+EXECUTOR_PLUGIN = """
+import json
+import os
+
+import rbench
+
+
+def execute(grid):
+    with open(os.environ["RBENCH_TEST_EXECUTOR_OPTIONS"], "w") as f:
+        json.dump(dict(grid.options), f)
+    yield from rbench.run_cells(grid.job(grid.cells), on_event=grid.on_event, registry=grid.registry)
+
+
+@rbench.hookimpl
+def rbench_executors():
+    return [rbench.ExecutorSpec(name="recording", description="records its options", execute=execute, options=[
+        rbench.ExecutorOption(name="slots", help="N: cells at once", parse=int),
+        rbench.ExecutorOption(name="queue", help="NAME: the queue", flag="--recording-queue"),
+    ])]
+"""
+
+
+def test_an_executor_gets_the_options_it_declares_parsed(tmp_path):
+    import json
+
+    site, out = tmp_path / "site", tmp_path / "out"
+    make_distribution(site, "recording", {"rbench.executors": {"recording": "recording_mod"}},
+                      {"recording_mod": EXECUTOR_PLUGIN})
+    recorded = tmp_path / "options.json"
+    env = {"RBENCH_TEST_EXECUTOR_OPTIONS": str(recorded)}
+    run = ("run", "-m", "test_vit", "--weights", "random", "--bench", "validate", "--limit", "4", "--workers", "0",
+           "--no-cache", "--out", str(out), "--executor", "recording")
+    result = rbench_cli(*run, "--executor-option", "slots=3", "--recording-queue", "fast", site=site, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(recorded.read_text()) == {"slots": 3, "queue": "fast"}  # slots parsed to an int
+    assert (out / "results-synthetic.csv").is_file()
+
+    for bad, expected in [(("--executor-option", "slots=many"), "--executor-option slots=many: "),
+                          (("--executor-option", "slot=3"), "unknown --executor-option 'slot' for the recording "
+                                                            "executor (did you mean 'slots'?)")]:
+        result = rbench_cli(*run, *bad, site=site, env=env)
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert expected in line
+
+
+def test_an_executors_flag_with_another_executor_is_one_line(tmp_path):
+    make_distribution(tmp_path, "recording", {"rbench.executors": {"recording": "recording_mod"}},
+                      {"recording_mod": EXECUTOR_PLUGIN})
+    result = rbench_cli("run", "-m", "test_vit", "--bench", "validate", "--executor", "local",
+                        "--recording-queue", "fast", site=tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "--recording-queue is an option of the recording executor" in line
+
+
+def test_a_second_data_dir_data_set_exits_2_naming_both(tmp_path):
+    folder_plugin = """
+    import rbench
+
+    @rbench.hookimpl
+    def rbench_datasets():
+        return [rbench.DatasetSpec(name="myfolder", description="d", load=None, data_dir=True)]
+    """
+    make_distribution(tmp_path, "myfolder", {"rbench.datasets": {"myfolder": "myfolder_mod"}},
+                      {"myfolder_mod": folder_plugin})
+    result = rbench_cli("list", "datasets", site=tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "the --data-dir data set (DatasetSpec.data_dir) is declared twice" in line
+    assert "'imagefolder' of plugin rbench.datasets:imagefolder" in line
+    assert "'myfolder' of plugin rbench.datasets:myfolder (from myfolder 1.0)" in line
+
+
+def test_what_core_runs_by_default_is_declared_by_the_plugins():
+    """The `--data-dir` data set, the default data set, check-backend's reference and the default
+    executors come from the built-in plugins' declarations."""
+    registry = load_registry()
+    assert registry.data_dir_dataset() == "imagefolder"
+    assert registry.default_dataset() == "synthetic"
+    assert registry.reference_backend() == "cpu"
+    assert (registry.default_executor(benchmarks=True), registry.default_executor(benchmarks=False)) == (
+        "subprocess", "local")
+    assert [(spec.name, option.flag) for spec, option in registry.executor_flags()] == [("ray", "--ray-address")]

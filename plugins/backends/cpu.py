@@ -43,7 +43,7 @@ def _cpu_backend(name: str, description: str, precision: str, priority: int, **k
 @rbench.hookimpl
 def rbench_backends():
     return [
-        _cpu_backend("cpu", "CPU, fp32", "fp32", 0),
+        _cpu_backend("cpu", "CPU, fp32", "fp32", 0, reference=True),  # fp32 on every machine: check-backend's reference
         # Below plain cpu: bf16 autocast is only fast on CPUs with bf16 instructions (AMX, AVX512-BF16).
         _cpu_backend("cpu-amp-bf16", "CPU, bf16 autocast", "amp_bf16", -10, autocast=_bf16_autocast),
     ]

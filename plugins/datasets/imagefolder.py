@@ -80,6 +80,7 @@ def rbench_datasets():
             name="imagefolder",
             description="any folder with one subfolder of images per class (--data-dir)",
             load=load,
+            data_dir=True,
             options={CLASS_MAP: "FILE: class names, one per line; a folder named like line i is class i "
                                 "(as timm's validate.py --class-map)"},
         )

@@ -69,5 +69,6 @@ def rbench_datasets():
             description=f"{CLASSES} classes x {PER_CLASS} generated JPEGs ({MIN_SIDE}-{MAX_SIDE} px), made on first use",
             load=load,
             options={},
+            default=True,  # needs no folder: the embedded suite's and check-backend's data set
         )
     ]

@@ -13,4 +13,5 @@ def execute(grid: rbench.Grid):
 
 @rbench.hookimpl
 def rbench_executors():
-    return [rbench.ExecutorSpec(name="local", description="every cell in this process", execute=execute)]
+    return [rbench.ExecutorSpec(name="local", description="every cell in this process", execute=execute,
+                                default_for="validation")]

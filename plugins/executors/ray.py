@@ -37,7 +37,7 @@ def task_options(resources: dict[str, float]) -> dict:
 def execute(grid: rbench.Grid):
     ray = _ray()
     if not ray.is_initialized():
-        address = grid.options.get("ray_address") or os.environ.get("RAY_ADDRESS")
+        address = grid.options.get("address") or os.environ.get("RAY_ADDRESS")
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
@@ -76,5 +76,10 @@ def execute(grid: rbench.Grid):
 
 @rbench.hookimpl
 def rbench_executors():
-    return [rbench.ExecutorSpec(name="ray", description="cells spread over a Ray cluster (--ray-address)",
-                                execute=execute)]
+    return [rbench.ExecutorSpec(
+        name="ray", description="cells spread over a Ray cluster",
+        execute=execute,
+        options=[rbench.ExecutorOption(name="address", flag="--ray-address",
+                                       help="HOST:PORT of the Ray cluster [default: $RAY_ADDRESS, else a local Ray "
+                                            "instance]")],
+    )]

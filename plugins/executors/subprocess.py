@@ -166,4 +166,4 @@ def execute(grid: rbench.Grid):
 @rbench.hookimpl
 def rbench_executors():
     return [rbench.ExecutorSpec(name="subprocess", description="each model in a fresh process (isolates benchmarks)",
-                                execute=execute)]
+                                execute=execute, default_for="benchmarks")]
