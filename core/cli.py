@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from .version import __version__
 from .errors import DataError, RbenchError
 from .input_cache import DEFAULT_LIMIT
 
@@ -601,8 +601,8 @@ def check_backend(stack, out, workers) -> None:
     import tempfile
 
     from .backends import resolve_stack
-    from .conformance import CHECK_DATASET, CHECK_MODELS, CHECK_REFERENCE, check_backend as check, describe, \
-        tolerance, verdict
+    from .conformance import CHECK_DATASET, CHECK_MODELS, CHECK_REFERENCE, describe, tolerance, verdict
+    from .run import check_backend as check
     from .registry import get_registry
 
     # unknown or unavailable: one line, exit 2, before anything runs

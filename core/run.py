@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .backends import BackendStack
@@ -82,3 +83,17 @@ def _device_tag(stack: BackendStack) -> str:
         return "unknown"
 
 
+def check_backend(stack: str, out: Path, registry: Registry, *, workers: int = 0,
+                  on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+                  on_start: Callable[[list, int], None] = lambda todo, done: None):
+    """`(conformance rows, results)` of `stack` against `CHECK_REFERENCE` on the built-in set:
+    `CHECK_MODELS` with random seeded weights, on `CHECK_DATASET`, validated into `out`."""
+    from .conformance import CHECK_DATASET, CHECK_MODELS, CHECK_REFERENCE
+    from .plan import RunOptions, make_plan
+
+    options = RunOptions(models=list(CHECK_MODELS), datasets=[CHECK_DATASET], backends=[CHECK_REFERENCE, stack],
+                         benches=["validate"], weights="random", out=out, batch_size=32, workers=workers,
+                         executor="local", input_cache=False)
+    plan = make_plan(options, registry)
+    results = run(plan, registry, force=True, on_event=on_event, on_start=on_start)
+    return results.conformance.get(CHECK_DATASET, []), results
