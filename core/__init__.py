@@ -4,8 +4,9 @@ The public API that plugins import. `import rbench` stays light: torch and timm 
 inside the functions that need them.
 """
 
-__version__ = "0.1.0"  # before the imports: modules below read it
-
+from .version import __version__
+from .builds import BuildProgress, check_option_names, option_choices, option_whole_number, run_build
+from .files import write_bytes
 from .errors import (
     DataError,
     ExportError,
@@ -50,6 +51,7 @@ from . import statistics
 
 __all__ = [
     "BackendSpec",
+    "BuildProgress",
     "Cell",
     "CellDone",
     "CellNote",
@@ -82,6 +84,7 @@ __all__ = [
     "WeightsError",
     "__version__",
     "cache_dir",
+    "check_option_names",
     "cpu_name",
     "cpu_tag",
     "cpu_telemetry",
@@ -92,8 +95,12 @@ __all__ = [
     "mark_build",
     "natural_key",
     "one_line",
+    "option_choices",
+    "option_whole_number",
     "record_failure",
     "statistics",
+    "run_build",
     "run_cells",
     "timm_info_file",
+    "write_bytes",
 ]

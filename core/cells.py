@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .version import __version__
 from .backends import BackendStack, BatchFailed, resolve_stack, with_backoff
 from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
 from .errors import RbenchError, one_line

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from .console import GridConsole, conformance_table, open_console, plain, print_metadata_notes, print_results, table
+from .version import __version__
 from .errors import DataError, PluginError, RbenchError
 from .input_cache import DEFAULT_LIMIT
 
@@ -108,31 +109,6 @@ class Number(click.ParamType):
             option = param.opts[0] if param is not None and param.opts else "value"
             raise RbenchError(f"{option} {value}: expected {what} {span}")
         return number
-
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(highlight=False, stderr=stderr)
-
-
-def _table(title: str, columns: tuple[str, ...], right: tuple[str, ...] = ()):
-    """A rich table whose names never end in an ellipsis: long ones fold onto the next line."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col, justify="right" if col in right else "left",
-                         overflow="fold" if col != "description" else "ellipsis")
-    return table
-
-
-def _plain(value) -> str:
-    """`value` as text that rich prints as it is: brackets that would read as markup
-    (`rbench[corruptions]`, `[1, 3, 224, 224]`) are escaped."""
-    from rich.markup import escape
-
-    return escape(str(value))
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -270,7 +246,7 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
     from .plan import RunOptions, check_out_dir, default_suite, make_plan
     from .site import check_site_dir
 
-    console = _console()
+    console = open_console()
     registry = get_registry()
     options = RunOptions(out=out, store=store, data_root=data_root, data_paths=_data_paths(data),
                          data_options=_data_options(data_option), trust_checkpoint=trust_checkpoint,
@@ -334,7 +310,7 @@ def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
     store = Store(plan.options.store_dir)
     held = {} if force or not store.root.is_dir() else store.load(c.key for c in cells)
     images = {s.name: len(s.samples) for s in plan.sources}
-    table = _table(f"grid: {len(cells)} cell(s)", ("cell", "state", "images"), right=("images",))
+    shown = table(f"grid: {len(cells)} cell(s)", ("cell", "state", "images"), right=("images",))
     pending_images = 0
     states: dict[str, int] = {}
     for cell in cells:
@@ -346,30 +322,26 @@ def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
         if count and (record is None or state.endswith("(retried)")):
             pending_images += count
         states[state.split(":")[0]] = states.get(state.split(":")[0], 0) + 1
-        table.add_row(_plain(cell.label), _plain(state), f"{count:,}" if count else "-")
-    console.print(table)
+        shown.add_row(plain(cell.label), plain(state), f"{count:,}" if count else "-")
+    console.print(shown)
     console.print(", ".join(f"{n} {state}" for state, n in sorted(states.items()))
                   + f"; {pending_images:,} image(s) to validate")
 
 
 def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_failed: bool, html: Path | None) -> None:
-    import time
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from .engine import STATUS_SKIPPED, Interrupted
     from .run import run
 
     options = plan.options
-    errors = _console(stderr=True)
+    errors = open_console(stderr=True)
     title = "embedded default suite" if embedded else f"{len(plan.models)} model(s)"
-    console.print(_plain(f"rbench run: {title} | backends: {', '.join(s.name for s in plan.stacks)} | "
+    console.print(plain(f"rbench run: {title} | backends: {', '.join(s.name for s in plan.stacks)} | "
                          f"data: {', '.join(s.name for s in plan.sources) or '-'} | benches: {', '.join(options.benches)}"))
     if options.weights == "random":
         errors.print("[yellow]weights: random (seeded by model name); accuracy is chance level and "
                      "measures the pipeline, not the models[/]")
     for source in plan.sources:
-        console.print(_plain(f"  {source.name}: {len(source.samples):,} images at {source.root}"
+        console.print(plain(f"  {source.name}: {len(source.samples):,} images at {source.root}"
                              + (f" ({source.note})" if source.note else "")))
     reference = plan.stacks[0]
     elsewhere = [s.name for s in plan.stacks[1:] if s.device != reference.device]
@@ -377,131 +349,34 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
         click.echo(f"rbench: note: the validation cells of {', '.join(elsewhere)} also run the reference "
                    f"stack {reference.name} on its {reference.device} device, image for image "
                    "(conformance-<view>.csv); to keep that pass fast, put a stack of the fastest device first", err=True)
-    # On a terminal, live bars; in a log (CI, nohup, a pipe), a line per cell and progress every 30 s.
-    live = console.is_terminal
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    labels: dict[str, str] = {}
-    counts = {"ok": 0, "held": 0}
-    failed: dict[str, int] = {}
-    started = time.monotonic()
-    last_line: dict[str, float] = {}
-    with Progress(*columns, console=console, transient=True, disable=not live) as progress:
-        grid_task = progress.add_task("cells", total=None)
-        cell_tasks: dict[str, int] = {}
-
-        def on_start(todo: list, done: int) -> None:
-            labels.update({cell.key: cell.label for cell in todo})
-            counts["held"] = done
-            progress.update(grid_task, total=len(todo))
-            console.print(f"{len(todo)} cell(s) to run with the {options.executor} executor"
-                          + _plain(f", {done} already in the store {options.store_dir}" if done else ""))
-
-        def on_event(event: dict) -> None:
-            key = event["key"]
-            label = labels.get(key, key)
-            if event["event"] == "start":
-                cell_tasks[key] = progress.add_task(_plain(f"  {label}"), total=None)
-                last_line[key] = time.monotonic()
-                if not live:
-                    console.print(_plain(f"start {label}"))
-            elif event["event"] == "progress" and key in cell_tasks:
-                progress.update(cell_tasks[key], completed=event["done"], total=event["total"])
-                if not live and time.monotonic() - last_line.get(key, 0.0) >= 30:
-                    last_line[key] = time.monotonic()
-                    console.print(_plain(f"  {label}: {event['done']:,}/{event['total']:,}"))
-            elif event["event"] == "note":
-                where = f"{label}: " if key else ""
-                errors.print(f"[yellow]{_plain(where + event['message'])}[/]", soft_wrap=True)  # paths stay whole
-            elif event["event"] == "done":
-                if key in cell_tasks:
-                    progress.remove_task(cell_tasks.pop(key))
-                if event["status"] == "ok":
-                    counts["ok"] += 1
-                    if not live:
-                        console.print(_plain(f"done  {label}"))
-                elif event["status"] == STATUS_SKIPPED:  # not the cell's failure: its message says what to do
-                    failed[event["status"]] = failed.get(event["status"], 0) + 1
-                    errors.print(f"[yellow]skipped[/] {_plain(label)}: {_plain(event['message'])}", soft_wrap=True)
-                else:
-                    failed[event["status"]] = failed.get(event["status"], 0) + 1
-                    message = event["message"].splitlines()[0] if event["message"] else ""
-                    errors.print(f"[red]failed[/] {_plain(label)}: {_plain(event['status'])}: "
-                                 f"{_plain(message[:300])}", soft_wrap=True)
-                progress.update(grid_task, advance=1,
-                                description=f"cells ({sum(failed.values())} failed)" if failed else "cells")
-
+    with GridConsole(console, errors, executor=options.executor, store_dir=options.store_dir) as grid:
         try:
-            results = run(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=on_start)
+            results = run(plan, registry, force=force, retry_failed=retry_failed, on_event=grid.on_event,
+                          on_start=grid.on_start)
         except KeyboardInterrupt as exc:
-            kept = exc.kept if isinstance(exc, Interrupted) else counts["ok"] + sum(failed.values())
-            errors.print(_plain(f"interrupted: {kept} finished cell(s) are kept in "
-                                f"{options.store_dir}; run the same command again to resume"))
+            kept = exc.kept if isinstance(exc, Interrupted) else grid.ran
+            errors.print(plain(f"interrupted: {kept} finished cell(s) are kept in "
+                               f"{options.store_dir}; run the same command again to resume"))
             raise SystemExit(130) from None
     written = sorted(options.out.glob("*.csv"))
-    _print_results(console, results, written)
+    print_results(console, results, written)
     for note in [*results.scorer.notes, *results.notes, *results.robustness_notes]:
-        errors.print(f"[yellow]{_plain(note)}[/]", soft_wrap=True)
+        errors.print(f"[yellow]{plain(note)}[/]", soft_wrap=True)
     if results.unreadable:
         errors.print(f"[yellow]{len(results.unreadable)} unreadable image(s) were left out of the metrics:[/]")
         for path in results.unreadable:
-            errors.print(_plain(f"  {path}"), soft_wrap=True)
-    ran = counts["ok"] + sum(failed.values())
-    why = f" ({', '.join(f'{n} {status}' for status, n in sorted(failed.items()))})" if failed else ""
-    console.print(f"{ran + counts['held']} cells: {counts['ok']} ok, {sum(failed.values())} failed{why}, "
-                  f"{counts['held']} already in the store, in {time.monotonic() - started:.0f} s")
+            errors.print(plain(f"  {path}"), soft_wrap=True)
+    console.print(grid.closing_line())
     if html is not None:
         _write_site(console, results, options.out, html)
     if results.failures:
-        errors.print(_plain(f"{len(results.failures)} cell(s) failed: see {options.out / 'failures.csv'}; "
+        errors.print(plain(f"{len(results.failures)} cell(s) failed: see {options.out / 'failures.csv'}; "
                             "run again with --retry-failed to retry them"))
         raise SystemExit(1)  # the grid finished, but not every cell: scripts should notice
-    if failed.get(STATUS_SKIPPED):
-        errors.print(_plain(f"{failed[STATUS_SKIPPED]} cell(s) were skipped, their records kept as they were; "
+    if grid.failed.get(STATUS_SKIPPED):
+        errors.print(plain(f"{grid.failed[STATUS_SKIPPED]} cell(s) were skipped, their records kept as they were; "
                             "run the same command again to run them"))
         raise SystemExit(1)
-
-
-def _conformance_table(title: str, rows):
-    """Conformance rows (`conformance.conformance_rows`) as a table."""
-    columns = ("model", "stack", "top1", "ref top1", "delta", "agree %", "max |dlogit|", "mean |dlogit|", "pass")
-    table = _table(title, columns, right=columns[2:-1])
-    for row in rows:
-        table.add_row(_plain(row["model"]), _plain(row["stack"]), _number(row["top1"], ".3f"),
-                      _number(row["reference_top1"], ".3f"), _number(row["top1_delta"], "+.3f"),
-                      _number(row["top1_agreement"], ".2f"), _number(row["logit_absdiff_max"], ".3g"),
-                      _number(row["logit_absdiff_mean"], ".3g"), _plain(row["pass"]))
-    return table
-
-
-def _print_results(console, results, written) -> None:
-    if results.validation:
-        table = _table("validation", ("view", "model", "img_size", "top1", "top5", "images"),
-                       right=("img_size", "top1", "top5", "images"))
-        for view, rows in results.validation.items():
-            for row in sorted(rows, key=lambda r: (-r["top1"], -r["top5"], r["model"])):
-                table.add_row(_plain(view), _plain(row["model"]), str(row["img_size"]), f"{row['top1']:.3f}",
-                              f"{row['top5']:.3f}", str(row["count"]))
-        console.print(table)
-    for view, rows in results.conformance.items():
-        console.print(_conformance_table(f"conformance against {rows[0]['reference']}: {view}", rows))
-    if results.benchmarks:
-        columns = ("bench", "backend", "model", "img_size", "batch", "samples/s", "step ms p10/p50/p90", "GMACs",
-                   "params (M)", "status")
-        table = _table("throughput", columns, right=columns[3:-1])
-        for (kind, _), rows in results.benchmarks.items():
-            for row in rows:
-                table.add_row(kind, _plain(row["backend"]), _plain(row["model"]), _number(row[f"{kind}_img_size"], "d"),
-                              _batch(row[f"{kind}_batch_size"], row["batch_asked"]),
-                              _number(row[f"{kind}_samples_per_sec"], ",.1f"),
-                              "/".join(_number(row[f"step_time_p{p}"], ".2f") for p in (10, 50, 90)),
-                              _number(row.get("infer_gmacs"), ".2f"), _number(row["param_count"], ".2f"),
-                              _plain(row["status"] if row["status"] != "failed" else f"failed: {row['error']}"))
-        console.print(table)
-    if results.metadata:
-        _print_metadata_notes(console, results.metadata)
-    if written:
-        console.print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written))
-                      + " (this run's models; `rbench report` writes every run's on the store)")
 
 
 @main.command(context_settings=CONTEXT)
@@ -539,7 +414,7 @@ def report(store, out, imports, metric_names, html) -> None:
     the_store = Store(store_dir)
     results = Results(bases=view_bases(registry),
                       scorer=Scorer(the_store, select_metrics(_split(metric_names), registry), registry))
-    console = _console()
+    console = open_console()
     skipped = []
     for record in the_store.records():
         try:
@@ -566,7 +441,7 @@ def report(store, out, imports, metric_names, html) -> None:
     written = write_reports(results, out)
     for note in results.robustness_notes:
         click.echo(f"rbench: note: {note}", err=True)
-    console.print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written)))
+    console.print("[bold]wrote[/] " + plain(", ".join(str(p) for p in written)))
     if html is not None:
         _write_site(console, results, out, html)
 
@@ -583,7 +458,7 @@ def _write_site(console, results, out: Path, html: Path) -> None:
                                   part_columns=view_part_columns(get_registry()))
     for note in notes:
         click.echo(f"rbench: note: {note}", err=True)
-    console.print("[bold]wrote[/] " + _plain(f"{index} and its plots in {html / 'plots'}"))
+    console.print("[bold]wrote[/] " + plain(f"{index} and its plots in {html / 'plots'}"))
 
 
 @main.command(context_settings=CONTEXT)
@@ -611,26 +486,17 @@ def compare(a, b, view, img_size, store, out) -> None:
     found = compare_models(the_store, a, b, view=view, img_size=img_size, registry=get_registry())
     for problem in the_store.problems:
         click.echo(f"rbench: warning: {problem}", err=True)
-    console = _console()
-    table = _table(f"{found[0].a} (A) vs {found[0].b} (B)",
+    console = open_console()
+    shown = table(f"{found[0].a} (A) vs {found[0].b} (B)",
                    ("view", "images", "top1 A", "top1 B", "A-B", "95% CI", "only A", "only B", "McNemar p"),
                    right=("images", "top1 A", "top1 B", "A-B", "95% CI", "only A", "only B", "McNemar p"))
     for item in found:
         c = item.comparison
-        table.add_row(_plain(item.view), f"{c.n:,}", f"{c.top1_a:.3f}", f"{c.top1_b:.3f}", f"{c.diff:+.3f}",
+        shown.add_row(plain(item.view), f"{c.n:,}", f"{c.top1_a:.3f}", f"{c.top1_b:.3f}", f"{c.diff:+.3f}",
                       f"{c.low:+.3f} to {c.high:+.3f}", f"{c.only_a:,}", f"{c.only_b:,}", c.p_text().lstrip("= "))
-    console.print(table)
+    console.print(shown)
     for item in found:
-        console.print(_plain(f"{item.view}: {item.verdict()}"), soft_wrap=True)
-
-
-def _number(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _batch(ran: int | None, asked: int) -> str:
-    """`256`, or `256->64` after backing off, or `256->-` when nothing ran."""
-    return str(asked) if ran == asked else f"{asked}->{_number(ran, 'd')}"
+        console.print(plain(f"{item.view}: {item.verdict()}"), soft_wrap=True)
 
 
 @main.command("check-backend", context_settings=CONTEXT)
@@ -654,32 +520,18 @@ def check_backend(stack, out, workers) -> None:
     import tempfile
 
     from .backends import resolve_stack
-    from .conformance import CHECK_MODELS, check_backend as check, describe, tolerance, verdict
+    from .conformance import CHECK_MODELS, describe, tolerance, verdict
     from .registry import get_registry
+    from .run import check_backend as check
 
     # unknown or unavailable: one line, exit 2, before anything runs
     registry = get_registry()
     allowed = tolerance(resolve_stack(stack, registry).precision)
     reference, dataset = registry.reference_backend(), registry.default_dataset()
-    console = _console()
-    errors = _console(stderr=True)
-    console.print(_plain(f"rbench check-backend: {stack} against {reference} | models: {', '.join(CHECK_MODELS)} "
-                         f"(random weights) | data: {dataset}"))
-
-    labels: dict[str, str] = {}
-
-    def on_start(todo: list, done: int) -> None:
-        labels.update({cell.key: cell.label for cell in todo})
-
-    def on_event(event: dict) -> None:
-        if event["event"] != "done":
-            return
-        label = _plain(labels.get(event["key"], event["key"]))
-        if event["status"] == "ok":
-            console.print(f"  done {label}")
-        else:
-            errors.print(f"[red]failed[/] {label}: {_plain(event['status'])}: {_plain(event['message'][:300])}",
-                         soft_wrap=True)
+    console = open_console()
+    errors = open_console(stderr=True)
+    console.print(plain(f"rbench check-backend: {stack} against {reference} | models: {', '.join(CHECK_MODELS)} "
+                        f"(random weights) | data: {dataset}"))
 
     with tempfile.TemporaryDirectory(prefix="rbench-check-") as scratch:
         folder = out or Path(scratch)
@@ -687,14 +539,16 @@ def check_backend(stack, out, workers) -> None:
             from .plan import check_out_dir
 
             check_out_dir(out)
-        view, rows, _ = check(stack, folder, registry, workers=workers, on_event=on_event, on_start=on_start)
-    console.print(_conformance_table(f"{stack} against {reference} on {view}", rows))
+        with GridConsole(console, errors) as grid:
+            view, rows, _ = check(stack, folder, registry, workers=workers, on_event=grid.on_event,
+                                  on_start=grid.on_start)
+    console.print(conformance_table(f"{stack} against {reference} on {view}", rows))
     for row in rows:
-        console.print(_plain(f"  {describe(row, allowed)}"), soft_wrap=True)
+        console.print(plain(f"  {describe(row, allowed)}"), soft_wrap=True)
     passed, line = verdict(rows, CHECK_MODELS, allowed)
-    console.print(_plain(f"{stack}: {line}"), soft_wrap=True)
+    console.print(plain(f"{stack}: {line}"), soft_wrap=True)
     if out is not None:
-        console.print(_plain(f"wrote {out / f'conformance-{view}.csv'}"))
+        console.print(plain(f"wrote {out / f'conformance-{view}.csv'}"))
     if not passed:
         raise SystemExit(1)
 
@@ -711,40 +565,25 @@ def status(store, out) -> None:
     if not store.root.is_dir():
         raise RbenchError(f"store {store.root} does not exist; pass the --store (or --out) of an earlier `rbench run`")
     records = {r["key"]: r for r in store.records()}
-    console = _console()
+    console = open_console()
     grids = store.grids()
     for problem in store.problems:
         click.echo(f"rbench: warning: {problem}", err=True)
-    table = _table("grids", ("created", "command", "cells", "done", "failed", "pending"), right=("cells", "done", "failed", "pending"))
+    shown = table("grids", ("created", "command", "cells", "done", "failed", "pending"), right=("cells", "done", "failed", "pending"))
     for grid in grids:
         keys = [c["key"] for c in grid["cells"]]
         failed = sum(1 for k in keys if k in records and records[k].get("status", "ok") != "ok")
         done = sum(1 for k in keys if k in records) - failed
-        table.add_row(_plain(grid.get("created", "-")), _plain(grid.get("command", "-")), str(len(keys)), str(done), str(failed),
+        shown.add_row(plain(grid.get("created", "-")), plain(grid.get("command", "-")), str(len(keys)), str(done), str(failed),
                       str(len(keys) - done - failed))
-    console.print(table)
+    console.print(shown)
     failed_records = [r for r in records.values() if r.get("status", "ok") != "ok"]
     console.print(f"{len(records)} record(s): {len(records) - len(failed_records)} done, {len(failed_records)} failed")
     for record in failed_records:
         info = record.get("cell_info") or {}
         where = " on ".join(filter(None, [info.get("source"), info.get("backend")]))
-        console.print(f"  [red]{_plain(record['status'])}[/] "
-                      + _plain(f"{info.get('kind')} {info.get('model')} {where}: {record.get('message', '')}"))
-
-
-def _print_metadata_notes(console, rows) -> None:
-    """Tags that could not be counted on the meta device, then tags that no name rule knows."""
-    from .metadata import unknown_tags
-
-    failed = [row for row in rows if row.get("note")]
-    if failed:
-        console.print(f"[yellow]{len(failed)} tag(s) not fully counted on the meta device:[/]")
-        for row in failed:
-            console.print(f"  {_plain(row['model'])}: {_plain(row['note'])}")
-    unknown = unknown_tags(rows)
-    if unknown:
-        console.print(f"[yellow]{len(unknown)} tag(s) with unknown pretraining data or technique "
-                      "(add rules to rbench/metadata.py):[/] " + _plain(", ".join(unknown)))
+        console.print(f"  [red]{plain(record['status'])}[/] "
+                      + plain(f"{info.get('kind')} {info.get('model')} {where}: {record.get('message', '')}"))
 
 
 @main.command(context_settings=CONTEXT)
@@ -767,7 +606,7 @@ def metadata(models, out, workers) -> None:
     from .report import metadata_table, model_metadata_table, write_csv
     from .plan import check_out_dir
 
-    console = _console()
+    console = open_console()
     check_out_dir(out)
     names = resolve_models(_split(models) or ["all"])
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -775,14 +614,14 @@ def metadata(models, out, workers) -> None:
         rows = metadata_rows(names, workers=workers, progress=progress)
     written = [write_csv(model_metadata_table(rows), out / "model_metadata.csv"),
                write_csv(metadata_table(in1k_rows(rows)), out / "model_metadata-in1k.csv")]
-    table = _table("pretraining technique", ("technique", "tags", "1000-class"), right=("tags", "1000-class"))
+    shown = table("pretraining technique", ("technique", "tags", "1000-class"), right=("tags", "1000-class"))
     techniques = sorted({row["technique"] for row in rows})
     for technique in techniques:
         mine = [row for row in rows if row["technique"] == technique]
-        table.add_row(_plain(technique), str(len(mine)), str(len(in1k_rows(mine))))
-    console.print(table)
-    _print_metadata_notes(console, rows)
-    console.print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written)))
+        shown.add_row(plain(technique), str(len(mine)), str(len(in1k_rows(mine))))
+    console.print(shown)
+    print_metadata_notes(console, rows)
+    console.print("[bold]wrote[/] " + plain(", ".join(str(p) for p in written)))
 
 
 @main.group(context_settings=CONTEXT)
@@ -798,9 +637,9 @@ def _print_foreign(console, paths, where) -> None:
     """The things in a cache folder that rbench did not make: named, never touched."""
     paths = list(paths)
     for path in paths[:10]:
-        console.print(_plain(f"not rbench's, left alone: {path}"))
+        console.print(plain(f"not rbench's, left alone: {path}"))
     if len(paths) > 10:
-        console.print(_plain(f"not rbench's, left alone: {len(paths) - 10} more in {where}"))
+        console.print(plain(f"not rbench's, left alone: {len(paths) - 10} more in {where}"))
 
 
 @cache.command("ls", context_settings=CONTEXT, short_help="List the entries and builds, and their size.")
@@ -818,31 +657,31 @@ def cache_ls(cache_dir) -> None:
 
     store = InputCache(cache_dir)
     entries = store.entries()
-    console = _console()
+    console = open_console()
     if not entries:
-        console.print(f"the decoded-input cache at {_plain(store.root)} is empty")
+        console.print(f"the decoded-input cache at {plain(store.root)} is empty")
     else:
-        table = _table(f"decoded-input cache: {_plain(store.root)}", ("entry", "images", "on disk", "last used"),
+        shown = table(f"decoded-input cache: {plain(store.root)}", ("entry", "images", "on disk", "last used"),
                        right=("images", "on disk"))
         for e in entries:
-            table.add_row(_plain(e.name if e.meta else f"{e.name} (incomplete)"),
+            shown.add_row(plain(e.name if e.meta else f"{e.name} (incomplete)"),
                           f"{e.meta['images']:,}" if e.meta else "-",
                           format_size(e.bytes), time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)))
-        console.print(table)
+        console.print(shown)
         console.print(f"{_plural(len(entries), 'entry', 'entries')}, {format_size(sum(e.bytes for e in entries))}")
     _print_foreign(console, store.foreign(), store.root)
     found = builds(rbench_cache())
     if found:
-        table = _table(f"data set builds: {_plain(rbench_cache())}", ("build", "data set", "files", "on disk"),
+        shown = table(f"data set builds: {plain(rbench_cache())}", ("build", "data set", "files", "on disk"),
                        right=("files", "on disk"))
         total, foreign = 0, []
         for b in found:
             held = contents(b.path, b.patterns)
             total += held.bytes
             foreign.extend(held.foreign)
-            table.add_row(_plain(b.path.relative_to(rbench_cache())), _plain(b.dataset), f"{held.files:,}",
+            shown.add_row(plain(b.path.relative_to(rbench_cache())), plain(b.dataset), f"{held.files:,}",
                           format_size(held.bytes))
-        console.print(table)
+        console.print(shown)
         console.print(f"{_plural(len(found), 'build', 'builds')}, {format_size(total)}")
         _print_foreign(console, foreign, rbench_cache())
 
@@ -898,13 +737,13 @@ def cache_clear(cache_dir, everything, names) -> None:
                 raise RbenchError(f"rbench cache clear with no names would remove {what}; pass --all to do so, "
                                   "or name the entries, builds or data sets to remove (see `rbench cache ls`)")
             if not click.confirm(f"remove {what}?", default=False):  # click prints it: no markup
-                _console().print("nothing removed")
+                open_console().print("nothing removed")
                 return
     for e in doomed:
         store.remove(e.path)
-    console = _console()
+    console = open_console()
     console.print(f"removed {_plural(len(doomed), 'entry', 'entries')}, "
-                  f"{format_size(sum(e.bytes for e in doomed))} freed from {_plain(store.root)}")
+                  f"{format_size(sum(e.bytes for e in doomed))} freed from {plain(store.root)}")
     _print_foreign(console, store.foreign(), store.root)
     if doomed_builds:
         freed, left = 0, []
@@ -912,7 +751,7 @@ def cache_clear(cache_dir, everything, names) -> None:
             freed += contents(b.path, b.patterns).bytes
             left.extend(remove_made(b.path, b.patterns))
         console.print(f"removed {_plural(len(doomed_builds), 'data set build', 'data set builds')}, "
-                      f"{format_size(freed)} freed from {_plain(rbench_cache())}")
+                      f"{format_size(freed)} freed from {plain(rbench_cache())}")
         _print_foreign(console, left, rbench_cache())
 
 
@@ -935,27 +774,27 @@ def list_(kind: str, pattern: str | None) -> None:
     provider = {entry: info.name for info in registry.plugins.values() for entry in info.provides}
     specs = [s for n, s in sorted(getattr(registry, kind).items()) if fnmatchcase(n, pattern or "*")]
     if kind == "datasets":
-        table = _table(kind, ("name", "default folder", "description", "plugin"))
+        shown = table(kind, ("name", "default folder", "description", "plugin"))
         for s in specs:
-            table.add_row(*map(_plain, (s.name, s.default_folder or "-", s.description, provider[f"datasets:{s.name}"])))
+            shown.add_row(*map(plain, (s.name, s.default_folder or "-", s.description, provider[f"datasets:{s.name}"])))
     elif kind == "executors":
-        table = _table(kind, ("name", "description", "options", "plugin"))
+        shown = table(kind, ("name", "description", "options", "plugin"))
         for s in specs:
             options = "; ".join(f"{o.name}: {o.help}" + (f" ({o.flag})" if o.flag else "") for o in s.options)
-            table.add_row(*map(_plain, (s.name, s.description, options or "-", provider[f"executors:{s.name}"])))
+            shown.add_row(*map(plain, (s.name, s.description, options or "-", provider[f"executors:{s.name}"])))
     elif kind == "metrics":
-        table = _table(kind, ("name", "columns", "description", "plugin"))
+        shown = table(kind, ("name", "columns", "description", "plugin"))
         for s in specs:
-            table.add_row(*map(_plain, (s.name, ",".join(s.columns), s.description, provider[f"metrics:{s.name}"])))
+            shown.add_row(*map(plain, (s.name, ",".join(s.columns), s.description, provider[f"metrics:{s.name}"])))
     else:
-        table = _table(kind, ("name", "kind", "available", "description", "plugin"))
+        shown = table(kind, ("name", "kind", "available", "description", "plugin"))
         for s in specs:
             reason = s.unavailable()
-            table.add_row(*map(_plain, (s.name, "modifier" if s.modifier else "base",
+            shown.add_row(*map(plain, (s.name, "modifier" if s.modifier else "base",
                                         "yes" if not reason else f"no: {reason}",
                                         s.description + (f"; options: {', '.join(s.options)}" if s.options else ""),
                                         provider[f"backends:{s.name}"])))
-    _console().print(table)
+    open_console().print(shown)
 
 
 @main.command(context_settings=CONTEXT)
@@ -963,7 +802,7 @@ def plugins() -> None:
     """Each loaded plugin, its distribution, and what it provides."""
     from .registry import get_registry
 
-    table = _table("plugins", ("plugin", "distribution", "provides"))
+    shown = table("plugins", ("plugin", "distribution", "provides"))
     for info in get_registry().plugins.values():
-        table.add_row(*map(_plain, (info.name, info.distribution, ", ".join(info.provides) or "-")))
-    _console().print(table)
+        shown.add_row(*map(plain, (info.name, info.distribution, ", ".join(info.provides) or "-")))
+    open_console().print(shown)

@@ -18,9 +18,8 @@ image's top-1; near-ties may change and are only counted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 PASS_RATIO = 0.99  # MLPerf: at least 99% of the reference (FP32) top-1
@@ -177,21 +176,3 @@ def describe(row: Mapping[str, Any], tolerance: float) -> str:
     return (f"{row['model']}: {judged.kept} of {judged.decisive} decisive images (of {judged.images}) kept their "
             f"top-1; decisive: reference lead > {judged.threshold:.3g} = 2 x {tolerance:g} x {judged.scale:.3g} "
             f"(largest top-1 logit); largest logit difference = {ratio} x the tolerance")
-
-
-def check_backend(stack: str, out: Path, registry, *, workers: int = 0,
-                  on_event: Callable[[dict[str, Any]], None] = lambda event: None,
-                  on_start: Callable[[list, int], None] = lambda todo, done: None):
-    """`(view, its conformance rows, results)` of `stack` against the reference backend
-    (`Registry.reference_backend`) on the built-in set: `CHECK_MODELS` with random seeded weights,
-    validated into `out` on the default data set's first view (`Registry.default_dataset`)."""
-    from .plan import RunOptions, make_plan
-    from .run import run
-
-    options = RunOptions(models=list(CHECK_MODELS), datasets=[registry.default_dataset()],
-                         backends=[registry.reference_backend(), stack], benches=["validate"], weights="random",
-                         out=out, batch_size=32, workers=workers, input_cache=False)
-    plan = make_plan(options, registry)
-    results = run(plan, registry, force=True, on_event=on_event, on_start=on_start)
-    view = plan.sources[0].views[0].name
-    return view, results.conformance.get(view, []), results

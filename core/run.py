@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .backends import BackendStack
@@ -82,3 +83,19 @@ def _device_tag(stack: BackendStack) -> str:
         return "unknown"
 
 
+def check_backend(stack: str, out: Path, registry: Registry, *, workers: int = 0,
+                  on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+                  on_start: Callable[[list, int], None] = lambda todo, done: None):
+    """`(view, its conformance rows, results)` of `stack` against the reference backend
+    (`Registry.reference_backend`) on the built-in set: `CHECK_MODELS` with random seeded weights,
+    validated into `out` on the default data set's first view (`Registry.default_dataset`)."""
+    from .conformance import CHECK_MODELS
+    from .plan import RunOptions, make_plan
+
+    options = RunOptions(models=list(CHECK_MODELS), datasets=[registry.default_dataset()],
+                         backends=[registry.reference_backend(), stack], benches=["validate"], weights="random",
+                         out=out, batch_size=32, workers=workers, input_cache=False)
+    plan = make_plan(options, registry)
+    results = run(plan, registry, force=True, on_event=on_event, on_start=on_start)
+    view = plan.sources[0].views[0].name
+    return view, results.conformance.get(view, []), results

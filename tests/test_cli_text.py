@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 import rbench
 import rbench.registry
-from rbench.cli import _print_metadata_notes, main
+from rbench.cli import main
+from rbench.console import print_metadata_notes
 from rbench.registry import load_registry
 
 BRACKETS = "needs pkg[extra], shape [1, 3, 224, 224], [bold]not bold[/bold] and [red]"
@@ -68,7 +69,7 @@ def test_metadata_notes_keep_their_brackets():
     console = Console(record=True, width=300)
     from rbench.metadata import UNKNOWN
 
-    _print_metadata_notes(console, [
+    print_metadata_notes(console, [
         {"model": "m[x].tag", "note": f"RuntimeError: {BRACKETS}", "pretrain_data": "in1k", "technique": "sup"},
         {"model": "u[y].tag", "note": "", "pretrain_data": UNKNOWN, "technique": "sup"},
     ])

@@ -274,9 +274,10 @@ def test_a_reference_on_another_device_is_noted_before_the_run(monkeypatch, caps
 
     monkeypatch.setattr(rbench.run, "run", run)
     stacks = [SimpleNamespace(name=f"stack{i}", device=d) for i, d in enumerate(devices)]
-    plan = SimpleNamespace(options=SimpleNamespace(benches=("validate",), weights="random"), models=["m"],
+    plan = SimpleNamespace(options=SimpleNamespace(benches=("validate",), weights="random", executor="local",
+                                                   store_dir="store"), models=["m"],
                            stacks=stacks, sources=[])
     with pytest.raises(Stopped):
-        cli._run_and_report(plan, None, cli._console(), embedded=False, force=False, retry_failed=False, html=None)
+        cli._run_and_report(plan, None, cli.open_console(), embedded=False, force=False, retry_failed=False, html=None)
     err = capsys.readouterr().err
     assert ("the validation cells of stack1 also run the reference stack stack0 on its cpu device" in err) == noted

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
+import rbench
 from rbench.plugins.datasets import imagenet_c
 
 from .conftest import invoke_run, one_csv_row, predictions_of
@@ -413,7 +414,7 @@ def test_build_progress_is_a_bar_on_a_terminal_and_lines_otherwise():
 
     screen, log = Terminal(), io.StringIO()
     for stream in (screen, log):
-        progress = imagenet_c.BuildProgress(4, "imagenet-c: making 4 JPEGs", stream=stream)
+        progress = rbench.BuildProgress(4, "imagenet-c: making 4 JPEGs", stream=stream)
         progress.advance(1)
         progress.advance(3)
         progress.close()

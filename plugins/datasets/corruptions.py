@@ -10,7 +10,7 @@ after the same seed.
 
 Two parts of the reference are re-created here rather than called:
 - ImageMagick's motion blur (`motion_blur`, `snow`), which the reference reached through Wand:
-  `_magick_motion_blur` is the same one-sided Gaussian line kernel, offsets, edge handling and
+  `magick_motion_blur` is the same one-sided Gaussian line kernel, offsets, edge handling and
   16-bit quantum arithmetic, computed in numpy.
 - scikit-image's salt-and-pepper noise (`impulse_noise`): since scikit-image 0.19 it draws from
   a fresh, unseeded generator; here it is given a seed drawn from numpy's global generator
@@ -146,7 +146,7 @@ def glass_blur(pixels, severity):
     return np.clip(gaussian(x / 255.0, sigma=sigma, channel_axis=-1), 0, 1) * 255
 
 
-def _magick_motion_blur(gray_or_rgb: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
+def magick_motion_blur(gray_or_rgb: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
     """ImageMagick 6's `MotionBlurImage` of an 8-bit image, as the reference got it through
     Wand with a Q16 build, then written as an 8-bit PNG: a uint8 array of the input's shape.
 
@@ -183,10 +183,10 @@ def _magick_motion_blur(gray_or_rgb: np.ndarray, radius: float, sigma: float, an
 def motion_blur(pixels, severity):
     radius, sigma = ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))[severity - 1]
     angle = np.random.uniform(-45, 45)
-    return _magick_motion_blur(np.asarray(pixels, dtype=np.uint8), radius, sigma, angle)
+    return magick_motion_blur(np.asarray(pixels, dtype=np.uint8), radius, sigma, angle)
 
 
-def _clipped_zoom(img: np.ndarray, factor: float) -> np.ndarray:
+def clipped_zoom(img: np.ndarray, factor: float) -> np.ndarray:
     """The central `ceil(h / factor)` x `ceil(w / factor)` part zoomed by `factor` (linear),
     its centre trimmed back to `h x w`."""
     h, w = img.shape[:2]
@@ -210,7 +210,7 @@ def zoom_blur(pixels, severity):
     x = _as_float(pixels).astype(np.float32)
     total = np.zeros_like(x)
     for factor in factors:
-        total += _clipped_zoom(x, factor)
+        total += clipped_zoom(x, factor)
     return np.clip((x + total) / (len(factors) + 1), 0, 1) * 255
 
 
@@ -226,10 +226,10 @@ def snow(pixels, severity):
     )[severity - 1]
     x = np.asarray(pixels, dtype=np.float32) / 255.0
     layer = np.random.normal(size=x.shape[:2], loc=loc, scale=scale)
-    layer = _clipped_zoom(layer[..., None], zoom)
+    layer = clipped_zoom(layer[..., None], zoom)
     layer[layer < threshold] = 0
     flakes = (np.clip(layer.squeeze(), 0, 1) * 255).astype(np.uint8)
-    flakes = _magick_motion_blur(flakes, radius, sigma, np.random.uniform(-135, -45)) / 255.0
+    flakes = magick_motion_blur(flakes, radius, sigma, np.random.uniform(-135, -45)) / 255.0
     flakes = flakes[..., None]
     gray = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., None]
     x = blend * x + (1 - blend) * np.maximum(x, gray * 1.5 + 0.5)

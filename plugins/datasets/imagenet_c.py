@@ -38,7 +38,6 @@ import importlib.util
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -180,19 +179,6 @@ def made_image(source_path: str, key: str, corruption: str, severity: int):
 
 # --- the build: the corrupted JPEGs, once on disk ------------------------------------------
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename is None:  # a write that found the disk full names no file: name it
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
-
-
 def _build_image(task: tuple[str, str, list[tuple[str, int, str]]]) -> int:
     """One val image under every `(corruption, severity, target)` of `task`; returns how many
     files it wrote (none for an unreadable val image, which the models' passes then count as
@@ -210,7 +196,7 @@ def _build_image(task: tuple[str, str, list[tuple[str, int, str]]]) -> int:
         return 0
     for corruption, severity, target in targets:
         np.random.seed(corruption_seed(key, corruption, severity))
-        _write_atomic(Path(target), encode_jpeg(corruptions.corrupt(pixels, corruption, severity)))
+        rbench.write_bytes(Path(target), encode_jpeg(corruptions.corrupt(pixels, corruption, severity)))
     return len(targets)
 
 
@@ -220,46 +206,8 @@ def _worker_setup() -> None:
     cv2.setNumThreads(1)  # the processes are the parallelism
 
 
-class BuildProgress:
-    """The build's progress on stderr: a rich bar on a terminal, else a line every 10 s."""
-
-    def __init__(self, total: int, label: str, stream=None):
-        self.total, self.label, self.done = total, label, 0
-        self.stream = stream or sys.stderr
-        self.started = self.last = time.monotonic()
-        self.bar = None
-        if getattr(self.stream, "isatty", lambda: False)():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), console=Console(file=self.stream), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(label, total=total)
-        else:
-            self._line()
-
-    def _line(self) -> None:
-        elapsed = time.monotonic() - self.started
-        rate = self.done / elapsed if elapsed > 0 and self.done else 0.0
-        print(f"{self.label}: {self.done:,}/{self.total:,} files ({100 * self.done / max(1, self.total):.0f}%), "
-              f"{rate:.1f} files/s", file=self.stream, flush=True)
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(self.task, advance=n)
-        elif time.monotonic() - self.last >= 10 or self.done == self.total:
-            self.last = time.monotonic()
-            self._line()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def build(root: Path, chosen: Sequence[tuple[str, str]], cells: Sequence[tuple[str, int]], workers: int,
-          progress: Callable[[int, str], BuildProgress] = BuildProgress) -> int:
+          progress: Callable[[int, str], rbench.BuildProgress] = rbench.BuildProgress) -> int:
     """Make every missing `root/<corruption>/<severity>/<key>.JPEG` of the `chosen` val images
     (`(path, key)`, key `wnid/file`) under every `(corruption, severity)` of `cells`, in
     `workers` processes; returns how many files were made.
@@ -294,50 +242,15 @@ def build(root: Path, chosen: Sequence[tuple[str, str]], cells: Sequence[tuple[s
     if total:
         bar = progress(total, f"imagenet-c: making {total:,} JPEGs in {root}")
         try:
-            made, failed = run_build(tasks, _build_image, workers, _worker_setup, bar, lambda task: len(task[2]))
+            made, failed = rbench.run_build(tasks, _build_image, workers, _worker_setup, bar, lambda task: len(task[2]))
         finally:
             bar.close()
         if failed:
             print(f"imagenet-c: {failed:,} val image(s) could not be read; "
                   "their ImageNet-C files are counted as unreadable", file=sys.stderr)
     for folder, marker in done_cells:
-        _write_atomic(marker, f"{len(chosen)}\n".encode())
+        rbench.write_bytes(marker, f"{len(chosen)}\n".encode())
     return made
-
-
-def _take(items, n: int) -> list:
-    return [item for _, item in zip(range(n), items)]
-
-
-def run_build(tasks: Sequence, make, workers: int, setup, bar, weight) -> tuple[int, int]:
-    """`make(task)` for every task, here or in `workers` fresh processes (each first runs
-    `setup`), advancing `bar` by `weight(task)` as each ends; returns (files made, tasks that
-    made none). `make` and `setup` must be module-level functions (they are pickled)."""
-    made = failed = 0
-    if workers <= 1 or len(tasks) == 1:
-        setup()
-        for task in tasks:
-            n = make(task)
-            made, failed = made + n, failed + (n == 0)
-            bar.advance(weight(task))
-        return made, failed
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    # Fresh processes (not forks of one that may hold torch's threads); a worker that dies fails
-    # the build instead of being replaced forever.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=setup) as pool:
-        queue = iter(tasks)
-        running = {pool.submit(make, t): t for t in _take(queue, 4 * workers)}  # a few ahead, not all at once
-        while running:
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                n = future.result()
-                made, failed = made + n, failed + (n == 0)
-                bar.advance(weight(running.pop(future)))
-            running.update({pool.submit(make, t): t for t in _take(queue, len(finished))})
-    return made, failed
 
 
 def _made_name(key: str) -> str:
@@ -450,35 +363,6 @@ def _views(name: str, starts: Sequence[int], cells: Sequence[tuple[str, int]], r
 
 # --- options and folders -------------------------------------------------------------------
 
-def _subset(name: str, text: str | None, allowed: Sequence, kind: str, convert=str) -> list:
-    if text is None:
-        return list(allowed)
-    try:
-        chosen = [convert(part.strip()) for part in text.split(",") if part.strip()]
-    except ValueError:
-        chosen = [None]
-    wrong = [c for c in chosen if c not in allowed]
-    if wrong or not chosen:
-        raise rbench.DataError(f"--data-option {name}.{kind}={text!r}: choose from {','.join(map(str, allowed))}")
-    return [c for c in allowed if c in chosen]  # the canonical order, whatever was typed
-
-
-def _whole_number(name: str, options: dict, key: str, default: int) -> int:
-    try:
-        value = int(options.get(key, default))
-        if value < 1:
-            raise ValueError
-    except ValueError:
-        raise rbench.DataError(f"--data-option {name}.{key}={options[key]!r}: give a whole number >= 1") from None
-    return value
-
-
-def _check_options(name: str, options: dict, allowed: Sequence[str], mode: str) -> None:
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise rbench.DataError(f"--data-option {name}.{unknown[0]} does not apply to {mode}; it takes {', '.join(allowed)}")
-
-
 def _val_samples(name: str, root: Path, per_class: int, request: rbench.DataRequest):
     """The first `per_class` images of each wnid folder (file-name order) as `(path, label,
     key)`, whether the folder is partial, and the number of classes and short classes."""
@@ -534,8 +418,8 @@ def _corruption_folder(root: Path, corruption: str) -> Path:
 # --- the sources ---------------------------------------------------------------------------
 
 def _cells(name: str, options: dict) -> list[tuple[str, int]]:
-    corruptions = _subset(name, options.get("corruptions"), CORRUPTIONS, "corruptions")
-    severities = _subset(name, options.get("severities"), SEVERITIES, "severities", int)
+    corruptions = rbench.option_choices(name, options.get("corruptions"), CORRUPTIONS, "corruptions")
+    severities = rbench.option_choices(name, options.get("severities"), SEVERITIES, "severities", int)
     return [(c, s) for c in corruptions for s in severities]
 
 
@@ -552,11 +436,11 @@ def load_made(request: rbench.DataRequest, root: Path) -> rbench.Source:
     """The val images made into ImageNet-C JPEGs (built once), then read as files."""
     name = "imagenet-c"
     options = dict(request.options)
-    _check_options(name, options, ("per_class", "corruptions", "severities", "build_dir", "build_workers"),
+    rbench.check_option_names(name, options, ("per_class", "corruptions", "severities", "build_dir", "build_workers"),
                    "a val folder")
     check_library()
-    per_class = _whole_number(name, options, "per_class", DEFAULT_PER_CLASS)
-    workers = _whole_number(name, options, "build_workers", os.cpu_count() or 1)
+    per_class = rbench.option_whole_number(name, options, "per_class", DEFAULT_PER_CLASS)
+    workers = rbench.option_whole_number(name, options, "build_workers", os.cpu_count() or 1)
     cells = _cells(name, options)
     chosen, partial, note = _val_samples(name, root, per_class, request)
     base = Path(options["build_dir"]).expanduser() if "build_dir" in options else request.cache_dir / "imagenet-c"
@@ -567,7 +451,7 @@ def load_made(request: rbench.DataRequest, root: Path) -> rbench.Source:
     if not info.exists():
         from . import corruptions
 
-        _write_atomic(info, json.dumps({"version": corruptions.VERSION, "build": BUILD_VERSION, "seed": SEED_SCHEME,
+        rbench.write_bytes(info, json.dumps({"version": corruptions.VERSION, "build": BUILD_VERSION, "seed": SEED_SCHEME,
                                         "per_class": per_class, "images": len(chosen), "val": str(root),
                                         "prepare": "Resize(256) bilinear, CenterCrop(224)",
                                         "jpeg_quality": JPEG_QUALITY}, indent=1).encode())
@@ -588,8 +472,8 @@ def load_published(request: rbench.DataRequest, root: Path) -> rbench.Source:
     """The published ImageNet-C folder: `<corruption>/<severity>/<wnid>/*.JPEG`."""
     name = "imagenet-c"
     options = dict(request.options)
-    _check_options(name, options, ("per_class", "corruptions", "severities", "val"), "the published ImageNet-C folder")
-    per_class = _whole_number(name, options, "per_class", PUBLISHED_PER_CLASS)
+    rbench.check_option_names(name, options, ("per_class", "corruptions", "severities", "val"), "the published ImageNet-C folder")
+    per_class = rbench.option_whole_number(name, options, "per_class", PUBLISHED_PER_CLASS)
     cells = _cells(name, options)
     index = imagenet.wnid_index()
     samples: list[tuple[str, int]] = []
@@ -668,9 +552,9 @@ def load_native(request: rbench.DataRequest) -> rbench.Source:
     """`-d imagenet-c-native`: val images corrupted after each model's own resize and crop."""
     name = "imagenet-c-native"
     options = dict(request.options)
-    _check_options(name, options, ("per_class", "corruptions", "severities"), "imagenet-c-native")
+    rbench.check_option_names(name, options, ("per_class", "corruptions", "severities"), "imagenet-c-native")
     check_library()
-    per_class = _whole_number(name, options, "per_class", DEFAULT_PER_CLASS)
+    per_class = rbench.option_whole_number(name, options, "per_class", DEFAULT_PER_CLASS)
     cells = _cells(name, options)
     if request.path is None:
         raise rbench.DataError(f"where is {name}'s val folder? pass --data-root ROOT (with ROOT/imagenet/val) or --data {name}=PATH")

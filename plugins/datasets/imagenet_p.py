@@ -25,8 +25,8 @@ stronger noise of the noise perturbations, the step between compared frames of t
 `reference` (a CSV of per-perturbation FP and T5D to normalise by: mFR and mT5D), `build_dir`
 and `build_workers`.
 
-Only `rbench`'s public API is imported here (and the sibling ImageNet-C plugin's helpers),
-and numpy/torch/OpenCV only inside functions.
+Only `rbench`'s public API is imported here (and the imagenet plugin's class list and the shared
+corruption functions), and numpy/torch/OpenCV only inside functions.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import rbench
 
-from . import imagenet, imagenet_c
+from . import imagenet
 
 PERTURBATIONS = ("gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "snow",
                  "brightness", "translate", "rotate", "tilt", "scale")
@@ -123,7 +123,7 @@ def _motion_blur(crop):
 
     from . import corruptions
 
-    return np.stack([corruptions._magick_motion_blur(crop, 10, 3, (i - 30) * 4) for i in range(31)])
+    return np.stack([corruptions.magick_motion_blur(crop, 10, 3, (i - 30) * 4) for i in range(31)])
 
 
 def _zoom_blur(image):
@@ -150,14 +150,14 @@ def _snow(crop):
 
     x = np.asarray(crop, dtype=np.uint8) / 255.0
     layer = np.random.normal(size=(CROP, CROP), loc=0.05, scale=0.3)
-    layer = corruptions._clipped_zoom(layer[..., None], 3)
+    layer = corruptions.clipped_zoom(layer[..., None], 3)
     layer[layer < 0.5] = 0
     flakes = (np.clip(layer.squeeze(), 0, 1) * 255).astype(np.uint8)
     gray = cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY).reshape(CROP, CROP, 1)
     z = 0.85 * x + (1 - 0.85) * np.maximum(x, gray * 1.5 + 0.5)
     out = []
     for i in range(31):
-        moving = (corruptions._magick_motion_blur(flakes, 14, 4, i * 4 - 150) / 255.0)[..., None]
+        moving = (corruptions.magick_motion_blur(flakes, 14, 4, i * 4 - 150) / 255.0)[..., None]
         out.append(np.uint8(np.clip(z + moving + np.rot90(moving, k=2), 0, 1) * 255))
     return np.stack(out)
 
@@ -466,11 +466,11 @@ def build(root: Path, tasks: Sequence[tuple[str, str, str, int, str]], workers: 
     todo = [t for t in tasks if not Path(t[4]).is_dir()]
     if not todo:
         return 0
-    progress = progress or imagenet_c.BuildProgress
+    progress = progress or rbench.BuildProgress
     total = sum(frame_count(t[2]) for t in todo)
     bar = progress(total, f"imagenet-p: {verb} {len(todo):,} sequences ({total:,} PNG frames) in {root}")
     try:
-        made, failed = imagenet_c.run_build(todo, make, workers, _worker_setup, bar, lambda task: frame_count(task[2]))
+        made, failed = rbench.run_build(todo, make, workers, _worker_setup, bar, lambda task: frame_count(task[2]))
     finally:
         bar.close()
     if failed:
@@ -626,7 +626,7 @@ NO_REFERENCE = ("; no reference: mfr and mt5d are empty (give one with --data-op
 
 
 def _common_options(options: dict) -> tuple[list[str], int, dict | None]:
-    perturbations = imagenet_c._subset("imagenet-p", options.get("perturbations"), PERTURBATIONS, "perturbations")
+    perturbations = rbench.option_choices("imagenet-p", options.get("perturbations"), PERTURBATIONS, "perturbations")
     if options.get("difficulty", "1").strip() not in ("1", "2", "3"):
         raise rbench.DataError(f"--data-option imagenet-p.difficulty={options['difficulty']!r}: choose one of 1, 2, 3")
     difficulty = int(options.get("difficulty", "1"))
@@ -634,7 +634,7 @@ def _common_options(options: dict) -> tuple[list[str], int, dict | None]:
     if "reference" in options:
         reference = read_reference(Path(options["reference"]).expanduser(), perturbations)
     if "per_class" in options:
-        imagenet_c._whole_number("imagenet-p", options, "per_class", DEFAULT_PER_CLASS)
+        rbench.option_whole_number("imagenet-p", options, "per_class", DEFAULT_PER_CLASS)
     return perturbations, difficulty, reference
 
 
@@ -652,7 +652,7 @@ def load(request: rbench.DataRequest) -> rbench.Source:
                                "--data imagenet-p=PATH (a val folder or the published ImageNet-P folder)")
     root = Path(request.path)
     options = dict(request.options)
-    imagenet_c._check_options("imagenet-p", options, tuple(OPTIONS), "imagenet-p")
+    rbench.check_option_names("imagenet-p", options, tuple(OPTIONS), "imagenet-p")
     if _layout(root) == "published":
         return load_published(request, root, options)
     return load_made(request, root, options)
@@ -660,9 +660,9 @@ def load(request: rbench.DataRequest) -> rbench.Source:
 
 def load_made(request: rbench.DataRequest, root: Path, options: dict) -> rbench.Source:
     """The sequences made once from a val folder, every frame a sample."""
-    per_class = imagenet_c._whole_number("imagenet-p", options, "per_class", DEFAULT_PER_CLASS)
-    class_step = imagenet_c._whole_number("imagenet-p", options, "class_step", DEFAULT_CLASS_STEP)
-    workers = imagenet_c._whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
+    per_class = rbench.option_whole_number("imagenet-p", options, "per_class", DEFAULT_PER_CLASS)
+    class_step = rbench.option_whole_number("imagenet-p", options, "class_step", DEFAULT_CLASS_STEP)
+    workers = rbench.option_whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
     perturbations, difficulty, reference = _common_options(options)
     check_library()
     chosen, partial, note = _chosen(root, per_class, class_step, request)
@@ -673,7 +673,7 @@ def load_made(request: rbench.DataRequest, root: Path, options: dict) -> rbench.
     rbench.mark_build(folder, "imagenet-p", BUILD_FILES)
     info = folder / "build.json"
     if not info.exists():
-        imagenet_c._write_atomic(info, json.dumps({"build": BUILD_VERSION, "seed": SEED_SCHEME, "val": str(root),
+        rbench.write_bytes(info, json.dumps({"build": BUILD_VERSION, "seed": SEED_SCHEME, "val": str(root),
                                                    "prepare": "Resize(256) bilinear, then frames()",
                                                    "frames": "lossless PNG, <sequence>/<wnid>/<stem>/<i>.png"},
                                                   indent=1).encode())
@@ -763,9 +763,9 @@ def _videos(folder: Path, index: dict[str, int]) -> dict[str, list[Path]]:
 
 def load_published(request: rbench.DataRequest, root: Path, options: dict) -> rbench.Source:
     """The published ImageNet-P videos, decoded once into PNG frames, every frame a sample."""
-    per_class = imagenet_c._whole_number("imagenet-p", options, "per_class", 1) if "per_class" in options else None
-    class_step = imagenet_c._whole_number("imagenet-p", options, "class_step", 1)
-    workers = imagenet_c._whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
+    per_class = rbench.option_whole_number("imagenet-p", options, "per_class", 1) if "per_class" in options else None
+    class_step = rbench.option_whole_number("imagenet-p", options, "class_step", 1)
+    workers = rbench.option_whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
     perturbations, difficulty, reference = _common_options(options)
     check_video_library()
     wnids = imagenet.synsets()
