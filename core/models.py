@@ -249,14 +249,36 @@ def _unreadable(path: Path, exc: BaseException) -> WeightsError:
                         f"({what}); save or download it again")
 
 
-def read_checkpoint(path: Path, *, trust_checkpoint: bool = False, check_only: bool = False) -> dict[str, Any] | None:
+STATE_DICT_KEYS = ("state_dict", "model", "state_dict_ema")  # where training checkpoints keep the weights
+
+
+def state_dict_of(checkpoint: Any, path: Path) -> dict[str, Any]:
+    """The state dict inside a loaded checkpoint, with the wrappers of training checkpoints
+    removed as timm's `load_state_dict` removes them (a `state_dict`, `model` or
+    `state_dict_ema` entry; DataParallel's `module.` prefix). The one place checkpoint keys
+    are cleaned, for checking a checkpoint against a model and for loading it alike."""
+    state = checkpoint
+    if isinstance(state, dict):
+        for key in STATE_DICT_KEYS:
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not state:
+        what = "an empty dict" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise WeightsError(f"checkpoint {path} holds {what}, not a state dict; pass the model's weights file")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def read_checkpoint(path: Path, *, trust_checkpoint: bool = False, shapes_only: bool = False) -> dict[str, Any] | None:
     """The state dict of a safetensors file or a torch checkpoint (`weights_only` unless
-    trusted), with the wrappers of training checkpoints removed (`state_dict`, `module.`).
+    trusted), cleaned by `state_dict_of`.
 
     Every way the file can be wrong is a one-line `WeightsError` naming it: missing, empty,
     damaged, not a checkpoint, needing full unpickling without `--trust-checkpoint`, or not
-    holding a state dict. `check_only` reads no more than it must (torch's zip checkpoints are
-    memory-mapped, a safetensors file's header only) and returns None.
+    holding a state dict. `shapes_only` reads no more than it must (torch's zip checkpoints are
+    memory-mapped, a safetensors file's header only) and returns `{key: shape}` (None for a
+    value that is not a tensor); or None for a trusted checkpoint that only full unpickling
+    reads, which is unpickled once, where the model is made.
     """
     import torch
 
@@ -278,17 +300,18 @@ def read_checkpoint(path: Path, *, trust_checkpoint: bool = False, check_only: b
         try:
             with safe_open(str(path), "pt") as f:
                 names = list(f.keys())
-                state = None if check_only else {name: f.get_tensor(name) for name in names}
+                state = {name: tuple(f.get_slice(name).get_shape()) if shapes_only else f.get_tensor(name)
+                         for name in names}
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type from Rust
             raise WeightsError(f"checkpoint {path} is not a valid safetensors file ({_one_line(str(exc))}); "
                                "save or download it again") from exc
         if not names:
             raise WeightsError(f"checkpoint {path} holds no tensors; pass the model's weights file")
-        return state
+        return state_dict_of(state, path)
     with open(path, "rb") as f:
         zipped = f.read(4) == b"PK\x03\x04"  # torch.save's format since torch 1.6, which can be memory-mapped
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped and check_only)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped and shapes_only)
     except pickle.UnpicklingError as exc:
         if not _needs_full_unpickling(exc):
             raise _unreadable(path, exc) from exc
@@ -297,26 +320,64 @@ def read_checkpoint(path: Path, *, trust_checkpoint: bool = False, check_only: b
                 f"checkpoint {path} holds objects that only full unpickling can load, which can run "
                 "arbitrary code; re-save it as safetensors, or pass --trust-checkpoint if you trust it"
             ) from exc
-        if check_only:
-            return None  # trusted: it is unpickled once, where the model is made
+        if shapes_only:
+            return None
         state = torch.load(path, map_location="cpu", weights_only=False)
     except (EOFError, RuntimeError, ValueError, OSError) as exc:
         raise _unreadable(path, exc) from exc
-    if isinstance(state, dict):
-        for key in ("state_dict", "model", "state_dict_ema"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not state:
-        what = "an empty dict" if isinstance(state, dict) else f"a {type(state).__name__}"
-        raise WeightsError(f"checkpoint {path} holds {what}, not a state dict; pass the model's weights file")
-    return None if check_only else {k.removeprefix("module."): v for k, v in state.items()}
+    state = state_dict_of(state, path)
+    return shapes_of(state) if shapes_only else state
+
+
+def shapes_of(state: dict[str, Any]) -> dict[str, tuple[int, ...] | None]:
+    """`{key: shape}` of a state dict (None for a value that is not a tensor)."""
+    return {k: tuple(v.shape) if hasattr(v, "shape") else None for k, v in state.items()}
 
 
 def check_checkpoint(path: Path | str, trust_checkpoint: bool = False) -> None:
     """Check, before any model runs, that `path` is a checkpoint that can be loaded (see
     `read_checkpoint`); raises a one-line `WeightsError` naming the file and what is wrong."""
-    read_checkpoint(Path(path), trust_checkpoint=trust_checkpoint, check_only=True)
+    read_checkpoint(Path(path), trust_checkpoint=trust_checkpoint, shapes_only=True)
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]" if shape is not None else "not a tensor"
+
+
+def checkpoint_misfit(shapes: dict[str, tuple[int, ...] | None], expected: dict[str, tuple[int, ...] | None]) -> str:
+    """What keeps a checkpoint of `shapes` (`{key: shape}`) from loading strictly into a model
+    whose state dict has `expected`; "" when it fits. A missing batch-norm `num_batches_tracked`
+    is allowed, as torch's batch norm fills it in for a state dict saved without its version."""
+    missing = [k for k in expected if k not in shapes and not k.endswith(".num_batches_tracked")]
+    unexpected = [k for k in shapes if k not in expected]
+    misshaped = [f"{k} (checkpoint {_shape(shapes[k])}, model {_shape(expected[k])})"
+                 for k in expected if k in shapes and shapes[k] != expected[k]
+                 and not (expected[k] == () and shapes[k] == (1,))]  # torch loads a 1-element tensor into a scalar
+    parts = [f"{len(keys)} {what} key(s): {_first_few(keys)}"
+             for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+    return "; ".join(parts)
+
+
+def check_checkpoint_fits(path: Path | str, models: Iterable[str], trust_checkpoint: bool = False) -> None:
+    """Check, before any model runs, that the checkpoint at `path` loads into each of `models`:
+    its keys (cleaned as for loading) and shapes against each model's state dict, the models
+    built on the meta device (no real tensors). Raises one `WeightsError` line naming the
+    checkpoint, the model and the first few missing, unexpected and mis-shaped keys. A trusted
+    checkpoint that only full unpickling reads is not unpickled here (its load checks it)."""
+    from .metadevice import meta_model
+
+    shapes = read_checkpoint(Path(path), trust_checkpoint=trust_checkpoint, shapes_only=True)
+    if shapes is None:
+        return
+    for name in models:
+        try:
+            model = meta_model(name)
+        except Exception:  # noqa: BLE001 - a model the meta device cannot build is checked when it is loaded
+            continue
+        misfit = checkpoint_misfit(shapes, shapes_of(model.state_dict()))
+        if misfit:
+            raise WeightsError(f"checkpoint {path} does not fit {name}: {misfit}; pass a checkpoint of {name}'s "
+                               "architecture, or run the models it fits without the others")
 
 
 def load_checkpoint(model, path: Path, *, trust_checkpoint: bool = False) -> None:

@@ -12,7 +12,7 @@ from .backends import BackendStack, best_stack, resolve_stack
 from .benchmark import BENCH_KINDS, BenchSettings
 from .errors import DataError, PluginError, RbenchError, unknown_name
 from .input_cache import DEFAULT_LIMIT as DEFAULT_INPUT_CACHE_SIZE
-from .models import WEIGHTS_CHOICES, check_checkpoint, check_weights_available, resolve_models
+from .models import WEIGHTS_CHOICES, check_checkpoint, check_checkpoint_fits, check_weights_available, resolve_models
 from .paths import cache_dir
 from .registry import Registry, check_data_options
 from .specs import DataRequest, MetricSpec, Source
@@ -162,6 +162,8 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
     models = resolve_models(options.models)
     if "validate" in options.benches:
         check_weights_available(models, weights)  # pretrained weights not here: one line, before any model runs
+        if weights not in WEIGHTS_CHOICES:  # keys and shapes against each model, on the meta device
+            check_checkpoint_fits(weights, models, options.trust_checkpoint)
     if not models:
         raise RbenchError("no models to run; pass --models NAMES (see `rbench list models`)")
     metrics = select_metrics(options.metrics, registry)

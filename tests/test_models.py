@@ -221,3 +221,102 @@ def test_reachable_is_bounded_by_its_timeout_even_when_the_lookup_hangs(monkeypa
         assert entered.wait(60) and not finished.is_set()
     finally:
         release.set()
+
+
+# --- a checkpoint checked against its architecture in the plan --------------------------------
+
+def _run_checkpoint(path, models: str, out):
+    from click.testing import CliRunner
+
+    from rbench.cli import main
+
+    return CliRunner().invoke(main, ["run", "-m", models, "--weights", str(path), "--bench", "validate",
+                                     "--workers", "0", "--out", str(out)])
+
+
+def _save(state, path):
+    if path.suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize(("checkpoint", "models", "says"), [
+    # another architecture's weights: keys that only the other model has, both ways
+    ("vit.safetensors", "test_byobnet", ["does not fit test_byobnet: {missing} missing key(s): stem.conv.weight, ",
+                                         "; {unexpected} unexpected key(s): blocks.0.attn.proj.bias, "]),
+    # one tensor of another shape, in a training checkpoint (keys cleaned as for loading)
+    ("narrow-head.pth.tar", "test_vit", ["does not fit test_vit: 2 mis-shaped key(s): head.weight (checkpoint "
+                                         "[10, 64], model [1000, 64]), head.bias (checkpoint [10], model [1000])"]),
+    # a checkpoint given to several models must fit each
+    ("vit.safetensors", "test_vit,test_byobnet", ["does not fit test_byobnet: "]),
+])
+def test_a_checkpoint_that_does_not_fit_is_one_line_before_any_model_runs(checkpoint, models, says, tmp_path):
+    state = _reference_state("test_vit")
+    if checkpoint.startswith("narrow-head"):
+        state["head.weight"], state["head.bias"] = state["head.weight"][:10], state["head.bias"][:10]
+        state = {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}
+    path = _save(state, tmp_path / checkpoint)
+    if path.suffix == ".safetensors":  # torch's own strict-load comparison counts the keys
+        from safetensors.torch import load_file
+
+        keys = timm.create_model("test_byobnet").load_state_dict(load_file(str(path)), strict=False)
+        says = [s.format(missing=len(keys.missing_keys), unexpected=len(keys.unexpected_keys)) for s in says]
+    out = tmp_path / "out"
+    result = _run_checkpoint(path, models, out)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"rbench: error: checkpoint {path} does not fit "), line
+    assert all(s in line for s in says), line
+    assert not any(row.startswith("start ") for row in result.output.splitlines())
+    assert not (out / "store").exists()  # nothing ran, nothing was recorded
+
+
+def test_a_fitting_checkpoint_runs_with_its_numbers(tmp_path):
+    """A checkpoint that fits its model passes the plan and scores as the weights it holds."""
+    from . import imagenet_fixtures
+    from .conftest import csv_rows, write_jpegs
+
+    folder = tmp_path / "images"
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        write_jpegs(folder / name, 2, seed=i)
+    path = tmp_path / "pinned.safetensors"
+    imagenet_fixtures.pinned_head_model(3, [2], path, name="test_vit")  # predicts class 2 ("c") for every image
+    from click.testing import CliRunner
+
+    from rbench.cli import main
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", "-m", "test_vit", "--weights", str(path), "--bench", "validate",
+                                       "--data-dir", str(folder), "--workers", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (row,) = csv_rows(out / "results-imagefolder.csv")
+    assert float(row["top1"]) == 25.0
+
+
+def test_a_checkpoint_without_batch_norm_counters_fits(tmp_path):
+    """torch's batch norm loads a state dict saved without `num_batches_tracked`; so does the plan."""
+    from rbench.models import check_checkpoint_fits
+
+    state = {k: v for k, v in _reference_state("test_byobnet").items() if not k.endswith("num_batches_tracked")}
+    assert len(state) < len(_reference_state("test_byobnet"))
+    path = _save(state, tmp_path / "w.safetensors")
+    check_checkpoint_fits(path, ["test_byobnet"])
+    model = create_model("test_byobnet", str(path))  # torch agrees: it loads
+    assert torch.equal(model.state_dict()["head.fc.weight"], state["head.fc.weight"])
+
+
+def test_a_trusted_checkpoint_is_not_unpickled_in_the_plan(tmp_path, monkeypatch):
+    from rbench.models import check_checkpoint_fits
+
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"state_dict": collections.OrderedDict(_reference_state("test_vit")), "args": _Args()}, unsafe)
+    real_load = torch.load
+
+    def load(*args, **kwargs):
+        assert kwargs.get("weights_only"), "full unpickling in the plan"
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    check_checkpoint_fits(unsafe, ["test_byobnet"], trust_checkpoint=True)
