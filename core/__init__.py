@@ -15,6 +15,7 @@ from .errors import (
     UnavailableError,
     UnknownNameError,
     WeightsError,
+    first_few,
     one_line,
 )
 from .cells import Cell, Job
@@ -90,6 +91,7 @@ __all__ = [
     "cpu_telemetry",
     "default_is_out_of_memory",
     "exporter_reason",
+    "first_few",
     "hookimpl",
     "list_class_folders",
     "mark_build",

@@ -6,7 +6,7 @@ Anything else that escapes is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class RbenchError(Exception):
@@ -49,6 +49,13 @@ def one_line(exc: BaseException) -> str:
     """`Type: message`, the whole message on one line (its hint is often at the end): whitespace
     collapsed, nothing cut. Screens shorten it; files keep it."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def first_few(names: Sequence[str], shown: int = 3, quoted: bool = False) -> str:
+    """The first `shown` of `names` (as `repr` when `quoted`), then `and N more`: a list that keeps
+    an error message to one readable line."""
+    head = [repr(n) if quoted else str(n) for n in names[:shown]]
+    return ", ".join(head) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str], hint: str) -> UnknownNameError:

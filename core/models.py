@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import RbenchError, WeightsError, unknown_name
+from .errors import RbenchError, WeightsError, first_few, unknown_name
 from .files import read_utf8
 
 WEIGHTS_CHOICES = ("pretrained", "random")
@@ -173,10 +173,6 @@ def _reachable(host: str, timeout: float = HUB_CONNECT_TIMEOUT) -> bool:
     return opened.wait(timeout)
 
 
-def _first_few(names: list[str], shown: int = 3) -> str:
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
-
-
 def check_weights_available(names: Iterable[str], weights: str = "pretrained") -> None:
     """Check, before any model runs, that timm can load the pretrained weights of `names`.
 
@@ -197,7 +193,7 @@ def check_weights_available(names: Iterable[str], weights: str = "pretrained") -
         elif not sources[0]:
             missing.append((name, sources[1]))
     if untrained:
-        raise WeightsError(f"timm has no pretrained weights for {len(untrained)} model(s): {_first_few(untrained)}; "
+        raise WeightsError(f"timm has no pretrained weights for {len(untrained)} model(s): {first_few(untrained)}; "
                            "choose pretrained tags (`rbench list models PATTERN`) or pass --weights random")
     if not missing:
         return
@@ -212,7 +208,7 @@ def check_weights_available(names: Iterable[str], weights: str = "pretrained") -
         why = f"and {', '.join(hosts)} cannot be reached" if hosts else "and they have no download location"
     models = [name for name, _ in missing]
     raise WeightsError(
-        f"pretrained weights for {len(models)} model(s) are not in the local cache {why}: {_first_few(models)}; "
+        f"pretrained weights for {len(models)} model(s) are not in the local cache {why}: {first_few(models)}; "
         "download them first (run once online), or pass --weights random"
     )
 
@@ -353,7 +349,7 @@ def checkpoint_misfit(shapes: dict[str, tuple[int, ...] | None], expected: dict[
     misshaped = [f"{k} (checkpoint {_shape(shapes[k])}, model {_shape(expected[k])})"
                  for k in expected if k in shapes and shapes[k] != expected[k]
                  and not (expected[k] == () and shapes[k] == (1,))]  # torch loads a 1-element tensor into a scalar
-    parts = [f"{len(keys)} {what} key(s): {_first_few(keys)}"
+    parts = [f"{len(keys)} {what} key(s): {first_few(keys)}"
              for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
     return "; ".join(parts)
 

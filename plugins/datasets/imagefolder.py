@@ -26,7 +26,6 @@ from . import imagenet
 CLASS_MAP = "class_map"
 LABELS = "labels"
 LABELLINGS = ("imagenet", "sorted")  # the values of --data-option imagefolder.labels
-SHOWN = 3  # folder names an error shows before "and N more"
 
 
 def read_class_map(path: Path) -> dict[str, int]:
@@ -52,12 +51,6 @@ def read_class_map(path: Path) -> dict[str, int]:
     if not index:
         raise rbench.DataError(f"class map {path} is empty; it must list class names, one per line")
     return index
-
-
-def _some(names: list[str]) -> str:
-    """The first few of `names`, quoted, and how many more."""
-    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
-    return ", ".join(repr(n) for n in names[:SHOWN]) + more
 
 
 def labelling(root: Path, folders: list[str], options) -> tuple[str, dict[str, int], str]:
@@ -86,10 +79,10 @@ def labelling(root: Path, folders: list[str], options) -> tuple[str, dict[str, i
     if others:
         if chosen == "imagenet":
             raise rbench.DataError(f"{root} has {len(others)} class folder(s) that are not ImageNet-1k wnids "
-                                   f"({_some(others)}), so --data-option imagefolder.labels=imagenet cannot label "
+                                   f"({rbench.first_few(others, quoted=True)}), so --data-option imagefolder.labels=imagenet cannot label "
                                    "them; remove them, or pass imagefolder.labels=sorted")
         raise rbench.DataError(f"{root} mixes {len(folders) - len(others)} ImageNet-1k wnid class folder(s) with "
-                               f"{len(others)} that are not wnids ({_some(others)}); remove those to label by "
+                               f"{len(others)} that are not wnids ({rbench.first_few(others, quoted=True)}); remove those to label by "
                                "ImageNet-1k index, or pass --data-option imagefolder.labels=sorted to number "
                                "every folder in sorted order")
     if len(folders) < len(wnids):
