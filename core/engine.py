@@ -159,8 +159,8 @@ def keep_sigint_ignored() -> None:
 
 
 def record_failure(grid: Grid, cell: Cell, status: str, message: str) -> CellOutcome:
-    """The outcome of a cell that failed where its worker could not say so (a timeout, a worker
-    that died), with its record; `run_grid` stores it."""
+    """The outcome of a cell of `grid` that failed where its worker could not say so (a timeout,
+    a worker that died), with its record; `run_grid` stores it, so the executor yields it."""
     return CellOutcome.of(CellRecord(cell=cell, status=status, message=message, provenance=Provenance.here()))
 
 
