@@ -130,7 +130,8 @@ def make_store(root: Path, models: int, samples: int = 50000, v2_samples: int = 
     import numpy as np
     import polars as pl
 
-    from rbench.store import Store, cell_key
+    from rbench.record import Cell, CellRecord
+    from rbench.store import Store
     from rbench.statistics import inverse_logit, logit
 
     store = Store(root)
@@ -155,14 +156,14 @@ def make_store(root: Path, models: int, samples: int = 50000, v2_samples: int = 
         accuracies = {"imagenet": accuracy,
                       "imagenetv2-matched-frequency": float(inverse_logit(0.9 * logit(accuracy) - 0.5 + rng.normal(0, 0.1)))}
         for source in sources:
-            cell = {"kind": "validate", "model": tag, "source": source.name, "synthetic": seed}
-            key = cell_key(cell)
+            cell = Cell(kind="validate", model=tag, source=source.name,
+                        identity={"kind": "validate", "model": tag, "source": source.name, "synthetic": seed})
             frame = _frame(np.random.default_rng([seed, m, len(source.samples)]), source, accuracies[source.name],
                            extras[source.name])
-            store.put(cell, [], status="ok", message="", predictions=store.put_predictions(key, frame),
-                      source_listing=listings[source.name], partial=False,
-                      common={"model": tag, "img_size": 224, "param_count": 10.0 + m, "crop_pct": 0.875,
-                              "interpolation": "bicubic", "weights": "pretrained"})
+            store.put(CellRecord(cell=cell, predictions=store.put_predictions(cell.key, frame),
+                                 source_listing=listings[source.name],
+                                 common={"model": tag, "img_size": 224, "param_count": 10.0 + m, "crop_pct": 0.875,
+                                         "interpolation": "bicubic", "weights": "pretrained"}))
     return tags
 
 

@@ -20,6 +20,7 @@ from .errors import (
 )
 from .cells import Cell, Job
 from .engine import CellOutcome, Grid, record_failure, run_cells
+from .record import CellRecord
 from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
 from .hookspecs import hookimpl
 from .made import mark_build
@@ -57,6 +58,7 @@ __all__ = [
     "CellDone",
     "CellNote",
     "CellOutcome",
+    "CellRecord",
     "CellProgressed",
     "CellStarted",
     "Event",

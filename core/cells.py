@@ -12,50 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .version import __version__
 from .backends import BackendStack, BatchFailed, resolve_stack, with_backoff
 from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
 from .errors import RbenchError, one_line
 from .folders import file_stats
 from .models import WEIGHTS_CHOICES, create_model, param_count, pretrained_tag
+from .record import Cell, Entry, versions  # noqa: F401 - Cell and versions are also imported from here
 from .specs import Source
-from .store import Store, cell_key
-
-
-@dataclass(frozen=True, kw_only=True)
-class Cell:
-    """One unit of work. `identity` holds everything that changes its result; `key` hashes it."""
-
-    kind: str  # validate, infer, train, metadata
-    model: str
-    source: str | None = None
-    backend: str | None = None
-    device: str = "cpu"
-    # What the cell reserves on a Ray cluster: its backend stack's declaration (`BackendSpec.ray_resources`).
-    ray_resources: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
-    identity: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-    @property
-    def key(self) -> str:
-        return cell_key(self.identity)
-
-    @property
-    def label(self) -> str:
-        where = " on ".join(filter(None, [self.source, self.backend]))
-        against = f" against {self.identity['reference']}" if "reference" in self.identity else ""
-        return f"{self.kind} {self.model}" + (f" on {where}" if where else "") + against
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.model, "source": self.source, "backend": self.backend,
-                "device": self.device, "ray_resources": self.ray_resources, "identity": self.identity}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Cell:
-        return cls(**data)
+from .store import Store
 
 
 class CellFailure(Exception):
@@ -134,14 +102,6 @@ def weights_label(weights: str) -> str:
     return weights if weights in WEIGHTS_CHOICES else f"checkpoint:{Path(weights).name}"
 
 
-def versions() -> dict[str, Any]:
-    """Versions that change results: they go into every cell's key."""
-    import timm
-    import torch
-
-    return {"rbench": __version__, "torch": torch.__version__, "timm": timm.__version__}
-
-
 def plan_cells(plan, data: Mapping[str, str] | None = None) -> list[Cell]:
     """Every cell of a `Plan`, grouped by model (metadata, validation, then benchmarks).
 
@@ -216,14 +176,17 @@ class JobContext:
         return self._sources[name]
 
 
-# --- the runners: (context, cell, progress) -> (entries, extra record fields) -----------------
+# --- the runners: (context, cell, progress) -> (entries, other fields of the record) --------
+# The other fields are `CellRecord`'s (a validation cell's predictions, listing, common columns,
+# partial and unreadable images; a status and message when the cell kept rows but failed).
 
-Runner = Callable[[JobContext, Cell, Any], tuple[list[dict[str, Any]], dict[str, Any]]]
+Runner = Callable[[JobContext, Cell, Any], tuple[list[Entry], dict[str, Any]]]
 
 
 def metadata_batch(cells: list[Cell], workers: int, on_event) -> tuple[list[Cell], list[dict[str, Any]]]:
     """The metadata rows of `cells`, computed together over worker processes (the whole zoo in
-    minutes): they are cheap, so they never go through an executor."""
+    minutes): they are cheap, so they never go through an executor. Their `done` events are the
+    caller's to send, once each record is stored."""
     from .metadata import metadata_rows, pretrained_name
 
     if not cells:
@@ -231,16 +194,14 @@ def metadata_batch(cells: list[Cell], workers: int, on_event) -> tuple[list[Cell
     for cell in cells:
         on_event({"event": "start", "key": cell.key})
     by_tag = {row["model"]: row for row in metadata_rows([c.model for c in cells], workers=workers)}
-    for cell in cells:
-        on_event({"event": "done", "key": cell.key, "status": "ok", "message": ""})
     return cells, [by_tag[pretrained_name(c.model)] for c in cells]
 
 
-def metadata_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def metadata_cell(context: JobContext, cell: Cell, progress) -> tuple[list[Entry], dict[str, Any]]:
     from .metadata import metadata_rows
 
     (row,) = metadata_rows([cell.model], workers=0)
-    return [{"table": "metadata", "row": row}], {}
+    return [Entry(table="metadata", row=row)], {}
 
 
 def _input_cache(job: Job):
@@ -250,7 +211,7 @@ def _input_cache(job: Job):
         if job.input_cache else None
 
 
-def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[Entry], dict[str, Any]]:
     """One model on one source: one forward pass, its predictions written to the store."""
     from .data import eval_data_config, make_loader
     from .input_cache import CacheCorrupted
@@ -315,10 +276,10 @@ def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict[
                           f"(the first: {unreadable[0]}); check the image files in {source.root}")
     predictions = context.store.put_predictions(cell.key, frame)
     return [], {"predictions": predictions, "source_listing": job.sources[cell.source], "common": common,
-                "partial": source.partial, "unreadable": unreadable}
+                "partial": source.partial, "unreadable": tuple(unreadable)}
 
 
-def benchmark_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def benchmark_cell(context: JobContext, cell: Cell, progress) -> tuple[list[Entry], dict[str, Any]]:
     """One model on one backend stack; a failed row is kept (detailed file) and marks the cell failed."""
     job = context.job
     stack = context.stack(cell.backend)
@@ -331,7 +292,7 @@ def benchmark_cell(context: JobContext, cell: Cell, progress) -> tuple[list[dict
         progress(min(steps, total), total)
 
     row = run_benchmark(cell.kind, cell.model, stack, job.bench, job.img_size, on_step=on_step)
-    entries = [{"table": "benchmark", "kind": cell.kind, "tag": stack.file_tag(), "row": row}]
+    entries = [Entry(table="benchmark", kind=cell.kind, tag=stack.file_tag(), row=row)]
     if row["status"] == "failed":
         return entries, {"status": "failed", "message": row.get("error") or ""}
     return entries, {}

@@ -315,7 +315,7 @@ def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
     states: dict[str, int] = {}
     for cell in cells:
         record = held.get(cell.key)
-        state = "pending" if record is None else "done" if record.get("status") == "ok" else f"failed: {record['status']}"
+        state = "pending" if record is None else "done" if record.ok else f"failed: {record.status}"
         if state.startswith("failed") and retry_failed:
             state += " (retried)"
         count = images.get(cell.source) if cell.kind == "validate" else None
@@ -564,7 +564,7 @@ def status(store, out) -> None:
     store = Store(store or out / "store")
     if not store.root.is_dir():
         raise RbenchError(f"store {store.root} does not exist; pass the --store (or --out) of an earlier `rbench run`")
-    records = {r["key"]: r for r in store.records()}
+    records = {r.key: r for r in store.records()}
     console = open_console()
     grids = store.grids()
     for problem in store.problems:
@@ -572,18 +572,18 @@ def status(store, out) -> None:
     shown = table("grids", ("created", "command", "cells", "done", "failed", "pending"), right=("cells", "done", "failed", "pending"))
     for grid in grids:
         keys = [c["key"] for c in grid["cells"]]
-        failed = sum(1 for k in keys if k in records and records[k].get("status", "ok") != "ok")
+        failed = sum(1 for k in keys if k in records and not records[k].ok)
         done = sum(1 for k in keys if k in records) - failed
         shown.add_row(plain(grid.get("created", "-")), plain(grid.get("command", "-")), str(len(keys)), str(done), str(failed),
                       str(len(keys) - done - failed))
     console.print(shown)
-    failed_records = [r for r in records.values() if r.get("status", "ok") != "ok"]
+    failed_records = [r for r in records.values() if not r.ok]
     console.print(f"{len(records)} record(s): {len(records) - len(failed_records)} done, {len(failed_records)} failed")
     for record in failed_records:
-        info = record.get("cell_info") or {}
-        where = " on ".join(filter(None, [info.get("source"), info.get("backend")]))
-        console.print(f"  [red]{plain(record['status'])}[/] "
-                      + plain(f"{info.get('kind')} {info.get('model')} {where}: {record.get('message', '')}"))
+        cell = record.cell
+        where = " on ".join(filter(None, [cell.source, cell.backend]))
+        console.print(f"  [red]{plain(record.status)}[/] "
+                      + plain(f"{cell.kind} {cell.model} {where}: {record.message}"))
 
 
 @main.command(context_settings=CONTEXT)

@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import RbenchError, UnknownNameError
 from .predictions import view_predictions
+from .record import CellRecord
 from .scoring import Scorer, paired_hits
 from .statistics import PairedComparison, paired_difference
 from .store import Store
@@ -37,16 +38,15 @@ def _matches(model: str, name: str) -> bool:
     return model == name or model.split(".", 1)[0] == name
 
 
-def _records_of(store: Store, name: str, img_size: int | None) -> list[dict[str, Any]]:
+def _records_of(store: Store, name: str, img_size: int | None) -> list[CellRecord]:
     # The reference stack's records: another stack's are conformance, not another model.
-    records = [r for r in store.records() if r.get("predictions") is not None and r.get("status", "ok") == "ok"
-               and "reference" not in r.get("cell", {}) and _matches(r["common"]["model"], name)
-               and (img_size is None or r["common"].get("img_size") == img_size)]
-    tags = sorted({(r["common"]["model"], r["common"].get("img_size")) for r in records})
+    records = [r for r in store.records() if r.predictions is not None and r.ok and r.cell.reference is None
+               and _matches(r.common["model"], name) and (img_size is None or r.common["img_size"] == img_size)]
+    tags = sorted({(r.common["model"], r.common["img_size"]) for r in records})
     if not records:
         import difflib
 
-        known = sorted({r["common"]["model"] for r in store.records() if r.get("predictions") is not None})
+        known = sorted({r.common["model"] for r in store.records() if r.predictions is not None})
         close = difflib.get_close_matches(name, sorted({*known, *(k.split(".", 1)[0] for k in known)}), n=3, cutoff=0.6)
         what = f"{name!r}" + (f" at {img_size} px" if img_size is not None else "")
         hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close else
@@ -59,7 +59,7 @@ def _records_of(store: Store, name: str, img_size: int | None) -> list[dict[str,
     return records
 
 
-def _hits_by_view(scorer: Scorer, records: list[dict[str, Any]], views: set[str] | None) -> dict[str, tuple[str, Any]]:
+def _hits_by_view(scorer: Scorer, records: list[CellRecord], views: set[str] | None) -> dict[str, tuple[str, Any]]:
     """`{view: (images key, top-1 hits)}` over a model's records (the later record of a view wins)."""
     found: dict[str, tuple[str, Any]] = {}
     for record in records:
@@ -71,7 +71,7 @@ def _hits_by_view(scorer: Scorer, records: list[dict[str, Any]], views: set[str]
         for view in wanted:
             predictions = view_predictions(frame, source, view)
             if len(predictions):
-                found[view.name] = paired_hits({**record, "source_listing": listing}, predictions)
+                found[view.name] = paired_hits(listing, predictions)
     return found
 
 
@@ -85,7 +85,7 @@ def compare(store: Store, a: str, b: str, view: str | None = None, img_size: int
     if not store.records_dir.is_dir():
         raise RbenchError(f"store {store.root} holds no records; pass the --store (or --out) of an earlier `rbench run`")
     records_a, records_b = _records_of(store, a, img_size), _records_of(store, b, img_size)
-    tag_a, tag_b = records_a[0]["common"]["model"], records_b[0]["common"]["model"]
+    tag_a, tag_b = records_a[0].common["model"], records_b[0].common["model"]
     views = None if view is None else {view}
     scorer = Scorer(store, [], registry)
     hits_a, hits_b = _hits_by_view(scorer, records_a, views), _hits_by_view(scorer, records_b, views)

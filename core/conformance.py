@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .scoring import ScoredRow
 
 PASS_RATIO = 0.99  # MLPerf: at least 99% of the reference (FP32) top-1
 # Each precision's tolerance on a logit, relative to the largest reference top-1 logit: 8 times the
@@ -49,25 +52,21 @@ def tolerance(precision: str) -> float:
     return TOLERANCE.get(precision, DEFAULT_TOLERANCE)
 
 
-def pairs(row: Mapping[str, Any], reference_row: Mapping[str, Any]) -> dict[str, Any] | None:
+def pairs(row: ScoredRow, reference_row: ScoredRow) -> dict[str, Any] | None:
     """The images both rows scored, as numpy arrays in the row's order: `top1` (the row's top-1
     class), `reference_top1`, and the reference's `lead` (its top-1 logit minus the runner-up's)
-    and `top1_logit`; None when either row has no per-sample top-1 or they share no image."""
+    and `top1_logit`; None when either row has no per-sample data (`scoring.Paired`) or they
+    share no image."""
     import numpy as np
 
-    from .scoring import LEAD, TOP1
-
-    if row.get(TOP1) is None or reference_row.get(TOP1) is None:
+    mine, theirs = row.paired, reference_row.paired
+    if mine is None or theirs is None:
         return None
-    (indices, top1), (reference_indices, reference_top1) = row[TOP1], reference_row[TOP1]
-    _, mine, theirs = np.intersect1d(indices, reference_indices, assume_unique=True, return_indices=True)
-    if not len(mine):
+    _, at, reference_at = np.intersect1d(mine.indices, theirs.indices, assume_unique=True, return_indices=True)
+    if not len(at):
         return None
-    found = {"top1": np.asarray(top1)[mine], "reference_top1": np.asarray(reference_top1)[theirs]}
-    if reference_row.get(LEAD) is not None:
-        lead, top1_logit = reference_row[LEAD]
-        found.update(lead=np.asarray(lead)[theirs], top1_logit=np.asarray(top1_logit)[theirs])
-    return found
+    return {"top1": np.asarray(mine.top1)[at], "reference_top1": np.asarray(theirs.top1)[reference_at],
+            "lead": np.asarray(theirs.lead)[reference_at], "top1_logit": np.asarray(theirs.top1_logit)[reference_at]}
 
 
 @dataclass(frozen=True)
@@ -107,18 +106,19 @@ def decisive(row: Mapping[str, Any], tolerance: float) -> Decisive | None:
                     threshold=threshold, logit_ratio=ratio)
 
 
-def conformance_rows(rows: Sequence[Mapping[str, Any]], candidates: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def conformance_rows(rows: Sequence[ScoredRow], candidates: Sequence[ScoredRow]) -> list[dict[str, Any]]:
     """One row of `conformance-<view>.csv` per non-reference stack's row in `rows`, against the
     row of `candidates` (the view's reference rows) of the same model, size and reference stack;
     empty reference columns where that row is missing (its cell failed). Sorted by model, size, stack.
     Each row also keeps its paired images under `PAIRS` (`pairs`) for `decisive`."""
-    by_key = {(r["model"], r["img_size"], r.get("backend")): r for r in candidates}
+    by_key = {(s.row["model"], s.row["img_size"], s.row.get("backend")): s for s in candidates}
     found = []
-    for row in rows:
+    for scored in rows:
+        row = scored.row
         reference = by_key.get((row["model"], row["img_size"], row["reference"]))
         top1 = row.get("top1")
-        reference_top1 = reference.get("top1") if reference else None
-        paired = pairs(row, reference) if reference else None
+        reference_top1 = reference.row.get("top1") if reference else None
+        paired = pairs(scored, reference) if reference else None
         agreed = 100.0 * float((paired["top1"] == paired["reference_top1"]).mean()) if paired else None
         images = len(paired["top1"]) if paired else 0
         found.append({

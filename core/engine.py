@@ -2,11 +2,13 @@
 
 `run_grid` works out which cells of a plan the store lacks, hands them to an executor
 (`local`, `subprocess`, `ray`, or a plugin's), and passes every record, held or new, to its
-caller as it arrives. Executors only decide where `run_cells` runs a `Job`; each finished cell
-is written to the store at once, so a run started again skips what is done.
+caller as it arrives. Executors only decide where `run_cells` runs a `Job`: each cell's outcome
+carries its `CellRecord` back (as JSON across processes), and `run_grid` writes it to the store
+at once, then reports the cell done, so a run started again skips what is done.
 
-The events a cell sends are typed in `specs` (`CellStarted`, `CellProgressed`, `CellNote`,
-`CellDone`: dicts, one JSON line each from a subprocess worker), in the order a cell sends them:
+The events of a cell are typed in `specs` (`CellStarted`, `CellProgressed`, `CellNote`,
+`CellDone`: dicts, one JSON line each from a subprocess worker), in this order (executors send
+the first three; `run_grid` sends `done` once the record is on disk):
 
     {"event": "start", "key": KEY}                              the cell began
     {"event": "progress", "key": KEY, "done": N, "total": M}    for its progress bar
@@ -30,6 +32,7 @@ from .cells import CELL_RUNNERS, Cell, CellFailure, Job, JobContext, job_digest,
     plan_cells, source_identity
 from .errors import ExportError, RbenchError, one_line
 from .listings import ListingError
+from .record import CellRecord, Entry, Provenance
 from .specs import Event
 from .store import Store
 
@@ -51,15 +54,29 @@ class Interrupted(KeyboardInterrupt):
 
 @dataclass(frozen=True)
 class CellOutcome:
-    """How a cell ended: `ok`, or a failure status (`oom`, `build-failed`, `export-failed`,
-    `non-finite`, `timeout`, `crashed`, `error`) with its message."""
+    """How a cell ended: its record (`ok`, or a failure status: `oom`, `build-failed`,
+    `export-failed`, `non-finite`, `timeout`, `crashed`, `error`, with its message), for
+    `run_grid` to store; or, `skipped` (rbench could not read the cell's listing), no record."""
 
     cell: Cell
     status: str
     message: str = ""
+    record: CellRecord | None = None
 
-    def status_dict(self) -> dict[str, str]:
-        return {"status": self.status, "message": self.message}
+    @classmethod
+    def of(cls, record: CellRecord) -> CellOutcome:
+        return cls(cell=record.cell, status=record.status, message=record.message, record=record)
+
+    def to_json(self) -> dict[str, Any]:
+        """The outcome as plain data, to cross to another process (`from_json`)."""
+        return {"cell": self.cell.to_json(), "status": self.status, "message": self.message,
+                "record": self.record.to_json() if self.record is not None else None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CellOutcome:
+        """An outcome sent by `to_json`; its record is checked whole (`CellRecord.from_json`)."""
+        record = CellRecord.from_json(data["record"]) if data.get("record") is not None else None
+        return cls(cell=Cell.from_json(data["cell"]), status=data["status"], message=data["message"], record=record)
 
 
 @dataclass
@@ -142,11 +159,10 @@ def keep_sigint_ignored() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def record_failure(grid: Grid, cell: Cell, status: str, message: str, **extra: Any) -> CellOutcome:
-    """Store a failed cell's record (for an executor whose worker could not) and return its outcome."""
-    grid.store.put(cell.identity, [], status=status, message=message, cell_info=cell.to_json(), **extra)
-    grid.on_event({"event": "done", "key": cell.key, "status": status, "message": message})
-    return CellOutcome(cell=cell, status=status, message=message)
+def record_failure(grid: Grid, cell: Cell, status: str, message: str) -> CellOutcome:
+    """The outcome of a cell of `grid` that failed where its worker could not say so (a timeout,
+    a worker that died), with its record; `run_grid` stores it, so the executor yields it."""
+    return CellOutcome.of(CellRecord(cell=cell, status=status, message=message, provenance=Provenance.here()))
 
 
 _CONTEXTS: dict[str, JobContext] = {}
@@ -163,44 +179,43 @@ def _context(job: Job, registry) -> JobContext:
 
 def run_cells(job: Job, on_event: Callable[[Event], None] = lambda event: None,
               timeout: float | None = None, registry=None) -> Iterator[CellOutcome]:
-    """Run a job's cells here, one by one; each record goes to the store the moment its cell
-    ends, ok or failed. A failure of one cell never stops the others. `registry`: the plugins
-    to resolve the job's stacks with (default: this process's)."""
+    """Run a job's cells here, one by one, and yield each one's outcome with its record, ok or
+    failed, the moment the cell ends (the record is not stored here: `run_grid` stores it).
+    A validation cell's predictions file is written to the store here. A failure of one cell
+    never stops the others. `registry`: the plugins to resolve the job's stacks with (default:
+    this process's)."""
     context = _context(job, registry)
     for cell in job.cells:
         on_event({"event": "start", "key": cell.key})
         started = time.time()
         progress = CellProgress(cell.key, on_event)
-        extra: dict[str, Any] = {}
+        entries: list[Entry] = []
+        fields: dict[str, Any] = {}
         try:
             with _alarm(timeout):
-                entries, extra = CELL_RUNNERS[cell.kind](context, cell, progress)
+                entries, fields = CELL_RUNNERS[cell.kind](context, cell, progress)
             # A runner may keep rows and still fail the cell (a benchmark's failed row).
-            status, message = extra.pop("status", STATUS_OK), extra.pop("message", "")
+            status, message = fields.pop("status", STATUS_OK), fields.pop("message", "")
         except CellTimeout:
-            entries, status, message = [], "timeout", f"ran past --cell-timeout {timeout:g} s"
+            status, message = "timeout", f"ran past --cell-timeout {timeout:g} s"
         except ListingError as exc:
-            message = f"{exc}; the cell is skipped"
-            on_event({"event": "done", "key": cell.key, "status": STATUS_SKIPPED, "message": message})
-            yield CellOutcome(cell=cell, status=STATUS_SKIPPED, message=message)
+            yield CellOutcome(cell=cell, status=STATUS_SKIPPED, message=f"{exc}; the cell is skipped")
             continue
         except (CellFailure, ExportError) as exc:
-            entries, status, message = [], exc.status, str(exc)
+            status, message = exc.status, str(exc)
         except RbenchError as exc:
-            entries, status, message = [], "error", str(exc)
+            status, message = "error", str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad model never stops the grid
-            entries, status, message = [], "error", one_line(exc)
-            extra = {"traceback": traceback.format_exc()[-4000:]}
-        context.store.put(cell.identity, entries, status=status, message=message, cell_info=cell.to_json(),
-                          seconds=time.time() - started, **extra)
-        on_event({"event": "done", "key": cell.key, "status": status, "message": message})
-        yield CellOutcome(cell=cell, status=status, message=message)
+            status, message = "error", one_line(exc)
+            fields = {"traceback": traceback.format_exc()[-4000:]}
+        yield CellOutcome.of(CellRecord(cell=cell, status=status, message=message, entries=tuple(entries),
+                                        provenance=Provenance.here(time.time() - started), **fields))
 
 
 def run_grid(plan, registry, *, force: bool = False, retry_failed: bool = False,
              on_event: Callable[[Event], None] = lambda event: None,
              on_start: Callable[[list[Cell], int], None] = lambda todo, done: None,
-             on_record: Callable[[Event], None] = lambda record: None) -> None:
+             on_record: Callable[[CellRecord], None] = lambda record: None) -> None:
     """Run the cells of `plan` that the store does not hold yet.
 
     `on_record(record)` gets every record of the grid: first those already held, then each new
@@ -224,7 +239,7 @@ def _run_grid(plan, registry, store: Store, force, retry_failed, on_event, on_st
     todo = []
     for cell in cells:
         record = held.get(cell.key)
-        if record is None or (retry_failed and record.get("status") != STATUS_OK):
+        if record is None or (retry_failed and record.status != STATUS_OK):
             todo.append(cell)
             continue
         try:
@@ -241,15 +256,23 @@ def _run_grid(plan, registry, store: Store, force, retry_failed, on_event, on_st
     try:
         metadata_cells = [c for c in todo if c.kind == "metadata"]
         for cell, row in zip(*metadata_batch(metadata_cells, options.workers, on_event)):
-            on_record(store.put(cell.identity, [{"table": "metadata", "row": row}], status=STATUS_OK, message="",
-                                cell_info=cell.to_json()))
+            record = store.put(CellRecord(cell=cell, entries=(Entry(table="metadata", row=row),),
+                                          provenance=Provenance.here()))
+            on_event({"event": "done", "key": cell.key, "status": record.status, "message": ""})
+            on_record(record)
         rest = [c for c in todo if c.kind != "metadata"]
         executor = registry.get("executors", options.executor)
         grid = Grid(base_job=make_job(plan, [], listings), cells=rest, cell_timeout=options.cell_timeout,
                     on_event=on_event, options=plan.executor_options, registry=registry)
         outcomes = executor.execute(grid)
         for outcome in outcomes:
-            record = store.get(outcome.cell.key)
+            # The parent stores the record that the outcome carries (never re-read from disk), then
+            # reports the cell done: a cell reported done always has its record on disk. A parent
+            # killed before this write leaves the cell pending, and the same command runs it again.
+            record = outcome.record
+            if record is not None:
+                store.put(record)
+            on_event({"event": "done", "key": outcome.cell.key, "status": outcome.status, "message": outcome.message})
             if record is None:
                 continue
             try:

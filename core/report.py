@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .files import read_utf8, write_atomic
+from .record import CellRecord
+from .scoring import ScoredRow, ScoredView
 
 DETAILED = "detailed"  # the folder of the detailed benchmark files, in --out
 
@@ -390,48 +392,47 @@ def model_metadata_table(rows: Iterable[Mapping[str, Any]]):
 TIE_COLUMNS = ("tied_with_best", "p_vs_best")
 
 
-def ties_with_best(rows: Sequence[Mapping[str, Any]]) -> dict[int, tuple[bool, float]]:
+def ties_with_best(rows: Sequence[ScoredRow]) -> dict[int, tuple[bool, float]]:
     """`{id(row): (tied, p)}` for the rows of one view that can be paired with its best row.
 
     The best row is the one with the highest top-1 (then top-5, then model name, as the
-    results file sorts). Each row scored on exactly the same images (`scoring.PAIRED`) is
+    results file sorts). Each row scored on exactly the same images (`scoring.Paired`) is
     compared with it by McNemar's exact test: `tied` when p >= `statistics.ALPHA` (0.05, one
     test per model, no correction for multiple comparisons). The best row is tied with itself
     (p = 1). Rows without per-image hits (imported rows) or on other images are left out.
     """
-    from .scoring import PAIRED
     from .statistics import ALPHA, mcnemar_exact
 
-    paired = [r for r in rows if r.get(PAIRED) is not None and r.get("top1") is not None]
+    paired = [s for s in rows if s.paired is not None and s.row.get("top1") is not None]
     if not paired:
         return {}
-    best = min(paired, key=lambda r: (-r["top1"], -r.get("top5", 0.0), r["model"]))
-    key, best_hits = best[PAIRED]
+    best = min(paired, key=lambda s: (-s.row["top1"], -s.row.get("top5", 0.0), s.row["model"]))
+    key, best_hits = best.paired.images, best.paired.hits
     found: dict[int, tuple[bool, float]] = {}
-    for row in paired:
-        other_key, hits = row[PAIRED]
+    for scored in paired:
+        other_key, hits = scored.paired.images, scored.paired.hits
         if other_key != key:
             continue
         only_best = int((best_hits & ~hits).sum())
         only_row = int((hits & ~best_hits).sum())
         p = mcnemar_exact(only_best, only_row)
-        found[id(row)] = (p >= ALPHA, p)
+        found[id(scored)] = (p >= ALPHA, p)
     return found
 
 
-def metrics_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], ties: bool = False):
+def metrics_table(scored_rows: Sequence[ScoredRow], columns: Sequence[str], ties: bool = False):
     """The frame of one `metrics-<view>.csv`: model, img_size, weights (`pretrained`, `random` or
     `checkpoint:<file>`), then every metric column at full precision (empty where a metric gave
     nothing), sorted by model and img_size. With `ties` (accuracy among the metrics), then
     `tied_with_best` and `p_vs_best` (see `ties_with_best`; empty where a row cannot be paired)."""
     import polars as pl
 
-    tied = ties_with_best(rows) if ties else {}
-    data = sorted(({"model": r["model"], "img_size": r["img_size"], "weights": r.get("weights"),
-                    **{c: r.get(c) for c in columns},
-                    **({"tied_with_best": tied.get(id(r), (None, None))[0],
-                        "p_vs_best": tied.get(id(r), (None, None))[1]} if ties else {})}
-                   for r in rows), key=lambda r: (r["model"], r["img_size"]))
+    tied = ties_with_best(scored_rows) if ties else {}
+    data = sorted(({"model": s.row["model"], "img_size": s.row["img_size"], "weights": s.row.get("weights"),
+                    **{c: s.row.get(c) for c in columns},
+                    **({"tied_with_best": tied.get(id(s), (None, None))[0],
+                        "p_vs_best": tied.get(id(s), (None, None))[1]} if ties else {})}
+                   for s in scored_rows), key=lambda r: (r["model"], r["img_size"]))
     schema = {"model": pl.String, "img_size": pl.Int64, "weights": pl.String, **{c: pl.Float64 for c in columns},
               **({"tied_with_best": pl.Boolean, "p_vs_best": pl.Float64} if ties else {})}
     return pl.DataFrame([{k: (float(v) if k in columns and v is not None else v) for k, v in r.items()} for r in data],
@@ -495,12 +496,13 @@ class Results:
     scorer: Any = None
     validation: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     columns: dict[str, list[str]] = field(default_factory=dict)  # views with their own column order
-    metric_rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    # view -> this store's rows (each with its paired data beside it), for metrics-<view>.csv
+    metric_rows: dict[str, list[ScoredRow]] = field(default_factory=lambda: defaultdict(list))
     # (benchmark kind, backend stack's file tag) -> rows, ok or failed
     benchmarks: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     metadata: list[dict[str, Any]] = field(default_factory=list)
     # view -> the rows of its non-reference stacks, for conformance-<view>.csv
-    conformance_input: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    conformance_input: dict[str, list[ScoredRow]] = field(default_factory=lambda: defaultdict(list))
     failures: list[dict[str, Any]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # rows replaced by others of the same model and size
@@ -528,16 +530,10 @@ class Results:
         One row per model and image size in a view (the later is kept, and a note says so), and an
         imported row never replaces this store's own; in constant time per row."""
         table, row = entry["table"], entry["row"]
-        if table == "validation" and row.get("reference") is not None:  # another stack's: conformance only
-            rows = self.conformance_input[entry["view"]]
-            key = (entry["view"], row["model"], row["img_size"], row["backend"], row["reference"])
-            if key in self._conformance_at:
-                rows[self._conformance_at[key]] = row
-            else:
-                self._conformance_at[key] = len(rows)
-                rows.append(row)
-        elif table == "validation":
-            self._add_validation(entry, row, imported)
+        if table == "validation":
+            columns = entry.get("columns")
+            self.add_scored(ScoredView(view=entry["view"], scored=ScoredRow(row),
+                                       columns=tuple(columns) if columns else None), imported)
         elif table == "benchmark":
             row = row if imported else current_benchmark_row(entry["kind"], row)
             rows, key = self.benchmarks[(entry["kind"], entry["tag"])], (entry["kind"], entry["tag"], row["model"])
@@ -563,8 +559,25 @@ class Results:
         else:
             raise ValueError(f"unknown table {table!r} in a store entry")
 
-    def _add_validation(self, entry: dict[str, Any], row: dict[str, Any], imported: bool) -> None:
-        view, key = entry["view"], (entry["view"], row["model"], row["img_size"])
+    def add_scored(self, scored_view: ScoredView, imported: bool = False) -> None:
+        """Add a view's validation row (see `add`): a non-reference stack's row goes to
+        conformance only."""
+        view, scored = scored_view.view, scored_view.scored
+        row = scored.row
+        if row.get("reference") is not None:  # another stack's: conformance only
+            rows = self.conformance_input[view]
+            key = (view, row["model"], row["img_size"], row["backend"], row["reference"])
+            if key in self._conformance_at:
+                rows[self._conformance_at[key]] = scored
+            else:
+                self._conformance_at[key] = len(rows)
+                rows.append(scored)
+        else:
+            self._add_validation(scored_view, imported)
+
+    def _add_validation(self, scored_view: ScoredView, imported: bool) -> None:
+        row = scored_view.scored.row
+        view, key = scored_view.view, (scored_view.view, row["model"], row["img_size"])
         rows = self.validation.get(view, [])
         at = self._validation_at.get(key)
         same = None if at is None else rows[at]
@@ -586,9 +599,9 @@ class Results:
         if not imported:
             if metric_at is None:
                 metric_at = len(self.metric_rows[view])
-                self.metric_rows[view].append(row)
+                self.metric_rows[view].append(scored_view.scored)
             else:
-                self.metric_rows[view][metric_at] = row
+                self.metric_rows[view][metric_at] = scored_view.scored
         if "top1" in row:  # the timm-schema file needs accuracy (the default metric)
             if same is not None:
                 rows[at] = row  # in the replaced row's place
@@ -601,8 +614,8 @@ class Results:
             rows.pop(at)
             del self._validation_at[key]
             self._validation_at.update({k: i - 1 for k, i in self._validation_at.items() if k[0] == view and i > at})
-        if entry.get("columns"):
-            self.columns[view] = entry["columns"]
+        if scored_view.columns:
+            self.columns[view] = list(scored_view.columns)
 
     @property
     def conformance(self) -> dict[str, list[dict[str, Any]]]:
@@ -612,22 +625,20 @@ class Results:
         return {view: conformance_rows(rows, self.metric_rows.get(view, []))
                 for view, rows in self.conformance_input.items()}
 
-    def add_record(self, record: dict[str, Any]) -> None:
+    def add_record(self, record: CellRecord) -> None:
         """Add a cell's record: its rows (scored from its predictions), and its failure or
         unreadable images if any. Raises, adding nothing, when its predictions cannot be read."""
-        entries = list(record["entries"])
-        if record.get("predictions") is not None:
-            entries.extend(self.scorer.entries(record))
-        for entry in entries:
-            self.add(entry)
-        self.unreadable.extend(record.get("unreadable", []))
-        if record.get("status", "ok") != "ok":
-            info = record.get("cell_info") or {}
-            views = (info.get("identity") or {}).get("views") if info.get("kind") == "validate" else None
-            self.failures.append({"model": info.get("model"), "dataset": info.get("source"),
-                                  "backend": info.get("backend"), "bench": info.get("kind"),
-                                  "status": record["status"], "message": record.get("message", ""),
-                                  "views": list(views or ())})
+        scored = self.scorer.views(record) if record.predictions is not None else []
+        for entry in record.entries:
+            self.add(entry.to_json())
+        for scored_view in scored:
+            self.add_scored(scored_view)
+        self.unreadable.extend(record.unreadable)
+        if not record.ok:
+            cell = record.cell
+            self.failures.append({"model": cell.model, "dataset": cell.source, "backend": cell.backend,
+                                  "bench": cell.kind, "status": record.status, "message": record.message,
+                                  "views": list(cell.views)})
 
 
 def imported_rows(results: Results) -> dict[str, set[tuple[str, ...]]]:

@@ -8,58 +8,98 @@ installed after the run scores it too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .predictions import view_predictions
+from .record import Cell, CellRecord
 from .specs import MetricSpec, Source
 from .store import Store
 
 
-PAIRED = "_paired"  # a row's per-image top-1 hits, for paired tests; never written to a file
-TOP1 = "_top1"  # a row's (scored sample indices, top-1 classes), for conformance; never written either
-LEAD = "_lead"  # a row's (top-1 logit minus the runner-up's, top-1 logit), aligned with TOP1; never written
+@dataclass(frozen=True, eq=False)
+class Paired:
+    """What paired comparisons need of a scored row, kept beside it (never written to a file).
+
+    `images` names exactly which images were scored (the source listing and the scored samples'
+    indices) and `hits` is the top-1 hit of each, in order: two rows with the same `images` can
+    be compared pairwise (McNemar's test, `rbench compare`). For `conformance-<view>.csv`, over
+    the view's samples: `indices` (sample indices), `top1` (each one's top-1 class), `lead` (its
+    top-1 logit minus the runner-up's, from the stored log-probabilities: a log-softmax keeps
+    logit differences; infinite with one class) and `top1_logit`.
+    """
+
+    images: str
+    hits: Any
+    indices: Any
+    top1: Any
+    lead: Any
+    top1_logit: Any
 
 
-def paired_hits(record: dict[str, Any], predictions) -> tuple[str, Any]:
-    """`(images, hits)` of a view's predictions: a key naming exactly which images were scored
-    (the source listing and the scored samples' indices) and the top-1 hit of each, in order.
-    Two rows with the same key can be compared pairwise."""
+@dataclass(frozen=True, eq=False)
+class ScoredRow:
+    """A validation row (only the values its files hold, so `polars.DataFrame(rows)` takes a
+    list of them) and, beside it, its `Paired` data (None for an imported row)."""
+
+    row: dict[str, Any]
+    paired: Paired | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ScoredView:
+    """A scored view of a validation record: the view, its own column order (`ViewSpec.columns`),
+    and its row."""
+
+    view: str
+    scored: ScoredRow
+    columns: tuple[str, ...] | None = None
+
+
+def paired_hits(listing: str, predictions) -> tuple[str, Any]:
+    """`(images, hits)` of a view's predictions on the source listing `listing`: a key naming
+    exactly which images were scored (the listing and the scored samples' indices) and the top-1
+    hit of each, in order. Two rows with the same key can be compared pairwise."""
     import hashlib
 
     import numpy as np
 
     hit, scored = predictions.correct(1)
     indices = np.ascontiguousarray(np.asarray(predictions.indices, dtype=np.int64)[scored])
-    key = f"{record['source_listing']}:{hashlib.sha256(indices.tobytes()).hexdigest()[:20]}"
-    return key, hit[scored]
+    return f"{listing}:{hashlib.sha256(indices.tobytes()).hexdigest()[:20]}", hit[scored]
 
 
-def stack_fields(record: dict[str, Any], frame, predictions) -> dict[str, Any]:
+def paired(listing: str, predictions) -> Paired:
+    """The `Paired` data of a view's predictions on the source listing `listing`."""
+    import numpy as np
+
+    images, hits = paired_hits(listing, predictions)
+    logp = np.asarray(predictions.topk_logp, dtype=np.float64)
+    lead = logp[:, 0] - logp[:, 1] if logp.shape[1] > 1 else np.full(len(logp), np.inf)
+    return Paired(images=images, hits=hits, indices=np.asarray(predictions.indices),
+                  top1=np.asarray(predictions.topk)[:, 0], lead=lead,
+                  top1_logit=logp[:, 0] + np.asarray(predictions.logsumexp, dtype=np.float64))
+
+
+def stack_columns(cell: Cell, frame, predictions) -> dict[str, Any]:
     """What a row needs for `conformance-<view>.csv`: its stack (`backend`), the reference stack
-    it was validated against (`reference`, only on a non-reference stack's row), each scored
-    sample's top-1 class (`TOP1`) and how far its top-1 logit leads the runner-up's (`LEAD`, from
-    the stored log-probabilities: a log-softmax keeps logit differences; infinite with one class),
-    and over the view's samples the largest and the mean of the per-sample logit differences from
-    the reference (`logit_absdiff_max`, `logit_absdiff_mean`)."""
+    it was validated against (`reference`, only on a non-reference stack's row), and over the
+    view's samples the largest and the mean of the per-sample logit differences from the
+    reference (`logit_absdiff_max`, `logit_absdiff_mean`)."""
     import numpy as np
 
     from .predictions import REFERENCE_FIELDS, frame_rows
 
-    cell = record.get("cell", {})
-    logp = np.asarray(predictions.topk_logp, dtype=np.float64)
-    lead = logp[:, 0] - logp[:, 1] if logp.shape[1] > 1 else np.full(len(logp), np.inf)
-    fields: dict[str, Any] = {"backend": cell.get("backend"),
-                              TOP1: (np.asarray(predictions.indices), np.asarray(predictions.topk)[:, 0]),
-                              LEAD: (lead, logp[:, 0] + np.asarray(predictions.logsumexp, dtype=np.float64))}
-    if "reference" in cell:
-        fields["reference"] = cell["reference"]
+    columns: dict[str, Any] = {"backend": cell.backend}
+    if cell.reference is not None:
+        columns["reference"] = cell.reference
         if all(f in frame.columns for f in REFERENCE_FIELDS):
             rows = frame_rows(frame, predictions.indices)
             largest = frame["logit_absdiff_max"].to_numpy()[rows].astype(np.float64)
             mean = frame["logit_absdiff_mean"].to_numpy()[rows].astype(np.float64)
-            fields["logit_absdiff_max"] = float(largest.max()) if len(rows) else None
-            fields["logit_absdiff_mean"] = float(mean.mean()) if len(rows) else None
-    return fields
+            columns["logit_absdiff_max"] = float(largest.max()) if len(rows) else None
+            columns["logit_absdiff_mean"] = float(mean.mean()) if len(rows) else None
+    return columns
 
 
 class Scorer:
@@ -74,37 +114,36 @@ class Scorer:
         self._sources: dict[str, Source] = {}
         self.notes: list[str] = []  # views that gave no row, and why
 
-    def source(self, record: dict[str, Any]) -> tuple[str, Source]:
+    def source(self, record: CellRecord) -> tuple[str, Source]:
         """`(listing name, Source)` of a validation record (see `Store.listing_name`)."""
-        listing = self.store.listing_name(record["source_listing"], record.get("cell", {}).get("views"))
+        listing = self.store.listing_name(record.source_listing, list(record.cell.views) or None)
         if listing not in self._sources:
             self._sources[listing] = self.store.get_source(listing, self.registry)
         return listing, self._sources[listing]
 
-    def entries(self, record: dict[str, Any]) -> list[dict[str, Any]]:
-        """The validation entries (`{"table", "view", "columns", "row"}`) of a validation record.
+    def views(self, record: CellRecord) -> list[ScoredView]:
+        """The scored views of a validation record, one row each.
 
         Raises `DamagedPredictions` for a predictions file that is not whole, and a
         `ListingError` for a source listing that cannot be used.
         """
+        # The listing's own name pairs the rows of one listing, whatever name the record gives it.
         listing, source = self.source(record)
-        record = {**record, "source_listing": listing}  # pairs the rows of one listing, whatever named it
         frame = self.store.get_predictions(record, label_sets=False)
-        common = record["common"]
-        entries = []
+        common = record.common
+        found = []
         for view in source.views:
             predictions = view_predictions(frame, source, view)
             if len(predictions) == 0:
                 self.notes.append(f"{common['model']} on {view.name}: no row, the view has no readable sample "
                                   f"in {source.root}")
                 continue
-            row: dict[str, Any] = {"count": len(predictions), PAIRED: paired_hits(record, predictions),
-                                   **stack_fields(record, frame, predictions)}
+            row: dict[str, Any] = {"count": len(predictions), **stack_columns(record.cell, frame, predictions)}
             for metric in self.metrics:
                 row.update(metric.compute(predictions, view))
             if view.score is not None:
                 row.update(view.score(predictions))
-            entries.append({"table": "validation", "view": view.name,
-                            **({"columns": list(view.columns)} if view.columns else {}),
-                            "row": {**common, **row, "partial": record.get("partial", False)}})
-        return entries
+            found.append(ScoredView(view=view.name, columns=tuple(view.columns) if view.columns else None,
+                                    scored=ScoredRow({**common, **row, "partial": record.partial},
+                                                     paired(listing, predictions))))
+        return found

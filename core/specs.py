@@ -438,9 +438,12 @@ class ExecutorSpec:
 
     `execute(grid)` runs `grid.cells` (an `rbench.Grid`) and yields an `rbench.CellOutcome` for
     each cell as it ends, in any order. Cells are run with `rbench.run_cells(grid.job(cells))`,
-    here or in another process or machine; it writes each cell's record to the store. When a
-    worker dies or a cell runs past `grid.cell_timeout`, the executor records that cell with
-    `rbench.record_failure` and goes on with the others.
+    here or in another process or machine; each outcome it yields carries the cell's
+    `rbench.CellRecord` (across processes: `CellOutcome.to_json` / `from_json`), which the
+    executor yields to rbench, and rbench stores. When a worker dies or a cell runs past
+    `grid.cell_timeout`, the executor yields `rbench.record_failure(...)` for that cell and goes
+    on with the others. It passes each cell's start, progress and note events to
+    `grid.on_event`; rbench sends `done` once the cell's record is stored.
 
     `options` declares the settings the executor takes (`ExecutorOption`); the plan rejects any
     other and parses each given one into `grid.options`. `default_for` makes it the executor of
@@ -493,5 +496,5 @@ class CellDone(TypedDict):
 
 
 Event = CellStarted | CellProgressed | CellNote | CellDone
-"""What an executor passes to `Grid.on_event`, in this order for each cell: one start, any
-progress and notes, one done."""
+"""What `Grid.on_event` gets, in this order for each cell: one start, any progress and notes
+(from the executor), one done (from rbench, once the cell's record is stored)."""

@@ -1,9 +1,10 @@
 """The store: one JSON record per finished cell, written atomically the moment it finishes,
 with the predictions file of each validation cell and the listing of each source.
 
-A record holds the cell's identity (`cell`), its key (a hash of that identity), its status,
-and its `entries` (full-precision benchmark and metadata rows, each tagged with its table) or,
-for a validation cell, the name and SHA-256 of its predictions file. Reports are rebuilt from
+A record is a `record.CellRecord`: the cell (its identity, and its key: a hash of that
+identity), its status and provenance, and its `entries` (full-precision benchmark and metadata
+rows, each tagged with its table) or, for a validation cell, the name and SHA-256 of its
+predictions file. The store reads and writes nothing else as a record. Reports are rebuilt from
 the store at any time (`rbench report --store DIR`).
 
 A store may be shared: nothing read from it can run code (records and listings are JSON,
@@ -27,50 +28,19 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from numbers import Number
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import DataError, one_line
 from .files import write_bytes, write_json
 from .listings import ListingError, from_data, plugin_package, to_data
+from .record import CellRecord, PredictionsFile, RecordError, cell_key
 
-RECORD_VERSION = 2
 # What to do about a listing that cannot be read: the data folder is listed again by a run.
 _RELIST = ("run `rbench run` with the same models and data on this store to list the data again "
            "(it runs only the cells the store lacks)")
-TABLES = ("validation", "benchmark", "metadata")
 FOLDERS = ("records", "predictions", "sources", "grids", "quarantine")  # the store's folders
-
-
-def cell_key(cell: Mapping[str, Any]) -> str:
-    """A short stable hash of everything that identifies a cell."""
-    canonical = json.dumps(cell, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
-
-
-def record_problem(record: Any, key: str) -> str | None:
-    """Why `record` (read from `records/<key>.json`) is not a record this version can use, or None."""
-    if not isinstance(record, dict):
-        return "not a JSON object"
-    if record.get("version") != RECORD_VERSION:
-        return f"record version {record.get('version')!r}, not {RECORD_VERSION} (written by another rbench)"
-    if record.get("key") != key or not isinstance(record.get("cell"), dict):
-        return "its key or cell does not match its file name"
-    if not isinstance(record.get("status", "ok"), str) or not isinstance(record.get("entries"), list):
-        return "'status' or 'entries' has the wrong type"
-    for entry in record["entries"]:
-        if not isinstance(entry, dict) or entry.get("table") not in TABLES or not isinstance(entry.get("row"), dict):
-            return "an entry is not a {table, row} object"
-        for column, value in entry["row"].items():
-            numeric = column.endswith(("_samples_per_sec", "_step_time", "_batch_size", "param_count", "top1", "top5"))
-            if numeric and value is not None and not isinstance(value, Number):
-                return f"{column!r} is {value!r}, not a number"
-    predictions = record.get("predictions")
-    if predictions is not None and not (isinstance(predictions, dict) and isinstance(predictions.get("file"), str)):
-        return "'predictions' is not a {file, sha256, rows} object"
-    return None
 
 
 class Store:
@@ -88,24 +58,23 @@ class Store:
 
     # --- records --------------------------------------------------------------------------
 
-    def put(self, cell: Mapping[str, Any], entries: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    def put(self, record: CellRecord) -> CellRecord:
         """Write the record of a finished cell atomically (temp file, then rename) and return it."""
-        key = cell_key(cell)
-        record = {"version": RECORD_VERSION, "key": key, "cell": dict(cell), "entries": entries, **extra}
-        write_json(self.records_dir / f"{key}.json", record)
+        write_json(self.records_dir / f"{record.key}.json", record.to_json())
         return record
 
-    def _read(self, path: Path) -> dict[str, Any] | None:
+    def _read(self, path: Path) -> CellRecord | None:
         try:
-            record = json.loads(path.read_text())
+            data = json.loads(path.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
             problem = f"not valid JSON ({type(exc).__name__})"
         else:
-            problem = record_problem(record, path.stem)
-            if problem is None:
-                return record
+            try:
+                return CellRecord.from_json(data, path.stem)
+            except RecordError as exc:
+                problem = str(exc)
         self.quarantine(path, problem)
         return None
 
@@ -120,11 +89,11 @@ class Store:
             where = f"could not be moved aside: {exc.strerror}"
         self.problems.append(f"{path}: {problem}; {where}; {outcome}")
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str) -> CellRecord | None:
         """The record of `key`, or None when there is none (or it could not be used)."""
         return self._read(self.records_dir / f"{key}.json")
 
-    def load(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def load(self, keys: Iterable[str]) -> dict[str, CellRecord]:
         """`{key: record}` for the keys that have a usable record."""
         found = {}
         for key in keys:
@@ -145,7 +114,7 @@ class Store:
             stamps[key] = (stat.st_ino, stat.st_mtime_ns)
         return stamps
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[CellRecord]:
         """Every usable record, in key order."""
         self.check()
         if not self.records_dir.is_dir():
@@ -157,13 +126,13 @@ class Store:
 
     # --- predictions and source listings ---------------------------------------------------
 
-    def put_predictions(self, key: str, frame) -> dict[str, Any]:
+    def put_predictions(self, key: str, frame) -> PredictionsFile:
         """Write a validation cell's predictions; returns what its record says of the file."""
         from .predictions import write
 
         relative = f"predictions/{key}.parquet"
         sha256 = write(frame, self.root / relative)
-        return {"file": relative, "sha256": sha256, "rows": frame.height}
+        return PredictionsFile(file=relative, sha256=sha256, rows=frame.height)
 
     def inside(self, relative: Any, folder: str) -> Path | None:
         """The file that a record names as `relative` (`<folder>/<file name>`), or None when that
@@ -175,18 +144,18 @@ class Store:
             return None
         return self.root / folder / parts[1]
 
-    def get_predictions(self, record: Mapping[str, Any], label_sets: bool = True):
+    def get_predictions(self, record: CellRecord, label_sets: bool = True):
         """A validation record's predictions frame; `DamagedPredictions` when its file is not whole
         or is named outside `predictions/`. Without `label_sets`, its `V/labels` columns are left
         unread (see `predictions.read`)."""
         from .predictions import DamagedPredictions, read
 
-        info = record["predictions"]
-        path = self.inside(info["file"], "predictions")
+        info = record.predictions
+        path = self.inside(info.file, "predictions")
         if path is None:
-            raise DamagedPredictions(f"the record {record.get('key')} in {self.records_dir} names the predictions file "
-                                     f"{info['file']!r}, outside {self.root / 'predictions'}; it is not read")
-        return read(path, info.get("sha256"), info.get("rows"), label_sets=label_sets)
+            raise DamagedPredictions(f"the record {record.key} in {self.records_dir} names the predictions file "
+                                     f"{info.file!r}, outside {self.root / 'predictions'}; it is not read")
+        return read(path, info.sha256, info.rows, label_sets=label_sets)
 
     def put_source(self, source, identity: str, registry=None) -> str:
         """Keep a listed source (samples, views, transform) as JSON, once; returns its name in the

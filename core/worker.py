@@ -1,8 +1,9 @@
 """`python -m rbench.worker JOB.json`: run a job's cells in this process (the subprocess
-executor's worker). Each event is one JSON line on stdout; anything else that code prints goes
-to stderr, so it cannot be mistaken for an event. The job file is removed once read. When the
-parent is gone (an event cannot be written), the worker exits at once, recording nothing: the
-cell it was running stays pending."""
+executor's worker). Each event is one JSON line on stdout; a cell's last line is its `done`
+event, which carries the cell's outcome with its record (`CellOutcome.to_json`) for the parent
+to store. Anything else that code prints goes to stderr, so it cannot be mistaken for an event.
+The job file is removed once read. When the parent is gone (an event cannot be written), the
+worker exits at once, recording nothing: the cell it was running stays pending."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def main(argv: list[str]) -> int:
         except (BrokenPipeError, OSError):  # the parent died: nobody will read this cell's result
             os._exit(3)
 
-    for _ in run_cells(job, on_event=emit):
-        pass
+    for outcome in run_cells(job, on_event=emit):
+        emit({"event": "done", "key": outcome.cell.key, "status": outcome.status, "message": outcome.message,
+              "outcome": outcome.to_json()})
     return 0
 
 

@@ -204,13 +204,14 @@ def conformance_row(reference_logits, stack_logits):
     """The conformance row of a stack with these logits against a reference with those, on images
     labelled 0: both rows scored from their predictions as rbench stores them."""
     from rbench.conformance import conformance_rows
-    from rbench.scoring import stack_fields
+    from rbench.scoring import ScoredRow, paired
 
     labels = [0] * len(reference_logits)
     common = {"model": "m", "img_size": 32, "top1": 50.0}
-    reference = {**common, **stack_fields({"cell": {"backend": "cpu"}}, None, predictions_of(reference_logits, labels))}
-    row = {**common, **stack_fields({"cell": {"backend": "s"}}, None, predictions_of(stack_logits, labels)),
-           "reference": "cpu", "logit_absdiff_max": (stack_logits - reference_logits).abs().max().item()}
+    reference = ScoredRow({**common, "backend": "cpu"}, paired("listing", predictions_of(reference_logits, labels)))
+    row = ScoredRow({**common, "backend": "s", "reference": "cpu",
+                     "logit_absdiff_max": (stack_logits - reference_logits).abs().max().item()},
+                    paired("listing", predictions_of(stack_logits, labels)))
     (found,) = conformance_rows([row], [reference])
     return found
 

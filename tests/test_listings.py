@@ -69,7 +69,7 @@ def name_listing(store: Path, listing) -> None:
 
 def legacy_name(record: dict) -> str:
     """The listing name an rbench that pickled listings gave this record's source."""
-    return f"sources/{record['cell']['source']}-{record['cell']['data']}.pickle"
+    return f"sources/{record['cell']['source']}-{record['cell']['identity']['data']}.pickle"
 
 
 def no_traceback(result) -> None:

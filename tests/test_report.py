@@ -270,7 +270,7 @@ def test_results_rows_follow_the_rules_under_random_additions():
             reference_add(state, entry, imported)
         for view, (rows, own) in state.items():
             assert sorted(r["step"] for r in results.validation[view]) == sorted(r["step"] for r in rows.values())
-            assert sorted(r["step"] for r in results.metric_rows.get(view, [])) == sorted(
+            assert sorted(s.row["step"] for s in results.metric_rows.get(view, [])) == sorted(
                 rows[k]["step"] for k in own)
             marked = imported_rows(results).get(f"results-{view}.csv", set())
             assert marked == {(m, str(s)) for m, s in rows if (m, s) not in own}

@@ -2,8 +2,9 @@
 
 Each cell is one Ray task, given what its backend stack declares (`BackendSpec.ray_resources`:
 one GPU for the `cuda` bases, a custom resource for another accelerator; one CPU unless it
-says otherwise). Workers write their records into the same store, so the store must be on a
-path every worker can reach.
+says otherwise). Each task returns its cells' outcomes with their records, which the driver
+stores; workers write the predictions files into the store, so the store must be on a path
+every worker can reach.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def execute(grid: rbench.Grid):
     def run_one(job):
         import rbench as worker_rbench
 
-        return [outcome.status_dict() for outcome in worker_rbench.run_cells(worker_rbench.Job.from_json(job))]
+        return [outcome.to_json() for outcome in worker_rbench.run_cells(worker_rbench.Job.from_json(job))]
 
     tasks = {}
     for cell in grid.cells:
@@ -69,9 +70,7 @@ def execute(grid: rbench.Grid):
         except Exception as exc:  # the task itself died (worker crash, lost node)
             yield rbench.record_failure(grid, cell, "crashed", f"Ray task failed: {rbench.one_line(exc)}")
             continue
-        event = {"event": "done", "key": cell.key, **result}
-        grid.on_event(event)
-        yield rbench.CellOutcome(cell=cell, status=result["status"], message=result["message"])
+        yield rbench.CellOutcome.from_json(result)
 
 
 @rbench.hookimpl

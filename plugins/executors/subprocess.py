@@ -137,11 +137,12 @@ def _run_group(grid: rbench.Grid, cells: list[rbench.Cell]):
                 cell = next(c for c in pending if c.key == event["key"])
                 if event["event"] == "start":
                     current, started = cell, time.monotonic()
-                grid.on_event(event)
-                if event["event"] == "done":
+                if event["event"] == "done":  # the outcome, with the record for the engine to store
                     current = None
                     done.add(cell.key)
-                    yield rbench.CellOutcome(cell=cell, status=event["status"], message=event["message"])
+                    yield rbench.CellOutcome.from_json(event["outcome"])
+                else:
+                    grid.on_event(event)
             else:  # the worker exited
                 why = worker.death()
                 left = [c for c in pending if c.key not in done]
