@@ -12,7 +12,8 @@ from typing import Any
 
 from .errors import RbenchError, UnknownNameError
 from .predictions import view_predictions
-from .scoring import Scorer, paired_hits
+from .models import architecture
+from .scoring import Scorer, paired_hits, record_model
 from .statistics import PairedComparison, paired_difference
 from .store import Store
 
@@ -32,22 +33,27 @@ class ViewComparison:
         return self.comparison.verdict(self.a, self.b)
 
 
-def _matches(model: str, name: str) -> bool:
-    """A tag matches its full name, and its architecture (`test_vit` for `test_vit.r160_in1k`)."""
-    return model == name or model.split(".", 1)[0] == name
+def _built_as(record: dict[str, Any], model: str) -> set[str]:
+    """The names that also find a record: the timm name it was built from, and its architecture."""
+    built = (record.get("cell_info") or {}).get("model") or model
+    return {built, architecture(built), architecture(model)}
 
 
 def _records_of(store: Store, name: str, img_size: int | None) -> list[dict[str, Any]]:
+    """The validation records of the model whose rows are named `name` (`scoring.record_model`:
+    a pretrained tag, `<model>@random`, a checkpoint's name); else of those built from the timm
+    name or architecture `name`, which must then be one model (one row name) at one size."""
     # The reference stack's records: another stack's are conformance, not another model.
-    records = [r for r in store.records() if r.get("predictions") is not None and r.get("status", "ok") == "ok"
-               and "reference" not in r.get("cell", {}) and _matches(r["common"]["model"], name)
-               and (img_size is None or r["common"].get("img_size") == img_size)]
-    tags = sorted({(r["common"]["model"], r["common"].get("img_size")) for r in records})
+    validated = [(r, record_model(r)) for r in store.records() if r.get("predictions") is not None
+                 and r.get("status", "ok") == "ok" and "reference" not in r.get("cell", {})]
+    sized = [(r, m) for r, m in validated if img_size is None or r["common"].get("img_size") == img_size]
+    records = [(r, m) for r, m in sized if m == name] or [(r, m) for r, m in sized if name in _built_as(r, m)]
+    tags = sorted({(m, r["common"].get("img_size")) for r, m in records})
     if not records:
         import difflib
 
-        known = sorted({r["common"]["model"] for r in store.records() if r.get("predictions") is not None})
-        close = difflib.get_close_matches(name, sorted({*known, *(k.split(".", 1)[0] for k in known)}), n=3, cutoff=0.6)
+        known = sorted({m for _, m in validated})
+        close = difflib.get_close_matches(name, sorted({*known, *(architecture(k) for k in known)}), n=3, cutoff=0.6)
         what = f"{name!r}" + (f" at {img_size} px" if img_size is not None else "")
         hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close else
                 f"it holds {', '.join(known[:6])}{', ...' if len(known) > 6 else ''}" if known else "it holds none")
@@ -55,8 +61,8 @@ def _records_of(store: Store, name: str, img_size: int | None) -> list[dict[str,
     if len(tags) > 1:
         raise RbenchError(f"{name!r} names {len(tags)} validated models in {store.root}: "
                           + ", ".join(f"{m} at {s} px" for m, s in tags)
-                          + "; give the full tag and --img-size")
-    return records
+                          + "; give the full name (the model column of their rows) and --img-size")
+    return [{**r, "common": {**r["common"], "model": m}} for r, m in records]
 
 
 def _hits_by_view(scorer: Scorer, records: list[dict[str, Any]], views: set[str] | None) -> dict[str, tuple[str, Any]]:

@@ -11,7 +11,7 @@ from .backends import BackendStack, best_stack, resolve_stack
 from .benchmark import BENCH_KINDS, BenchSettings
 from .errors import DataError, PluginError, RbenchError, unknown_name
 from .input_cache import DEFAULT_LIMIT as DEFAULT_INPUT_CACHE_SIZE
-from .models import WEIGHTS_CHOICES, check_checkpoint, check_weights_available, resolve_models
+from .models import ModelEntry, check_weights_available, resolve_entries
 from .paths import cache_dir
 from .registry import Registry, check_data_options
 from .specs import DataRequest, MetricSpec, Source
@@ -38,6 +38,7 @@ class RunOptions:
     workers: int = min(8, os.cpu_count() or 1)
     img_size: int | None = None
     weights: str = "pretrained"
+    weights_name: str | None = None  # the row name of --weights (`models.row_name`); None: derived
     trust_checkpoint: bool = False
     allow_partial: bool = False
     bench: BenchSettings = field(default_factory=BenchSettings)
@@ -75,7 +76,7 @@ class Plan:
     """A run with every name resolved and every data source listed."""
 
     options: RunOptions
-    models: list[str]
+    models: list[ModelEntry]
     sources: list[Source]
     stacks: list[BackendStack]
     metrics: list[MetricSpec]
@@ -143,18 +144,16 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
     unknown = [b for b in options.benches if b not in BENCHES]
     if unknown:
         raise RbenchError(f"unknown benchmark {unknown[0]!r}; --bench takes {', '.join(BENCHES)}")
-    weights = options.weights
-    if weights not in WEIGHTS_CHOICES and not Path(weights).is_file():
-        raise RbenchError(f"--weights {weights!r}: not 'pretrained', 'random' or an existing checkpoint file")
-    if weights not in WEIGHTS_CHOICES:
-        check_checkpoint(weights, options.trust_checkpoint)  # damaged, empty or unsafe: one line, before any model runs
     wanted = requested_views(options.datasets, registry) if "validate" in options.benches else {}
     for name in [*options.data_paths, *options.data_options]:
         registry.get("datasets", name)  # a typo in --data NAME=PATH is an error too
     stacks = [resolve_stack(name, registry) for name in options.backends] or [best_stack(registry)]
-    models = resolve_models(options.models)
-    if "validate" in options.benches:
-        check_weights_available(models, weights)  # pretrained weights not here: one line, before any model runs
+    # A checkpoint that is damaged, empty or unsafe, or two weights given one row name: one line,
+    # before any model runs.
+    models = resolve_entries(options.models, options.weights, options.weights_name,
+                             trust_checkpoint=options.trust_checkpoint)
+    if "validate" in options.benches:  # pretrained weights not here: one line, before any model runs
+        check_weights_available([m.name for m in models if m.weights == "pretrained"])
     if not models:
         raise RbenchError("no models to run; pass --models NAMES (see `rbench list models`)")
     metrics = select_metrics(options.metrics, registry)

@@ -624,7 +624,9 @@ class Results:
         if record.get("status", "ok") != "ok":
             info = record.get("cell_info") or {}
             views = (info.get("identity") or {}).get("views") if info.get("kind") == "validate" else None
-            self.failures.append({"model": info.get("model"), "dataset": info.get("source"),
+            # Rows of other weights than the pretrained ones carry their row name, failures too.
+            named = info.get("weights") not in (None, "pretrained") and info.get("name")
+            self.failures.append({"model": named or info.get("model"), "dataset": info.get("source"),
                                   "backend": info.get("backend"), "bench": info.get("kind"),
                                   "status": record["status"], "message": record.get("message", ""),
                                   "views": list(views or ())})

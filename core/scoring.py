@@ -20,6 +20,36 @@ TOP1 = "_top1"  # a row's (scored sample indices, top-1 classes), for conformanc
 LEAD = "_lead"  # a row's (top-1 logit minus the runner-up's, top-1 logit), aligned with TOP1; never written
 
 
+def record_model(record: dict[str, Any]) -> str:
+    """The `model` column of a validation record's rows: the row name its cell carries
+    (`models.row_name`). A record of an older rbench named every weights by the pretrained tag:
+    its random weights are named `<model>@random` here, and its checkpoint by the file's content
+    when the file is still where it was, unchanged (size and modification time), else
+    `<architecture>@<file stem>-<8 hex digits of the path, size and time>`, so that it never
+    takes the pretrained tag's row nor another checkpoint's."""
+    import hashlib
+    from pathlib import Path
+
+    from .models import architecture, row_name
+
+    common, info = record["common"], record.get("cell_info") or {}
+    weights = common.get("weights")
+    if info.get("name") or weights in (None, "pretrained") or "@" in common["model"]:
+        return common["model"]
+    model = info.get("model") or common["model"]
+    if weights == "random":
+        return row_name(model, "random")
+    old = str(record.get("cell", {}).get("weights") or "")  # `<resolved path>:<size>:<mtime_ns>`
+    path, size, mtime = old.rsplit(":", 2) if old.count(":") >= 2 else (old, "", "")
+    try:
+        found = Path(path).stat()
+        if (str(found.st_size), str(found.st_mtime_ns)) == (size, mtime):
+            return row_name(model, path)
+    except OSError:
+        pass
+    return f"{architecture(model)}@{Path(path).stem or 'checkpoint'}-{hashlib.sha256(old.encode()).hexdigest()[:8]}"
+
+
 def paired_hits(record: dict[str, Any], predictions) -> tuple[str, Any]:
     """`(images, hits)` of a view's predictions: a key naming exactly which images were scored
     (the source listing and the scored samples' indices) and the top-1 hit of each, in order.
@@ -90,7 +120,7 @@ class Scorer:
         listing, source = self.source(record)
         record = {**record, "source_listing": listing}  # pairs the rows of one listing, whatever named it
         frame = self.store.get_predictions(record, label_sets=False)
-        common = record["common"]
+        common = {**record["common"], "model": record_model(record)}
         entries = []
         for view in source.views:
             predictions = view_predictions(frame, source, view)
