@@ -49,8 +49,7 @@ class Cell:
     def label(self) -> str:
         where = " on ".join(filter(None, [self.source, self.backend]))
         against = f" against {self.identity['reference']}" if "reference" in self.identity else ""
-        shown = self.name if self.weights not in (None, "pretrained") else self.model
-        return f"{self.kind} {shown}" + (f" on {where}" if where else "") + against
+        return f"{self.kind} {self.model}" + (f" on {where}" if where else "") + against
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model, "source": self.source, "backend": self.backend,
