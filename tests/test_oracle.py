@@ -53,6 +53,6 @@ def test_written_accuracy_equals_independent_loop(name, image_folder, tmp_path):
     assert row["top1_err"] == f"{100 - top1:.3f}"
     assert row["top5_err"] == f"{100 - top5:.3f}"
     # a checkpoint's rows are named by its architecture and content
-    assert row["model"] == f"{name}@ckpt-{hashlib.sha256(open(weights, "rb").read()).hexdigest()[:12]}"
+    assert row["model"] == f"{name}@ckpt-{hashlib.sha256(open(weights, 'rb').read()).hexdigest()[:12]}"
     assert row["img_size"] == "160" and row["crop_pct"] == "0.950" and row["interpolation"] == "bicubic"
     assert row["param_count"] == f"{sum(p.numel() for p in model.parameters()) / 1e6:,.2f}"
