@@ -100,7 +100,7 @@ def test_benchmark_rows_are_written_with_export_time_and_train_is_a_failed_row(r
         ("failed", f"batch 4: NotImplementedError: {runtime} runs inference only; benchmark train on a PyTorch backend")}
     failures = csv_rows(out / "failures.csv")
     assert sorted((r["model"], r["bench"], r["backend"]) for r in failures) == [
-        ("test_efficientnet", "train", runtime), ("test_vit", "train", runtime)]
+        ("test_efficientnet@random", "train", runtime), ("test_vit@random", "train", runtime)]
 
 
 class EigenPool(torch.nn.Module):
