@@ -20,7 +20,7 @@ from .backends import BackendStack, BatchFailed, resolve_stack, with_backoff
 from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
 from .errors import RbenchError, one_line
 from .folders import file_stats
-from .models import WEIGHTS_CHOICES, create_model, param_count, pretrained_tag
+from .models import architecture, create_model, param_count, weights_label
 from .record import Cell, Entry, versions  # noqa: F401 - Cell and versions are also imported from here
 from .specs import Source
 from .store import Store
@@ -52,7 +52,6 @@ class Job:
     batch_size: int
     workers: int
     img_size: int | None
-    weights: str
     trust_checkpoint: bool
     bench: BenchSettings
     input_cache: bool
@@ -89,17 +88,6 @@ def source_identity(source: Source) -> str:
     return digest.hexdigest()[:20]
 
 
-def weights_identity(weights: str) -> str:
-    """`pretrained`, `random`, or a checkpoint's path with its size and modification time."""
-    if weights in WEIGHTS_CHOICES:
-        return weights
-    stat = Path(weights).stat()
-    return f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def weights_label(weights: str) -> str:
-    """What a row says of its weights: `pretrained`, `random`, or the checkpoint's file name."""
-    return weights if weights in WEIGHTS_CHOICES else f"checkpoint:{Path(weights).name}"
 
 
 def plan_cells(plan, data: Mapping[str, str] | None = None) -> list[Cell]:
@@ -109,10 +97,13 @@ def plan_cells(plan, data: Mapping[str, str] | None = None) -> list[Cell]:
     options = plan.options
     common = versions()
     cells = []
-    weights = weights_identity(options.weights) if "validate" in options.benches else None
     if data is None:
         data = {source.name: source_identity(source) for source in plan.sources}
-    for name in plan.models:
+    for entry in plan.models:
+        name = entry.name
+        # The row name is in the identity where the name and weights do not already give it.
+        named = {"name": entry.row_name} if entry.named else {}
+        weighted = dict(weights=entry.weights, name=entry.row_name)
         if "metadata" in options.benches:
             cells.append(Cell(kind="metadata", model=name,
                               identity={"kind": "metadata", "model": name, **common}))
@@ -124,16 +115,24 @@ def plan_cells(plan, data: Mapping[str, str] | None = None) -> list[Cell]:
                 against = {"reference": reference} if stack is not plan.stacks[0] else {}
                 for source in plan.sources:
                     cells.append(Cell(kind="validate", model=name, source=source.name, backend=stack.name,
-                                      device=stack.device, ray_resources=stack.ray_resources, identity={
-                                          "kind": "validate", "model": name, "weights": weights, "source": source.name,
+                                      device=stack.device, ray_resources=stack.ray_resources, **weighted, identity={
+                                          "kind": "validate", "model": name, "weights": entry.weights_id, **named,
+                                          "source": source.name,
                                           "data": data[source.name], "views": [v.name for v in source.views],
                                           "backend": stack.name, "img_size": options.img_size, **against, **common}))
+        # A benchmark times random weights whatever the entry's, but its rows join the entry's
+        # accuracy rows: pretrained weights' rows name the architecture (as timm's benchmark files
+        # do, joined by architecture and size), other weights' carry their row name, and their
+        # cells are their own.
+        pretrained = entry.weights == "pretrained"
+        bench_rows = dict(weights=entry.weights, name=architecture(name) if pretrained else entry.row_name)
+        bench_weights = {} if pretrained else {"weights": entry.weights_id, **named}
         for kind in (k for k in BENCH_KINDS if k in options.benches):
             for stack in plan.stacks:
                 cells.append(Cell(kind=kind, model=name, backend=stack.name, device=stack.device,
-                                  ray_resources=stack.ray_resources, identity={
-                    "kind": kind, "model": name, "backend": stack.name, "img_size": options.img_size,
-                    "bench": asdict(options.bench), **common}))
+                                  ray_resources=stack.ray_resources, **bench_rows, identity={
+                    "kind": kind, "model": name, **bench_weights, "backend": stack.name,
+                    "img_size": options.img_size, "bench": asdict(options.bench), **common}))
     return cells
 
 
@@ -142,7 +141,7 @@ def make_job(plan, cells: list[Cell], sources: Mapping[str, str]) -> Job:
     options = plan.options
     return Job(cells=tuple(cells), stacks=tuple(s.name for s in plan.stacks), sources=dict(sources),
                store=str(options.store_dir.resolve()), batch_size=options.batch_size, workers=options.workers,
-               img_size=options.img_size, weights=options.weights, trust_checkpoint=options.trust_checkpoint,
+               img_size=options.img_size, trust_checkpoint=options.trust_checkpoint,
                bench=options.bench, input_cache=options.input_cache,
                input_cache_dir=str(options.input_cache_dir.resolve()) if options.input_cache_dir else None,
                input_cache_size=options.input_cache_size)
@@ -221,19 +220,19 @@ def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[Entry
     stack = context.stack(cell.backend)
     source = context.source(cell.source)
     try:
-        model = create_model(cell.model, job.weights, trust_checkpoint=job.trust_checkpoint)
+        model = create_model(cell.model, cell.weights, trust_checkpoint=job.trust_checkpoint)
     except RbenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - a model that cannot be built is that cell's failure
         raise CellFailure("build-failed", one_line(exc)) from exc
     config = eval_data_config(model, job.img_size)
     common = {
-        "model": pretrained_tag(model),
+        "model": cell.name,
         "img_size": config["input_size"][-1],
         "param_count": param_count(model),
         "crop_pct": config["crop_pct"],
         "interpolation": config["interpolation"],
-        "weights": weights_label(job.weights),
+        "weights": weights_label(cell.weights),
     }
     reference = None
     if "reference" in cell.identity:  # a non-reference stack: the reference model runs beside it
@@ -292,6 +291,7 @@ def benchmark_cell(context: JobContext, cell: Cell, progress) -> tuple[list[Entr
         progress(min(steps, total), total)
 
     row = run_benchmark(cell.kind, cell.model, stack, job.bench, job.img_size, on_step=on_step)
+    row["model"] = cell.name or row["model"]
     entries = [Entry(table="benchmark", kind=cell.kind, tag=stack.file_tag(), row=row)]
     if row["status"] == "failed":
         return entries, {"status": "failed", "message": row.get("error") or ""}

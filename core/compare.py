@@ -7,13 +7,14 @@ store and the per-image top-1 hits of each view.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import RbenchError, UnknownNameError
 from .predictions import view_predictions
+from .models import architecture
 from .record import CellRecord
-from .scoring import Scorer, paired_hits
+from .scoring import Scorer, paired_hits, record_model
 from .statistics import PairedComparison, paired_difference
 from .store import Store
 
@@ -33,21 +34,27 @@ class ViewComparison:
         return self.comparison.verdict(self.a, self.b)
 
 
-def _matches(model: str, name: str) -> bool:
-    """A tag matches its full name, and its architecture (`test_vit` for `test_vit.r160_in1k`)."""
-    return model == name or model.split(".", 1)[0] == name
+def _built_as(record: CellRecord, model: str) -> set[str]:
+    """The names that also find a record: the timm name it was built from, and its architecture."""
+    built = record.cell.model or model
+    return {built, architecture(built), architecture(model)}
 
 
 def _records_of(store: Store, name: str, img_size: int | None) -> list[CellRecord]:
+    """The validation records of the model whose rows are named `name` (`scoring.record_model`:
+    a pretrained tag, `<model>@random`, a checkpoint's name); else of those built from the timm
+    name or architecture `name`, which must then be one model (one row name) at one size."""
     # The reference stack's records: another stack's are conformance, not another model.
-    records = [r for r in store.records() if r.predictions is not None and r.ok and r.cell.reference is None
-               and _matches(r.common["model"], name) and (img_size is None or r.common["img_size"] == img_size)]
-    tags = sorted({(r.common["model"], r.common["img_size"]) for r in records})
+    validated = [(r, record_model(r)) for r in store.records() if r.predictions is not None and r.ok
+                 and r.cell.reference is None]
+    sized = [(r, m) for r, m in validated if img_size is None or r.common.get("img_size") == img_size]
+    records = [(r, m) for r, m in sized if m == name] or [(r, m) for r, m in sized if name in _built_as(r, m)]
+    tags = sorted({(m, r.common.get("img_size")) for r, m in records})
     if not records:
         import difflib
 
-        known = sorted({r.common["model"] for r in store.records() if r.predictions is not None})
-        close = difflib.get_close_matches(name, sorted({*known, *(k.split(".", 1)[0] for k in known)}), n=3, cutoff=0.6)
+        known = sorted({m for _, m in validated})
+        close = difflib.get_close_matches(name, sorted({*known, *(architecture(k) for k in known)}), n=3, cutoff=0.6)
         what = f"{name!r}" + (f" at {img_size} px" if img_size is not None else "")
         hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close else
                 f"it holds {', '.join(known[:6])}{', ...' if len(known) > 6 else ''}" if known else "it holds none")
@@ -55,8 +62,8 @@ def _records_of(store: Store, name: str, img_size: int | None) -> list[CellRecor
     if len(tags) > 1:
         raise RbenchError(f"{name!r} names {len(tags)} validated models in {store.root}: "
                           + ", ".join(f"{m} at {s} px" for m, s in tags)
-                          + "; give the full tag and --img-size")
-    return records
+                          + "; give the full name (the model column of their rows) and --img-size")
+    return [replace(r, common={**r.common, "model": m}) for r, m in records]
 
 
 def _hits_by_view(scorer: Scorer, records: list[CellRecord], views: set[str] | None) -> dict[str, tuple[str, Any]]:

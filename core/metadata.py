@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .benchmark import MetaCounts, meta_counts
-from .models import architecture
+from .models import architecture, pretrained_name
 
 # Data sets a tag names: regex (matched between `_` separators of the tag) -> data set.
 DATASETS: tuple[tuple[str, str], ...] = (
@@ -179,17 +179,6 @@ def pretraining(name: str) -> Pretraining:
     if technique is None:
         technique = "supervised" if chain and set(chain) <= LABELLED else UNKNOWN
     return Pretraining(chain=chain, technique=technique)
-
-
-def pretrained_name(name: str) -> str:
-    """`name` with its pretrained tag: a bare architecture gets its default tag (`resnet50` -> `resnet50.a1_in1k`)."""
-    import timm.models
-
-    if "." not in name:
-        cfg = timm.models.get_pretrained_cfg(name)
-        if cfg is not None and getattr(cfg, "tag", None):
-            return f"{architecture(name)}.{cfg.tag}"
-    return name
 
 
 def config_row(name: str) -> dict[str, Any]:

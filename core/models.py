@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,64 @@ from .files import read_utf8
 WEIGHTS_CHOICES = ("pretrained", "random")
 
 
-def expand_model_args(args: Iterable[str]) -> list[str]:
-    """Split comma lists and read `@file` arguments (one name per line, `#` comments)."""
-    names: list[str] = []
+@dataclass(frozen=True)
+class ModelArg:
+    """One name of `-m` (a timm name, glob or `all`), with the weights and row name that an
+    `@FILE` line gave it (None: the run's `--weights` and `--weights-name`)."""
+
+    name: str
+    weights: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of a run: the timm name it is built from, the weights loaded into it
+    (`pretrained`, `random` or a checkpoint path), what identifies those weights
+    (`weights_identity`) and the name its rows carry in the `model` column (`row_name`)."""
+
+    name: str
+    weights: str
+    weights_id: str
+    row_name: str
+    label: str | None = None  # the row name the user set, if any
+
+    @property
+    def named(self) -> bool:
+        """Whether the row name is not derived from the name and weights alone: a checkpoint's
+        (its content) or one the user set; it then goes into the cells' identities."""
+        return self.label is not None or self.weights not in WEIGHTS_CHOICES
+
+
+def _parse_list_line(line: str, where: str, folder: Path) -> list[ModelArg]:
+    """One line of an `@FILE` model list: names (comma-separated), then optionally
+    `--weights pretrained|random|PATH` (a relative PATH is relative to the list's folder) and
+    `--name NAME` (the row name of those weights)."""
+    import shlex
+
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise RbenchError(f"{where}: {exc}; quote a path with spaces as in a shell") from None
+    names = [n.strip() for n in words[0].split(",") if n.strip()]
+    options: dict[str, str] = {}
+    rest = words[1:]
+    while rest:
+        option = rest.pop(0)
+        if option not in ("--weights", "--name") or not rest:
+            raise RbenchError(f"{where}: {option!r} is not `--weights WEIGHTS` or `--name NAME`; a line is "
+                              "`MODEL [--weights pretrained|random|PATH] [--name NAME]`")
+        options[option] = rest.pop(0)
+    weights = options.get("--weights")
+    if weights is not None and weights not in WEIGHTS_CHOICES:
+        weights = str(folder / Path(weights).expanduser())
+    return [ModelArg(name, weights, options.get("--name")) for name in names]
+
+
+def model_args(args: Iterable[str]) -> list[ModelArg]:
+    """Split comma lists and read `@file` arguments: one model a line, `#` comments, each line
+    optionally with its own weights and row name (`_parse_list_line`)."""
+    found: list[ModelArg] = []
     for arg in args:
         for item in arg.split(","):
             item = item.strip()
@@ -34,43 +90,180 @@ def expand_model_args(args: Iterable[str]) -> list[str]:
                 except ValueError as exc:
                     raise RbenchError(f"model list {path} {exc}; @FILE needs a UTF-8 text file of model names, "
                                       "one per line") from None
-                lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
-                names.extend(expand_model_args(line for line in lines if line))
+                for number, line in enumerate(text.splitlines(), 1):
+                    line = line.split("#", 1)[0].strip()
+                    if not line:
+                        continue
+                    if " " in line or "\t" in line:
+                        found.extend(_parse_list_line(line, f"model list {path}, line {number}", path.parent))
+                    else:
+                        found.extend(model_args([line]))
             else:
-                names.append(item)
-    return names
+                found.append(ModelArg(item))
+    return found
+
+
+def expand_model_args(args: Iterable[str]) -> list[str]:
+    """Split comma lists and read `@file` arguments (one name per line, `#` comments)."""
+    return [arg.name for arg in model_args(args)]
+
+
+def _resolve_name(name: str) -> list[str]:
+    """A model name, glob (`resnet*`) or `all` -> timm names. A glob matches pretrained tags
+    (`resnet50.a1_in1k`), or architectures when no tag matches. An unknown name raises
+    `UnknownNameError` with close matches."""
+    import timm
+
+    if name == "all":
+        return timm.list_models(pretrained=True)
+    if any(ch in name for ch in "*?["):
+        matches = timm.list_models(name, pretrained=True) or timm.list_models(name)
+        if not matches:
+            raise RbenchError(f"model pattern {name!r} matches no timm model; see `rbench list models PATTERN`")
+        return matches
+    arch, _, tag = name.partition(".")
+    if not timm.is_model(arch):
+        raise unknown_name("model", name, timm.list_models(), "rbench list models")
+    if tag and name not in timm.list_pretrained(name):
+        raise unknown_name("pretrained tag", name, timm.list_pretrained(f"{arch}.*"), "rbench list models")
+    return [name]
 
 
 def resolve_models(args: Iterable[str]) -> list[str]:
-    """Model names, globs (`resnet*`), `all` and `@file` -> timm names, in order, without repeats.
-
-    A glob matches pretrained tags (`resnet50.a1_in1k`), or architectures when no tag matches.
-    An unknown name raises `UnknownNameError` with close matches.
-    """
-    import timm
-
+    """Model names, globs (`resnet*`), `all` and `@file` -> timm names, in order, without repeats."""
     resolved: list[str] = []
-    for name in expand_model_args(args):
-        if name == "all":
-            matches = timm.list_models(pretrained=True)
-        elif any(ch in name for ch in "*?["):
-            matches = timm.list_models(name, pretrained=True) or timm.list_models(name)
-            if not matches:
-                raise RbenchError(f"model pattern {name!r} matches no timm model; see `rbench list models PATTERN`")
-        else:
-            arch, _, tag = name.partition(".")
-            if not timm.is_model(arch):
-                raise unknown_name("model", name, timm.list_models(), "rbench list models")
-            if tag and name not in timm.list_pretrained(name):
-                raise unknown_name("pretrained tag", name, timm.list_pretrained(f"{arch}.*"), "rbench list models")
-            matches = [name]
-        resolved.extend(m for m in matches if m not in resolved)
+    for arg in model_args(args):
+        resolved.extend(m for m in _resolve_name(arg.name) if m not in resolved)
     return resolved
 
 
+def resolve_entries(args: Iterable[str], weights: str = "pretrained", label: str | None = None, *,
+                    trust_checkpoint: bool = False) -> list[ModelEntry]:
+    """`-m` arguments -> the run's `ModelEntry`s, in order, without repeats: each name with the
+    weights its `@FILE` line gives, else `weights` (`--weights`) and `label` (`--weights-name`).
+
+    Every checkpoint is checked (`check_checkpoint`) and hashed once; a row name set for
+    pretrained weights or for several models, one that is a timm name, or two different
+    weights given one row name are one-line errors.
+    """
+    entries: list[ModelEntry] = []
+    seen: dict[tuple[str, str], ModelEntry] = {}
+    by_row: dict[str, ModelEntry] = {}
+    for arg in model_args(args):
+        own_weights = arg.weights or weights
+        own_label = arg.label if arg.weights is not None or arg.label is not None else label
+        if own_weights not in WEIGHTS_CHOICES:
+            if not Path(own_weights).is_file():
+                where = "" if arg.weights is None else f" of {arg.name} in its @FILE line"
+                raise RbenchError(f"--weights {own_weights!r}{where}: not 'pretrained', 'random' or an existing "
+                                  "checkpoint file")
+            check_checkpoint(own_weights, trust_checkpoint)
+        names = _resolve_name(arg.name)
+        if own_label is not None:
+            check_row_label(own_label, own_weights, names)
+        for name in names:
+            weights_id = weights_identity(own_weights)
+            if (name, weights_id) in seen:
+                continue
+            entry = ModelEntry(name=name, weights=own_weights, weights_id=weights_id, label=own_label,
+                               row_name=row_name(name, own_weights, weights_id, own_label))
+            other = by_row.get(entry.row_name)
+            if other is not None and (other.name, other.weights_id) != (name, weights_id):
+                raise RbenchError(f"two models of this run would have the rows of {entry.row_name!r} ({other.name} "
+                                  f"with {weights_label(other.weights)}, and {name} with {weights_label(own_weights)}); "
+                                  "give them different names (--name in an @FILE line, or --weights-name)")
+            seen[(name, weights_id)] = by_row[entry.row_name] = entry
+            entries.append(entry)
+    return entries
+
+
+def check_row_label(label: str, weights: str, names: list[str]) -> None:
+    """A row name the user set (`--weights-name`, `--name`): for one model, random or checkpoint
+    weights, one word that is not a timm model name or pretrained tag (rows of those are timm's)."""
+    import timm
+
+    if weights == "pretrained":
+        raise RbenchError(f"the row name {label!r} is set for pretrained weights, whose rows carry their pretrained "
+                          "tag; set a name only with --weights random or a checkpoint")
+    if len(names) != 1:
+        raise RbenchError(f"the row name {label!r} would name {len(names)} models ({', '.join(names[:3])}"
+                          f"{', ...' if len(names) > 3 else ''}); two weights never share a row: name one model")
+    if not label or any(ch.isspace() or ch == "," for ch in label) or label.startswith("@"):
+        raise RbenchError(f"the row name {label!r} is not one word; give a name without spaces or commas, "
+                          "such as my-vit-e10")
+    if timm.is_model(label) or label in timm.list_pretrained(label):
+        raise RbenchError(f"the row name {label!r} is a timm model name, whose rows are timm's weights; "
+                          "give another, such as my-vit-e10")
+
+
+RANDOM_MARK = "random"  # the row name of random weights: `<name>@random`
+CHECKPOINT_MARK = "ckpt-"  # of a checkpoint: `<architecture>@ckpt-<12 hex digits of its sha256>`
+DIGEST_CHARS = 12
+
+
+def row_name(name: str, weights: str, weights_id: str | None = None, label: str | None = None) -> str:
+    """The `model` column of the rows of `name` with `weights` (`docs/cli.md`, "Model names"):
+    the pretrained tag only for pretrained weights (a bare architecture: its default tag); the
+    user's `label` if set; `<name>@random` for random weights (seeded by `name`, so the name as
+    given is part of their identity); `<architecture>@ckpt-<digest>` for a checkpoint, from its
+    content (`weights_id`, else hashed here): the same file anywhere is the same row."""
+    if weights == "pretrained":
+        return pretrained_name(name)
+    if label is not None:
+        return label
+    if weights == RANDOM_MARK:
+        return f"{name}@{RANDOM_MARK}"
+    digest = (weights_id or weights_identity(weights)).removeprefix("sha256:")
+    return f"{architecture(name)}@{CHECKPOINT_MARK}{digest[:DIGEST_CHARS]}"
+
+
+def pretrained_name(name: str) -> str:
+    """`name` with its pretrained tag: a bare architecture gets its default tag (`resnet50` -> `resnet50.a1_in1k`)."""
+    import timm.models
+
+    if "." not in name:
+        cfg = timm.models.get_pretrained_cfg(name)
+        if cfg is not None and getattr(cfg, "tag", None):
+            return f"{architecture(name)}.{cfg.tag}"
+    return name
+
+
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def checkpoint_digest(path: Path | str) -> str:
+    """The sha256 of a checkpoint file's content, computed once per file version in a process
+    (keyed by its resolved path, size, modification time and inode)."""
+    import hashlib
+
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def weights_identity(weights: str) -> str:
+    """What identifies weights in a cell's key: `pretrained`, `random`, or `sha256:<hex>` of a
+    checkpoint's content (the same file copied elsewhere is the same weights)."""
+    if weights in WEIGHTS_CHOICES:
+        return weights
+    return f"sha256:{checkpoint_digest(weights)}"
+
+
+def weights_label(weights: str) -> str:
+    """What a row says of its weights: `pretrained`, `random`, or the checkpoint's file name."""
+    return weights if weights in WEIGHTS_CHOICES else f"checkpoint:{Path(weights).name}"
+
+
 def architecture(name: str) -> str:
-    """`resnet50.a1_in1k` -> `resnet50`."""
-    return name.partition(".")[0]
+    """`resnet50.a1_in1k` -> `resnet50`; of a row name, too: `resnet50@ckpt-0123abcd4567` -> `resnet50`."""
+    return name.partition("@")[0].partition(".")[0]
 
 
 def model_seed(name: str) -> int:
@@ -383,13 +576,6 @@ def load_checkpoint(model, path: Path, *, trust_checkpoint: bool = False) -> Non
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise WeightsError(f"checkpoint {path} does not fit the model: {_one_line(str(exc))}") from exc
-
-
-def pretrained_tag(model) -> str:
-    """The timm name with its pretrained tag (`resnet50.a1_in1k`) of a created model."""
-    cfg = getattr(model, "pretrained_cfg", {}) or {}
-    arch, tag = cfg.get("architecture"), cfg.get("tag")
-    return f"{arch}.{tag}" if arch and tag else arch or type(model).__name__
 
 
 def param_count(model) -> float:

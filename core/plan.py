@@ -12,7 +12,7 @@ from .backends import BackendStack, best_stack, resolve_stack
 from .benchmark import BENCH_KINDS, BenchSettings
 from .errors import DataError, PluginError, RbenchError, unknown_name
 from .input_cache import DEFAULT_LIMIT as DEFAULT_INPUT_CACHE_SIZE
-from .models import WEIGHTS_CHOICES, check_checkpoint, check_checkpoint_fits, check_weights_available, resolve_models
+from .models import WEIGHTS_CHOICES, ModelEntry, check_checkpoint_fits, check_weights_available, resolve_entries
 from .paths import cache_dir
 from .registry import Registry, check_data_options
 from .specs import DataRequest, MetricSpec, Source
@@ -39,6 +39,7 @@ class RunOptions:
     workers: int = min(8, os.cpu_count() or 1)
     img_size: int | None = None
     weights: str = "pretrained"
+    weights_name: str | None = None  # the row name of --weights (`models.row_name`); None: derived
     trust_checkpoint: bool = False
     allow_partial: bool = False
     bench: BenchSettings = field(default_factory=BenchSettings)
@@ -77,7 +78,7 @@ class Plan:
     executor's settings, parsed by its declaration (what `Grid.options` holds)."""
 
     options: RunOptions
-    models: list[str]
+    models: list[ModelEntry]
     sources: list[Source]
     stacks: list[BackendStack]
     metrics: list[MetricSpec]
@@ -146,11 +147,6 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
     unknown = [b for b in options.benches if b not in BENCHES]
     if unknown:
         raise RbenchError(f"unknown benchmark {unknown[0]!r}; --bench takes {', '.join(BENCHES)}")
-    weights = options.weights
-    if weights not in WEIGHTS_CHOICES and not Path(weights).is_file():
-        raise RbenchError(f"--weights {weights!r}: not 'pretrained', 'random' or an existing checkpoint file")
-    if weights not in WEIGHTS_CHOICES:
-        check_checkpoint(weights, options.trust_checkpoint)  # damaged, empty or unsafe: one line, before any model runs
     options = replace(options, executor=options.executor or registry.default_executor(benchmarks=False))
     executor_options = registry.executor_options(options.executor, options.executor_options)
     if "validate" in options.benches and not options.datasets:
@@ -159,11 +155,15 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
     for name in [*options.data_paths, *options.data_options]:
         registry.get("datasets", name)  # a typo in --data NAME=PATH is an error too
     stacks = [resolve_stack(name, registry) for name in options.backends] or [best_stack(registry)]
-    models = resolve_models(options.models)
-    if "validate" in options.benches:
-        check_weights_available(models, weights)  # pretrained weights not here: one line, before any model runs
-        if weights not in WEIGHTS_CHOICES:  # keys and shapes against each model, on the meta device
-            check_checkpoint_fits(weights, models, options.trust_checkpoint)
+    # A checkpoint that is damaged, empty or unsafe, or two weights given one row name: one line,
+    # before any model runs.
+    models = resolve_entries(options.models, options.weights, options.weights_name,
+                             trust_checkpoint=options.trust_checkpoint)
+    if "validate" in options.benches:  # pretrained weights not here: one line, before any model runs
+        check_weights_available([m.name for m in models if m.weights == "pretrained"])
+        for entry in models:  # keys and shapes against each model, on the meta device
+            if entry.weights not in WEIGHTS_CHOICES:
+                check_checkpoint_fits(entry.weights, [entry.name], options.trust_checkpoint)
     if not models:
         raise RbenchError("no models to run; pass --models NAMES (see `rbench list models`)")
     metrics = select_metrics(options.metrics, registry)

@@ -105,22 +105,29 @@ def _lacks(table: Table, columns: Sequence[str]) -> str | None:
 
 
 class _ByModel:
-    """Rows of a table found by a results row's model: the same name, else its architecture (the
-    part before the dot: timm's benchmark files name architectures) at the same image size."""
+    """Rows of a table found by a results row's model: the same name, else a row of its
+    architecture at the same image size that names no weights of its own (timm's benchmark
+    files name architectures; metadata rows name pretrained tags, whose counts are the
+    architecture's). A row of other weights (`<model>@random`, a checkpoint's name) is found
+    only by its own name, so that it is never joined to another model's accuracy."""
 
     def __init__(self, table: Table, size_column: str | None):
+        from .models import architecture
+
         self.table = table
         self.exact: dict[str, int] = {}
         self.sized: dict[tuple[str, str], int] = {}
         for i, row in enumerate(table.rows):
             self.exact.setdefault(row["model"], i)
-            if size_column and row.get(size_column):
-                self.sized.setdefault((row["model"], row[size_column]), i)
+            if size_column and row.get(size_column) and "@" not in row["model"]:
+                self.sized.setdefault((architecture(row["model"]), row[size_column]), i)
 
     def find(self, model: str, img_size: str | None) -> int | None:
+        from .models import architecture
+
         found = self.exact.get(model)
-        if found is None and "." in model:
-            found = self.sized.get((model.split(".")[0], img_size or ""))
+        if found is None:
+            found = self.sized.get((architecture(model), img_size or ""))
         return found
 
 

@@ -54,6 +54,8 @@ class Cell:
     source: str | None = None
     backend: str | None = None
     device: str = "cpu"
+    weights: str | None = None  # what the model loads: `pretrained`, `random` or a checkpoint path
+    name: str | None = None  # the `model` column of its rows (`models.row_name`); None in older records
     # What the cell reserves on a Ray cluster: its backend stack's declaration (`BackendSpec.ray_resources`).
     ray_resources: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
     identity: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
@@ -80,7 +82,8 @@ class Cell:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model, "source": self.source, "backend": self.backend,
-                "device": self.device, "ray_resources": self.ray_resources, "identity": self.identity}
+                "device": self.device, "weights": self.weights, "name": self.name,
+                "ray_resources": self.ray_resources, "identity": self.identity}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Cell:
@@ -232,10 +235,11 @@ def _from_v2(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(identity, dict):
         raise RecordError("its key or cell does not match its file name")
     if isinstance(info, dict):
-        cell = {**info, "identity": identity}
+        cell = {"weights": None, "name": None, **info, "identity": identity}
     else:
         cell = {"kind": identity.get("kind"), "model": identity.get("model"), "source": identity.get("source"),
-                "backend": identity.get("backend"), "device": "cpu", "ray_resources": {}, "identity": identity}
+                "backend": identity.get("backend"), "device": "cpu", "weights": None, "name": None,
+                "ray_resources": {}, "identity": identity}
     data["cell"] = cell
     data["provenance"] = {"rbench": identity.get("rbench"), "torch": identity.get("torch"),
                           "timm": identity.get("timm"), "host": None, "finished": None,
@@ -261,12 +265,13 @@ def _check(data: Mapping[str, Any], name: str, kind: type, none: bool = False) -
 
 
 def _cell(data: Any) -> Cell:
-    if not isinstance(data, dict) or set(data) != {"kind", "model", "source", "backend", "device", "ray_resources",
-                                                    "identity"}:
-        raise RecordError("'cell' is not a {kind, model, source, backend, device, ray_resources, identity} object")
+    if not isinstance(data, dict) or set(data) != {"kind", "model", "source", "backend", "device", "weights", "name",
+                                                    "ray_resources", "identity"}:
+        raise RecordError("'cell' is not a {kind, model, source, backend, device, weights, name, ray_resources, "
+                          "identity} object")
     for name in ("kind", "model", "device"):
         _check(data, name, str)
-    for name in ("source", "backend"):
+    for name in ("source", "backend", "weights", "name"):
         _check(data, name, str, none=True)
     resources = data["ray_resources"]
     if not isinstance(resources, dict) or not all(_is_number(v) for v in resources.values()):

@@ -636,7 +636,9 @@ class Results:
         self.unreadable.extend(record.unreadable)
         if not record.ok:
             cell = record.cell
-            self.failures.append({"model": cell.model, "dataset": cell.source, "backend": cell.backend,
+            # Rows of other weights than the pretrained ones carry their row name, failures too.
+            named = cell.weights not in (None, "pretrained") and cell.name
+            self.failures.append({"model": named or cell.model, "dataset": cell.source, "backend": cell.backend,
                                   "bench": cell.kind, "status": record.status, "message": record.message,
                                   "views": list(cell.views)})
 

@@ -56,6 +56,36 @@ class ScoredView:
     columns: tuple[str, ...] | None = None
 
 
+def record_model(record: CellRecord) -> str:
+    """The `model` column of a validation record's rows: the row name its cell carries
+    (`models.row_name`). A record of an older rbench named every weights by the pretrained tag:
+    its random weights are named `<model>@random` here, and its checkpoint by the file's content
+    when the file is still where it was, unchanged (size and modification time), else
+    `<architecture>@<file stem>-<8 hex digits of the path, size and time>`, so that it never
+    takes the pretrained tag's row nor another checkpoint's."""
+    import hashlib
+    from pathlib import Path
+
+    from .models import architecture, row_name
+
+    common, cell = record.common, record.cell
+    weights = common.get("weights")
+    if cell.name or weights in (None, "pretrained") or "@" in common["model"]:
+        return common["model"]
+    model = cell.model or common["model"]
+    if weights == "random":
+        return row_name(model, "random")
+    old = str(cell.identity.get("weights") or "")  # `<resolved path>:<size>:<mtime_ns>`
+    path, size, mtime = old.rsplit(":", 2) if old.count(":") >= 2 else (old, "", "")
+    try:
+        found = Path(path).stat()
+        if (str(found.st_size), str(found.st_mtime_ns)) == (size, mtime):
+            return row_name(model, path)
+    except OSError:
+        pass
+    return f"{architecture(model)}@{Path(path).stem or 'checkpoint'}-{hashlib.sha256(old.encode()).hexdigest()[:8]}"
+
+
 def paired_hits(listing: str, predictions) -> tuple[str, Any]:
     """`(images, hits)` of a view's predictions on the source listing `listing`: a key naming
     exactly which images were scored (the listing and the scored samples' indices) and the top-1
@@ -130,7 +160,7 @@ class Scorer:
         # The listing's own name pairs the rows of one listing, whatever name the record gives it.
         listing, source = self.source(record)
         frame = self.store.get_predictions(record, label_sets=False)
-        common = record.common
+        common = {**record.common, "model": record_model(record)}
         found = []
         for view in source.views:
             predictions = view_predictions(frame, source, view)

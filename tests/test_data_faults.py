@@ -60,7 +60,7 @@ def test_a_long_thin_image_is_skipped_listed_and_the_others_scored(image_folder,
     assert str(thin) in result.output.replace("\n", "")
     (record,) = [json.loads(p.read_text()) for p in (out / "store" / "records").glob("*.json")]
     assert record.get("status", "ok") == "ok" and record["unreadable"] == [str(thin)]
-    (row,) = [line.split("│") for line in result.output.splitlines() if "test_vit.r160_in1k" in line]
+    (row,) = [line.split("│") for line in result.output.splitlines() if "test_vit@random" in line]
     assert row[-2].strip() == "32"  # the images column: the 8 x 4 other images, scored
 
 
@@ -107,4 +107,4 @@ def test_a_data_set_of_only_unreadable_images_is_an_error_that_says_so(image_fol
     assert f"unreadable: none of the {len(paths)} images of imagefolder could be read" in text
     assert list(csv.DictReader((out / "results-imagefolder.csv").open())) == []  # a header, no row
     (failure,) = list(csv.DictReader((out / "failures.csv").open()))
-    assert failure["status"] == "unreadable" and failure["model"] == "test_vit"
+    assert failure["status"] == "unreadable" and failure["model"] == "test_vit@random"

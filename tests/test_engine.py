@@ -115,10 +115,10 @@ def test_failures_become_rows_and_the_rest_of_the_grid_completes(tmp_path):
     assert result.returncode == 1, result.stderr  # finished, with failures
     with open(out / "failures.csv", newline="") as f:
         failures = {(r["model"], r["status"]) for r in csv.DictReader(f)}
-    assert failures == {("test_efficientnet", "non-finite"), ("test_byobnet", "oom"),
-                        ("rbench_broken_model", "build-failed")}
+    assert failures == {("test_efficientnet@random", "non-finite"), ("test_byobnet@random", "oom"),
+                        ("rbench_broken_model@random", "build-failed")}
     rows = list(csv.DictReader((out / "results-synthetic.csv").open()))
-    assert [r["model"] for r in rows] == ["test_vit.r160_in1k"]
+    assert [r["model"] for r in rows] == ["test_vit@random"]
 
     clean = tmp_path / "clean"
     assert rbench("run", "-m", "test_vit", "--weights", "random", "--bench", "validate", "--executor", "local",
@@ -141,7 +141,7 @@ def test_cell_timeout_fails_only_that_cell(tmp_path):
     assert result.returncode == 1
     with open(out / "failures.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["model"], r["status"]) for r in rows} == {("test_vit", "timeout"), ("test_byobnet", "timeout")}
+    assert {(r["model"], r["status"]) for r in rows} == {("test_vit@random", "timeout"), ("test_byobnet@random", "timeout")}
     assert all("--cell-timeout 0.5" in r["message"] for r in rows)
 
 
@@ -238,4 +238,4 @@ def test_two_runs_on_one_store_leave_every_cell_once_and_no_corrupt_record(tmp_p
     for name, models in (("a", ["test_byobnet", "test_efficientnet", "test_vit"]),
                          ("b", ["test_byobnet", "test_efficientnet", "test_resnet"])):
         rows = list(csv.DictReader((tmp_path / name / "results-synthetic.csv").open()))
-        assert sorted(r["model"].split(".")[0] for r in rows) == models
+        assert sorted(r["model"] for r in rows) == [f"{m}@random" for m in models]

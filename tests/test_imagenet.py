@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -76,6 +77,11 @@ def counting_registry(monkeypatch):
     monkeypatch.setattr(rbench.registry, "_REGISTRY", load_registry(extra=[("test:count", ForwardCounter())]))
 
 
+def checkpoint_row(architecture: str, weights) -> str:
+    """The model column of a checkpoint's rows: its architecture and the start of its content's sha256."""
+    return f"{architecture}@ckpt-{hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:12]}"
+
+
 def read_rows(path: Path) -> dict[str, dict[str, str]]:
     return {row["model"]: row for row in csv_rows(path)}
 
@@ -145,17 +151,17 @@ def test_every_view_matches_the_oracle_from_one_val_pass(complete, model_file, c
     expected = oracle(model, complete)
     assert len(expected) == 8
     for view, (top1, top5) in expected.items():
-        row = read_rows(out / f"results-{view}.csv")["test_byobnet.r160_in1k"]
+        row = read_rows(out / f"results-{view}.csv")[checkpoint_row("test_byobnet", weights)]
         assert (row["top1"], row["top5"]) == (top1, top5), view
     assert float(expected["imagenet-a"][1]) > 0 and float(expected["imagenet"][1]) > 0
 
     header = (out / "results-imagenet-a.csv").read_text().splitlines()[0]
     assert header.endswith(",top1_diff,top5_diff,rank_diff")
-    a_row = read_rows(out / "results-imagenet-a.csv")["test_byobnet.r160_in1k"]
+    a_row = read_rows(out / "results-imagenet-a.csv")[checkpoint_row("test_byobnet", weights)]
     clean = expected["imagenet-a-clean"]
     assert a_row["top1_diff"] == f"{float(expected['imagenet-a'][0]) - float(clean[0]):+.3f}"
     assert a_row["rank_diff"] == "0"
-    real_row = read_rows(out / "results-imagenet-real.csv")["test_byobnet.r160_in1k"]
+    real_row = read_rows(out / "results-imagenet-real.csv")[checkpoint_row("test_byobnet", weights)]
     assert real_row["top5_diff"] == f"{float(expected['imagenet-real'][1]) - float(expected['imagenet'][1]):+.3f}"
     assert (out / "results-imagenet.csv").read_text().splitlines()[0] == \
         "model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation"
@@ -265,7 +271,7 @@ def test_truncated_jpeg_is_reported_and_left_out(complete, model_file, tmp_path)
     synsets = imagenet_fixtures.info_lines("imagenet_synsets.txt")
     kept = [f for f in files if f != broken]
     expected = topk_score(oracle_logits(model, kept), [synsets.index(f.parent.name) for f in kept], A)
-    row = read_rows(out / "results-imagenet-a.csv")["test_byobnet.r160_in1k"]
+    row = read_rows(out / "results-imagenet-a.csv")[checkpoint_row("test_byobnet", weights)]
     assert (row["top1"], row["top5"]) == expected
     records = list((out / "store" / "records").glob("*.json"))
     assert any(str(broken) in json.loads(p.read_text()).get("unreadable", []) for p in records)

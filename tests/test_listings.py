@@ -115,7 +115,7 @@ def test_a_crafted_pickle_listing_runs_no_code_in_report_compare_or_a_resumed_ru
         assert "0 cell(s) to run" in again.output
     else:  # a record that cannot be scored: its cell runs again, as for a damaged predictions file
         assert "outside" in again.stderr and "2 cell(s) to run" in again.output
-    assert sorted(r["model"] for r in rows(out / "results-imagefolder.csv")) == ["test_byobnet.r160_in1k", "test_vit.r160_in1k"]
+    assert sorted(r["model"] for r in rows(out / "results-imagefolder.csv")) == ["test_byobnet@random", "test_vit@random"]
     if where == "legacy":  # a store of the old layout reads in full once it is listed again
         report = invoke_apart("report", "--store", str(store), "--out", str(tmp_path / "report"))
         assert report.exit_code == 0 and not marker.exists(), report.stderr
@@ -154,7 +154,7 @@ def test_a_garbage_listing_is_made_again_and_never_turns_a_good_record_into_a_fa
     assert "0 cell(s) to run" in again.output
     assert {p: p.read_bytes() for p in record_files(out / "store")} == before  # the good records, untouched
     assert not (out / "failures.csv").exists()
-    assert sorted(r["model"] for r in rows(out / "results-imagefolder.csv")) == ["test_byobnet.r160_in1k", "test_vit.r160_in1k"]
+    assert sorted(r["model"] for r in rows(out / "results-imagefolder.csv")) == ["test_byobnet@random", "test_vit@random"]
     (kept,) = (out / "store" / "quarantine").iterdir()  # the damaged file set aside, never deleted
     assert kept.read_bytes() == b"\x80\x04garbage, not a listing"
     assert f"{listing}" in again.stderr  # said once, with where it went
@@ -194,7 +194,7 @@ def test_out_never_holds_a_results_row_and_a_failure_row_of_one_cell(tmp_path, i
     again = invoke_apart(*run_args(images, out, "--force"))
     assert again.exit_code == 1, again.output + again.stderr
     failed = {r["model"] for r in rows(out / "failures.csv")}
-    assert failed == {"test_vit", "test_byobnet"}
+    assert failed == {"test_vit@random", "test_byobnet@random"}
     for path in out.glob("*-imagefolder.csv"):
         assert not failed & {r["model"].split(".")[0] for r in rows(path)}, path
     report = invoke_apart("report", "--store", str(out / "store"), "--out", str(out))

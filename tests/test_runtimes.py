@@ -91,7 +91,7 @@ def test_benchmark_rows_are_written_with_export_time_and_train_is_a_failed_row(r
     assert result.exit_code == 1, result.output + result.stderr  # the train cells failed, the grid finished
     (infer,) = out.glob(f"benchmark-infer-fp32-nchw-*-{runtime}.csv")
     rows = csv_rows(infer)
-    assert sorted(r["model"] for r in rows) == ["test_efficientnet", "test_vit"]
+    assert sorted(r["model"] for r in rows) == ["test_efficientnet@random", "test_vit@random"]
     assert all(float(r["infer_samples_per_sec"]) > 0 and r["infer_batch_size"] == "4" for r in rows)
     detailed = csv_rows(out / "detailed" / infer.name)
     assert all(r["status"] == "ok" and float(r["compile_s"]) > 0 and r["backend"] == runtime for r in detailed)
@@ -100,7 +100,7 @@ def test_benchmark_rows_are_written_with_export_time_and_train_is_a_failed_row(r
         ("failed", f"batch 4: NotImplementedError: {runtime} runs inference only; benchmark train on a PyTorch backend")}
     failures = csv_rows(out / "failures.csv")
     assert sorted((r["model"], r["bench"], r["backend"]) for r in failures) == [
-        ("test_efficientnet", "train", runtime), ("test_vit", "train", runtime)]
+        ("test_efficientnet@random", "train", runtime), ("test_vit@random", "train", runtime)]
 
 
 class EigenPool(torch.nn.Module):
@@ -148,7 +148,8 @@ def test_a_model_that_cannot_be_exported_is_a_failure_row_and_the_grid_completes
     assert result.exit_code == 1, result.output + result.stderr
     failures = csv_rows(out / "failures.csv")
     assert sorted((r["model"], r["bench"], r["backend"], r["status"]) for r in failures) == [
-        (unexportable, "validate", "onnxruntime", "export-failed"), (unexportable, "validate", "openvino", "export-failed")]
+        (f"{unexportable}@random", "validate", "onnxruntime", "export-failed"),
+        (f"{unexportable}@random", "validate", "openvino", "export-failed")]
     reasons = {r["backend"]: r["message"] for r in failures}
     assert reasons["onnxruntime"].startswith("torch.onnx.export failed: DispatchError: No ONNX function found for ")
     assert "aten.linalg_eig" in reasons["onnxruntime"]
@@ -158,7 +159,7 @@ def test_a_model_that_cannot_be_exported_is_a_failure_row_and_the_grid_completes
     # Everything else ran: both models on cpu (the reference), test_efficientnet on both runtimes.
     conformance = csv_rows(out / "conformance-synthetic.csv")
     assert sorted((r["model"], r["stack"]) for r in conformance) == [
-        ("test_efficientnet.r160_in1k", "onnxruntime"), ("test_efficientnet.r160_in1k", "openvino")]
+        ("test_efficientnet@random", "onnxruntime"), ("test_efficientnet@random", "openvino")]
     # Full agreement is owed, not lucky: fp32 runtimes keep every logit within TOLERANCE of the
     # largest, and on these 8 images the reference's top-1 leads its runner-up by more than twice that.
     reference = reference_logits("test_efficientnet.r160_in1k", 8)
@@ -169,7 +170,7 @@ def test_a_model_that_cannot_be_exported_is_a_failure_row_and_the_grid_completes
         assert float(row["logit_absdiff_max"]) <= TOLERANCE * scale, row
         assert (row["pass"], row["top1_agreement"], row["images"]) == ("true", "100.0", "8"), row
     assert sorted(r["model"] for r in csv_rows(out / "results-synthetic.csv")) == [
-        "test_efficientnet.r160_in1k", "test_unexportable"]
+        "test_efficientnet@random", "test_unexportable@random"]
 
 
 def reference_logits(name: str, count: int):

@@ -333,10 +333,10 @@ def test_run_then_compare_end_to_end_and_the_one_line_errors(tmp_path, images):
     result = invoke_apart("compare", "test_vit", "test_byobnet", "--out", str(out))
     assert result.exit_code == 0, result.output + result.stderr
     verdict = [line for line in result.output.splitlines() if line.startswith("imagefolder: ")]
-    a, b = top1_hits(out / "store", "test_vit.r160_in1k", "imagefolder"), top1_hits(out / "store", "test_byobnet.r160_in1k", "imagefolder")
+    a, b = top1_hits(out / "store", "test_vit@random", "imagefolder"), top1_hits(out / "store", "test_byobnet@random", "imagefolder")
     p = min(1.0, exact_two_sided(int((a & ~b).sum()), int((~a & b).sum())))
     assert len(verdict) == 1 and f"McNemar p = {p:.4g}" in verdict[0], result.output
-    same = invoke_apart("compare", "test_vit.r160_in1k", "test_vit", "--out", str(out))
+    same = invoke_apart("compare", "test_vit@random", "test_vit", "--out", str(out))
     assert same.exit_code == 0 and "McNemar p = 1 " in same.output, same.output
     with open(out / "metrics-imagefolder.csv", newline="") as f:
         rows = list(csv.DictReader(f))

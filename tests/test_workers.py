@@ -128,7 +128,7 @@ def test_a_worker_killed_before_its_first_cell_fails_that_cell_and_the_grid_goes
     assert proc.returncode == 1, err[-3000:]  # the grid finished, with a failure
     assert "Traceback" not in err
     (failure,) = failures(out)
-    assert (failure["model"], failure["backend"], failure["status"]) == ("test_vit", "cpu", "crashed")
+    assert (failure["model"], failure["backend"], failure["status"]) == ("test_vit@random", "cpu", "crashed")
     assert "SIGKILL" in failure["message"]
     done = {(r["cell"]["model"], r["cell"]["backend"]): r["status"] for r in records(out / "store")}
     assert done == {("test_vit", "cpu"): "crashed", ("test_vit", "cpu+channels-last"): "ok",
