@@ -205,11 +205,12 @@ def test_a_store_of_an_older_rbench_names_its_random_rows_by_the_rule(folder, tm
     out = tmp_path / "out"
     ok("run", "-m", "test_vit", "--weights", "random", "--data-dir", str(folder), *QUICK, "--bench", "validate",
        "--out", str(out))
-    for path in (out / "store" / "records").glob("*.json"):  # as the older rbench wrote it
+    for path in (out / "store" / "records").glob("*.json"):  # as the older rbench (record version 2) wrote it
         record = json.loads(path.read_text())
+        cell, provenance = record.pop("cell"), record.pop("provenance")
+        record.update(version=2, cell=cell["identity"], seconds=provenance["seconds"],
+                      cell_info={k: cell[k] for k in ("kind", "model", "source", "backend", "device", "ray_resources")})
         record["common"]["model"] = "test_vit.r160_in1k"
-        for key in ("weights", "name"):
-            record["cell_info"].pop(key, None)
         path.write_text(json.dumps(record))
     ok("report", "--out", str(tmp_path / "rebuilt"), "--store", str(out / "store"))
     with open(tmp_path / "rebuilt" / "results-imagefolder.csv", newline="") as f:

@@ -167,7 +167,7 @@ def test_the_parent_stores_the_record_its_executor_returns_and_never_reads_it_ba
     out = tmp_path / "out"
     result = invoke_apart("run", "-m", "test_vit", *QUICK, "--data-dir", str(images), "--out", str(out))
     assert result.exit_code == 0, result.output + result.stderr
-    assert [r["model"] for r in csv_rows(out / "results-imagefolder.csv")] == ["test_vit.r160_in1k"]
+    assert [r["model"] for r in csv_rows(out / "results-imagefolder.csv")] == ["test_vit@random"]
     (path,) = (out / "store" / "records").glob("*.json")
     assert json.loads(path.read_text())["version"] == 3
 
