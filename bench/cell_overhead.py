@@ -25,7 +25,7 @@ PLAN = r"""
 import sys
 from pathlib import Path
 from rbench.plan import RunOptions, make_plan
-from rbench.cells import plan_cells
+from rbench.plan import plan_cells
 from rbench.registry import get_registry
 options = RunOptions(models=["test_vit"], benches=["validate"], data_paths={"imagefolder": Path(sys.argv[1])},
                      datasets=["imagefolder"], weights="random", out=Path(sys.argv[2]))
@@ -63,7 +63,7 @@ def main() -> None:
         out = Path(tmp) / "out"
         # The parent's side, once per grid: the plan, and the listing kept in the store.
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from rbench.cells import source_identity
+        from rbench.plan import source_identity
         from rbench.plan import RunOptions, make_plan
         from rbench.registry import get_registry
         from rbench.store import Store

@@ -1,10 +1,9 @@
-"""The cells of a run: what each one is (its identity and key), the job an executor ships to a
-worker, and the runner of each kind (validation, benchmarks, metadata).
-
-A cell is one model on one source and backend stack (validation), one model on one backend
-stack (a benchmark), or one model's metadata. Its key hashes everything that changes its
-result, so that a run started again skips what the store holds. A validation cell keeps predictions, not scores:
-its runner writes one predictions file, and scoring happens later, from the store.
+"""The worker's side of a cell: the job an executor ships to a worker (`Job`), what a worker
+resolves once per job (`JobContext`), and the runner of each kind of cell (validation, benchmarks,
+metadata). A cell (`record.Cell`) is one model on one source and backend stack (validation), one
+model on one backend stack (a benchmark), or one model's metadata; the parent plans them
+(`plan.plan_cells`). A validation cell keeps predictions, not scores: its runner writes one
+predictions file, and scoring happens later, from the store.
 """
 
 from __future__ import annotations
@@ -19,9 +18,8 @@ from typing import Any
 from .backends import BackendStack, BatchFailed, resolve_stack, with_backoff
 from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
 from .errors import RbenchError, one_line
-from .folders import file_stats
-from .models import architecture, create_model, param_count, weights_label
-from .record import Cell, Entry, versions  # noqa: F401 - Cell and versions are also imported from here
+from .models import create_model, param_count, weights_label
+from .record import Cell, Entry
 from .specs import Source
 from .store import Store
 
@@ -73,78 +71,6 @@ class Job:
         data["cells"] = tuple(Cell.from_json(c) for c in data["cells"])
         data["stacks"], data["bench"] = tuple(data["stacks"]), BenchSettings(**data["bench"])
         return cls(**data)
-
-
-# --- identities ----------------------------------------------------------------------------
-
-def source_identity(source: Source) -> str:
-    """A hash of a source's file list, sizes, labels and views: it changes when the data set does."""
-    digest = hashlib.sha256(str(source.root).encode())
-    stats = file_stats(path for path, _ in source.samples)
-    for path, label in source.samples:
-        size = stats[path].st_size if stats[path] else -1
-        digest.update(f"{path}\0{size}\0{label}\n".encode())
-    digest.update(source.identity.encode())
-    return digest.hexdigest()[:20]
-
-
-
-
-def plan_cells(plan, data: Mapping[str, str] | None = None) -> list[Cell]:
-    """Every cell of a `Plan`, grouped by model (metadata, validation, then benchmarks).
-
-    `data`: each source's `source_identity`, when already computed."""
-    options = plan.options
-    common = versions()
-    cells = []
-    if data is None:
-        data = {source.name: source_identity(source) for source in plan.sources}
-    for entry in plan.models:
-        name = entry.name
-        # The row name is in the identity where the name and weights do not already give it.
-        named = {"name": entry.row_name} if entry.named else {}
-        weighted = dict(weights=entry.weights, name=entry.row_name)
-        if "metadata" in options.benches:
-            cells.append(Cell(kind="metadata", model=name,
-                              identity={"kind": "metadata", "model": name, **common}))
-        if "validate" in options.benches:
-            # Every stack validates; the first is the reference that the others are compared with
-            # (their cells also run it on the same inputs: `validate_cell`).
-            reference = plan.stacks[0].name
-            for stack in plan.stacks:
-                against = {"reference": reference} if stack is not plan.stacks[0] else {}
-                for source in plan.sources:
-                    cells.append(Cell(kind="validate", model=name, source=source.name, backend=stack.name,
-                                      device=stack.device, ray_resources=stack.ray_resources, **weighted, identity={
-                                          "kind": "validate", "model": name, "weights": entry.weights_id, **named,
-                                          "source": source.name,
-                                          "data": data[source.name], "views": [v.name for v in source.views],
-                                          "backend": stack.name, "img_size": options.img_size, **against, **common}))
-        # A benchmark times random weights whatever the entry's, but its rows join the entry's
-        # accuracy rows: pretrained weights' rows name the architecture (as timm's benchmark files
-        # do, joined by architecture and size), other weights' carry their row name, and their
-        # cells are their own.
-        pretrained = entry.weights == "pretrained"
-        bench_rows = dict(weights=entry.weights, name=architecture(name) if pretrained else entry.row_name)
-        bench_weights = {} if pretrained else {"weights": entry.weights_id, **named}
-        for kind in (k for k in BENCH_KINDS if k in options.benches):
-            for stack in plan.stacks:
-                cells.append(Cell(kind=kind, model=name, backend=stack.name, device=stack.device,
-                                  ray_resources=stack.ray_resources, **bench_rows, identity={
-                    "kind": kind, "model": name, **bench_weights, "backend": stack.name,
-                    "img_size": options.img_size, "bench": asdict(options.bench), **common}))
-    return cells
-
-
-def make_job(plan, cells: list[Cell], sources: Mapping[str, str]) -> Job:
-    """The job of `cells` in `plan`, with `sources` the listings already in the store."""
-    options = plan.options
-    return Job(cells=tuple(cells), stacks=tuple(s.name for s in plan.stacks), sources=dict(sources),
-               store=str(options.store_dir.resolve()), batch_size=options.batch_size, workers=options.workers,
-               img_size=options.img_size, trust_checkpoint=options.trust_checkpoint,
-               bench=options.bench, input_cache=options.input_cache,
-               input_cache_dir=str(options.input_cache_dir.resolve()) if options.input_cache_dir else None,
-               input_cache_size=options.input_cache_size)
 
 
 class JobContext:

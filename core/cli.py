@@ -162,7 +162,7 @@ def main() -> None:
     `rbench run` with no options runs the embedded default suite: timm's tiny test models with
     random weights on a generated data set, on the best backend here.
     """
-    from .engine import keep_sigint_ignored
+    from .jobs import keep_sigint_ignored
 
     keep_sigint_ignored()
 
@@ -307,7 +307,7 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
 
 def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
     """The cells a run would run (`--dry-run`), each with its state in the store and its images."""
-    from .cells import plan_cells
+    from .plan import plan_cells
     from .store import Store
 
     cells = plan_cells(plan)
@@ -333,7 +333,8 @@ def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
 
 
 def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_failed: bool, html: Path | None) -> None:
-    from .engine import STATUS_SKIPPED, Interrupted
+    from .engine import Interrupted
+    from .jobs import STATUS_SKIPPED
     from .run import run
 
     options = plan.options

@@ -97,7 +97,7 @@ class GridConsole:
 
     def on_event(self, event: dict[str, Any]) -> None:
         """One event of a running cell (`rbench.Event`)."""
-        from .engine import STATUS_SKIPPED
+        from .jobs import STATUS_SKIPPED
 
         key = event["key"]
         label = self.labels.get(key, key)

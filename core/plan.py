@@ -1,19 +1,26 @@
 """Options and the plan: what `rbench run` was asked, with every name resolved and every data
-folder listed and checked, before any model runs."""
+folder listed and checked, before any model runs; then the plan's grid of cells (`plan_cells`,
+each with the identity its key hashes) and the job that ships some of them (`make_job`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .backends import BackendStack, best_stack, resolve_stack
 from .benchmark import BENCH_KINDS, BenchSettings
+from .cells import Job
 from .errors import DataError, PluginError, RbenchError, unknown_name
+from .folders import file_stats
 from .input_cache import DEFAULT_LIMIT as DEFAULT_INPUT_CACHE_SIZE
-from .models import WEIGHTS_CHOICES, ModelEntry, check_checkpoint_fits, check_weights_available, resolve_entries
+from .models import WEIGHTS_CHOICES, ModelEntry, architecture, check_checkpoint_fits, check_weights_available, \
+    resolve_entries
 from .paths import cache_dir
+from .record import Cell, versions
 from .registry import Registry, check_data_options
 from .specs import DataRequest, MetricSpec, Source
 
@@ -204,3 +211,73 @@ def check_folders(options: RunOptions) -> None:
         cache = options.input_cache_dir or default_root()
         if cache.exists() and not cache.is_dir():
             raise RbenchError(f"--cache-dir {cache} is a file, not a folder; pass a folder, or --no-cache")
+
+
+# --- the grid: its cells and their jobs ---------------------------------------------------
+
+def source_identity(source: Source) -> str:
+    """A hash of a source's file list, sizes, labels and views: it changes when the data set does."""
+    digest = hashlib.sha256(str(source.root).encode())
+    stats = file_stats(path for path, _ in source.samples)
+    for path, label in source.samples:
+        size = stats[path].st_size if stats[path] else -1
+        digest.update(f"{path}\0{size}\0{label}\n".encode())
+    digest.update(source.identity.encode())
+    return digest.hexdigest()[:20]
+
+
+def plan_cells(plan, data: Mapping[str, str] | None = None) -> list[Cell]:
+    """Every cell of a `Plan`, grouped by model (metadata, validation, then benchmarks).
+
+    `data`: each source's `source_identity`, when already computed."""
+    options = plan.options
+    common = versions()
+    cells = []
+    if data is None:
+        data = {source.name: source_identity(source) for source in plan.sources}
+    for entry in plan.models:
+        name = entry.name
+        # The row name is in the identity where the name and weights do not already give it.
+        named = {"name": entry.row_name} if entry.named else {}
+        weighted = dict(weights=entry.weights, name=entry.row_name)
+        if "metadata" in options.benches:
+            cells.append(Cell(kind="metadata", model=name,
+                              identity={"kind": "metadata", "model": name, **common}))
+        if "validate" in options.benches:
+            # Every stack validates; the first is the reference that the others are compared with
+            # (their cells also run it on the same inputs: `validate_cell`).
+            reference = plan.stacks[0].name
+            for stack in plan.stacks:
+                against = {"reference": reference} if stack is not plan.stacks[0] else {}
+                for source in plan.sources:
+                    cells.append(Cell(kind="validate", model=name, source=source.name, backend=stack.name,
+                                      device=stack.device, ray_resources=stack.ray_resources, **weighted, identity={
+                                          "kind": "validate", "model": name, "weights": entry.weights_id, **named,
+                                          "source": source.name,
+                                          "data": data[source.name], "views": [v.name for v in source.views],
+                                          "backend": stack.name, "img_size": options.img_size, **against, **common}))
+        # A benchmark times random weights whatever the entry's, but its rows join the entry's
+        # accuracy rows: pretrained weights' rows name the architecture (as timm's benchmark files
+        # do, joined by architecture and size), other weights' carry their row name, and their
+        # cells are their own.
+        pretrained = entry.weights == "pretrained"
+        bench_rows = dict(weights=entry.weights, name=architecture(name) if pretrained else entry.row_name)
+        bench_weights = {} if pretrained else {"weights": entry.weights_id, **named}
+        for kind in (k for k in BENCH_KINDS if k in options.benches):
+            for stack in plan.stacks:
+                cells.append(Cell(kind=kind, model=name, backend=stack.name, device=stack.device,
+                                  ray_resources=stack.ray_resources, **bench_rows, identity={
+                    "kind": kind, "model": name, **bench_weights, "backend": stack.name,
+                    "img_size": options.img_size, "bench": asdict(options.bench), **common}))
+    return cells
+
+
+def make_job(plan, cells: list[Cell], sources: Mapping[str, str]) -> Job:
+    """The job of `cells` in `plan`, with `sources` the listings already in the store."""
+    options = plan.options
+    return Job(cells=tuple(cells), stacks=tuple(s.name for s in plan.stacks), sources=dict(sources),
+               store=str(options.store_dir.resolve()), batch_size=options.batch_size, workers=options.workers,
+               img_size=options.img_size, trust_checkpoint=options.trust_checkpoint,
+               bench=options.bench, input_cache=options.input_cache,
+               input_cache_dir=str(options.input_cache_dir.resolve()) if options.input_cache_dir else None,
+               input_cache_size=options.input_cache_size)

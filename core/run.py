@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import BackendStack
-from .cells import versions
+from .record import versions
 from .engine import run_grid
 from .files import write_json
 from .host import cpu_name

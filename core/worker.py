@@ -14,7 +14,7 @@ import sys
 
 def main(argv: list[str]) -> int:
     from .cells import Job
-    from .engine import keep_sigint_ignored, run_cells
+    from .jobs import keep_sigint_ignored, run_cells
 
     keep_sigint_ignored()
     events = sys.stdout

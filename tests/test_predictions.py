@@ -17,7 +17,8 @@ import rbench.registry
 import rbench.validate
 from rbench import MetricSpec, hookimpl
 from rbench.benchmark import BenchSettings
-from rbench.cells import Cell, Job
+from rbench.cells import Job
+from rbench.record import Cell
 from rbench.registry import load_registry
 
 from .conftest import invoke_apart
