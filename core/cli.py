@@ -400,7 +400,7 @@ def report(store, out, imports, metric_names, html) -> None:
     from .plan import check_out_dir, select_metrics
     from .predictions import DamagedPredictions
     from .registry import get_registry
-    from .report import PUBLISHED_GLOBS, Results, import_published, write_reports
+    from .results import PUBLISHED_GLOBS, Results, import_published, write_reports
     from .run import view_bases
     from .scoring import Scorer
     from .site import check_site_dir
@@ -454,7 +454,7 @@ def report(store, out, imports, metric_names, html) -> None:
 def _write_site(console, results, out: Path, html: Path) -> None:
     """The HTML site and static plots of the CSV files in `out` (`--html`)."""
     from .registry import get_registry
-    from .report import imported_rows
+    from .results import imported_rows
     from .run import view_part_columns
     from .site import write_site
 
@@ -609,7 +609,7 @@ def metadata(models, out, workers) -> None:
 
     from .metadata import in1k_rows, metadata_rows
     from .models import resolve_models
-    from .report import metadata_table, model_metadata_table, write_csv
+    from .results import metadata_table, model_metadata_table, write_csv
     from .plan import check_out_dir
 
     console = open_console()

@@ -18,7 +18,7 @@ from .files import write_json
 from .host import cpu_name
 from .plan import Plan
 from .registry import Registry
-from .report import Results, write_reports
+from .results import Results, write_reports
 from .scoring import Scorer
 from .store import Store
 

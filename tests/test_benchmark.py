@@ -22,7 +22,7 @@ from rbench.benchmark import AUTO_REPEATS, BenchSettings, model_counts
 from rbench.cli import main
 from rbench.errors import UnavailableError
 from rbench.registry import load_registry
-from rbench.report import DETAIL_COLUMNS, INFER_COLUMNS, LATENCY_COLUMNS, TRAIN_COLUMNS
+from rbench.results import DETAIL_COLUMNS, INFER_COLUMNS, LATENCY_COLUMNS, TRAIN_COLUMNS
 from rbench.plan import RunOptions, make_plan
 from rbench.run import run
 

@@ -18,7 +18,7 @@ from rbench.benchmark import meta_counts
 from rbench.cli import main
 from rbench.metadata import TECHNIQUE_SUFFIX, TECHNIQUES, metadata_rows, named_datasets, pretraining
 from rbench.metadevice import SHAPE_RULES, OpCounter
-from rbench.report import MODEL_METADATA_COLUMNS
+from rbench.results import MODEL_METADATA_COLUMNS
 
 # (tag, timm's pretrain name, fine-tuning chain, technique), each checked against the tag's paper
 # and timm's pretrained config (hub id, licence, origin).

@@ -178,7 +178,7 @@ def test_scored_rows_hold_only_values_and_their_paired_data_beside_them(tmp_path
     import polars as pl
 
     from rbench.registry import get_registry
-    from rbench.report import Results
+    from rbench.results import Results
     from rbench.run import view_bases
     from rbench.scoring import Scorer
     from rbench.store import Store

@@ -15,7 +15,7 @@ from rbench import BackendSpec, hookimpl
 from rbench.benchmark import telemetry_columns
 from rbench.host import SysfsCpuTelemetry
 from rbench.plugins.backends import cuda as cuda_plugin
-from rbench.report import TELEMETRY_COLUMNS
+from rbench.results import TELEMETRY_COLUMNS
 
 from .test_benchmark import run_fake
 
