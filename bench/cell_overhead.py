@@ -24,8 +24,8 @@ from pathlib import Path
 PLAN = r"""
 import sys
 from pathlib import Path
-from rbench.plan import RunOptions, make_plan
-from rbench.plan import plan_cells
+from rbench.parent.plan import RunOptions, make_plan
+from rbench.parent.plan import plan_cells
 from rbench.registry import get_registry
 options = RunOptions(models=["test_vit"], benches=["validate"], data_paths={"imagefolder": Path(sys.argv[1])},
                      datasets=["imagefolder"], weights="random", out=Path(sys.argv[2]))
@@ -63,8 +63,8 @@ def main() -> None:
         out = Path(tmp) / "out"
         # The parent's side, once per grid: the plan, and the listing kept in the store.
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from rbench.plan import source_identity
-        from rbench.plan import RunOptions, make_plan
+        from rbench.parent.plan import source_identity
+        from rbench.parent.plan import RunOptions, make_plan
         from rbench.registry import get_registry
         from rbench.store import Store
 

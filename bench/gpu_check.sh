@@ -93,7 +93,7 @@ else:
 EOF
         "$PY" - <<'EOF'
 import polars, rbench
-from rbench.backends import resolve_stack
+from rbench.worker.backends import resolve_stack
 from rbench.registry import get_registry
 try:
     resolve_stack("cuda-amp+channels-last+compile", get_registry())

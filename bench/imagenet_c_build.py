@@ -66,12 +66,12 @@ def main() -> int:
     import torch
     from PIL import Image
 
-    from rbench.backends import resolve_stack
-    from rbench.data import eval_data_config
-    from rbench.input_cache import InputCache
+    from rbench.worker.backends import resolve_stack
+    from rbench.worker.data import eval_data_config
+    from rbench.worker.input_cache import InputCache
     from rbench.plugins.datasets import corruptions, imagenet_c
     from rbench.registry import get_registry
-    from rbench.validate import predict
+    from rbench.worker.validate import predict
 
     per_class = max(1, args.images // args.classes)
     val = make_val(Path(tempfile.gettempdir()) / f"rbench-imagenet-c-val-{args.images}-{args.classes}",

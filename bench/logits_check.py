@@ -46,12 +46,12 @@ def main() -> int:
     import torch
 
     from rbench import DataRequest
-    from rbench.backends import resolve_stack
-    from rbench.data import eval_data_config, make_loader
-    from rbench.models import create_model
+    from rbench.worker.backends import resolve_stack
+    from rbench.worker.data import eval_data_config, make_loader
+    from rbench.worker.models import create_model
     from rbench.paths import cache_dir
     from rbench.registry import get_registry
-    from rbench.validate import logits as all_logits
+    from rbench.worker.validate import logits as all_logits
 
     registry = get_registry()
     reference = resolve_stack(args.reference, registry)

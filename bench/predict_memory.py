@@ -36,9 +36,9 @@ started = time.time()
 extra = {}
 if mode == "rbench":
     import rbench
-    from rbench.backends import resolve_stack
+    from rbench.worker.backends import resolve_stack
     from rbench.registry import get_registry
-    from rbench.validate import predict
+    from rbench.worker.validate import predict
     from rbench.predictions import write
     source = rbench.Source(name="s", root=Path("."), samples=[("x", i % classes) for i in range(n)],
                            views=[rbench.ViewSpec(name="s")])

@@ -94,11 +94,11 @@ def main() -> int:
     from timm.data import create_loader
 
     from rbench import DataRequest
-    from rbench.backends import resolve_stack
-    from rbench.data import device_batches, eval_data_config, make_loader
-    from rbench.input_cache import InputCache
+    from rbench.worker.backends import resolve_stack
+    from rbench.worker.data import device_batches, eval_data_config, make_loader
+    from rbench.worker.input_cache import InputCache
     from rbench.registry import get_registry
-    from rbench.validate import predict
+    from rbench.worker.validate import predict
 
     backend = args.backend or ("cpu" if args.device == "cpu" else "cuda-amp+channels-last")
     data = args.data or Path(tempfile.gettempdir()) / f"rbench-validate-speed-{args.images}"

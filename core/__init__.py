@@ -18,10 +18,10 @@ from .errors import (
     first_few,
     one_line,
 )
-from .cells import Job
+from .worker.cells import Job
 from .record import Cell
-from .engine import Grid
-from .jobs import CellOutcome, record_failure, run_cells
+from .parent.engine import Grid
+from .worker.jobs import CellOutcome, record_failure, run_cells
 from .record import CellRecord
 from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
 from .hookspecs import hookimpl

@@ -1,5 +1,5 @@
 """`python -m rbench` is the `rbench` command."""
 
-from .cli import main
+from .frontend.cli import main
 
 main()

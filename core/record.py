@@ -124,7 +124,7 @@ class Entry:
     tag: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The entry as `report.Results.add` takes it (and as the record file holds it)."""
+        """The entry as `results.Results.add` takes it (and as the record file holds it)."""
         return {"table": self.table, **({"kind": self.kind, "tag": self.tag} if self.table == "benchmark" else {}),
                 "row": dict(self.row)}
 

@@ -165,7 +165,7 @@ def invoke_apart(*args: str):
     (click 8.2 keeps them apart by itself; 8.1 needs `mix_stderr=False`)."""
     from click.testing import CliRunner
 
-    from rbench.cli import main
+    from rbench.frontend.cli import main
 
     try:
         runner = CliRunner(mix_stderr=False)
@@ -178,7 +178,7 @@ def invoke_run(*args: str):
     """`rbench run ARGS` in this process, through click's runner."""
     from click.testing import CliRunner
 
-    from rbench.cli import main
+    from rbench.frontend.cli import main
 
     return CliRunner().invoke(main, ["run", *args])
 

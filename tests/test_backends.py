@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rbench import BackendSpec, hookimpl
-from rbench.backends import BackendStack, best_stack, resolve_stack, torch_tag
+from rbench.worker.backends import BackendStack, best_stack, resolve_stack, torch_tag
 from rbench.errors import UnavailableError
 from rbench.host import short_cpu_name
 from rbench.registry import load_registry
@@ -111,7 +111,7 @@ def test_the_environment_gives_the_default_compile_mode_and_the_option_wins(monk
 def test_an_unknown_option_is_a_one_line_error(stack, message):
     from click.testing import CliRunner
 
-    from rbench.cli import main
+    from rbench.frontend.cli import main
     from rbench.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError) as raised:

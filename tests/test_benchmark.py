@@ -16,15 +16,15 @@ import torch
 from click.testing import CliRunner
 
 from rbench import BackendSpec, default_is_out_of_memory, hookimpl
-from rbench.backends import torch_tag
-from rbench.backends import backoff_batches
-from rbench.benchmark import AUTO_REPEATS, BenchSettings, model_counts
-from rbench.cli import main
+from rbench.worker.backends import torch_tag
+from rbench.worker.backends import backoff_batches
+from rbench.worker.benchmark import AUTO_REPEATS, BenchSettings, model_counts
+from rbench.frontend.cli import main
 from rbench.errors import UnavailableError
 from rbench.registry import load_registry
-from rbench.results import DETAIL_COLUMNS, INFER_COLUMNS, LATENCY_COLUMNS, TRAIN_COLUMNS
-from rbench.plan import RunOptions, make_plan
-from rbench.run import run
+from rbench.report.results import DETAIL_COLUMNS, INFER_COLUMNS, LATENCY_COLUMNS, TRAIN_COLUMNS
+from rbench.parent.plan import RunOptions, make_plan
+from rbench.parent.run import run
 
 TINY = ["test_vit", "test_byobnet"]  # the two fastest of timm's test models
 QUICK = BenchSettings(batch_size=4, warmup_steps=0, steps=2, seconds=0.0, repeats=1)

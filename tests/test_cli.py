@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rbench.cli import main
+from rbench.frontend.cli import main
 
 VALIDATION_HEADER = "model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation"
 INFER_HEADER = "model,infer_img_size,infer_samples_per_sec,infer_step_time,infer_batch_size,param_count,infer_gmacs,infer_macts"
@@ -107,7 +107,7 @@ def test_numeric_options_of_the_commands_are_all_checked():
     """The list above is every numeric option: a new one gets its range too."""
     import click
 
-    from rbench.cli import Number
+    from rbench.frontend.cli import Number
 
     def numeric(command, path):
         for param in command.params:

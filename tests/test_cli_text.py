@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 import rbench
 import rbench.registry
-from rbench.cli import main
-from rbench.console import print_metadata_notes
+from rbench.frontend.cli import main
+from rbench.frontend.console import print_metadata_notes
 from rbench.registry import load_registry
 
 BRACKETS = "needs pkg[extra], shape [1, 3, 224, 224], [bold]not bold[/bold] and [red]"
@@ -67,7 +67,7 @@ def test_metadata_notes_keep_their_brackets():
     from rich.console import Console
 
     console = Console(record=True, width=300)
-    from rbench.metadata import UNKNOWN
+    from rbench.worker.metadata import UNKNOWN
 
     print_metadata_notes(console, [
         {"model": "m[x].tag", "note": f"RuntimeError: {BRACKETS}", "pretrain_data": "in1k", "technique": "sup"},

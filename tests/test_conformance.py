@@ -16,8 +16,8 @@ from timm.data import create_transform, resolve_data_config
 
 import rbench
 from rbench import BackendSpec, hookimpl
-from rbench.conformance import PASS_RATIO, passes, verdict
-from rbench.conformance import decisive as decisive_of
+from rbench.report.conformance import PASS_RATIO, passes, verdict
+from rbench.report.conformance import decisive as decisive_of
 from rbench.registry import load_registry
 
 from . import imagenet_fixtures
@@ -204,8 +204,8 @@ def test_check_backend_passes_bf16_autocast_with_a_margin_and_fails_a_perturbing
 def conformance_row(reference_logits, stack_logits):
     """The conformance row of a stack with these logits against a reference with those, on images
     labelled 0: both rows scored from their predictions as rbench stores them."""
-    from rbench.conformance import conformance_rows
-    from rbench.scoring import ScoredRow, paired
+    from rbench.report.conformance import conformance_rows
+    from rbench.report.scoring import ScoredRow, paired
 
     labels = [0] * len(reference_logits)
     common = {"model": "m", "img_size": 32, "top1": 50.0}
@@ -265,8 +265,8 @@ def test_check_backend_of_a_stack_that_cannot_run_is_one_line_and_exit_2(stack, 
 def test_a_reference_on_another_device_is_noted_before_the_run(monkeypatch, capsys, devices, noted):
     from types import SimpleNamespace
 
-    import rbench.cli as cli
-    import rbench.run
+    import rbench.frontend.cli as cli
+    import rbench.parent.run
 
     class Stopped(Exception):
         pass
@@ -274,7 +274,7 @@ def test_a_reference_on_another_device_is_noted_before_the_run(monkeypatch, caps
     def run(*args, **kwargs):
         raise Stopped
 
-    monkeypatch.setattr(rbench.run, "run", run)
+    monkeypatch.setattr(rbench.parent.run, "run", run)
     stacks = [SimpleNamespace(name=f"stack{i}", device=d) for i, d in enumerate(devices)]
     plan = SimpleNamespace(options=SimpleNamespace(benches=("validate",), weights="random", executor="local",
                                                    store_dir="store"),

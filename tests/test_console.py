@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from rbench.console import GridConsole
+from rbench.frontend.console import GridConsole
 
 
 class Clock:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from rbench.cli import main
+from rbench.frontend.cli import main
 
 
 def make_bomb(path: Path, side: int = 20000) -> None:
@@ -70,7 +70,7 @@ def test_the_resize_bound_follows_timms_eval_geometry(tmp_path):
     import numpy as np
     from torchvision import transforms
 
-    from rbench.data import RESIZE_LIMIT, ImageDataset, eval_geometry, resized_size
+    from rbench.worker.data import RESIZE_LIMIT, ImageDataset, eval_geometry, resized_size
 
     config = {"input_size": (3, 160, 160), "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.5,) * 3,
               "crop_pct": 0.95}

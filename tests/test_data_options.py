@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from rbench import DataError, DataRequest, DatasetSpec, Source
-from rbench.cli import main
+from rbench.frontend.cli import main
 from rbench.registry import BUILTIN_DISTRIBUTION, check_data_options, get_registry
 
 from . import imagenet_fixtures

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 import rbench.registry
-from rbench.cli import main
+from rbench.frontend.cli import main
 from rbench.registry import load_registry
 
 from .conftest import write_jpegs

@@ -200,8 +200,8 @@ class NpuBackend:
 
 
 def test_ray_tasks_reserve_what_each_backend_stack_declares(tmp_path, monkeypatch):
-    from rbench.plan import make_job, plan_cells
-    from rbench.plan import RunOptions, make_plan
+    from rbench.parent.plan import make_job, plan_cells
+    from rbench.parent.plan import RunOptions, make_plan
     from rbench.plugins.executors import ray as ray_executor
     from rbench.registry import load_registry
 

@@ -345,7 +345,7 @@ def test_native_loader_workers_give_the_oracle_pixels(val_root, model_file, monk
     the oracle's: timm's resize and crop at the model's size, then the corruption seeded from
     the file's key."""
     from rbench import DataRequest
-    from rbench.data import eval_data_config, make_loader
+    from rbench.worker.data import eval_data_config, make_loader
     from rbench.plugins.datasets import corruptions
 
     monkeypatch.setattr(imagenet_c, "CLASSES", len(CLASSES))

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from timm.data import create_transform, resolve_data_config
 from PIL import Image
 
-from rbench.cli import main
+from rbench.frontend.cli import main
 
 from . import imagenet_fixtures
 from .test_imagenet_p_scores import literal_scores

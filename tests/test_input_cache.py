@@ -17,9 +17,9 @@ from PIL import Image
 from timm.data import create_transform
 
 from rbench import DataRequest
-from rbench.cli import main
-from rbench.data import device_batches, make_loader
-from rbench.input_cache import BuildingLoader, CacheCorrupted, CachedBatches, EntryBuild, InputCache, entry_key
+from rbench.frontend.cli import main
+from rbench.worker.data import device_batches, make_loader
+from rbench.worker.input_cache import BuildingLoader, CacheCorrupted, CachedBatches, EntryBuild, InputCache, entry_key
 from rbench.registry import get_registry
 
 from . import imagenet_fixtures
@@ -117,7 +117,7 @@ def test_a_non_contiguous_sample_transform_is_cached_and_read_back_bit_for_bit(i
 
 
 def test_the_row_writer_takes_a_non_contiguous_row(tmp_path):
-    from rbench.input_cache import ROW_BYTES, RowWriter, _row_crc
+    from rbench.worker.input_cache import ROW_BYTES, RowWriter, _row_crc
 
     (tmp_path / "pixels.u8").write_bytes(bytes(2 * 4 * 4 * 3))
     (tmp_path / "rows.bin").write_bytes(bytes(2 * ROW_BYTES))
@@ -352,7 +352,7 @@ def test_cache_clear_without_names_asks_or_needs_all(image_folder, tmp_path, mon
     assert "pass --all to do so" in line
     assert path.is_dir()
 
-    monkeypatch.setattr("rbench.cli._interactive", lambda: True)
+    monkeypatch.setattr("rbench.frontend.cli._interactive", lambda: True)
     kept = CliRunner().invoke(main, ["cache", "clear", *where], input="n\n")
     assert kept.exit_code == 0 and "remove all 1 entry" in kept.output and "nothing removed" in kept.output
     assert path.is_dir()
@@ -504,7 +504,7 @@ def test_a_full_cache_disk_names_the_cache_folder_and_leaves_no_build(image_fold
     import errno
 
     import rbench.files
-    import rbench.input_cache
+    import rbench.worker.input_cache
 
     source, config = load_source(image_folder), CONFIGS["160-center-bicubic"]
     cache = InputCache(tmp_path / "cache")
@@ -513,7 +513,7 @@ def test_a_full_cache_disk_names_the_cache_folder_and_leaves_no_build(image_fold
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:  # no room to reserve the entry: decoded, not cached, and said where
-        patch.setattr(rbench.input_cache.os, "posix_fallocate", no_room)
+        patch.setattr(rbench.worker.input_cache.os, "posix_fallocate", no_room)
         notes = []
         assert torch.equal(pixels_of(cache.loader(source, config, note=notes.append, **LOADING)),
                            oracle_pixels(source, config))
@@ -524,7 +524,7 @@ def test_a_full_cache_disk_names_the_cache_folder_and_leaves_no_build(image_fold
     def fills_up(path, data):  # the disk fills as the last file is written: the write names no file
         return rbench.files.write_atomic(path, lambda f: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
 
-    monkeypatch.setattr(rbench.input_cache, "write_json", fills_up)
+    monkeypatch.setattr(rbench.worker.input_cache, "write_json", fills_up)
     with pytest.raises(OSError) as raised:
         pixels_of(cache.loader(source, config, **LOADING))
     assert raised.value.errno == errno.ENOSPC and Path(raised.value.filename).parent.parent == cache.root

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import rbench
-import rbench.cells
+import rbench.worker.cells
 from rbench.store import Store
 
 from .conftest import invoke_apart
@@ -190,7 +190,7 @@ def test_out_never_holds_a_results_row_and_a_failure_row_of_one_cell(tmp_path, i
     def broken(*args, **kwargs):
         raise RuntimeError("no such model today")
 
-    monkeypatch.setattr(rbench.cells, "create_model", broken)
+    monkeypatch.setattr(rbench.worker.cells, "create_model", broken)
     again = invoke_apart(*run_args(images, out, "--force"))
     assert again.exit_code == 1, again.output + again.stderr
     failed = {r["model"] for r in rows(out / "failures.csv")}

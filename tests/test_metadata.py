@@ -13,12 +13,12 @@ import torch
 from click.testing import CliRunner
 from torch.utils.flop_counter import FlopCounterMode
 
-from rbench import metadata
-from rbench.benchmark import meta_counts
-from rbench.cli import main
-from rbench.metadata import TECHNIQUE_SUFFIX, TECHNIQUES, metadata_rows, named_datasets, pretraining
-from rbench.metadevice import SHAPE_RULES, OpCounter
-from rbench.results import MODEL_METADATA_COLUMNS
+from rbench.worker import metadata
+from rbench.worker.benchmark import meta_counts
+from rbench.frontend.cli import main
+from rbench.worker.metadata import TECHNIQUE_SUFFIX, TECHNIQUES, metadata_rows, named_datasets, pretraining
+from rbench.worker.metadevice import SHAPE_RULES, OpCounter
+from rbench.report.results import MODEL_METADATA_COLUMNS
 
 # (tag, timm's pretrain name, fine-tuning chain, technique), each checked against the tag's paper
 # and timm's pretrained config (hub id, licence, origin).
@@ -117,7 +117,7 @@ def test_macs_on_meta_equal_flop_counter_on_a_real_forward(tag):
     """The fast meta-device path (cached shapes, shape rules) counts what FlopCounterMode counts on a real forward."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from rbench.metadevice import fvcore_formulas
+    from rbench.worker.metadevice import fvcore_formulas
 
     size = (3, 160, 160)
     # FlopCounterMode with fvcore's norm/pool formulas, as the benchmark tables count
@@ -134,7 +134,7 @@ def test_inplace_ops_are_read_from_the_schema_as_torch_tags_them():
     """An in-place op (writes its first argument, returns it) is found from its schema, so the
     meta device works on a torch without `torch.Tag.inplace` (before 2.12): every op that torch
     tags in-place is one, and the few others are writes of values only (copy_, index_put_)."""
-    from rbench.metadevice import _writes_first_argument
+    from rbench.worker.metadevice import _writes_first_argument
 
     if not hasattr(torch.Tag, "inplace"):
         pytest.skip("this torch has no inplace tag to compare with")
@@ -158,7 +158,7 @@ def test_inplace_ops_are_read_from_the_schema_as_torch_tags_them():
 
 def test_meta_counts_work_without_the_inplace_tag(monkeypatch):
     """torch 2.11 (the GPU machine's) has no `torch.Tag.inplace`: the counts are the same without it."""
-    from rbench import metadevice
+    from rbench.worker import metadevice
 
     expected = metadevice.count_forward(metadevice.meta_model("test_vit"), (3, 160, 160))
     tags = types.SimpleNamespace(**{t: getattr(torch.Tag, t) for t in dir(torch.Tag)

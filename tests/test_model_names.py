@@ -218,7 +218,7 @@ def test_a_store_of_an_older_rbench_names_its_random_rows_by_the_rule(folder, tm
 
 
 def test_row_names_by_the_rule():
-    from rbench.models import row_name
+    from rbench.worker.models import row_name
 
     assert row_name("test_vit", "pretrained") == "test_vit.r160_in1k"  # the default tag, as timm loads it
     assert row_name("test_vit.r160_in1k", "pretrained") == "test_vit.r160_in1k"

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from rbench.errors import UnknownNameError, WeightsError
-from rbench.models import create_model, param_count, resolve_models
+from rbench.worker.models import create_model, param_count, resolve_models
 
 
 def test_resolve_models_keeps_order_and_drops_repeats():
@@ -105,7 +105,7 @@ def _bad_file(kind: str, tmp_path):
     ("garbage-safetensors", "is not a valid safetensors file (Error while deserializing header: header too large)"),
 ])
 def test_a_bad_checkpoint_file_is_named_with_what_is_wrong(kind, says, tmp_path):
-    from rbench.models import check_checkpoint
+    from rbench.worker.models import check_checkpoint
 
     path = _bad_file(kind, tmp_path)
     for trust in (False, True):
@@ -121,7 +121,7 @@ def test_a_bad_checkpoint_file_is_named_with_what_is_wrong(kind, says, tmp_path)
 def test_a_bad_checkpoint_is_a_one_line_error_before_any_model_runs(tmp_path):
     from click.testing import CliRunner
 
-    from rbench.cli import main
+    from rbench.frontend.cli import main
 
     path = _bad_file("random-pth", tmp_path)
     out = tmp_path / "out"
@@ -134,7 +134,7 @@ def test_a_bad_checkpoint_is_a_one_line_error_before_any_model_runs(tmp_path):
 
 
 def test_checking_a_good_or_trusted_checkpoint_passes(tmp_path):
-    from rbench.models import check_checkpoint
+    from rbench.worker.models import check_checkpoint
 
     good = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in _reference_state("test_vit").items()}, str(good))
@@ -162,11 +162,11 @@ def _fake_hub(root, repo: str, filename: str, state) -> None:
 def test_pretrained_weights_are_found_in_the_local_cache_without_the_network(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from rbench.models import check_weights_available
+    from rbench.worker.models import check_weights_available
 
     hub = tmp_path / "hub"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
-    monkeypatch.setattr("rbench.models._reachable", lambda host, timeout=0: pytest.fail("the network was tried"))
+    monkeypatch.setattr("rbench.worker.models._reachable", lambda host, timeout=0: pytest.fail("the network was tried"))
     _fake_hub(hub, "timm/test_vit.r160_in1k", "model.safetensors", _reference_state("test_vit"))
     check_weights_available(["test_vit", "test_vit.r160_in1k"])  # the untagged name is its default tag
     check_weights_available(["test_efficientnet"], "random")
@@ -186,17 +186,17 @@ def test_pretrained_weights_are_found_in_the_local_cache_without_the_network(tmp
 def test_online_an_unreachable_hub_is_tried_once_not_per_model(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from rbench.models import check_weights_available
+    from rbench.worker.models import check_weights_available
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE")
     tried = []
-    monkeypatch.setattr("rbench.models._reachable", lambda host, timeout=0: tried.append(host) or False)
+    monkeypatch.setattr("rbench.worker.models._reachable", lambda host, timeout=0: tried.append(host) or False)
     with pytest.raises(WeightsError, match="not in the local cache and huggingface.co cannot be reached: test_vit, "):
         check_weights_available(["test_vit", "test_efficientnet", "test_byobnet"])
     assert tried == ["huggingface.co"]
-    monkeypatch.setattr("rbench.models._reachable", lambda host, timeout=0: True)
+    monkeypatch.setattr("rbench.worker.models._reachable", lambda host, timeout=0: True)
     check_weights_available(["test_vit", "test_efficientnet"])  # reachable: timm downloads them
 
 
@@ -204,7 +204,7 @@ def test_reachable_is_bounded_by_its_timeout_even_when_the_lookup_hangs(monkeypa
     import socket
     import threading
 
-    from rbench.models import _reachable
+    from rbench.worker.models import _reachable
 
     entered, release, finished = threading.Event(), threading.Event(), threading.Event()
 
@@ -228,7 +228,7 @@ def test_reachable_is_bounded_by_its_timeout_even_when_the_lookup_hangs(monkeypa
 def _run_checkpoint(path, models: str, out):
     from click.testing import CliRunner
 
-    from rbench.cli import main
+    from rbench.frontend.cli import main
 
     return CliRunner().invoke(main, ["run", "-m", models, "--weights", str(path), "--bench", "validate",
                                      "--workers", "0", "--out", str(out)])
@@ -285,7 +285,7 @@ def test_a_fitting_checkpoint_runs_with_its_numbers(tmp_path):
     imagenet_fixtures.pinned_head_model(3, [2], path, name="test_vit")  # predicts class 2 ("c") for every image
     from click.testing import CliRunner
 
-    from rbench.cli import main
+    from rbench.frontend.cli import main
 
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["run", "-m", "test_vit", "--weights", str(path), "--bench", "validate",
@@ -297,7 +297,7 @@ def test_a_fitting_checkpoint_runs_with_its_numbers(tmp_path):
 
 def test_a_checkpoint_without_batch_norm_counters_fits(tmp_path):
     """torch's batch norm loads a state dict saved without `num_batches_tracked`; so does the plan."""
-    from rbench.models import check_checkpoint_fits
+    from rbench.worker.models import check_checkpoint_fits
 
     state = {k: v for k, v in _reference_state("test_byobnet").items() if not k.endswith("num_batches_tracked")}
     assert len(state) < len(_reference_state("test_byobnet"))
@@ -308,7 +308,7 @@ def test_a_checkpoint_without_batch_norm_counters_fits(tmp_path):
 
 
 def test_a_trusted_checkpoint_is_not_unpickled_in_the_plan(tmp_path, monkeypatch):
-    from rbench.models import check_checkpoint_fits
+    from rbench.worker.models import check_checkpoint_fits
 
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"state_dict": collections.OrderedDict(_reference_state("test_vit")), "args": _Args()}, unsafe)

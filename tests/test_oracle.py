@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
-from rbench.cli import main
+from rbench.frontend.cli import main
 
 from . import imagenet_fixtures
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import rbench
-import rbench.cells
+import rbench.worker.cells
 import rbench.registry
-import rbench.validate
+import rbench.worker.validate
 from rbench import MetricSpec, hookimpl
-from rbench.benchmark import BenchSettings
-from rbench.cells import Job
+from rbench.worker.benchmark import BenchSettings
+from rbench.worker.cells import Job
 from rbench.record import Cell
 from rbench.registry import load_registry
 
@@ -64,8 +64,8 @@ def no_forward_pass(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a report ran a model")
 
-    monkeypatch.setattr(rbench.cells, "create_model", refuse)
-    monkeypatch.setattr(rbench.validate, "predict", refuse)
+    monkeypatch.setattr(rbench.worker.cells, "create_model", refuse)
+    monkeypatch.setattr(rbench.worker.validate, "predict", refuse)
 
 
 def test_report_rebuilds_every_csv_byte_for_byte_from_the_predictions_alone(two_model_run, tmp_path, monkeypatch):

@@ -178,9 +178,9 @@ def test_scored_rows_hold_only_values_and_their_paired_data_beside_them(tmp_path
     import polars as pl
 
     from rbench.registry import get_registry
-    from rbench.results import Results
-    from rbench.run import view_bases
-    from rbench.scoring import Scorer
+    from rbench.report.results import Results
+    from rbench.parent.run import view_bases
+    from rbench.report.scoring import Scorer
     from rbench.store import Store
 
     out = tmp_path / "out"

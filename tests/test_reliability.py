@@ -60,7 +60,7 @@ def test_kill_9_of_the_parent_leaves_the_cell_pending_and_the_worker_dies_with_i
                             stderr=subprocess.DEVNULL)
     try:
         (worker,) = set(hold.wait_for(3, parent))  # inside the cell, held at its third batch of 9
-        assert worker != parent.pid and "rbench.worker" in Path(f"/proc/{worker}/cmdline").read_text()
+        assert worker != parent.pid and "rbench.worker.worker" in Path(f"/proc/{worker}/cmdline").read_text()
         parent.send_signal(signal.SIGKILL)  # the parent alone, not its process group
         parent.wait()
     finally:
@@ -84,7 +84,7 @@ def test_kill_9_of_the_parent_leaves_the_cell_pending_and_the_worker_dies_with_i
 def worker_alive(pid: int) -> bool:
     """Whether `pid` is still an rbench worker (an exited one may linger as a zombie, without a command line)."""
     try:
-        return "rbench.worker" in Path(f"/proc/{pid}/cmdline").read_text()
+        return "rbench.worker.worker" in Path(f"/proc/{pid}/cmdline").read_text()
     except OSError:
         return False
 
@@ -182,7 +182,7 @@ def test_a_truncated_record_is_reported_as_skipped_and_a_corrupt_grid_file_is_na
 def test_rows_say_their_weights_and_two_rows_of_one_model_are_never_written_silently(tmp_path, images):
     from safetensors.torch import save_file
 
-    from rbench.models import create_model
+    from rbench.worker.models import create_model
 
     ckpt = tmp_path / "mine.safetensors"
     save_file({k: v.contiguous() for k, v in create_model("test_vit", "random").state_dict().items()}, str(ckpt))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rbench.results import benchmark_table, metadata_table, validation_table, write_csv
+from rbench.report.results import benchmark_table, metadata_table, validation_table, write_csv
 
 
 def row(model, top1, top5, params=25.557032, img=224):
@@ -106,7 +106,7 @@ PUBLISHED_TEST = (
 def test_report_rewrites_an_imported_base_file_byte_for_byte(tmp_path):
     from click.testing import CliRunner
 
-    from rbench.cli import main
+    from rbench.frontend.cli import main
 
     published = tmp_path / "published"
     published.mkdir()
@@ -126,7 +126,7 @@ def test_report_rewrites_an_imported_base_file_byte_for_byte(tmp_path):
 def test_report_rebuilds_from_the_store_and_ranks_among_imported_rows(tmp_path):
     from click.testing import CliRunner
 
-    from rbench.cli import main
+    from rbench.frontend.cli import main
 
     out = tmp_path / "run"
     runner = CliRunner()
@@ -152,7 +152,7 @@ def test_report_rebuilds_from_the_store_and_ranks_among_imported_rows(tmp_path):
 def test_report_errors_are_one_line(tmp_path):
     from click.testing import CliRunner
 
-    from rbench.cli import main
+    from rbench.frontend.cli import main
 
     bad = tmp_path / "results-x.csv"
     bad.write_text("model,top1\nm,1.0\n")
@@ -168,7 +168,7 @@ def test_report_errors_are_one_line(tmp_path):
 
 
 def test_a_stores_own_benchmark_row_wins_over_an_imported_row_of_its_model(tmp_path):
-    from rbench.results import Results, write_reports
+    from rbench.report.results import Results, write_reports
 
     from .conftest import csv_rows
 
@@ -223,7 +223,7 @@ def imported_entries(n: int) -> list[dict]:
 def test_adding_imported_rows_takes_linear_work():
     """Adding 100,000 imported rows of each kind takes ten times the name hashes and comparisons
     of 10,000 (a scan of the rows so far for each new one would take a hundred times)."""
-    from rbench.results import Results
+    from rbench.report.results import Results
 
     work = {}
     for n in (10_000, 100_000):
@@ -256,7 +256,7 @@ def test_results_rows_follow_the_rules_under_random_additions():
     the imported marks are those of the rules (`reference_add`)."""
     import random
 
-    from rbench.results import Results, imported_rows
+    from rbench.report.results import Results, imported_rows
 
     generator = random.Random(5)
     for _ in range(300):

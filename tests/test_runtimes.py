@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from rbench import ExportedModel, ExportError, exporter_reason
-from rbench.backends import resolve_stack
-from rbench.models import create_model
+from rbench.worker.backends import resolve_stack
+from rbench.worker.models import create_model
 from rbench.registry import load_registry
 
 from .conftest import csv_rows, invoke_apart

@@ -31,7 +31,7 @@ def brute_force_front(points):
 
 
 def test_pareto_front_equals_brute_force_with_ties():
-    from rbench.plots import pareto_front
+    from rbench.report.plots import pareto_front
 
     generator = random.Random(16)
     for _ in range(200):
@@ -148,7 +148,7 @@ def test_plot_data_equals_the_csv_files(zoo_site):
 
 
 def test_heat_map_is_the_error_of_each_own_column(tmp_path):
-    from rbench.site import write_site
+    from rbench.report.site import write_site
 
     out = tmp_path / "out"
     out.mkdir()
@@ -158,7 +158,7 @@ def test_heat_map_is_the_error_of_each_own_column(tmp_path):
     (out / "results-imagenet-c.csv").write_text(header + "\n" + "".join(
         f"{m},224,50.000,50.000,70.000,30.000,60.000,70.000,1.00,0.875,bicubic,{','.join(v)}\n" for m, v in rows.items()))
     from rbench.registry import get_registry
-    from rbench.run import view_part_columns
+    from rbench.parent.run import view_part_columns
 
     # Another view with columns of its own (ImageNet-P's flip rates) is not a per-part top-1: no heat map.
     (out / "results-imagenet-p.csv").write_text("model,img_size,mfr,flip_prob\na.x,224,55.0,0.02\n")
@@ -274,7 +274,7 @@ def test_a_second_html_into_its_own_folder_replaces_its_own_files(tmp_path):
 
 
 def test_broken_inputs_still_make_a_page_that_says_what_is_missing(tmp_path):
-    from rbench.site import write_site
+    from rbench.report.site import write_site
 
     out = tmp_path / "out"
     out.mkdir()
@@ -377,7 +377,7 @@ def test_page_in_headless_chromium(browser, zoo_site, tmp_path):
     assert joined == {r["model"]: pretrain.get(r["model"], "") for r in accuracy}
     # Each plot drawn with its points: counted from the plotly graph divs.
     page.evaluate("window.rbench.drawAll()")
-    counted = page.evaluate("""() => Object.fromEntries(window.rbench.data.plots.map(p => {
+    counted = page.evaluate("""() => Object.fromEntries(window.rbench.worker.data.plots.map(p => {
         const div = document.getElementById(p.id);
         const traces = div.data || [];
         const points = traces.filter(t => t.meta === "points").reduce((n, t) => n + t.x.length, 0);
@@ -395,7 +395,7 @@ def test_page_in_headless_chromium(browser, zoo_site, tmp_path):
 
 
 def test_broken_page_renders_with_its_notes(browser, tmp_path):
-    from rbench.site import write_site
+    from rbench.report.site import write_site
 
     out = tmp_path / "out"
     out.mkdir()
@@ -474,8 +474,8 @@ def test_hostile_model_names_are_text_everywhere_in_headless_chromium(browser, t
     import csv
 
     from rbench.registry import get_registry
-    from rbench.run import view_part_columns
-    from rbench.site import write_site
+    from rbench.parent.run import view_part_columns
+    from rbench.report.site import write_site
 
     models = write_hostile_zoo(tmp_path / "zoo")
     out, site = tmp_path / "out", tmp_path / "site"
@@ -500,7 +500,7 @@ def test_hostile_model_names_are_text_everywhere_in_headless_chromium(browser, t
 
     page, requests, errors = open_offline(browser, index)
     assert page.evaluate("document.querySelectorAll('script').length") == 4
-    tables = page.evaluate("window.rbench.data.tables.map(t => t.name)")
+    tables = page.evaluate("window.rbench.worker.data.tables.map(t => t.name)")
     assert len(tables) == 5
     for i, name in enumerate(tables):  # every row of every table, each name as it is in the file
         page.select_option("#table-select", str(i))

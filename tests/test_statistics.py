@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from rbench import statistics
-from rbench.results import robustness_table
+from rbench.report.results import robustness_table
 from rbench.plugins.metrics import calibration, intervals
 
 from .conftest import invoke_apart, predictions_of, write_jpegs

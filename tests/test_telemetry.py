@@ -12,10 +12,10 @@ import pytest
 
 import rbench
 from rbench import BackendSpec, hookimpl
-from rbench.benchmark import telemetry_columns
+from rbench.worker.benchmark import telemetry_columns
 from rbench.host import SysfsCpuTelemetry
 from rbench.plugins.backends import cuda as cuda_plugin
-from rbench.results import TELEMETRY_COLUMNS
+from rbench.report.results import TELEMETRY_COLUMNS
 
 from .test_benchmark import run_fake
 

@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from .data import RESIZE_LIMIT
-from .errors import RbenchError
-from .files import write_json
-from .folders import file_stats
-from .made import contents, is_real_folder, mark, read_mark, remove_made
-from .paths import cache_dir
-from .specs import Source
+from ..errors import RbenchError
+from ..files import write_json
+from ..folders import file_stats
+from ..made import contents, is_real_folder, mark, read_mark, remove_made
+from ..paths import cache_dir
+from ..specs import Source
 
 FORMAT = 1  # bump when the files' layout changes: older entries are then rebuilt
 DEFAULT_LIMIT = 100 * 1000**3

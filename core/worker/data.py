@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from .specs import Source
+from ..specs import Source
 
 # The most pixels the eval resize may make of one image, in crops (input_size's pixels): about an
 # aspect ratio of 50:1 at timm's usual crop_pct. A long thin image (2 x 80000 pixels, a small PNG)

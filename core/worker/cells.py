@@ -17,11 +17,11 @@ from typing import Any
 
 from .backends import BackendStack, BatchFailed, resolve_stack, with_backoff
 from .benchmark import BENCH_KINDS, BenchSettings, run_benchmark
-from .errors import RbenchError, one_line
+from ..errors import RbenchError, one_line
 from .models import create_model, param_count, weights_label
-from .record import Cell, Entry
-from .specs import Source
-from .store import Store
+from ..record import Cell, Entry
+from ..specs import Source
+from ..store import Store
 
 
 class CellFailure(Exception):
@@ -85,7 +85,7 @@ class JobContext:
 
     def plugins(self):
         """The registry the job's stacks and sources are resolved in (default: this process's)."""
-        from .registry import get_registry
+        from ..registry import get_registry
 
         return self.registry or get_registry()
 

@@ -275,7 +275,7 @@ def _counted(work: Sequence[tuple[str, tuple]], processes: int) -> Iterator[Iter
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        context.set_forkserver_preload(["rbench.metadevice", "timm"])
+        context.set_forkserver_preload(["rbench.worker.metadevice", "timm"])
     chunk = max(1, min(8, len(work) // (processes * 8)))  # neighbours share op shapes; keep the tail short
     # A Pool rather than a ProcessPoolExecutor: its exit terminates the workers, where an
     # executor's would wait for every queued build.

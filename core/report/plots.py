@@ -112,7 +112,7 @@ class _ByModel:
     only by its own name, so that it is never joined to another model's accuracy."""
 
     def __init__(self, table: Table, size_column: str | None):
-        from .models import architecture
+        from ..worker.models import architecture
 
         self.table = table
         self.exact: dict[str, int] = {}
@@ -123,7 +123,7 @@ class _ByModel:
                 self.sized.setdefault((architecture(row["model"]), row[size_column]), i)
 
     def find(self, model: str, img_size: str | None) -> int | None:
-        from .models import architecture
+        from ..worker.models import architecture
 
         found = self.exact.get(model)
         if found is None:
@@ -213,7 +213,7 @@ LOGIT_TICKS = (0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.
 
 def logit_percent(percent: float) -> float:
     """The logit of an accuracy in percent (`statistics.logit`, clipped the same way)."""
-    from .statistics import logit
+    from ..statistics import logit
 
     return float(logit(percent / 100.0))
 
@@ -364,7 +364,7 @@ def _draw_static(plt, plot: Plot, folder: Path) -> list[Path]:
     fig.tight_layout()
     from io import BytesIO
 
-    from .files import write_bytes
+    from ..files import write_bytes
 
     written = []
     for ext in ("png", "svg"):

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RbenchError, WeightsError, first_few, unknown_name
-from .files import read_utf8
+from ..errors import RbenchError, WeightsError, first_few, unknown_name
+from ..files import read_utf8
 
 WEIGHTS_CHOICES = ("pretrained", "random")
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cells import CELL_RUNNERS, CellFailure, Job, JobContext, job_digest
-from .errors import ExportError, RbenchError, one_line
-from .listings import ListingError
-from .record import Cell, CellRecord, Entry, Provenance
-from .specs import Event
+from ..errors import ExportError, RbenchError, one_line
+from ..listings import ListingError
+from ..record import Cell, CellRecord, Entry, Provenance
+from ..specs import Event
 
 STATUS_OK = "ok"
 # A cell that did not run because rbench's own bookkeeping failed (a listing that cannot be

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from .console import GridConsole, conformance_table, open_console, plain, print_metadata_notes, print_results, table
-from .version import __version__
-from .errors import DataError, PluginError, RbenchError
-from .input_cache import DEFAULT_LIMIT
+from ..version import __version__
+from ..errors import DataError, PluginError, RbenchError
+from ..worker.input_cache import DEFAULT_LIMIT
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -18,7 +18,7 @@ class RbenchGroup(click.Group):
     """A click group that prints an `RbenchError`, or a full or unwritable disk, as one line and exits 2."""
 
     def invoke(self, ctx: click.Context):
-        from .files import DISK_ERRNOS
+        from ..files import DISK_ERRNOS
 
         try:
             return super().invoke(ctx)
@@ -38,7 +38,7 @@ class ExecutorFlagsCommand(click.Command):
     `--ray-address`), each passed to its callback under `executor_flag_name(flag)`."""
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        from .registry import get_registry
+        from ..registry import get_registry
 
         params = super().get_params(ctx)
         try:
@@ -162,7 +162,7 @@ def main() -> None:
     `rbench run` with no options runs the embedded default suite: timm's tiny test models with
     random weights on a generated data set, on the best backend here.
     """
-    from .jobs import keep_sigint_ignored
+    from ..worker.jobs import keep_sigint_ignored
 
     keep_sigint_ignored()
 
@@ -243,11 +243,11 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
 
-    from .benchmark import BENCH_KINDS
-    from .input_cache import parse_size
-    from .registry import get_registry
-    from .plan import RunOptions, check_out_dir, default_suite, make_plan
-    from .site import check_site_dir
+    from ..worker.benchmark import BENCH_KINDS
+    from ..worker.input_cache import parse_size
+    from ..registry import get_registry
+    from ..parent.plan import RunOptions, check_out_dir, default_suite, make_plan
+    from ..report.site import check_site_dir
 
     console = open_console()
     registry = get_registry()
@@ -307,8 +307,8 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
 
 def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
     """The cells a run would run (`--dry-run`), each with its state in the store and its images."""
-    from .plan import plan_cells
-    from .store import Store
+    from ..parent.plan import plan_cells
+    from ..store import Store
 
     cells = plan_cells(plan)
     store = Store(plan.options.store_dir)
@@ -333,9 +333,9 @@ def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
 
 
 def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_failed: bool, html: Path | None) -> None:
-    from .engine import Interrupted
-    from .jobs import STATUS_SKIPPED
-    from .run import run
+    from ..parent.engine import Interrupted
+    from ..worker.jobs import STATUS_SKIPPED
+    from ..parent.run import run
 
     options = plan.options
     errors = open_console(stderr=True)
@@ -396,15 +396,15 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
 def report(store, out, imports, metric_names, html) -> None:
     """Rebuild every CSV from a store's records and predictions (no model runs), optionally
     ranked among imported published results; with --html, an offline site of them."""
-    from .listings import ListingError
-    from .plan import check_out_dir, select_metrics
-    from .predictions import DamagedPredictions
-    from .registry import get_registry
-    from .results import PUBLISHED_GLOBS, Results, import_published, write_reports
-    from .run import view_bases
-    from .scoring import Scorer
-    from .site import check_site_dir
-    from .store import Store
+    from ..listings import ListingError
+    from ..parent.plan import check_out_dir, select_metrics
+    from ..predictions import DamagedPredictions
+    from ..registry import get_registry
+    from ..report.results import PUBLISHED_GLOBS, Results, import_published, write_reports
+    from ..parent.run import view_bases
+    from ..report.scoring import Scorer
+    from ..report.site import check_site_dir
+    from ..store import Store
 
     check_out_dir(out)
     if html is not None:
@@ -453,10 +453,10 @@ def report(store, out, imports, metric_names, html) -> None:
 
 def _write_site(console, results, out: Path, html: Path) -> None:
     """The HTML site and static plots of the CSV files in `out` (`--html`)."""
-    from .registry import get_registry
-    from .results import imported_rows
-    from .run import view_part_columns
-    from .site import write_site
+    from ..registry import get_registry
+    from ..report.results import imported_rows
+    from ..parent.run import view_part_columns
+    from ..report.site import write_site
 
     with console.status("writing the HTML site and its plots"):
         index, notes = write_site(out, html, imported=imported_rows(results), bases=results.bases,
@@ -481,9 +481,9 @@ def compare(a, b, view, img_size, store, out) -> None:
     on the per-image differences), McNemar's exact p-value, and a one-line verdict. A and B are
     timm tags as in the results files, or architectures when the store holds one tag of each.
     """
-    from .compare import compare as compare_models
-    from .registry import get_registry
-    from .store import Store
+    from ..report.compare import compare as compare_models
+    from ..registry import get_registry
+    from ..store import Store
 
     the_store = Store(store or out / "store")
     if not the_store.root.is_dir():
@@ -524,11 +524,11 @@ def check_backend(stack, out, workers) -> None:
     """
     import tempfile
 
-    from .backends import resolve_stack
-    from .conformance import CHECK_MODELS, describe, tolerance, verdict
-    from .models import row_name
-    from .registry import get_registry
-    from .run import check_backend as check
+    from ..worker.backends import resolve_stack
+    from ..report.conformance import CHECK_MODELS, describe, tolerance, verdict
+    from ..worker.models import row_name
+    from ..registry import get_registry
+    from ..parent.run import check_backend as check
 
     # unknown or unavailable: one line, exit 2, before anything runs
     registry = get_registry()
@@ -542,7 +542,7 @@ def check_backend(stack, out, workers) -> None:
     with tempfile.TemporaryDirectory(prefix="rbench-check-") as scratch:
         folder = out or Path(scratch)
         if out is not None:
-            from .plan import check_out_dir
+            from ..parent.plan import check_out_dir
 
             check_out_dir(out)
         with GridConsole(console, errors) as grid:
@@ -565,7 +565,7 @@ def check_backend(stack, out, workers) -> None:
               help="The --out of the run, when --store is not given.")
 def status(store, out) -> None:
     """What is done, pending and failed in a store, for each grid run on it."""
-    from .store import Store
+    from ..store import Store
 
     store = Store(store or out / "store")
     if not store.root.is_dir():
@@ -607,10 +607,10 @@ def metadata(models, out, workers) -> None:
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .metadata import in1k_rows, metadata_rows
-    from .models import resolve_models
-    from .results import metadata_table, model_metadata_table, write_csv
-    from .plan import check_out_dir
+    from ..worker.metadata import in1k_rows, metadata_rows
+    from ..worker.models import resolve_models
+    from ..report.results import metadata_table, model_metadata_table, write_csv
+    from ..parent.plan import check_out_dir
 
     console = open_console()
     check_out_dir(out)
@@ -657,9 +657,9 @@ def cache_ls(cache_dir) -> None:
     rbench did not make is named as not rbench's."""
     import time
 
-    from .input_cache import InputCache, format_size
-    from .made import builds, contents
-    from .paths import cache_dir as rbench_cache
+    from ..worker.input_cache import InputCache, format_size
+    from ..made import builds, contents
+    from ..paths import cache_dir as rbench_cache
 
     store = InputCache(cache_dir)
     entries = store.entries()
@@ -712,9 +712,9 @@ def cache_clear(cache_dir, everything, names) -> None:
     was stopped) is removed with all; a build still running is left alone unless named. Only
     what rbench made is removed (see `rbench cache ls`); anything else is named and left alone.
     """
-    from .input_cache import InputCache, format_size
-    from .made import builds, contents, remove_made
-    from .paths import cache_dir as rbench_cache
+    from ..worker.input_cache import InputCache, format_size
+    from ..made import builds, contents, remove_made
+    from ..paths import cache_dir as rbench_cache
 
     store = InputCache(cache_dir)
     if names and everything:
@@ -774,7 +774,7 @@ def list_(kind: str, pattern: str | None) -> None:
         return
     from fnmatch import fnmatchcase
 
-    from .registry import get_registry
+    from ..registry import get_registry
 
     registry = get_registry()
     provider = {entry: info.name for info in registry.plugins.values() for entry in info.provides}
@@ -806,7 +806,7 @@ def list_(kind: str, pattern: str | None) -> None:
 @main.command(context_settings=CONTEXT)
 def plugins() -> None:
     """Each loaded plugin, its distribution, and what it provides."""
-    from .registry import get_registry
+    from ..registry import get_registry
 
     shown = table("plugins", ("plugin", "distribution", "provides"))
     for info in get_registry().plugins.values():

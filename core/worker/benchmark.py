@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import BackendStack, BatchFailed, with_backoff
-from .errors import one_line
+from ..errors import one_line
 from .models import architecture, create_model, param_count
 
 BENCH_KINDS = ("infer", "train", "latency")
@@ -320,7 +320,7 @@ def repeat_columns(result: Measurement | None, batch_size: int | None) -> dict[s
 
 
 def telemetry_columns(readings: Sequence[tuple[float, Mapping[str, Any]]], images: int) -> dict[str, Any]:
-    """The detailed row's telemetry (`report.TELEMETRY_COLUMNS`) from the readings
+    """The detailed row's telemetry (`results.TELEMETRY_COLUMNS`) from the readings
     `(host seconds, TelemetryReading)` of one benchmark: mean and lowest compute clock, mean
     memory clock, the highest temperature; the energy counter's difference from the first
     reading to the last over `images` (mJ an image) and over the time between them (W), else

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cells import Job, metadata_batch
-from .errors import RbenchError
-from .jobs import STATUS_OK
+from ..worker.cells import Job, metadata_batch
+from ..errors import RbenchError
+from ..worker.jobs import STATUS_OK
 from .plan import make_job, plan_cells, source_identity
-from .record import Cell, CellRecord, Entry, Provenance
-from .specs import Event
-from .store import Store
+from ..record import Cell, CellRecord, Entry, Provenance
+from ..specs import Event
+from ..store import Store
 
 
 

@@ -11,18 +11,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .backends import BackendStack, best_stack, resolve_stack
-from .benchmark import BENCH_KINDS, BenchSettings
-from .cells import Job
-from .errors import DataError, PluginError, RbenchError, unknown_name
-from .folders import file_stats
-from .input_cache import DEFAULT_LIMIT as DEFAULT_INPUT_CACHE_SIZE
-from .models import WEIGHTS_CHOICES, ModelEntry, architecture, check_checkpoint_fits, check_weights_available, \
+from ..worker.backends import BackendStack, best_stack, resolve_stack
+from ..worker.benchmark import BENCH_KINDS, BenchSettings
+from ..worker.cells import Job
+from ..errors import DataError, PluginError, RbenchError, unknown_name
+from ..folders import file_stats
+from ..worker.input_cache import DEFAULT_LIMIT as DEFAULT_INPUT_CACHE_SIZE
+from ..worker.models import WEIGHTS_CHOICES, ModelEntry, architecture, check_checkpoint_fits, check_weights_available, \
     resolve_entries
-from .paths import cache_dir
-from .record import Cell, versions
-from .registry import Registry, check_data_options
-from .specs import DataRequest, MetricSpec, Source
+from ..paths import cache_dir
+from ..record import Cell, versions
+from ..registry import Registry, check_data_options
+from ..specs import DataRequest, MetricSpec, Source
 
 BENCHES = ("validate", *BENCH_KINDS, "metadata")
 DEFAULT_BENCHES = ("validate", "infer", "metadata")
@@ -190,7 +190,7 @@ def select_metrics(names: list[str], registry: Registry) -> list[MetricSpec]:
 
 def check_out_dir(out: Path) -> None:
     """`out` must be a folder we can write to (made if missing), on a disk with room."""
-    from .files import check_writable_folder
+    from ..files import check_writable_folder
 
     check_writable_folder(out, "--out")
 
@@ -199,14 +199,14 @@ def check_folders(options: RunOptions) -> None:
     """Every folder the run writes to (`--out`, `--store`) can be written, and the store's
     folders and lock are its own (`Store.check`); the decoded-input cache's is a folder (a
     read-only cache is still read, so it need not be writable)."""
-    from .files import check_writable_folder
-    from .store import Store
+    from ..files import check_writable_folder
+    from ..store import Store
 
     check_writable_folder(options.out, "--out")
     check_writable_folder(options.store_dir, "--store")
     Store(options.store_dir).check()
     if options.input_cache and "validate" in options.benches:
-        from .input_cache import default_root
+        from ..worker.input_cache import default_root
 
         cache = options.input_cache_dir or default_root()
         if cache.exists() and not cache.is_dir():

@@ -11,16 +11,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .backends import BackendStack
-from .record import versions
+from ..worker.backends import BackendStack
+from ..record import versions
 from .engine import run_grid
-from .files import write_json
-from .host import cpu_name
+from ..files import write_json
+from ..host import cpu_name
 from .plan import Plan
-from .registry import Registry
-from .results import Results, write_reports
-from .scoring import Scorer
-from .store import Store
+from ..registry import Registry
+from ..report.results import Results, write_reports
+from ..report.scoring import Scorer
+from ..store import Store
 
 
 def view_bases(registry: Registry) -> dict[str, str | None]:
@@ -89,7 +89,7 @@ def check_backend(stack: str, out: Path, registry: Registry, *, workers: int = 0
     """`(view, its conformance rows, results)` of `stack` against the reference backend
     (`Registry.reference_backend`) on the built-in set: `CHECK_MODELS` with random seeded weights,
     validated into `out` on the default data set's first view (`Registry.default_dataset`)."""
-    from .conformance import CHECK_MODELS
+    from ..report.conformance import CHECK_MODELS
     from .plan import RunOptions, make_plan
 
     options = RunOptions(models=list(CHECK_MODELS), datasets=[registry.default_dataset()],

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .predictions import view_predictions
-from .record import Cell, CellRecord
-from .specs import MetricSpec, Source
-from .store import Store
+from ..predictions import view_predictions
+from ..record import Cell, CellRecord
+from ..specs import MetricSpec, Source
+from ..store import Store
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,7 +66,7 @@ def record_model(record: CellRecord) -> str:
     import hashlib
     from pathlib import Path
 
-    from .models import architecture, row_name
+    from ..worker.models import architecture, row_name
 
     common, cell = record.common, record.cell
     weights = common.get("weights")
@@ -118,7 +118,7 @@ def stack_columns(cell: Cell, frame, predictions) -> dict[str, Any]:
     reference (`logit_absdiff_max`, `logit_absdiff_mean`)."""
     import numpy as np
 
-    from .predictions import REFERENCE_FIELDS, frame_rows
+    from ..predictions import REFERENCE_FIELDS, frame_rows
 
     columns: dict[str, Any] = {"backend": cell.backend}
     if cell.reference is not None:

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import RbenchError, UnavailableError, UnknownNameError
-from .registry import Registry
-from .specs import StepTimer
+from ..errors import RbenchError, UnavailableError, UnknownNameError
+from ..registry import Registry
+from ..specs import StepTimer
 
 
 @dataclass(frozen=True)

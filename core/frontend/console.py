@@ -97,7 +97,7 @@ class GridConsole:
 
     def on_event(self, event: dict[str, Any]) -> None:
         """One event of a running cell (`rbench.Event`)."""
-        from .jobs import STATUS_SKIPPED
+        from ..worker.jobs import STATUS_SKIPPED
 
         key = event["key"]
         label = self.labels.get(key, key)
@@ -188,7 +188,7 @@ def print_results(out, results, written) -> None:
 
 def print_metadata_notes(out, rows) -> None:
     """Tags that could not be counted on the meta device, then tags that no name rule knows."""
-    from .metadata import unknown_tags
+    from ..worker.metadata import unknown_tags
 
     failed = [row for row in rows if row.get("note")]
     if failed:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import read_utf8, write_atomic
-from .record import CellRecord
+from ..files import read_utf8, write_atomic
+from ..record import CellRecord
 from .scoring import ScoredRow, ScoredView
 
 DETAILED = "detailed"  # the folder of the detailed benchmark files, in --out
@@ -155,7 +155,7 @@ def read_published(path: Path) -> tuple[str, list[dict[str, Any]]]:
     Columns are found by name (timm's own files put img_size in different places); values are
     parsed back to numbers, so re-writing the rows reproduces the file.
     """
-    from .errors import DataError
+    from ..errors import DataError
 
     name = path.name
     if not (name.startswith("results-") and name.endswith(".csv")):
@@ -177,7 +177,7 @@ def read_published_benchmark(path: Path) -> tuple[str, str, list[dict[str, Any]]
     Columns are found by name (timm's files order them differently, and some lack the counts);
     a column the file lacks is empty in the rows. Each row needs a model and its samples/s.
     """
-    from .errors import DataError
+    from ..errors import DataError
 
     name = path.name
     kind, _, tag = name[len("benchmark-"):-len(".csv")].partition("-")
@@ -195,7 +195,7 @@ def read_published_metadata(path: Path) -> list[dict[str, Any]]:
     A row of the in-1k file is a tag with a 1000-class head, so it gets `num_classes` 1000; the
     columns a file lacks are empty.
     """
-    from .errors import DataError
+    from ..errors import DataError
 
     if path.name not in ("model_metadata.csv", "model_metadata-in1k.csv"):
         raise DataError(f"{path} is not a model_metadata.csv or model_metadata-in1k.csv file")
@@ -217,7 +217,7 @@ PUBLISHED_GLOBS = ("model_metadata.csv", "model_metadata-in1k.csv", "results-*.c
 def import_published(results: Results, path: Path) -> None:
     """Add the rows of one published file (results, benchmark or model metadata CSV, told
     apart by its name) to `results`, marked imported: this store's own rows win over them."""
-    from .errors import DataError
+    from ..errors import DataError
 
     if path.name.startswith("benchmark-"):
         kind, tag, rows = read_published_benchmark(path)
@@ -257,7 +257,7 @@ def _read_csv(path: Path, required: Sequence[str], parse: Callable[[dict[str, st
     import csv
     import io
 
-    from .errors import DataError
+    from ..errors import DataError
 
     try:
         text = read_utf8(path)
@@ -401,7 +401,7 @@ def ties_with_best(rows: Sequence[ScoredRow]) -> dict[int, tuple[bool, float]]:
     test per model, no correction for multiple comparisons). The best row is tied with itself
     (p = 1). Rows without per-image hits (imported rows) or on other images are left out.
     """
-    from .statistics import ALPHA, mcnemar_exact
+    from ..statistics import ALPHA, mcnemar_exact
 
     paired = [s for s in rows if s.paired is not None and s.row.get("top1") is not None]
     if not paired:
@@ -458,7 +458,7 @@ def robustness_table(view: str, base: str, rows: Sequence[Mapping[str, Any]], ba
     """
     import polars as pl
 
-    from .statistics import MIN_FIT_MODELS, effective_robustness
+    from ..statistics import MIN_FIT_MODELS, effective_robustness
 
     by_key = {(r["model"], r["img_size"]): r for r in base_rows if r.get("top1") is not None}
     pairs = [(r, by_key[(r["model"], r["img_size"])]) for r in rows
@@ -646,7 +646,7 @@ class Results:
 def imported_rows(results: Results) -> dict[str, set[tuple[str, ...]]]:
     """For each file `write_reports` writes, the keys of its imported rows: `(model, img_size)`
     (as written) in the results and robustness files, `(model,)` in the others."""
-    from .metadata import in1k_rows
+    from ..worker.metadata import in1k_rows
 
     found: dict[str, set[tuple[str, ...]]] = defaultdict(set)
     for view, model, size in results._imported:
@@ -662,7 +662,7 @@ def imported_rows(results: Results) -> dict[str, set[tuple[str, ...]]]:
 
 def write_reports(results: Results, out: Path) -> list[Path]:
     """Every file that the results so far make, rewritten atomically."""
-    from .metadata import in1k_rows
+    from ..worker.metadata import in1k_rows
 
     written = []
     for view, rows in results.validation.items():

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .backends import BackendStack
-from .specs import Source
+from ..specs import Source
 
 
 def forward(model, batches, stack: BackendStack, data_config: dict[str, Any],
@@ -48,7 +48,7 @@ def predict(model, batches, stack: BackendStack, data_config: dict[str, Any], so
     from the reference model on the same input (`predictions.REFERENCE_FIELDS`)."""
     import torch
 
-    from .predictions import Reducer
+    from ..predictions import Reducer
 
     reducer = Reducer(source)
     with torch.inference_mode():

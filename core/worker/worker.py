@@ -1,4 +1,4 @@
-"""`python -m rbench.worker JOB.json`: run a job's cells in this process (the subprocess
+"""`python -m rbench.worker.worker JOB.json`: run a job's cells in this process (the subprocess
 executor's worker). Each event is one JSON line on stdout; a cell's last line is its `done`
 event, which carries the cell's outcome with its record (`CellOutcome.to_json`) for the parent
 to store. Anything else that code prints goes to stderr, so it cannot be mistaken for an event.

@@ -40,7 +40,7 @@ def _sha256(path: Path) -> str:
 def own_files(site: Path) -> dict[str, str]:
     """`{relative path: SHA-256}` of the files that an earlier site wrote in `site` (its
     manifest) and that are still regular files as it wrote them."""
-    from .made import is_real_file
+    from ..made import is_real_file
 
     try:
         manifest = json.loads((site / MANIFEST).read_text()) if is_real_file(site / MANIFEST) else {}
@@ -58,7 +58,7 @@ def own_files(site: Path) -> dict[str, str]:
 def foreign_files(site: Path) -> list[Path]:
     """What `site` holds that the site did not write (see `own_files`): files and links; a
     folder counts by what is in it."""
-    from .made import is_real_file, walk
+    from ..made import is_real_file, walk
 
     if not site.is_dir():
         return []
@@ -69,7 +69,7 @@ def foreign_files(site: Path) -> list[Path]:
 
 
 def _check_no_foreign(site: Path) -> None:
-    from .errors import RbenchError
+    from ..errors import RbenchError
 
     foreign = foreign_files(site)
     if foreign:
@@ -83,8 +83,8 @@ def check_site_dir(path: Path, out: Path | None = None) -> None:
     """`--html DIR` can be written: plotly and matplotlib are installed, DIR is a writable folder
     that holds nothing but an earlier site's files, and is neither the report's `out` folder nor
     above it; else a one-line `RbenchError`, before any work."""
-    from .errors import RbenchError
-    from .files import check_writable_folder
+    from ..errors import RbenchError
+    from ..files import check_writable_folder
 
     for module in ("plotly", "matplotlib"):
         try:
@@ -100,7 +100,7 @@ def check_site_dir(path: Path, out: Path | None = None) -> None:
 
 def read_tables(out: Path, imported: Mapping[str, set[tuple[str, ...]]]) -> dict[str, Table]:
     """The CSV files of `out` that the site shows, read back as text, each row marked imported
-    when its key (see `report.imported_rows`) is among `imported`'s for that file."""
+    when its key (see `results.imported_rows`) is among `imported`'s for that file."""
     tables: dict[str, Table] = {}
     for pattern in TABLE_GLOBS:
         # ImageNet's results first: the table people look at first.
@@ -183,7 +183,7 @@ def write_site(out: Path, site: Path, imported: Mapping[str, set[tuple[str, ...]
     `RbenchError`, and nothing is written."""
     from plotly.offline import get_plotlyjs
 
-    from .files import write_bytes, write_json
+    from ..files import write_bytes, write_json
     from .plots import draw_static, plot_data
 
     _check_no_foreign(site)

@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import RbenchError, UnknownNameError
-from .predictions import view_predictions
-from .models import architecture
-from .record import CellRecord
+from ..errors import RbenchError, UnknownNameError
+from ..predictions import view_predictions
+from ..worker.models import architecture
+from ..record import CellRecord
 from .scoring import Scorer, paired_hits, record_model
-from .statistics import PairedComparison, paired_difference
-from .store import Store
+from ..statistics import PairedComparison, paired_difference
+from ..store import Store
 
 
 class NotPaired(RbenchError):
