@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import DataError, RbenchError
+from .errors import RbenchError
 from .input_cache import DEFAULT_LIMIT
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -378,15 +378,15 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
                                 description=f"cells ({sum(failed.values())} failed)" if failed else "cells")
 
         try:
-            results = run(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=on_start)
+            outcome = run(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=on_start)
         except KeyboardInterrupt as exc:
             kept = exc.kept if isinstance(exc, Interrupted) else counts["ok"] + sum(failed.values())
             errors.print(_plain(f"interrupted: {kept} finished cell(s) are kept in "
                                 f"{options.store_dir}; run the same command again to resume"))
             raise SystemExit(130) from None
-    written = sorted(options.out.glob("*.csv"))
+    results, written = outcome.grid, sorted(options.out.glob("*.csv"))
     _print_results(console, results, written)
-    for note in [*results.scorer.notes, *results.notes, *results.robustness_notes]:
+    for note in [*outcome.skipped, *results.scorer.notes, *outcome.store.notes, *outcome.store.robustness_notes]:
         errors.print(f"[yellow]{_plain(note)}[/]", soft_wrap=True)
     if results.unreadable:
         errors.print(f"[yellow]{len(results.unreadable)} unreadable image(s) were left out of the metrics:[/]")
@@ -395,9 +395,10 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
     ran = counts["ok"] + sum(failed.values())
     why = f" ({', '.join(f'{n} {status}' for status, n in sorted(failed.items()))})" if failed else ""
     console.print(f"{ran + counts['held']} cells: {counts['ok']} ok, {sum(failed.values())} failed{why}, "
-                  f"{counts['held']} already in the store, in {time.monotonic() - started:.0f} s")
+                  f"{counts['held']} already in the store, in {time.monotonic() - started:.0f} s; "
+                  f"{outcome.new_rows} row(s) from this run, {outcome.rows} in {options.out} (every run's on the store)")
     if html is not None:
-        _write_site(console, results, options.out, html)
+        _write_site(console, outcome.store, options.out, html)
     if results.failures:
         errors.print(_plain(f"{len(results.failures)} cell(s) failed: see {options.out / 'failures.csv'}; "
                             "run again with --retry-failed to retry them"))
@@ -447,8 +448,7 @@ def _print_results(console, results, written) -> None:
     if results.metadata:
         _print_metadata_notes(console, results.metadata)
     if written:
-        console.print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written))
-                      + " (this run's models; `rbench report` writes every run's on the store)")
+        console.print("[bold]wrote[/] " + _plain(", ".join(str(p) for p in written)))
 
 
 @main.command(context_settings=CONTEXT)
@@ -463,13 +463,10 @@ def _print_results(console, results, written) -> None:
 def report(store, out, imports, metric_names, html) -> None:
     """Rebuild every CSV from a store's records and predictions (no model runs), optionally
     ranked among imported published results; with --html, an offline site of them."""
-    from .listings import ListingError
     from .plan import check_out_dir, select_metrics
-    from .predictions import DamagedPredictions
     from .registry import get_registry
-    from .report import PUBLISHED_GLOBS, Results, import_published, write_reports
-    from .run import view_bases
-    from .scoring import Scorer
+    from .report import PUBLISHED_GLOBS, import_published, write_reports
+    from .run import StoreReport
     from .site import check_site_dir
     from .store import Store
 
@@ -484,17 +481,10 @@ def report(store, out, imports, metric_names, html) -> None:
                           "or --import published files")
     registry = get_registry()
     the_store = Store(store_dir)
-    results = Results(bases=view_bases(registry),
-                      scorer=Scorer(the_store, select_metrics(_split(metric_names), registry), registry))
+    store_report = StoreReport(the_store, select_metrics(_split(metric_names), registry), registry)
+    store_report.load()
+    results = store_report.results()
     console = _console()
-    skipped = []
-    for record in the_store.records():
-        try:
-            results.add_record(record)
-        except ListingError as exc:  # its message says how to list the data again
-            skipped.append(f"{exc}; its record is skipped")
-        except (DamagedPredictions, DataError) as exc:
-            skipped.append(f"{exc}; skipped (`rbench run` again re-runs that cell)")
     files = []
     for path in imports:
         if path.is_dir():
@@ -506,7 +496,7 @@ def report(store, out, imports, metric_names, html) -> None:
             raise RbenchError(f"--import {path} does not exist; pass a results CSV or a folder of them")
     for path in files:
         import_published(results, path)
-    for problem in [*the_store.problems, *skipped, *results.scorer.notes, *results.notes]:
+    for problem in [*the_store.problems, *store_report.skipped, *results.scorer.notes, *results.notes]:
         click.echo(f"rbench: warning: {problem}", err=True)
     if not (results.validation or results.metric_rows or results.benchmarks or results.metadata):
         raise RbenchError(f"nothing to report: no records in {store_dir} and no --import files")

@@ -193,5 +193,5 @@ def check_backend(stack: str, out: Path, registry, *, workers: int = 0,
                          benches=["validate"], weights="random", out=out, batch_size=32, workers=workers,
                          executor="local", input_cache=False)
     plan = make_plan(options, registry)
-    results = run(plan, registry, force=True, on_event=on_event, on_start=on_start)
+    results = run(plan, registry, force=True, on_event=on_event, on_start=on_start).grid
     return results.conformance.get(CHECK_DATASET, []), results

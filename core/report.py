@@ -612,12 +612,13 @@ class Results:
         return {view: conformance_rows(rows, self.metric_rows.get(view, []))
                 for view, rows in self.conformance_input.items()}
 
-    def add_record(self, record: dict[str, Any]) -> None:
-        """Add a cell's record: its rows (scored from its predictions), and its failure or
-        unreadable images if any. Raises, adding nothing, when its predictions cannot be read."""
+    def add_record(self, record: dict[str, Any], scored: list[dict[str, Any]] | None = None) -> None:
+        """Add a cell's record: its rows (scored from its predictions, or `scored`: the entries
+        `scorer.entries` gave for it earlier), and its failure or unreadable images if any.
+        Raises, adding nothing, when its predictions cannot be read."""
         entries = list(record["entries"])
         if record.get("predictions") is not None:
-            entries.extend(self.scorer.entries(record))
+            entries.extend(self.scorer.entries(record) if scored is None else scored)
         for entry in entries:
             self.add(entry)
         self.unreadable.extend(record.get("unreadable", []))
