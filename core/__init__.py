@@ -22,6 +22,7 @@ from .worker.cells import Job
 from .record import Cell
 from .parent.engine import Grid
 from .worker.jobs import CellOutcome, record_failure, run_cells
+from .worker.worker import command as worker_command
 from .record import CellRecord
 from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
 from .hookspecs import hookimpl
@@ -108,5 +109,6 @@ __all__ = [
     "run_build",
     "run_cells",
     "timm_info_file",
+    "worker_command",
     "write_bytes",
 ]

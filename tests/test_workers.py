@@ -223,3 +223,52 @@ def test_ctrl_c_in_the_metadata_phase_counts_the_records_the_store_holds(tmp_pat
     kept = re.search(r"interrupted: (\d+) finished cell\(s\) are kept", result.stderr)
     assert kept, result.stderr
     assert int(kept.group(1)) == len(records(out / "store")) == 1
+
+
+# rbench started as its console script: the script's folder is first on the path, not the working directory.
+# More than one model's metadata then runs in parallel processes (one build per process is enough).
+CONSOLE_SCRIPT = """import sys
+import rbench.worker.metadata
+rbench.worker.metadata.BUILDS_PER_PROCESS = 1
+from rbench.frontend.cli import main
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("clone", ["empty", "raising"])
+def test_rbench_runs_from_a_folder_that_holds_a_folder_named_rbench(tmp_path, image_folder, clone):
+    here = tmp_path / "here"
+    (here / "rbench").mkdir(parents=True)
+    if clone == "raising":
+        (here / "rbench" / "__init__.py").write_text("raise RuntimeError('this is the clone, not the installed rbench')\n")
+    script = tmp_path / "bin" / "rbench_script.py"
+    script.parent.mkdir()
+    script.write_text(CONSOLE_SCRIPT)
+    out = tmp_path / "out"
+
+    def rbench_here(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), "run", *args, "--out", str(out)], cwd=here,
+                              capture_output=True, text=True, timeout=HANG_GUARD)
+
+    # validation alone: the default executor (local)
+    local = rbench_here("-m", "test_vit", *QUICK, "--data-dir", str(image_folder))
+    assert local.returncode == 0, local.stderr
+    # a worker process per model, and the metadata of two models in two processes
+    apart = rbench_here("-m", "test_vit,test_efficientnet", "--weights", "random", "--bench", "validate,infer,metadata",
+                        "--executor", "subprocess", "--workers", "2", "--img-size", "32", "--data-dir",
+                        str(image_folder), "--batch-size", "2", "--warmup-steps", "0", "--bench-steps", "2",
+                        "--bench-seconds", "0", "--bench-repeats", "1")
+    assert apart.returncode == 0, apart.stderr
+    assert "ImportError" not in apart.stderr and not (out / "failures.csv").exists()
+
+    def rows(name: str) -> list[dict[str, str]]:
+        with open(out / name, newline="") as f:
+            return list(csv.DictReader(f))
+
+    assert sorted(r["model"].split(".")[0] for r in rows("results-imagefolder.csv")) == ["test_efficientnet", "test_vit"]
+    (benchmark,) = out.glob("benchmark-infer-*.csv")
+    assert sorted(r["model"].split(".")[0] for r in rows(benchmark.name)) == ["test_efficientnet", "test_vit"]
+    metadata = rows("model_metadata.csv")
+    assert sorted(r["architecture"] for r in metadata) == ["test_efficientnet", "test_vit"]
+    assert all(r["param_count"] and r["gmacs"] and not r["note"] for r in metadata)  # counted in the workers

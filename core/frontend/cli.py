@@ -8,7 +8,7 @@ import click
 
 from .console import GridConsole, conformance_table, open_console, plain, print_metadata_notes, print_results, table
 from ..version import __version__
-from ..errors import DataError, PluginError, RbenchError
+from ..errors import PluginError, RbenchError
 from ..worker.input_cache import DEFAULT_LIMIT
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -356,24 +356,25 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
                    "(conformance-<view>.csv); to keep that pass fast, put a stack of the fastest device first", err=True)
     with GridConsole(console, errors, executor=options.executor, store_dir=options.store_dir) as grid:
         try:
-            results = run(plan, registry, force=force, retry_failed=retry_failed, on_event=grid.on_event,
+            outcome = run(plan, registry, force=force, retry_failed=retry_failed, on_event=grid.on_event,
                           on_start=grid.on_start)
         except KeyboardInterrupt as exc:
             kept = exc.kept if isinstance(exc, Interrupted) else grid.ran
             errors.print(plain(f"interrupted: {kept} finished cell(s) are kept in "
                                f"{options.store_dir}; run the same command again to resume"))
             raise SystemExit(130) from None
-    written = sorted(options.out.glob("*.csv"))
+    results, written = outcome.grid, sorted(options.out.glob("*.csv"))
     print_results(console, results, written)
-    for note in [*results.scorer.notes, *results.notes, *results.robustness_notes]:
+    for note in [*outcome.skipped, *results.scorer.notes, *outcome.store.notes, *outcome.store.robustness_notes]:
         errors.print(f"[yellow]{plain(note)}[/]", soft_wrap=True)
     if results.unreadable:
         errors.print(f"[yellow]{len(results.unreadable)} unreadable image(s) were left out of the metrics:[/]")
         for path in results.unreadable:
             errors.print(plain(f"  {path}"), soft_wrap=True)
-    console.print(grid.closing_line())
+    console.print(grid.closing_line() + f"; {outcome.new_rows} row(s) from this run, {outcome.rows} in "
+                  + plain(f"{options.out} (every run's on the store)"))
     if html is not None:
-        _write_site(console, results, options.out, html)
+        _write_site(console, outcome.store, options.out, html)
     if results.failures:
         errors.print(plain(f"{len(results.failures)} cell(s) failed: see {options.out / 'failures.csv'}; "
                             "run again with --retry-failed to retry them"))
@@ -396,13 +397,10 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
 def report(store, out, imports, metric_names, html) -> None:
     """Rebuild every CSV from a store's records and predictions (no model runs), optionally
     ranked among imported published results; with --html, an offline site of them."""
-    from ..listings import ListingError
     from ..parent.plan import check_out_dir, select_metrics
-    from ..predictions import DamagedPredictions
+    from ..parent.run import StoreReport
     from ..registry import get_registry
-    from ..report.results import PUBLISHED_GLOBS, Results, import_published, write_reports
-    from ..parent.run import view_bases
-    from ..report.scoring import Scorer
+    from ..report.results import PUBLISHED_GLOBS, import_published, write_reports
     from ..report.site import check_site_dir
     from ..store import Store
 
@@ -417,17 +415,10 @@ def report(store, out, imports, metric_names, html) -> None:
                           "or --import published files")
     registry = get_registry()
     the_store = Store(store_dir)
-    results = Results(bases=view_bases(registry),
-                      scorer=Scorer(the_store, select_metrics(_split(metric_names), registry), registry))
+    store_report = StoreReport(the_store, select_metrics(_split(metric_names), registry), registry)
+    store_report.load()
+    results = store_report.results()
     console = open_console()
-    skipped = []
-    for record in the_store.records():
-        try:
-            results.add_record(record)
-        except ListingError as exc:  # its message says how to list the data again
-            skipped.append(f"{exc}; its record is skipped")
-        except (DamagedPredictions, DataError) as exc:
-            skipped.append(f"{exc}; skipped (`rbench run` again re-runs that cell)")
     files = []
     for path in imports:
         if path.is_dir():
@@ -439,7 +430,7 @@ def report(store, out, imports, metric_names, html) -> None:
             raise RbenchError(f"--import {path} does not exist; pass a results CSV or a folder of them")
     for path in files:
         import_published(results, path)
-    for problem in [*the_store.problems, *skipped, *results.scorer.notes, *results.notes]:
+    for problem in [*the_store.problems, *store_report.skipped, *results.scorer.notes, *results.notes]:
         click.echo(f"rbench: warning: {problem}", err=True)
     if not (results.validation or results.metric_rows or results.benchmarks or results.metadata):
         raise RbenchError(f"nothing to report: no records in {store_dir} and no --import files")

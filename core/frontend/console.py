@@ -182,8 +182,7 @@ def print_results(out, results, written) -> None:
     if results.metadata:
         print_metadata_notes(out, results.metadata)
     if written:
-        out.print("[bold]wrote[/] " + plain(", ".join(str(p) for p in written))
-                      + " (this run's models; `rbench report` writes every run's on the store)")
+        out.print("[bold]wrote[/] " + plain(", ".join(str(p) for p in written)))
 
 
 def print_metadata_notes(out, rows) -> None:

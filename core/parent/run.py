@@ -1,26 +1,33 @@
 """One `rbench run`: the plan's grid through the engine, every record scored into the reports.
 
-The reports are rewritten as each cell finishes, so a run stopped halfway still leaves valid
-files of what it finished, and the same command run again only runs the cells that are missing.
+`--out` holds every row of its store, as `rbench report` writes it (`StoreReport`), whatever
+the last command ran. The reports are rewritten as each cell finishes, so a run stopped halfway
+still leaves valid files of what it finished, and the same command run again only runs the
+cells that are missing.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..worker.backends import BackendStack
-from ..record import versions
-from .engine import run_grid
+from ..errors import DataError
 from ..files import write_json
 from ..host import cpu_name
-from .plan import Plan
+from ..listings import ListingError
+from ..predictions import DamagedPredictions
+from ..record import CellRecord, versions
 from ..registry import Registry
 from ..report.results import Results, write_reports
-from ..report.scoring import Scorer
+from ..report.scoring import Scorer, ScoredView
+from ..specs import MetricSpec
 from ..store import Store
+from ..worker.backends import BackendStack
+from .engine import run_grid
+from .plan import Plan
 
 
 def view_bases(registry: Registry) -> dict[str, str | None]:
@@ -33,24 +40,119 @@ def view_part_columns(registry: Registry) -> dict[str, Sequence[str]]:
     return {view: columns for spec in registry.datasets.values() for view, columns in spec.part_columns.items()}
 
 
+class StoreReport:
+    """The reports of a whole store: its records, each scored once, made into `Results` on
+    demand. `rbench report` writes `results()` of every record; `rbench run` holds the store's
+    records, replaces each one its cells write, and writes the same, so a run's `--out` is what
+    `rbench report` writes for that store."""
+
+    def __init__(self, store: Store, metrics: Sequence[MetricSpec], registry: Registry):
+        self.store = store
+        self.bases = view_bases(registry)
+        self.scorer = Scorer(store, metrics, registry)
+        self.records: dict[str, CellRecord] = {}  # key -> record
+        self._scored: dict[str, list[ScoredView]] = {}  # key -> the views scored from its predictions
+        self.skipped: list[str] = []  # records left out, and why
+
+    def add(self, record: CellRecord) -> None:
+        """Hold `record`, in place of an earlier record of its cell, its predictions scored now.
+        Raises, holding nothing new, when they cannot be scored (see `Results.add_record`)."""
+        scored = self.scorer.views(record) if record.predictions is not None else []
+        self.records[record.key] = record
+        self._scored[record.key] = scored
+
+    def load(self, skip: Collection[str] = (), quiet: Collection[str] = ()) -> None:
+        """Hold every record of the store but those of the keys in `skip`. One that cannot be
+        scored is left out with a line in `skipped` (none for the keys in `quiet`)."""
+        for record in self.store.records():
+            if record.key in skip:
+                continue
+            try:
+                self.add(record)
+            except ListingError as exc:  # its message says how to list the data again
+                problem = f"{exc}; its record is skipped"
+            except (DamagedPredictions, DataError) as exc:
+                problem = f"{exc}; skipped (`rbench run` again re-runs that cell)"
+            else:
+                continue
+            if record.key not in quiet:
+                self.skipped.append(problem)
+
+    def results(self, keys: Iterable[str] | None = None) -> Results:
+        """The `Results` of the records held (only those of `keys`, when given), in key order
+        as the store lists them, so the later of two rows of one model and size is the same."""
+        chosen = self.records if keys is None else set(keys) & set(self.records)
+        results = Results(bases=self.bases, scorer=self.scorer)
+        for key in sorted(chosen):
+            results.add_record(self.records[key], scored=self._scored[key])
+        return results
+
+
+def row_count(results: Results) -> int:
+    """The rows of the results, benchmark and model metadata files that `results` make."""
+    ran = sum(1 for (kind, _), rows in results.benchmarks.items() for row in rows
+              if row.get(f"{kind}_samples_per_sec") is not None)
+    return sum(len(rows) for rows in results.validation.values()) + ran + len(results.metadata)
+
+
+@dataclass
+class RunResults:
+    """What one `rbench run` gave: `grid`, the results of its cells (those the store held and
+    those it ran); `store`, the results of every record of the store, as written to `--out`;
+    `new_rows`, how many of the rows written come from the cells this run ran; `skipped`, the
+    store's records left out of the files, and why."""
+
+    grid: Results
+    store: Results
+    new_rows: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        """The rows written (see `row_count`)."""
+        return row_count(self.store)
+
+
 def run(plan: Plan, registry: Registry, *, force: bool = False, retry_failed: bool = False,
         on_event: Callable[[dict[str, Any]], None] = lambda event: None,
-        on_start: Callable[[list, int], None] = lambda todo, done: None) -> Results:
-    """Run the plan's missing cells; rewrite the reports in `--out` as each record arrives."""
+        on_start: Callable[[list, int], None] = lambda todo, done: None) -> RunResults:
+    """Run the plan's missing cells; rewrite the reports in `--out` (every record of the store)
+    as each record arrives."""
     options = plan.options
-    results = Results(bases=view_bases(registry), scorer=Scorer(Store(options.store_dir), plan.metrics, registry))
+    report = StoreReport(Store(options.store_dir), plan.metrics, registry)
+    grid: set[str] = set()  # this run's cells: held, then run
+    ran: set[str] | None = None  # the cells this run ran, once they start
+    written = Results()
     started = time.time()
     write_json(options.out / "run.json", run_info(started, None, plan))
 
-    def on_record(record: dict[str, Any]) -> None:
-        results.add_record(record)
-        write_reports(results, options.out)
+    def write() -> None:
+        nonlocal written
+        written = report.results()
+        write_reports(written, options.out)
 
-    run_grid(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=on_start,
+    def on_record(record: CellRecord) -> None:
+        report.add(record)
+        grid.add(record.key)
+        if ran is not None:
+            ran.add(record.key)
+            write()
+
+    def started_cells(todo: list, done: int) -> None:
+        nonlocal ran
+        # Under the store's lock, after the records held for this grid: every other record
+        # (those of the cells about to run stand until their new ones arrive).
+        report.load(skip=set(report.records), quiet={cell.key for cell in todo})
+        ran = set()
+        write()
+        on_start(todo, done)
+
+    run_grid(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=started_cells,
              on_record=on_record)
-    write_reports(results, options.out)
+    write()
     write_json(options.out / "run.json", run_info(started, time.time(), plan))
-    return results
+    return RunResults(grid=report.results(grid), store=written, new_rows=row_count(report.results(ran or ())),
+                      skipped=[*report.store.problems, *report.skipped])
 
 
 def run_info(started: float, finished: float | None, plan: Plan) -> dict[str, Any]:
@@ -96,6 +198,6 @@ def check_backend(stack: str, out: Path, registry: Registry, *, workers: int = 0
                          backends=[registry.reference_backend(), stack], benches=["validate"], weights="random",
                          out=out, batch_size=32, workers=workers, input_cache=False)
     plan = make_plan(options, registry)
-    results = run(plan, registry, force=True, on_event=on_event, on_start=on_start)
+    results = run(plan, registry, force=True, on_event=on_event, on_start=on_start).grid
     view = plan.sources[0].views[0].name
     return view, results.conformance.get(view, []), results

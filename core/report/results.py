@@ -625,10 +625,14 @@ class Results:
         return {view: conformance_rows(rows, self.metric_rows.get(view, []))
                 for view, rows in self.conformance_input.items()}
 
-    def add_record(self, record: CellRecord) -> None:
-        """Add a cell's record: its rows (scored from its predictions), and its failure or
-        unreadable images if any. Raises, adding nothing, when its predictions cannot be read."""
-        scored = self.scorer.views(record) if record.predictions is not None else []
+    def add_record(self, record: CellRecord, scored: list[ScoredView] | None = None) -> None:
+        """Add a cell's record: its rows (scored from its predictions, or `scored`: the views
+        `scorer.views` gave for it earlier), and its failure or unreadable images if any. Raises,
+        adding nothing, when its predictions cannot be read."""
+        if record.predictions is None:
+            scored = []
+        elif scored is None:
+            scored = self.scorer.views(record)
         for entry in record.entries:
             self.add(entry.to_json())
         for scored_view in scored:

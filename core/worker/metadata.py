@@ -276,11 +276,35 @@ def _counted(work: Sequence[tuple[str, tuple]], processes: int) -> Iterator[Iter
     context = multiprocessing.get_context(method)
     if method == "forkserver":
         context.set_forkserver_preload(["rbench.worker.metadevice", "timm"])
+        _start_forkserver()
     chunk = max(1, min(8, len(work) // (processes * 8)))  # neighbours share op shapes; keep the tail short
     # A Pool rather than a ProcessPoolExecutor: its exit terminates the workers, where an
     # executor's would wait for every queued build.
     with context.Pool(processes, initializer=_init_worker) as pool:
         yield pool.imap(_count, work, chunksize=chunk)
+
+
+def _start_forkserver() -> None:
+    """Start this process's forkserver (when it is not running) in the standard library's folder.
+    The forkserver imports the preloaded modules with its working directory first on its path
+    (it is started by `python -c`, and CPython does not give it this process's path), so a folder
+    named `rbench` or `timm` there (a clone) would shadow the installed package in every worker.
+    The standard library's modules come before the installed packages on the path anyway, and
+    that folder stays (a removed one breaks MKL's loading of torch). Each worker moves to this
+    process's working directory and path before it runs anything."""
+    import sysconfig
+    from multiprocessing import forkserver
+
+    stdlib = sysconfig.get_path("stdlib")
+    if not os.path.isdir(stdlib):  # a zipped standard library: no folder to start from
+        forkserver.ensure_running()
+        return
+    here = os.getcwd()
+    os.chdir(stdlib)
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.chdir(here)
 
 
 def _init_worker() -> None:

@@ -1,5 +1,5 @@
-"""`python -m rbench.worker.worker JOB.json`: run a job's cells in this process (the subprocess
-executor's worker). Each event is one JSON line on stdout; a cell's last line is its `done`
+"""The subprocess executor's worker (`command(JOB.json)`, or `python -m rbench.worker.worker
+JOB.json`): run a job's cells in this process. Each event is one JSON line on stdout; a cell's last line is its `done`
 event, which carries the cell's outcome with its record (`CellOutcome.to_json`) for the parent
 to store. Anything else that code prints goes to stderr, so it cannot be mistaken for an event.
 The job file is removed once read. When the parent is gone (an event cannot be written), the
@@ -10,6 +10,21 @@ from __future__ import annotations
 import json
 import os
 import sys
+
+
+# `python -m` and `python -c` put the working directory first on the path, where a folder named
+# `rbench` (a clone of the project) would shadow the installed package; this entry drops it
+# before importing rbench (`python -P` does the same from Python 3.11 only).
+_ENTRY = ("import sys\n"
+          "if sys.path[:1] == ['']: del sys.path[0]\n"
+          "from rbench.worker.worker import main\n"
+          "sys.exit(main(sys.argv))\n")
+
+
+def command(job_file: str) -> list[str]:
+    """The command line of a worker process that runs the job in `job_file`, whatever the
+    working directory holds."""
+    return [sys.executable, "-c", _ENTRY, job_file]
 
 
 def main(argv: list[str]) -> int:

@@ -17,7 +17,6 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -40,12 +39,12 @@ STDERR_TAIL = 8192  # bytes of a worker's stderr kept for the message of its dea
 
 
 class _Worker:
-    """One `python -m rbench.worker.worker JOB` process. Both its pipes are always drained: a worker
+    """One worker process (`rbench.worker_command`) running JOB. Both its pipes are always drained: a worker
     that writes more to stderr than a pipe holds (warnings, a library's log) would otherwise
     block on it forever. Only the end of stderr is kept, to say why a worker died."""
 
     def __init__(self, job_file: str):
-        self.proc = subprocess.Popen([sys.executable, "-m", "rbench.worker.worker", job_file], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(rbench.worker_command(job_file), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                      preexec_fn=_die_with_parent)
         self.selector = selectors.DefaultSelector()
