@@ -100,7 +100,7 @@ import signal
 import sys
 
 argv = getattr(sys, "orig_argv", [])
-if "rbench.worker.worker" in argv:
+if any("rbench.worker.worker" in arg for arg in argv[1:-1]):  # the worker's entry code names its module
     with open(argv[-1]) as f:
         model = json.load(f)["cells"][0]["model"]
     if model.startswith("test_vit"):
