@@ -27,9 +27,10 @@ def images(tmp_path) -> Path:
 
 
 def models_in(path: Path) -> list[str]:
-    """The architectures of a file's rows (a row's model may carry a pretrained tag)."""
+    """The architectures of a file's rows (a row's model may carry a pretrained tag, or name its
+    weights: `@random`)."""
     with open(path, newline="") as f:
-        return sorted(row["model"].split(".")[0] for row in csv.DictReader(f))
+        return sorted(row["model"].split("@")[0].split(".")[0] for row in csv.DictReader(f))
 
 
 def csv_files(folder: Path) -> dict[str, bytes]:

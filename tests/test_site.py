@@ -377,7 +377,7 @@ def test_page_in_headless_chromium(browser, zoo_site, tmp_path):
     assert joined == {r["model"]: pretrain.get(r["model"], "") for r in accuracy}
     # Each plot drawn with its points: counted from the plotly graph divs.
     page.evaluate("window.rbench.drawAll()")
-    counted = page.evaluate("""() => Object.fromEntries(window.rbench.worker.data.plots.map(p => {
+    counted = page.evaluate("""() => Object.fromEntries(window.rbench.data.plots.map(p => {
         const div = document.getElementById(p.id);
         const traces = div.data || [];
         const points = traces.filter(t => t.meta === "points").reduce((n, t) => n + t.x.length, 0);
@@ -500,7 +500,7 @@ def test_hostile_model_names_are_text_everywhere_in_headless_chromium(browser, t
 
     page, requests, errors = open_offline(browser, index)
     assert page.evaluate("document.querySelectorAll('script').length") == 4
-    tables = page.evaluate("window.rbench.worker.data.tables.map(t => t.name)")
+    tables = page.evaluate("window.rbench.data.tables.map(t => t.name)")
     assert len(tables) == 5
     for i, name in enumerate(tables):  # every row of every table, each name as it is in the file
         page.select_option("#table-select", str(i))

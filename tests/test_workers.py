@@ -266,9 +266,9 @@ def test_rbench_runs_from_a_folder_that_holds_a_folder_named_rbench(tmp_path, im
         with open(out / name, newline="") as f:
             return list(csv.DictReader(f))
 
-    assert sorted(r["model"].split(".")[0] for r in rows("results-imagefolder.csv")) == ["test_efficientnet", "test_vit"]
+    assert sorted(r["model"].split("@")[0].split(".")[0] for r in rows("results-imagefolder.csv")) == ["test_efficientnet", "test_vit"]
     (benchmark,) = out.glob("benchmark-infer-*.csv")
-    assert sorted(r["model"].split(".")[0] for r in rows(benchmark.name)) == ["test_efficientnet", "test_vit"]
+    assert sorted(r["model"].split("@")[0].split(".")[0] for r in rows(benchmark.name)) == ["test_efficientnet", "test_vit"]
     metadata = rows("model_metadata.csv")
     assert sorted(r["architecture"] for r in metadata) == ["test_efficientnet", "test_vit"]
     assert all(r["param_count"] and r["gmacs"] and not r["note"] for r in metadata)  # counted in the workers
