@@ -243,58 +243,25 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
 
-    from ..worker.benchmark import BENCH_KINDS
-    from ..worker.input_cache import parse_size
+    from ..parent.plan import check_out_dir, make_plan, run_options
     from ..registry import get_registry
-    from ..parent.plan import RunOptions, check_out_dir, default_suite, make_plan
     from ..report.site import check_site_dir
+    from ..worker.input_cache import parse_size
 
     console = open_console()
     registry = get_registry()
-    options = RunOptions(out=out, store=store, data_root=data_root, data_paths=_data_paths(data),
-                         data_options=_data_options(data_option), trust_checkpoint=trust_checkpoint,
-                         allow_partial=allow_partial, input_cache=not no_cache, input_cache_dir=cache_dir,
-                         input_cache_size=parse_size(cache_size, "--cache-size"), metrics=_split(metric_names),
-                         limit=limit)
-    if data_dir is not None:
-        options.data_paths.setdefault(registry.data_dir_dataset(), data_dir)
-    if datasets:
-        options.datasets = _split(datasets)
-    elif options.data_paths:  # a folder given for a data set asks for that data set
-        options.datasets = list(options.data_paths)
-    options.backends = _split(backends)
-    if benches:
-        options.benches = _split(benches)
-    if not models:
-        options = default_suite(options)
-    else:
-        options.models = _split(models)
-    bench = options.bench
-    options = replace(
-        options,
-        batch_size=batch_size or options.batch_size,
-        workers=options.workers if workers is None else workers,
-        img_size=img_size,
-        weights=weights or options.weights,
-        weights_name=weights_name,
-        bench=replace(
-            bench,
-            batch_size=batch_size or bench.batch_size,
-            warmup_steps=bench.warmup_steps if warmup_steps is None else warmup_steps,
-            steps=bench_steps or bench.steps,
-            seconds=bench.seconds if bench_seconds is None else bench_seconds,
-            retry=not no_retry,
-            repeats=bench_repeats or bench.repeats,
-            latency_queries=latency_queries or bench.latency_queries,
-            latency_seconds=bench.latency_seconds if latency_seconds is None else latency_seconds,
-            latency_batch_size=latency_batch_size or bench.latency_batch_size,
-        ),
-    )
-    benchmarks = any(b in options.benches for b in BENCH_KINDS)
-    executor = executor or registry.default_executor(benchmarks)
-    options = replace(options, executor=executor, cell_timeout=cell_timeout,
-                      executor_options=executor_settings(click.get_current_context(), registry, executor,
-                                                         executor_option, executor_flags))
+    options = run_options(
+        registry, models=_split(models), datasets=_split(datasets), backends=_split(backends), benches=_split(benches),
+        data_paths=_data_paths(data), data_dir=data_dir, batch_size=batch_size, workers=workers, weights=weights,
+        executor=executor, out=out, store=store, data_root=data_root, data_options=_data_options(data_option),
+        img_size=img_size, weights_name=weights_name, trust_checkpoint=trust_checkpoint, allow_partial=allow_partial,
+        input_cache=not no_cache, input_cache_dir=cache_dir, input_cache_size=parse_size(cache_size, "--cache-size"),
+        metrics=_split(metric_names), limit=limit, cell_timeout=cell_timeout,
+        bench={"warmup_steps": warmup_steps, "steps": bench_steps, "seconds": bench_seconds, "retry": not no_retry,
+               "repeats": bench_repeats, "latency_queries": latency_queries, "latency_seconds": latency_seconds,
+               "latency_batch_size": latency_batch_size})
+    options = replace(options, executor_options=executor_settings(click.get_current_context(), registry,
+                                                                  options.executor, executor_option, executor_flags))
     check_out_dir(out)
     if html is not None:
         check_site_dir(html, out)

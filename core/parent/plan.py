@@ -79,6 +79,37 @@ def default_suite(options: RunOptions) -> RunOptions:
     )
 
 
+def run_options(registry: Registry, *, models: list[str], datasets: list[str], backends: list[str],
+                benches: list[str], data_paths: Mapping[str, Path], data_dir: Path | None = None,
+                batch_size: int | None = None, workers: int | None = None, weights: str | None = None,
+                executor: str | None = None, bench: Mapping[str, Any] | None = None, **given: Any) -> RunOptions:
+    """What `rbench run` was given, resolved into `RunOptions`: the one place its defaults are
+    decided. Lists may be empty and values None when not given. `--data-dir` is the data set
+    that takes a folder (`Registry.data_dir_dataset`); a folder given for a data set asks for
+    it; no models is the embedded default suite; `bench` overrides `BenchSettings` fields; no
+    executor is the registry's default for runs with or without benchmarks. `given` sets the
+    other `RunOptions` fields as they are."""
+    options = RunOptions(data_paths=dict(data_paths), **given)
+    if data_dir is not None:
+        options.data_paths.setdefault(registry.data_dir_dataset(), data_dir)
+    if datasets:
+        options.datasets = list(datasets)
+    elif options.data_paths:  # a folder given for a data set asks for that data set
+        options.datasets = list(options.data_paths)
+    options.backends = list(backends)
+    if benches:
+        options.benches = list(benches)
+    options = replace(options, models=list(models)) if models else default_suite(options)
+    chosen = {k: v for k, v in (bench or {}).items() if v is not None}
+    if batch_size:
+        chosen.setdefault("batch_size", batch_size)
+    options = replace(options, batch_size=batch_size or options.batch_size,
+                      workers=options.workers if workers is None else workers, weights=weights or options.weights,
+                      bench=replace(options.bench, **chosen))
+    benchmarks = any(b in options.benches for b in BENCH_KINDS)
+    return replace(options, executor=executor or registry.default_executor(benchmarks))
+
+
 @dataclass
 class Plan:
     """A run with every name resolved and every data source listed; `executor_options` are the
