@@ -47,6 +47,15 @@ def image_folder(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture
+def images(tmp_path) -> Path:
+    """A small ImageFolder: 3 classes x 3 real JPEGs (folders `0`, `1`, `2`)."""
+    root = tmp_path / "images"
+    for c in range(3):
+        write_jpegs(root / str(c), 3, seed=c)
+    return root
+
+
 def make_distribution(site: Path, name: str, entry_points: dict[str, dict[str, str]], modules: dict[str, str]) -> None:
     """A minimal installed distribution in `site`: a dist-info folder and its modules."""
     info = site / f"{name}-1.0.dist-info"

@@ -7,23 +7,13 @@ import csv
 import re
 from pathlib import Path
 
-import pytest
-
 import rbench.worker.cells
 
-from .conftest import invoke_apart, write_jpegs
+from .conftest import invoke_apart
 
 QUICK = ["--weights", "random", "--workers", "0", "--img-size", "32", "--executor", "local"]
 BENCH = ["--batch-size", "2", "--warmup-steps", "0", "--bench-steps", "2", "--bench-seconds", "0",
          "--bench-repeats", "1"]
-
-
-@pytest.fixture
-def images(tmp_path) -> Path:
-    root = tmp_path / "images"
-    for c in range(3):
-        write_jpegs(root / str(c), 3, seed=c)
-    return root
 
 
 def models_in(path: Path) -> list[str]:

@@ -6,21 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
-from .conftest import csv_rows, invoke_apart, write_jpegs
+from .conftest import csv_rows, invoke_apart
 
 QUICK = ["--weights", "random", "--bench", "validate", "--workers", "0", "--img-size", "32", "--executor", "local"]
-
-
-@pytest.fixture
-def images(tmp_path) -> Path:
-    root = tmp_path / "images"
-    for c in range(3):
-        write_jpegs(root / str(c), 3, seed=c)
-    return root
 
 
 def key_of(identity: dict) -> str:

@@ -21,7 +21,7 @@ import rbench.registry
 from rbench import DatasetSpec, Source, ViewSpec, hookimpl
 from rbench.registry import load_registry
 
-from .conftest import Hold, invoke_apart, write_jpegs
+from .conftest import Hold, invoke_apart
 
 QUICK = ["--weights", "random", "--bench", "validate", "--workers", "0", "--img-size", "32"]
 
@@ -39,14 +39,6 @@ def rbench_process(*args, env=None, **kwargs):
 
 def records(store: Path) -> list[Path]:
     return sorted((store / "records").glob("*.json"))
-
-
-@pytest.fixture
-def images(tmp_path) -> Path:
-    root = tmp_path / "images"
-    for c in range(3):
-        write_jpegs(root / str(c), 3, seed=c)
-    return root
 
 
 # --- 1. a kill -9 of the parent leaves the worker's cell pending -----------------------------
