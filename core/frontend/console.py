@@ -197,4 +197,4 @@ def print_metadata_notes(out, rows) -> None:
     unknown = unknown_tags(rows)
     if unknown:
         out.print(f"[yellow]{len(unknown)} tag(s) with unknown pretraining data or technique "
-                      "(add rules to rbench/metadata.py):[/] " + plain(", ".join(unknown)))
+                      "(add rules to rbench/worker/metadata.py):[/] " + plain(", ".join(unknown)))
