@@ -199,9 +199,12 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
                              trust_checkpoint=options.trust_checkpoint)
     if "validate" in options.benches:  # pretrained weights not here: one line, before any model runs
         check_weights_available([m.name for m in models if m.weights == "pretrained"])
-        for entry in models:  # keys and shapes against each model, on the meta device
+        fitted: dict[str, list[str]] = {}  # each checkpoint's models: its header is read once
+        for entry in models:
             if entry.weights not in WEIGHTS_CHOICES:
-                check_checkpoint_fits(entry.weights, [entry.name], options.trust_checkpoint)
+                fitted.setdefault(entry.weights, []).append(entry.name)
+        for path, names in fitted.items():  # keys and shapes against each model, on the meta device
+            check_checkpoint_fits(path, names, options.trust_checkpoint)
     if not models:
         raise RbenchError("no models to run; pass --models NAMES (see `rbench list models`)")
     metrics = select_metrics(options.metrics, registry)

@@ -147,9 +147,10 @@ def run(plan: Plan, registry: Registry, *, force: bool = False, retry_failed: bo
         write()
         on_start(todo, done)
 
+    # `run_grid` always starts the cells (`started_cells` writes the files) and every record after
+    # that rewrites them: when it returns, `--out` is up to date.
     run_grid(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=started_cells,
              on_record=on_record)
-    write()
     write_json(options.out / "run.json", run_info(started, time.time(), plan))
     return RunResults(grid=report.results(grid), store=written, new_rows=row_count(report.results(ran or ())),
                       skipped=[*report.store.problems, *report.skipped])

@@ -103,11 +103,6 @@ def model_args(args: Iterable[str]) -> list[ModelArg]:
     return found
 
 
-def expand_model_args(args: Iterable[str]) -> list[str]:
-    """Split comma lists and read `@file` arguments (one name per line, `#` comments)."""
-    return [arg.name for arg in model_args(args)]
-
-
 def _resolve_name(name: str) -> list[str]:
     """A model name, glob (`resnet*`) or `all` -> timm names. A glob matches pretrained tags
     (`resnet50.a1_in1k`), or architectures when no tag matches. An unknown name raises
@@ -161,8 +156,8 @@ def resolve_entries(args: Iterable[str], weights: str = "pretrained", label: str
         names = _resolve_name(arg.name)
         if own_label is not None:
             check_row_label(own_label, own_weights, names)
+        weights_id = weights_identity(own_weights)
         for name in names:
-            weights_id = weights_identity(own_weights)
             if (name, weights_id) in seen:
                 continue
             entry = ModelEntry(name=name, weights=own_weights, weights_id=weights_id, label=own_label,
@@ -186,8 +181,8 @@ def check_row_label(label: str, weights: str, names: list[str]) -> None:
         raise RbenchError(f"the row name {label!r} is set for pretrained weights, whose rows carry their pretrained "
                           "tag; set a name only with --weights random or a checkpoint")
     if len(names) != 1:
-        raise RbenchError(f"the row name {label!r} would name {len(names)} models ({', '.join(names[:3])}"
-                          f"{', ...' if len(names) > 3 else ''}); two weights never share a row: name one model")
+        raise RbenchError(f"the row name {label!r} would name {len(names)} models ({first_few(names)}); "
+                          "two weights never share a row: name one model")
     if not label or any(ch.isspace() or ch == "," for ch in label) or label.startswith("@"):
         raise RbenchError(f"the row name {label!r} is not one word; give a name without spaces or commas, "
                           "such as my-vit-e10")
