@@ -163,10 +163,10 @@ def test_models_from_file_and_globs(tmp_path):
 def test_list_backends_marks_unavailable_ones():
     result = invoke("list", "backends")
     assert result.exit_code == 0
-    cpu_line = next(line for line in result.output.splitlines() if " cpu " in line)
-    assert "yes" in cpu_line
+    cpu_line = next(line for line in result.output.splitlines() if " name=cpu " in line)
+    assert " available=yes " in cpu_line
     if not torch.cuda.is_available():
-        cuda_line = next(line for line in result.output.splitlines() if " cuda-amp " in line)
+        cuda_line = next(line for line in result.output.splitlines() if " name=cuda-amp " in line)
         assert "no: torch sees no CUDA device" in cuda_line
 
 

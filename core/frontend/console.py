@@ -11,10 +11,13 @@ from typing import Any
 
 
 def open_console(stderr: bool = False):
-    """A rich console (stdout, or stderr) that highlights nothing of its own."""
+    """A rich console (stdout, or stderr) that highlights nothing of its own. In a log (not a
+    terminal) it wraps nothing: a long line stays one line, for a person and for `grep`."""
     from rich.console import Console
 
-    return Console(highlight=False, stderr=stderr)
+    console = Console(highlight=False, stderr=stderr)
+    console.soft_wrap = not console.is_terminal
+    return console
 
 
 def plain(value) -> str:
@@ -35,15 +38,58 @@ def batch_text(ran: int | None, asked: int) -> str:
     return str(asked) if ran == asked else f"{asked}->{number(ran, 'd')}"
 
 
-def table(title: str, columns: tuple[str, ...], right: tuple[str, ...] = ()):
-    """A rich table whose names never end in an ellipsis: long ones fold onto the next line."""
-    from rich.table import Table
+def table(title: str, columns: tuple[str, ...], right: tuple[str, ...] = ()) -> Shown:
+    """A table to print: boxed on a terminal, plain lines in a log (see `Shown`). Cells are
+    markup-safe text (`plain`, numbers)."""
+    return Shown(title, columns, right)
 
-    shown = Table(title=title)
-    for col in columns:
-        shown.add_column(col, justify="right" if col in right else "left",
-                         overflow="fold" if col != "description" else "ellipsis")
-    return shown
+
+class Shown:
+    """A table that prints as a rich table on a terminal, whose names never end in an ellipsis
+    (long ones fold onto the next line), and in a log (CI, nohup, a pipe) as one line a row,
+    whatever the width: `title: column=value column=value`, spaces in a column's name made `_`,
+    a value with spaces quoted, so that a person and `grep` read every row whole."""
+
+    def __init__(self, title: str, columns: tuple[str, ...], right: tuple[str, ...] = ()):
+        self.title, self.columns, self.right = title, columns, right
+        self.rows: list[tuple[str, ...]] = []
+
+    def add_row(self, *cells: str) -> None:
+        self.rows.append(cells)
+
+    def lines(self) -> list[str]:
+        """The rows as log lines (the title alone when there is none)."""
+        from rich.text import Text
+
+        keys = ["_".join(column.split()) for column in self.columns]
+        title = Text.from_markup(self.title).plain
+        lines = []
+        for cells in self.rows:
+            pairs = []
+            for key, cell in zip(keys, cells):
+                value = " ".join(Text.from_markup(cell).plain.split()) or "-"
+                quoted = " " in value or '"' in value
+                pairs.append(f"{key}={value}" if not quoted else f'{key}="{value.replace(chr(34), chr(92) + chr(34))}"')
+            lines.append(f"{title}: {' '.join(pairs)}")
+        return lines or [f"{title}: none"]
+
+    def __rich_console__(self, console, options):
+        if console.is_terminal:
+            from rich.table import Table
+
+            shown = Table(title=self.title)
+            for col in self.columns:
+                shown.add_column(col, justify="right" if col in self.right else "left",
+                                 overflow="fold" if col != "description" else "ellipsis")
+            for cells in self.rows:
+                shown.add_row(*cells)
+            yield shown
+            return
+        from rich.segment import Segment
+
+        for line in self.lines():  # segments, not text: rich wraps none of them
+            yield Segment(line)
+            yield Segment.line()
 
 
 class GridConsole:
