@@ -362,14 +362,19 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
 def report(store, out, imports, metric_names, html) -> None:
     """Rebuild every CSV from a store's records and predictions (no model runs), optionally
     ranked among imported published results; with --html, an offline site of them."""
-    from ..parent.api import load_report
+    from ..parent.api import NothingToReport, load_report
     from ..parent.plan import check_out_dir
     from ..report.site import check_site_dir
 
     check_out_dir(out)
     if html is not None:
         check_site_dir(html, out)
-    report = load_report(store if store is not None else out, import_=imports, metrics=metric_names, out=out)
+    try:
+        report = load_report(store if store is not None else out, import_=imports, metrics=metric_names, out=out)
+    except NothingToReport as exc:
+        for problem in exc.skipped:  # why the records are not there
+            click.echo(f"rbench: warning: {problem}", err=True)
+        raise
     for problem in report.skipped:
         click.echo(f"rbench: warning: {problem}", err=True)
     for note in report.notes:

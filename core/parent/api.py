@@ -140,6 +140,15 @@ def run_plan(plan: Plan, registry, *, force: bool = False, retry_failed: bool = 
                   rows=outcome.rows, results=store, grid_results=grid)
 
 
+class NothingToReport(RbenchError):
+    """A store with no usable record, and no imported file: `skipped` says which records were
+    left out, and why."""
+
+    def __init__(self, message: str, skipped: list[str]):
+        super().__init__(message)
+        self.skipped = skipped
+
+
 def published_files(paths: Iterable[str | Path]) -> list[Path]:
     """The published files of `paths` (`--import`): each file as it is, each folder's files of
     `PUBLISHED_GLOBS`; an `RbenchError` for a path that does not exist."""
@@ -174,7 +183,7 @@ def load_report(path: str | Path = "results", *, import_: str | Path | Iterable[
     (as `rbench report --out`); without, nothing is written.
 
     Raises `RbenchError` for a path that is a file or does not exist (without `import_`), a
-    published file that cannot be read, and when there is nothing to report."""
+    published file that cannot be read, and `NothingToReport` when there is nothing to report."""
     from ..registry import get_registry
 
     imports = [import_] if isinstance(import_, (str, Path)) else list(import_)
@@ -194,7 +203,8 @@ def load_report(path: str | Path = "results", *, import_: str | Path | Iterable[
     for file in published_files(imports):
         import_published(results, file)
     if not (results.validation or results.metric_rows or results.benchmarks or results.metadata):
-        raise RbenchError(f"nothing to report: no records in {store.root} and no --import files")
+        raise NothingToReport(f"nothing to report: no records in {store.root} and no --import files",
+                              skipped=[*store.problems, *store_report.skipped])
     made = write_reports(results, Path(out)) if out is not None else report_files(results)
     return Report(tables=Tables(made.files), failures=failures_frame(results.failures), store=store.root,
                   out=Path(out) if out is not None else None,
