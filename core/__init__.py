@@ -1,7 +1,8 @@
 """rbench: accuracy, robustness and throughput benchmarks for timm image classifiers.
 
-The public API that plugins import. `import rbench` stays light: torch and timm are imported
-inside the functions that need them.
+The public API: what plugins import, and rbench as a library (`evaluate`, `load_report`,
+`compare`, `Report`; see docs/api.md). `import rbench` stays light: torch, timm and polars are
+imported inside the functions that need them, and the library's names on first use.
 """
 
 from .version import __version__
@@ -40,6 +41,8 @@ from .specs import (
     DatasetSpec,
     Event,
     ExecutorOption,
+    GridStarted,
+    Progress,
     ExecutorSpec,
     Label,
     MetricSpec,
@@ -70,6 +73,9 @@ __all__ = [
     "ExportError",
     "ExportedModel",
     "Grid",
+    "GridStarted",
+    "Progress",
+    "Report",
     "DataError",
     "DataRequest",
     "DatasetSpec",
@@ -91,14 +97,17 @@ __all__ = [
     "__version__",
     "cache_dir",
     "check_option_names",
+    "compare",
     "cpu_name",
     "cpu_tag",
     "cpu_telemetry",
     "default_is_out_of_memory",
+    "evaluate",
     "exporter_reason",
     "first_few",
     "hookimpl",
     "list_class_folders",
+    "load_report",
     "mark_build",
     "natural_key",
     "one_line",
@@ -112,3 +121,16 @@ __all__ = [
     "worker_command",
     "write_bytes",
 ]
+
+
+def __getattr__(name: str):
+    """The library's names, imported on first use (they bring the plan, the engine and the reports)."""
+    if name in ("evaluate", "load_report", "compare"):
+        from .parent import api
+
+        return getattr(api, name)
+    if name == "Report":
+        from .report.tables import Report
+
+        return Report
+    raise AttributeError(f"module 'rbench' has no attribute {name!r}")

@@ -498,3 +498,18 @@ class CellDone(TypedDict):
 Event = CellStarted | CellProgressed | CellNote | CellDone
 """What `Grid.on_event` gets, in this order for each cell: one start, any progress and notes
 (from the executor), one done (from rbench, once the cell's record is stored)."""
+
+
+class GridStarted(TypedDict):
+    """A grid's cells are about to run: `todo`, the cells (`rbench.Cell`) that will run, and
+    `held`, how many of the grid's cells the store already holds. Sent once, in this process
+    only (never by an executor), before any cell's events: the first event that
+    `rbench.evaluate`'s `progress` gets."""
+
+    event: Literal["grid"]
+    todo: list[Any]
+    held: int
+
+
+Progress = GridStarted | Event
+"""What `rbench.evaluate`'s `progress` callback gets: one `GridStarted`, then each cell's events."""

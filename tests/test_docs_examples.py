@@ -90,3 +90,21 @@ def test_every_python_block_of_writing_plugins_runs_and_its_hooks_return_specs(m
                 returned += len(specs)
         load_registry(extra=[(f"test:docs{i}", module)])  # registers like an installed plugin
     assert returned >= 3
+
+
+def test_the_python_blocks_of_the_api_page_run_in_order(tmp_path, monkeypatch, capsys):
+    blocks = python_blocks("api.md")
+    assert len(blocks) >= 5
+    monkeypatch.chdir(tmp_path)  # the page writes to ./results
+    namespace: dict = {}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"api.md block {i}", "exec"), namespace)
+    report = namespace["report"]
+    with open(tmp_path / "results" / "results-synthetic.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["model"] for r in rows) == ["test_byobnet@random", "test_vit@random"]
+    assert len(namespace["vit"]) == 100  # the synthetic set: 10 classes x 10 images
+    printed = capsys.readouterr().out
+    assert "0 cell(s) to run, 1 already in the store" in printed  # the progress example ran nothing
+    assert "unknown model" in printed or "no_such_model" in printed
+    assert report.tables["results-synthetic"].height == 2

@@ -111,11 +111,6 @@ class Number(click.ParamType):
         return number
 
 
-def _split(values: tuple[str, ...]) -> list[str]:
-    """`-b a,b -b c` -> `[a, b, c]`."""
-    return [item.strip() for value in values for item in value.split(",") if item.strip()]
-
-
 def _data_paths(values: tuple[str, ...]) -> dict[str, Path]:
     paths = {}
     for value in values:
@@ -243,23 +238,23 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
 
-    from ..parent.plan import check_out_dir, make_plan, run_options
+    from ..parent.api import evaluation_options
+    from ..parent.plan import check_out_dir, make_plan
     from ..registry import get_registry
     from ..report.site import check_site_dir
     from ..worker.input_cache import parse_size
 
     console = open_console()
     registry = get_registry()
-    options = run_options(
-        registry, models=_split(models), datasets=_split(datasets), backends=_split(backends), benches=_split(benches),
-        data_paths=_data_paths(data), data_dir=data_dir, batch_size=batch_size, workers=workers, weights=weights,
-        executor=executor, out=out, store=store, data_root=data_root, data_options=_data_options(data_option),
-        img_size=img_size, weights_name=weights_name, trust_checkpoint=trust_checkpoint, allow_partial=allow_partial,
-        input_cache=not no_cache, input_cache_dir=cache_dir, input_cache_size=parse_size(cache_size, "--cache-size"),
-        metrics=_split(metric_names), limit=limit, cell_timeout=cell_timeout,
-        bench={"warmup_steps": warmup_steps, "steps": bench_steps, "seconds": bench_seconds, "retry": not no_retry,
-               "repeats": bench_repeats, "latency_queries": latency_queries, "latency_seconds": latency_seconds,
-               "latency_batch_size": latency_batch_size})
+    options = evaluation_options(
+        models, datasets=datasets, backends=backends, bench=benches, out=out, registry=registry,
+        data=_data_paths(data), data_dir=data_dir, data_root=data_root, data_options=_data_options(data_option),
+        store=store, batch_size=batch_size, workers=workers, img_size=img_size, weights=weights,
+        weights_name=weights_name, trust_checkpoint=trust_checkpoint, allow_partial=allow_partial,
+        warmup_steps=warmup_steps, bench_steps=bench_steps, bench_seconds=bench_seconds, bench_repeats=bench_repeats,
+        latency_queries=latency_queries, latency_seconds=latency_seconds, latency_batch_size=latency_batch_size,
+        retry=not no_retry, executor=executor, cell_timeout=cell_timeout, cache=not no_cache, cache_dir=cache_dir,
+        cache_size=parse_size(cache_size, "--cache-size"), metrics=metric_names, limit=limit)
     options = replace(options, executor_options=executor_settings(click.get_current_context(), registry,
                                                                   options.executor, executor_option, executor_flags))
     check_out_dir(out)
@@ -300,9 +295,8 @@ def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
 
 
 def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_failed: bool, html: Path | None) -> None:
+    from ..parent.api import run_plan
     from ..parent.engine import Interrupted
-    from ..worker.jobs import STATUS_SKIPPED
-    from ..parent.run import run
 
     options = plan.options
     errors = open_console(stderr=True)
@@ -322,32 +316,36 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
                    f"stack {reference.name} on its {reference.device} device, image for image "
                    "(conformance-<view>.csv); to keep that pass fast, put a stack of the fastest device first", err=True)
     with GridConsole(console, errors, executor=options.executor, store_dir=options.store_dir) as grid:
+        def progress(event) -> None:
+            if event["event"] == "grid":
+                grid.on_start(event["todo"], event["held"])
+            else:
+                grid.on_event(event)
+
         try:
-            outcome = run(plan, registry, force=force, retry_failed=retry_failed, on_event=grid.on_event,
-                          on_start=grid.on_start)
+            report = run_plan(plan, registry, force=force, retry_failed=retry_failed, progress=progress)
         except KeyboardInterrupt as exc:
             kept = exc.kept if isinstance(exc, Interrupted) else grid.ran
             errors.print(plain(f"interrupted: {kept} finished cell(s) are kept in "
                                f"{options.store_dir}; run the same command again to resume"))
             raise SystemExit(130) from None
-    results, written = outcome.grid, sorted(options.out.glob("*.csv"))
-    print_results(console, results, written)
-    for note in [*outcome.skipped, *results.scorer.notes, *outcome.store.notes, *outcome.store.robustness_notes]:
+    print_results(console, report.grid_results, sorted(options.out.glob("*.csv")))
+    for note in [*report.skipped, *report.notes]:
         errors.print(f"[yellow]{plain(note)}[/]", soft_wrap=True)
-    if results.unreadable:
-        errors.print(f"[yellow]{len(results.unreadable)} unreadable image(s) were left out of the metrics:[/]")
-        for path in results.unreadable:
+    if report.unreadable:
+        errors.print(f"[yellow]{len(report.unreadable)} unreadable image(s) were left out of the metrics:[/]")
+        for path in report.unreadable:
             errors.print(plain(f"  {path}"), soft_wrap=True)
-    console.print(grid.closing_line() + f"; {outcome.new_rows} row(s) from this run, {outcome.rows} in "
+    console.print(grid.closing_line() + f"; {report.new_rows} row(s) from this run, {report.rows} in "
                   + plain(f"{options.out} (every run's on the store)"))
     if html is not None:
-        _write_site(console, outcome.store, options.out, html)
-    if results.failures:
-        errors.print(plain(f"{len(results.failures)} cell(s) failed: see {options.out / 'failures.csv'}; "
+        _write_site(console, report.results, options.out, html)
+    if report.failures.height:
+        errors.print(plain(f"{report.failures.height} cell(s) failed: see {options.out / 'failures.csv'}; "
                             "run again with --retry-failed to retry them"))
         raise SystemExit(1)  # the grid finished, but not every cell: scripts should notice
-    if grid.failed.get(STATUS_SKIPPED):
-        errors.print(plain(f"{grid.failed[STATUS_SKIPPED]} cell(s) were skipped, their records kept as they were; "
+    if report.skipped_cells:
+        errors.print(plain(f"{report.skipped_cells} cell(s) were skipped, their records kept as they were; "
                             "run the same command again to run them"))
         raise SystemExit(1)
 
@@ -364,49 +362,27 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
 def report(store, out, imports, metric_names, html) -> None:
     """Rebuild every CSV from a store's records and predictions (no model runs), optionally
     ranked among imported published results; with --html, an offline site of them."""
-    from ..parent.plan import check_out_dir, select_metrics
-    from ..parent.run import StoreReport
-    from ..registry import get_registry
-    from ..report.results import PUBLISHED_GLOBS, import_published, write_reports
+    from ..parent.api import NothingToReport, load_report
+    from ..parent.plan import check_out_dir
     from ..report.site import check_site_dir
-    from ..store import Store
 
     check_out_dir(out)
     if html is not None:
         check_site_dir(html, out)
-    store_dir = store or out / "store"
-    if store is not None and store.exists() and not store.is_dir():
-        raise RbenchError(f"--store {store} is a file, not a folder; pass the --store folder of an earlier `rbench run`")
-    if store is not None and not store.exists() and not imports:  # with --import, no store is no records
-        raise RbenchError(f"store {store} does not exist; pass the --store folder of an earlier `rbench run`, "
-                          "or --import published files")
-    registry = get_registry()
-    the_store = Store(store_dir)
-    store_report = StoreReport(the_store, select_metrics(_split(metric_names), registry), registry)
-    store_report.load()
-    results = store_report.results()
-    console = open_console()
-    files = []
-    for path in imports:
-        if path.is_dir():
-            # The full model_metadata.csv before the two-column in-1k file, whose rows then add nothing.
-            files.extend(f for pattern in PUBLISHED_GLOBS for f in sorted(path.glob(pattern)))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise RbenchError(f"--import {path} does not exist; pass a results CSV or a folder of them")
-    for path in files:
-        import_published(results, path)
-    for problem in [*the_store.problems, *store_report.skipped, *results.scorer.notes, *results.notes]:
+    try:
+        report = load_report(store if store is not None else out, import_=imports, metrics=metric_names, out=out)
+    except NothingToReport as exc:
+        for problem in exc.skipped:  # why the records are not there
+            click.echo(f"rbench: warning: {problem}", err=True)
+        raise
+    for problem in report.skipped:
         click.echo(f"rbench: warning: {problem}", err=True)
-    if not (results.validation or results.metric_rows or results.benchmarks or results.metadata):
-        raise RbenchError(f"nothing to report: no records in {store_dir} and no --import files")
-    written = write_reports(results, out)
-    for note in results.robustness_notes:
+    for note in report.notes:
         click.echo(f"rbench: note: {note}", err=True)
-    console.print("[bold]wrote[/] " + plain(", ".join(str(p) for p in written)))
+    console = open_console()
+    console.print("[bold]wrote[/] " + plain(", ".join(str(out / f"{name}.csv") for name in report.tables)))
     if html is not None:
-        _write_site(console, results, out, html)
+        _write_site(console, report.results, out, html)
 
 
 def _write_site(console, results, out: Path, html: Path) -> None:
@@ -439,14 +415,11 @@ def compare(a, b, view, img_size, store, out) -> None:
     on the per-image differences), McNemar's exact p-value, and a one-line verdict. A and B are
     timm tags as in the results files, or architectures when the store holds one tag of each.
     """
-    from ..report.compare import compare as compare_models
-    from ..registry import get_registry
+    from ..parent.api import compare_store
     from ..store import Store
 
     the_store = Store(store or out / "store")
-    if not the_store.root.is_dir():
-        raise RbenchError(f"store {the_store.root} does not exist; pass the --store (or --out) of an earlier `rbench run`")
-    found = compare_models(the_store, a, b, view=view, img_size=img_size, registry=get_registry())
+    found = compare_store(the_store, a, b, view=view, img_size=img_size)
     for problem in the_store.problems:
         click.echo(f"rbench: warning: {problem}", err=True)
     console = open_console()
@@ -565,6 +538,7 @@ def metadata(models, out, workers) -> None:
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..parent.api import split_names
     from ..worker.metadata import in1k_rows, metadata_rows
     from ..worker.models import resolve_models
     from ..report.results import metadata_table, model_metadata_table, write_csv
@@ -572,7 +546,7 @@ def metadata(models, out, workers) -> None:
 
     console = open_console()
     check_out_dir(out)
-    names = resolve_models(_split(models) or ["all"])
+    names = resolve_models(split_names(models) or ["all"])
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         rows = metadata_rows(names, workers=workers, progress=progress)

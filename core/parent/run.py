@@ -21,7 +21,7 @@ from ..listings import ListingError
 from ..predictions import DamagedPredictions
 from ..record import CellRecord, versions
 from ..registry import Registry
-from ..report.results import Results, write_reports
+from ..report.results import ReportFiles, Results, write_reports
 from ..report.scoring import Scorer, ScoredView
 from ..specs import MetricSpec
 from ..store import Store
@@ -98,12 +98,13 @@ def row_count(results: Results) -> int:
 @dataclass
 class RunResults:
     """What one `rbench run` gave: `grid`, the results of its cells (those the store held and
-    those it ran); `store`, the results of every record of the store, as written to `--out`;
-    `new_rows`, how many of the rows written come from the cells this run ran; `skipped`, the
-    store's records left out of the files, and why."""
+    those it ran); `store`, the results of every record of the store, as written to `--out`,
+    and `files`, those files; `new_rows`, how many of the rows written come from the cells this
+    run ran; `skipped`, the store's records left out of the files, and why."""
 
     grid: Results
     store: Results
+    files: ReportFiles = field(default_factory=lambda: ReportFiles(files={}))
     new_rows: int = 0
     skipped: list[str] = field(default_factory=list)
 
@@ -123,13 +124,14 @@ def run(plan: Plan, registry: Registry, *, force: bool = False, retry_failed: bo
     grid: set[str] = set()  # this run's cells: held, then run
     ran: set[str] | None = None  # the cells this run ran, once they start
     written = Results()
+    files = ReportFiles(files={})
     started = time.time()
     write_json(options.out / "run.json", run_info(started, None, plan))
 
     def write() -> None:
-        nonlocal written
+        nonlocal written, files
         written = report.results()
-        write_reports(written, options.out)
+        files = write_reports(written, options.out)
 
     def on_record(record: CellRecord) -> None:
         report.add(record)
@@ -152,7 +154,7 @@ def run(plan: Plan, registry: Registry, *, force: bool = False, retry_failed: bo
     run_grid(plan, registry, force=force, retry_failed=retry_failed, on_event=on_event, on_start=started_cells,
              on_record=on_record)
     write_json(options.out / "run.json", run_info(started, time.time(), plan))
-    return RunResults(grid=report.results(grid), store=written, new_rows=row_count(report.results(ran or ())),
+    return RunResults(grid=report.results(grid), store=written, files=files, new_rows=row_count(report.results(ran or ())),
                       skipped=[*report.store.problems, *report.skipped])
 
 

@@ -40,13 +40,14 @@ def _built_as(record: CellRecord, model: str) -> set[str]:
     return {built, architecture(built), architecture(model)}
 
 
-def _records_of(store: Store, name: str, img_size: int | None) -> list[CellRecord]:
+def records_of(store: Store, name: str, img_size: int | None, backend: str | None = None) -> list[CellRecord]:
     """The validation records of the model whose rows are named `name` (`scoring.record_model`:
     a pretrained tag, `<model>@random`, a checkpoint's name); else of those built from the timm
-    name or architecture `name`, which must then be one model (one row name) at one size."""
+    name or architecture `name`, which must then be one model (one row name) at one size.
+    Those of the `backend` stack, when given; else those of reference stacks."""
     # The reference stack's records: another stack's are conformance, not another model.
     validated = [(r, record_model(r)) for r in store.records() if r.predictions is not None and r.ok
-                 and r.cell.reference is None]
+                 and (r.cell.reference is None if backend is None else r.cell.backend == backend)]
     sized = [(r, m) for r, m in validated if img_size is None or r.common.get("img_size") == img_size]
     records = [(r, m) for r, m in sized if m == name] or [(r, m) for r, m in sized if name in _built_as(r, m)]
     tags = sorted({(m, r.common.get("img_size")) for r, m in records})
@@ -55,7 +56,8 @@ def _records_of(store: Store, name: str, img_size: int | None) -> list[CellRecor
 
         known = sorted({m for _, m in validated})
         close = difflib.get_close_matches(name, sorted({*known, *(architecture(k) for k in known)}), n=3, cutoff=0.6)
-        what = f"{name!r}" + (f" at {img_size} px" if img_size is not None else "")
+        what = (f"{name!r}" + (f" at {img_size} px" if img_size is not None else "")
+                + (f" on {backend}" if backend is not None else ""))
         hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close else
                 f"it holds {', '.join(known[:6])}{', ...' if len(known) > 6 else ''}" if known else "it holds none")
         raise UnknownNameError(f"no validated model {what} in the store {store.root}; {hint}")
@@ -91,7 +93,7 @@ def compare(store: Store, a: str, b: str, view: str | None = None, img_size: int
     sets rebuild the listings' callables (None: listings without callables)."""
     if not store.records_dir.is_dir():
         raise RbenchError(f"store {store.root} holds no records; pass the --store (or --out) of an earlier `rbench run`")
-    records_a, records_b = _records_of(store, a, img_size), _records_of(store, b, img_size)
+    records_a, records_b = records_of(store, a, img_size), records_of(store, b, img_size)
     tag_a, tag_b = records_a[0].common["model"], records_b[0].common["model"]
     views = None if view is None else {view}
     scorer = Scorer(store, [], registry)
@@ -114,3 +116,22 @@ def compare(store: Store, a: str, b: str, view: str | None = None, img_size: int
                             "same images: run both in one `rbench run` on the same data")
         found.append(ViewComparison(view=name, a=tag_a, b=tag_b, comparison=paired_difference(ha, hb)))
     return found
+
+
+COMPARISON_COLUMNS = ("view", "a", "b", "images", "top1_a", "top1_b", "diff", "low", "high", "both", "only_a",
+                      "only_b", "neither", "p_value", "verdict")
+
+
+def comparison_table(found: list[ViewComparison]):
+    """Paired comparisons as a polars frame, one row per view: the models, the images compared,
+    both top-1 and their difference A minus B (percent) with its paired 95% interval (`low`,
+    `high`), the four counts of right and wrong, McNemar's exact p-value, and the verdict."""
+    import polars as pl
+
+    data = [{"view": item.view, "a": item.a, "b": item.b, "images": item.comparison.n,
+             **{c: getattr(item.comparison, c) for c in COMPARISON_COLUMNS[4:-1]}, "verdict": item.verdict()}
+            for item in found]
+    schema = {c: pl.Float64 for c in COMPARISON_COLUMNS}
+    schema.update({c: pl.String for c in ("view", "a", "b", "verdict")})
+    schema.update({c: pl.Int64 for c in ("images", "both", "only_a", "only_b", "neither")})
+    return pl.DataFrame(data, schema=schema, orient="row")

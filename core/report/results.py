@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..files import read_utf8, write_atomic
+from ..files import read_utf8, write_atomic, write_bytes
 from ..record import CellRecord
 from .scoring import ScoredRow, ScoredView
 
@@ -664,62 +664,94 @@ def imported_rows(results: Results) -> dict[str, set[tuple[str, ...]]]:
     return dict(found)
 
 
-def write_reports(results: Results, out: Path) -> list[Path]:
-    """Every file that the results so far make, rewritten atomically."""
+def csv_bytes(frame) -> bytes:
+    """The CSV text of a frame, as a report file holds it."""
+    return frame.write_csv().encode()
+
+
+def csv_table(data: bytes):
+    """A report file's CSV text as a polars frame: what `polars.read_csv` gives for the file."""
+    import io
+
+    import polars as pl
+
+    return pl.read_csv(io.BytesIO(data))
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """The files of a report: `files`, each file's path relative to `--out` and its CSV text;
+    `stale`, the files it does not make that an earlier report of the same `--out` may have left
+    (a robustness file of a view with too few models now, `failures.csv` once none failed)."""
+
+    files: dict[str, bytes]
+    stale: tuple[str, ...] = ()
+
+
+def report_files(results: Results) -> ReportFiles:
+    """Every file that the results make, as CSV text; `results.robustness_notes` says which
+    robustness files cannot be made and why."""
     from ..worker.metadata import in1k_rows
 
-    written = []
+    frames: dict[str, Any] = {}
+    stale: list[str] = []
     for view, rows in results.validation.items():
         base = results.bases.get(view)
         base_rows = results.validation.get(base, []) if base else None
-        written.append(write_csv(validation_table(rows, base_rows, results.columns.get(view)),
-                                 out / f"results-{view}.csv"))
+        frames[f"results-{view}.csv"] = validation_table(rows, base_rows, results.columns.get(view))
     metric_columns = results.metric_columns
     for view, rows in results.metric_rows.items():
         if metric_columns:
-            written.append(write_csv(metrics_table(rows, metric_columns, ties="top1" in metric_columns),
-                                     out / f"metrics-{view}.csv"))
+            frames[f"metrics-{view}.csv"] = metrics_table(rows, metric_columns, ties="top1" in metric_columns)
     # A view whose every cell failed gets its files with no row: an earlier report's rows of those
     # cells must not stay beside their failures.csv rows.
     failed_views = {v for f in results.failures for v in f.get("views", ())}
     for view in sorted(failed_views - set(results.validation) - set(results.metric_rows)):
         base = results.bases.get(view)
         if "top1" in metric_columns:
-            written.append(write_csv(validation_table([], results.validation.get(base) if base else None,
-                                                      results.columns.get(view)), out / f"results-{view}.csv"))
+            frames[f"results-{view}.csv"] = validation_table([], results.validation.get(base) if base else None,
+                                                             results.columns.get(view))
         if metric_columns:
-            written.append(write_csv(metrics_table([], metric_columns, ties="top1" in metric_columns),
-                                     out / f"metrics-{view}.csv"))
+            frames[f"metrics-{view}.csv"] = metrics_table([], metric_columns, ties="top1" in metric_columns)
     from .conformance import conformance_table
 
     for view, rows in results.conformance.items():
-        written.append(write_csv(conformance_table(rows), out / f"conformance-{view}.csv"))
+        frames[f"conformance-{view}.csv"] = conformance_table(rows)
     results.robustness_notes = []
     for view, rows in results.validation.items():
         base = results.bases.get(view)
         if not base or not results.validation.get(base):
             continue
         frame, note = robustness_table(view, base, rows, results.validation[base], results._imported)
-        path = out / f"robustness-{view}.csv"
         if frame is None:
             results.robustness_notes.append(note)
-            if path.exists():  # an earlier report's, on other rows
-                path.unlink()
+            stale.append(f"robustness-{view}.csv")  # an earlier report's, on other rows
         else:
-            written.append(write_csv(frame, path))
+            frames[f"robustness-{view}.csv"] = frame
     for (kind, tag), rows in results.benchmarks.items():
         columns = BENCH_COLUMNS[kind]
-        written.append(write_csv(benchmark_table(rows, columns), out / f"benchmark-{kind}-{tag}.csv"))
+        frames[f"benchmark-{kind}-{tag}.csv"] = benchmark_table(rows, columns)
         # Same name in a subfolder: readers that glob `benchmark-infer-*.csv` see timm's files only.
         # Imported rows have no details: the detailed file holds this store's rows only.
         own = [r for r in rows if (kind, tag, r["model"]) not in results._imported_benchmarks]
         if own:
-            written.append(write_csv(benchmark_table(own, columns, detailed=True), out / DETAILED / f"benchmark-{kind}-{tag}.csv"))
+            frames[f"{DETAILED}/benchmark-{kind}-{tag}.csv"] = benchmark_table(own, columns, detailed=True)
     if results.metadata:
-        written.append(write_csv(metadata_table(in1k_rows(results.metadata)), out / "model_metadata-in1k.csv"))
-        written.append(write_csv(model_metadata_table(results.metadata), out / "model_metadata.csv"))
+        frames["model_metadata-in1k.csv"] = metadata_table(in1k_rows(results.metadata))
+        frames["model_metadata.csv"] = model_metadata_table(results.metadata)
     if results.failures:
-        written.append(write_csv(failures_table(results.failures), out / "failures.csv"))
-    elif (out / "failures.csv").exists():  # a retry fixed them all
-        (out / "failures.csv").unlink()
-    return written
+        frames["failures.csv"] = failures_table(results.failures)
+    else:
+        stale.append("failures.csv")  # a retry fixed them all
+    return ReportFiles(files={name: csv_bytes(frame) for name, frame in frames.items()}, stale=tuple(stale))
+
+
+def write_reports(results: Results, out: Path) -> ReportFiles:
+    """Every file that the results make (`report_files`), rewritten atomically in `out`; the
+    stale ones of an earlier report removed. Returns what it wrote."""
+    made = report_files(results)
+    for name, data in made.files.items():
+        write_bytes(out / name, data)
+    for name in made.stale:
+        (out / name).unlink(missing_ok=True)
+    return made
