@@ -89,6 +89,11 @@ def test_a_bad_model_or_option_name_is_raised_not_printed_and_nothing_is_written
         rbench.evaluate("no_such_model", datasets="synthetic", bench="validate", out=out, **QUICK)
     with pytest.raises(rbench.UnknownNameError, match="'batchsize'.*'batch_size'"):
         rbench.evaluate("test_vit", out=out, batchsize=4)
+    # A value out of the command line's range is the command line's error, named as given here.
+    for option, value, span in (("batch_size", 0, "from 1 to 65,536"), ("bench_seconds", float("inf"), "to 86,400"),
+                                ("cell_timeout", 0, "above 0 and at most 604,800"), ("limit", 2.5, "to 1,000,000,000")):
+        with pytest.raises(rbench.RbenchError, match=f"^{option} {value}: expected .*{span}$"):
+            rbench.evaluate("test_vit", out=out, **{option: value})
     assert capsys.readouterr().out == ""
     assert not list(out.rglob("*.csv")) and not (out / "store").exists()
 

@@ -10,6 +10,7 @@ from .console import GridConsole, conformance_table, open_console, plain, print_
 from ..version import __version__
 from ..errors import PluginError, RbenchError
 from ..worker.input_cache import DEFAULT_LIMIT
+from ..parent.plan import RUN_NUMBERS, NumberRange
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -85,30 +86,20 @@ def executor_settings(ctx: click.Context, registry, executor: str, given: tuple[
 
 
 class Number(click.ParamType):
-    """A numeric option's value: a finite number from `low` to `high` (above `low` with
-    `low_open`), a whole one for `int`; anything else (`inf`, `nan`, `1e400`, a number out of
-    range) is an `RbenchError`: one line, exit 2, that gives the range."""
+    """A numeric option's value, checked by its range (`plan.NumberRange`): anything else is an
+    `RbenchError`: one line, exit 2, that gives the range."""
 
-    def __init__(self, kind: type, low: float, high: float, low_open: bool = False):
-        self.kind, self.low, self.high, self.low_open = kind, low, high, low_open
-        self.name = "integer" if kind is int else "number"
+    def __init__(self, allowed):
+        self.allowed = allowed
+        self.name = "integer" if allowed.kind is int else "number"
 
     def convert(self, value, param, ctx):
-        import math
+        return self.allowed.check(value, param.opts[0] if param is not None and param.opts else "value")
 
-        try:
-            number = self.kind(value.strip() if isinstance(value, str) else value)
-        except (TypeError, ValueError, OverflowError):
-            number = None
-        above = number is not None and math.isfinite(number) and (number > self.low if self.low_open
-                                                                  else number >= self.low)
-        if not (above and number <= self.high):
-            what = "a whole number" if self.kind is int else "a finite number"
-            span = (f"above {self.low:,} and at most {self.high:,}" if self.low_open
-                    else f"from {self.low:,} to {self.high:,}")
-            option = param.opts[0] if param is not None and param.opts else "value"
-            raise RbenchError(f"{option} {value}: expected {what} {span}")
-        return number
+
+def run_number(name: str) -> Number:
+    """The click type of `rbench run`'s numeric option `name` (`plan.RUN_NUMBERS`)."""
+    return Number(RUN_NUMBERS[name])
 
 
 def _data_paths(values: tuple[str, ...]) -> dict[str, Path]:
@@ -185,10 +176,10 @@ def main() -> None:
 @click.option("--data-option", "data_option", multiple=True, metavar="NAME.KEY=VALUE",
               help="A setting for one data set's plugin, e.g. imagenet.labels=LOC_val_solution.csv.")
 @click.option("--store", type=click.Path(path_type=Path), help="Folder of per-cell result records. [default: OUT/store]")
-@click.option("--batch-size", type=Number(int, 1, 65536), help="Batch size for validation and benchmarks. [default: 256; 32 for the embedded suite]")
-@click.option("--workers", type=Number(int, 0, 1024),
+@click.option("--batch-size", type=run_number("batch_size"), help="Batch size for validation and benchmarks. [default: 256; 32 for the embedded suite]")
+@click.option("--workers", type=run_number("workers"),
               help="Data loader worker processes, and metadata processes (0: this process). [default: CPU count, at most 8]")
-@click.option("--img-size", type=Number(int, 16, 8192), help="Evaluate at this square size instead of the model's test size.")
+@click.option("--img-size", type=run_number("img_size"), help="Evaluate at this square size instead of the model's test size.")
 @click.option("--weights", default=None, metavar="pretrained|random|PATH",
               help="Model weights: pretrained (timm's, from the hub cache), random (seeded by model name), "
                    "or a .safetensors / torch checkpoint. [default: pretrained; random for the embedded suite]")
@@ -197,17 +188,17 @@ def main() -> None:
                    "default: derived (`<architecture>@ckpt-<content hash>`, `<model>@random`).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs full unpickling (can run code).")
 @click.option("--allow-partial", is_flag=True, help="Run on data sets with missing classes or images.")
-@click.option("--warmup-steps", type=Number(int, 0, 1_000_000), help="Benchmark warm-up steps, the first call included. [default: 10]")
-@click.option("--bench-steps", type=Number(int, 1, 1_000_000), help="Benchmark: time at least this many steps. [default: 40]")
-@click.option("--bench-seconds", type=Number(float, 0, 86400), help="Benchmark: and at least this many seconds. [default: 5]")
-@click.option("--bench-repeats", type=Number(int, 1, 1000), metavar="N",
+@click.option("--warmup-steps", type=run_number("warmup_steps"), help="Benchmark warm-up steps, the first call included. [default: 10]")
+@click.option("--bench-steps", type=run_number("bench_steps"), help="Benchmark: time at least this many steps. [default: 40]")
+@click.option("--bench-seconds", type=run_number("bench_seconds"), help="Benchmark: and at least this many seconds. [default: 5]")
+@click.option("--bench-repeats", type=run_number("bench_repeats"), metavar="N",
               help="Benchmark: run the timed loop N times and state the spread between them. "
                    "[default: 3 when the first loop took under 3 s, else 1]")
-@click.option("--latency-queries", type=Number(int, 1, 10_000_000), metavar="N",
+@click.option("--latency-queries", type=run_number("latency_queries"), metavar="N",
               help="Latency: time at least N queries, one at a time. [default: 1024; 100 for the embedded suite]")
-@click.option("--latency-seconds", type=Number(float, 0, 86400), metavar="SECONDS",
+@click.option("--latency-seconds", type=run_number("latency_seconds"), metavar="SECONDS",
               help="Latency: and at least this many seconds. [default: 10; 1 for the embedded suite]")
-@click.option("--latency-batch-size", type=Number(int, 1, 65536), metavar="N",
+@click.option("--latency-batch-size", type=run_number("latency_batch_size"), metavar="N",
               help="Latency: images a query. [default: 1]")
 @click.option("--no-retry", is_flag=True,
               help="Benchmark: do not back off to a smaller batch when one does not fit (like-for-like tables).")
@@ -216,7 +207,7 @@ def main() -> None:
                    "plugin's (`rbench list executors`). [default: subprocess with benchmarks, else local]")
 @click.option("--executor-option", "executor_option", multiple=True, metavar="KEY=VALUE",
               help="A setting of the executor, e.g. address=HOST:PORT for ray (see `rbench list executors`).")
-@click.option("--cell-timeout", type=Number(float, 0, 604800, low_open=True), metavar="SECONDS",
+@click.option("--cell-timeout", type=run_number("cell_timeout"), metavar="SECONDS",
               help="Fail a cell that runs longer than this.")
 @cache_dir_option
 @click.option("--cache-size", metavar="SIZE", default=f"{DEFAULT_LIMIT // 1000**3}GB", show_default=True,
@@ -224,7 +215,7 @@ def main() -> None:
                    "that pass decodes every image.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the decoded-input cache.")
 @metrics_option
-@click.option("--limit", type=Number(int, 1, 1_000_000_000), metavar="N",
+@click.option("--limit", type=run_number("limit"), metavar="N",
               help="Validate on the first N images of each data set only, for a quick look (rows marked partial).")
 @click.option("--dry-run", is_flag=True, help="Print the grid (each cell, done or pending, its images) and exit.")
 @click.option("--force", is_flag=True, help="Redo every cell, even those the store already holds.")
@@ -404,7 +395,7 @@ def _write_site(console, results, out: Path, html: Path) -> None:
 @click.argument("a")
 @click.argument("b")
 @click.option("--view", metavar="VIEW", help="The view to compare on (a results-<view>.csv name). [default: every view both models have]")
-@click.option("--img-size", type=Number(int, 1, 8192), help="The rows at this image size, when a model has several.")
+@click.option("--img-size", type=Number(NumberRange(int, 1, 8192)), help="The rows at this image size, when a model has several.")
 @click.option("--store", type=click.Path(path_type=Path), help="Store of result records. [default: OUT/store]")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="The --out of the run, when --store is not given.")
@@ -439,7 +430,7 @@ def compare(a, b, view, img_size, store, out) -> None:
 @click.argument("stack")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Keep the CSVs and the store in this folder. [default: a temporary folder, removed]")
-@click.option("--workers", type=Number(int, 0, 1024), default=0, show_default=True,
+@click.option("--workers", type=run_number("workers"), default=0, show_default=True,
               help="Data loader worker processes (0: this process).")
 def check_backend(stack, out, workers) -> None:
     """Does STACK give the answers of `cpu`? A verdict in about a minute.
@@ -528,7 +519,7 @@ def status(store, out) -> None:
               help="timm names, globs ('convnext*'), 'all', or @FILE; comma-separated or repeated. [default: all]")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Folder for model_metadata.csv and model_metadata-in1k.csv.")
-@click.option("--workers", type=Number(int, 0, 1024),
+@click.option("--workers", type=run_number("workers"),
               help="Processes that count on the meta device; 0 counts in this process. [default: CPU count]")
 def metadata(models, out, workers) -> None:
     """Pretraining data, technique, configs, parameters and GMACs of timm's pretrained tags.

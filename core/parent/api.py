@@ -17,7 +17,7 @@ from ..report.results import PUBLISHED_GLOBS, import_published, report_files, wr
 from ..report.tables import Report, Tables, failures_frame
 from ..specs import Progress
 from ..store import Store
-from .plan import Plan, RunOptions, check_out_dir, make_plan, run_options, select_metrics
+from .plan import RUN_NUMBERS, Plan, RunOptions, check_out_dir, make_plan, run_options, select_metrics
 from .run import RunResults, StoreReport, row_count, run
 
 # `evaluate`'s options beyond the data sets, backends and kinds: each `rbench run` option, with
@@ -54,6 +54,8 @@ def evaluation_options(models: str | Iterable[str] | None = None, *, datasets: s
     for name in options:
         if name not in known:
             raise unknown_name("option", name, known, "docs/api.md")
+    options = {name: RUN_NUMBERS[name].check(value, name) if name in RUN_NUMBERS and value is not None else value
+               for name, value in options.items()}  # the command line's ranges, checked alike
     given = {name: options[name] for name in RUN_OPTIONS if options.get(name) is not None}
     for name in ("data_dir", "data_root", "store"):
         if name in given:

@@ -29,6 +29,48 @@ DEFAULT_BENCHES = ("validate", "infer", "metadata")
 RESULTS_COLUMN = "top1"  # the timm schema's column that makes a metric the results file's
 
 
+@dataclass(frozen=True)
+class NumberRange:
+    """The values a numeric option takes: a finite number from `low` to `high` (above `low` with
+    `low_open`), a whole one for `int`."""
+
+    kind: type
+    low: float
+    high: float
+    low_open: bool = False
+
+    def check(self, value: Any, name: str) -> int | float:
+        """`value` as a number of this range; anything else (`inf`, `nan`, `1e400`, a number out
+        of range, text) is an `RbenchError` naming the option `name` and giving the range."""
+        import math
+
+        try:
+            number = self.kind(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+        if isinstance(value, float) and self.kind is int and number != value:
+            number = None  # 2.5 is not a whole number, whatever int() makes of it
+        above = number is not None and math.isfinite(number) and (number > self.low if self.low_open
+                                                                  else number >= self.low)
+        if not (above and number <= self.high):
+            what = "a whole number" if self.kind is int else "a finite number"
+            span = (f"above {self.low:,} and at most {self.high:,}" if self.low_open
+                    else f"from {self.low:,} to {self.high:,}")
+            raise RbenchError(f"{name} {value}: expected {what} {span}")
+        return number
+
+
+# The range of each numeric option of `rbench run` (and `rbench.evaluate`), by its name there.
+RUN_NUMBERS = {
+    "batch_size": NumberRange(int, 1, 65536), "workers": NumberRange(int, 0, 1024),
+    "img_size": NumberRange(int, 16, 8192), "warmup_steps": NumberRange(int, 0, 1_000_000),
+    "bench_steps": NumberRange(int, 1, 1_000_000), "bench_seconds": NumberRange(float, 0, 86400),
+    "bench_repeats": NumberRange(int, 1, 1000), "latency_queries": NumberRange(int, 1, 10_000_000),
+    "latency_seconds": NumberRange(float, 0, 86400), "latency_batch_size": NumberRange(int, 1, 65536),
+    "cell_timeout": NumberRange(float, 0, 604800, low_open=True), "limit": NumberRange(int, 1, 1_000_000_000),
+}
+
+
 @dataclass(kw_only=True)
 class RunOptions:
     """Everything `rbench run` was asked to do; defaults are the embedded default suite's."""
