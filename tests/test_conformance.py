@@ -266,7 +266,7 @@ def test_a_reference_on_another_device_is_noted_before_the_run(monkeypatch, caps
     from types import SimpleNamespace
 
     import rbench.frontend.cli as cli
-    import rbench.parent.run
+    import rbench.parent.api
 
     class Stopped(Exception):
         pass
@@ -274,7 +274,7 @@ def test_a_reference_on_another_device_is_noted_before_the_run(monkeypatch, caps
     def run(*args, **kwargs):
         raise Stopped
 
-    monkeypatch.setattr(rbench.parent.run, "run", run)
+    monkeypatch.setattr(rbench.parent.api, "run_plan", run)
     stacks = [SimpleNamespace(name=f"stack{i}", device=d) for i, d in enumerate(devices)]
     plan = SimpleNamespace(options=SimpleNamespace(benches=("validate",), weights="random", executor="local",
                                                    store_dir="store"),
