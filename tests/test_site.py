@@ -430,7 +430,7 @@ def test_run_html_and_own_rows_beside_imported_ones(browser, tmp_path):
     page.evaluate("window.rbench.drawAll()")
     traces = page.evaluate("""() => document.getElementById("params").data
         .filter(t => t.meta === "points").map(t => [t.name, t.marker.color, t.x.length])""")
-    assert traces == [["imported (12)", "#9aa5b1", 12], ["this store (3)", "#d62728", 3]]
+    assert traces == [["imported (12)", "#9aa5b1", 12], ["yours (3)", "#d62728", 3]]
     marked = page.eval_on_selector_all("#results-table tbody tr", "rows => rows.map(r => r.classList.contains('imported'))")
     models = column_values(page, "model")
     assert [m for m, imported in zip(models, marked) if not imported] == [r["model"] for r in own]
@@ -541,3 +541,194 @@ def test_a_model_name_with_mathtext_draws_as_text(tmp_path):
     assert all(name in plot["notes"][0] for name in names), plot["notes"]
     for ext in ("png", "svg"):
         assert (tmp_path / "s" / "plots" / f"{plot['id']}.{ext}").stat().st_size > 1000
+
+
+# --- a user's own run: two stacks, checkpoints, latency, beside an imported zoo ---------------
+
+OWN = ["tiny_vit@ckpt-0123abcd4567", "test_net.r160@random", "my-finetuned-checkpoint_epoch_0100_best_of_all"]
+STACKS = {"cpu": "fp32-nchw-pt240-cpu-x", "cpu+channels-last": "fp32-nhwc-pt240-cpu-x"}
+OWN_RATES = {"cpu": [100.0, 50.0, 20.0], "cpu+channels-last": [300.0, 25.0, 20.0]}  # per model of OWN
+LATENCY = [(OWN[0], 12.5, 20.0, 31.25), (OWN[1], 3.0, 3.5, 9.0), (OWN[2], 40.0, 41.0, 400.0)]  # p50, p90, p99 ms
+ZOO_BENCH = "benchmark-infer-amp-nchw-pt240-cu124-zoo.csv"
+
+
+def write_user_run(out: Path) -> dict[str, set[tuple[str, ...]]]:
+    """The CSV files of a user's run on their own image folder (view `mine`, every top-1 at 0: random
+    and untrained weights) with two stacks and latency, beside an imported ImageNet zoo of 300
+    models and its benchmark file; returns the imported rows' keys (`results.imported_rows`)."""
+    out.mkdir(parents=True)
+    generator = random.Random(11)
+    zoo = [f"zoo{i}.tag" for i in range(300)]
+    (out / "results-imagenet.csv").write_text(RESULT_COLUMNS + "\n" + "".join(
+        f"{m},224,{(t := generator.uniform(40, 90)):.3f},{100 - t:.3f},95.000,5.000,{generator.uniform(1, 300):.2f},0.875,"
+        "bicubic\n" for m in zoo))
+    (out / ZOO_BENCH).write_text("model,infer_img_size,infer_samples_per_sec,infer_gmacs\n" + "".join(
+        f"{m.split('.')[0]},224,{generator.uniform(10, 20000):.2f},{generator.uniform(0.1, 50):.2f}\n" for m in zoo))
+    (out / "results-mine.csv").write_text(RESULT_COLUMNS + "\n" + "".join(
+        f"{m},160,0.000,100.000,0.000,100.000,{0.3 + i:.2f},0.950,bicubic\n" for i, m in enumerate(OWN)))
+    (out / "detailed").mkdir()
+    for stack, tag in STACKS.items():
+        rows = [f"{m},160,{r:.2f},{0.04 + i:.2f}\n" for i, (m, r) in enumerate(zip(OWN, OWN_RATES[stack]))]
+        (out / f"benchmark-infer-{tag}.csv").write_text("model,infer_img_size,infer_samples_per_sec,infer_gmacs\n" +
+                                                         "".join(rows))
+        (out / "detailed" / f"benchmark-infer-{tag}.csv").write_text(
+            "model,infer_img_size,infer_samples_per_sec,status,backend\n" +
+            "".join(f"{m},160,{r:.2f},ok,{stack}\n" for m, r in zip(OWN, OWN_RATES[stack])))
+    (out / f"benchmark-latency-{STACKS['cpu']}.csv").write_text(
+        "model,latency_img_size,latency_batch_size,latency_samples_per_sec,latency_mean_ms,latency_p50_ms,latency_p90_ms,"
+        "latency_p99_ms,latency_queries\n" + "".join(f"{m},160,1,{1000 / p50:.2f},{p50:.3f},{p50},{p90},{p99},100\n"
+                                                     for m, p50, p90, p99 in LATENCY))
+    # Two stacks against the reference: channels-last (benchmarked) and bf16 (validated only).
+    (out / "conformance-mine.csv").write_text(
+        "model,img_size,stack,reference,top1,reference_top1,top1_delta,top1_agreement,logit_absdiff_max,"
+        "logit_absdiff_mean,images,pass\n" + "".join(
+            f"{m},160,{stack},cpu,0.0,0.0,{delta},{agreement},{0.01 * (i + 1)},0.001,24,true\n"
+            for stack, deltas, agreements in (("cpu+channels-last", (0.0, 0.0, 0.0), (100.0, 100.0, 95.833)),
+                                              ("cpu-amp-bf16", (0.0, -4.167, 0.0), (91.667, 87.5, 100.0)))
+            for i, (m, delta, agreement) in enumerate(zip(OWN, deltas, agreements))))
+    return {"results-imagenet.csv": {(m, "224") for m in zoo}, ZOO_BENCH: {(m.split(".")[0],) for m in zoo}}
+
+
+@pytest.fixture(scope="module")
+def user_site(tmp_path_factory):
+    from rbench.report.site import write_site
+
+    root = tmp_path_factory.mktemp("user")
+    imported = write_user_run(root / "out")
+    index, notes = write_site(root / "out", root / "site", imported=imported, bases={"imagenet": None, "mine": None})
+    return root, index, imported
+
+
+def test_conformance_table_and_each_stack_against_the_reference(user_site, browser):
+    root, index, _ = user_site
+    data = page_data(index)
+    rows = csv_rows(root / "out" / "conformance-mine.csv")
+    (table,) = [t for t in data["tables"] if t["name"] == "conformance-mine.csv"]
+    assert table["rows"] == [list(r.values()) for r in rows] and not any(table["imported"])
+    plot = {p["id"]: p for p in data["plots"]}["conformance-mine"]
+    assert plot["categories"] == OWN
+    panels = {p["y_title"]: {s["name"]: s["y"] for s in p["series"]} for p in plot["panels"]}
+    assert panels["top-1 delta (points)"] == {"cpu+channels-last": [0.0, 0.0, 0.0], "cpu-amp-bf16": [0.0, -4.167, 0.0]}
+    assert panels["top-1 agreement (%)"] == {"cpu+channels-last": [100.0, 100.0, 95.833],
+                                             "cpu-amp-bf16": [91.667, 87.5, 100.0]}
+    # The stack's infer samples/s over the reference's, model by model; bf16 was not benchmarked.
+    assert panels["infer speed (x reference)"] == {"cpu+channels-last": [3.0, 0.5, 1.0], "cpu-amp-bf16": [None] * 3}
+
+    page, requests, errors = open_offline(browser, index)
+    models = page.eval_on_selector_all('#conformance-results-table tbody td[data-col="model"]',
+                                       "cells => cells.map(c => c.textContent)")
+    stacks = page.eval_on_selector_all('#conformance-results-table tbody td[data-col="stack"]',
+                                       "cells => cells.map(c => c.textContent)")
+    assert list(zip(models, stacks)) == [(r["model"], r["stack"]) for r in rows]
+    page.click('#conformance-results-table th[data-col="top1_agreement"]')  # sortable like the others
+    agreements = page.eval_on_selector_all('#conformance-results-table tbody td[data-col="top1_agreement"]',
+                                           "cells => cells.map(c => Number(c.textContent))")
+    assert agreements == sorted((float(r["top1_agreement"]) for r in rows), reverse=True)
+    page.evaluate("window.rbench.drawAll()")
+    drawn = page.evaluate("""() => document.getElementById("conformance-mine").data
+        .filter(t => t.meta === "panel").map(t => [t.name, t.yaxis, t.y])""")
+    assert ["cpu+channels-last", "y3", [3.0, 0.5, 1.0]] in drawn and len(drawn) == 6
+    assert page.evaluate("document.getElementById('conformance-mine').closest('section').id") == "conformance"
+    assert requests == [] and errors == []
+    page.context.close()
+
+
+def test_latency_is_plotted_in_milliseconds_with_p90_and_p99_whiskers(user_site, browser):
+    root, index, _ = user_site
+    data = page_data(index)
+    plots = {p["id"]: p for p in data["plots"]}
+    name = f"benchmark-latency-{STACKS['cpu']}"
+    assert f"throughput-{name}" not in plots  # not as samples/s
+    plot = plots[f"latency-{name}"]
+    by_p50 = sorted(LATENCY, key=lambda r: r[1])
+    assert [data["models"][m] for m in plot["points"]["model"]] == [r[0] for r in by_p50]
+    assert plot["points"]["y"] == [r[1] for r in by_p50]
+    assert plot["points"]["whiskers"] == [[r[2], r[3]] for r in by_p50] and plot["whisker_names"] == ["p90", "p99"]
+    assert "ms" in plot["y_title"] and plot["y_log"]  # 3 ms to 400 ms
+
+    page, requests, errors = open_offline(browser, index)
+    page.evaluate("window.rbench.drawAll()")
+    traces = page.evaluate(f"""() => document.getElementById("latency-{name}").data.map(t =>
+        [t.meta, t.x, t.y, t.error_y ? t.error_y.array : null, t.error_y ? t.error_y.arrayminus : null])""")
+    (points,) = [t for t in traces if t[0] == "points"]
+    assert points[1] == [r[0] for r in by_p50] and points[2] == [r[1] for r in by_p50]
+    tops = sorted([[y + e for y, e in zip(t[2], t[3])] for t in traces if t[0] == "whisker"])
+    assert tops == sorted([[r[2] for r in by_p50], [r[3] for r in by_p50]])
+    assert all(minus == [0, 0, 0] for t in traces if t[0] == "whisker" for minus in [t[4]])
+    axis = page.evaluate(f"document.getElementById('latency-{name}').layout.yaxis.type")
+    assert axis == "log"
+    assert requests == [] and errors == []
+    page.context.close()
+
+
+def test_own_rows_are_plotted_beside_an_imported_zoo(user_site, browser):
+    """The user's own view (their image folder) gets its throughput and size plots, every own row
+    on them, first on the page, drawn last (on top), beside the zoo's plots of ImageNet."""
+    root, index, _ = user_site
+    data = page_data(index)
+    plots = {p["id"]: p for p in data["plots"]}
+    own_plots = [f"throughput-mine-benchmark-infer-{tag}" for tag in STACKS.values()] + ["mine-gmacs", "mine-params"]
+    for plot_id in own_plots:
+        points = plot_points(plots[plot_id], data["models"])
+        assert sorted(points) == sorted(OWN) and all(imp == 0 for _, _, imp, _ in points.values()), plot_id
+    assert f"throughput-mine-{ZOO_BENCH[:-4]}" not in plots  # the zoo's benchmark file names none of them
+    zoo = plot_points(plots[f"throughput-{ZOO_BENCH[:-4]}"], data["models"])
+    assert len(zoo) == 300 and all(imp == 1 for _, _, imp, _ in zoo.values())
+    ids = [p["id"] for p in data["plots"]]
+    assert max(ids.index(i) for i in own_plots) < ids.index(f"throughput-{ZOO_BENCH[:-4]}")
+
+    page, requests, errors = open_offline(browser, index)
+    page.evaluate("window.rbench.drawAll()")
+    for plot_id in own_plots:
+        traces = page.evaluate(f"""() => document.getElementById("{plot_id}").data.map(t => [t.name, t.meta, t.x.length])""")
+        assert traces[-1] == ["yours (3)", "points", 3], (plot_id, traces)
+    zoo_traces = page.evaluate(f"""() => document.getElementById("throughput-{ZOO_BENCH[:-4]}").data
+        .filter(t => t.meta === "points").map(t => t.name)""")
+    assert zoo_traces == ["imported (300)"]
+    assert requests == [] and errors == []
+    page.context.close()
+
+
+def test_accuracy_axes_stay_within_0_and_100(user_site, browser):
+    """Every own top-1 at 0 (random weights): the axis is 0 to 5 %, not -1 to 1; the zoo's is its span."""
+    root, index, _ = user_site
+    data = page_data(index)
+    plots = {p["id"]: p for p in data["plots"]}
+    for plot_id in ("mine-params", "mine-gmacs", f"throughput-mine-benchmark-infer-{STACKS['cpu']}"):
+        low, high = plots[plot_id]["y_range"]
+        assert low == 0 and 5 <= high <= 6, plot_id
+    zoo = [float(r["top1"]) for r in csv_rows(root / "out" / "results-imagenet.csv")]
+    low, high = plots["params"]["y_range"]
+    assert 0 <= low <= min(zoo) and max(zoo) <= high <= 100
+    page, requests, errors = open_offline(browser, index)
+    page.evaluate("window.rbench.drawAll()")
+    shown = page.evaluate("""() => ["mine-params", "params"].map(id => document.getElementById(id).layout.yaxis.range)""")
+    assert shown == [plots["mine-params"]["y_range"], plots["params"]["y_range"]]
+    assert requests == [] and errors == []
+    page.context.close()
+
+
+def test_static_plots_name_own_points_and_a_few_of_the_zoo(user_site):
+    from rbench.report.plots import ZOO_LABELS, plot_data, static_figure, wrap_label
+    from rbench.report.site import read_tables, stack_speeds
+
+    root, _, imported = user_site
+    out = root / "out"
+    tables = read_tables(out, imported)
+    plots = {p.id: p for p in plot_data(tables, {"imagenet": None, "mine": None}, {}, stack_speeds(out))[0]}
+    figure = static_figure(plots["mine-params"])
+    (ax,) = figure.axes
+    texts = [t.get_text() for t in ax.texts]
+    assert sorted(t.replace("\n", "") for t in texts) == sorted(OWN)
+    assert all(len(line) <= 24 for t in texts for line in t.split("\n"))  # long names wrapped
+    assert ax.get_ylim()[0] >= 0 and ax.get_ylim()[1] <= 100
+    figure.canvas.draw()
+    ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert ticks and not any("$" in t for t in ticks)  # a log axis in plain text, not raw mathtext
+
+    zoo = plots[f"throughput-{ZOO_BENCH[:-4]}"]
+    figure = static_figure(zoo)
+    names = [t.get_text().replace("\n", "") for t in figure.axes[0].texts]
+    front = {p.model for p in zoo.points if p.front}
+    assert 1 <= len(names) <= ZOO_LABELS and set(names) <= front
+    assert wrap_label(OWN[2]).replace("\n", "") == OWN[2]

@@ -27,7 +27,7 @@ from .plots import Plot, Table
 
 HTML_HINT = "pip install 'rbench[html]'"
 # The files shown as tables, in this order (each pattern's files sorted by name).
-TABLE_GLOBS = ("results-*.csv", "robustness-*.csv", "metrics-*.csv", "benchmark-*.csv", "model_metadata.csv",
+TABLE_GLOBS = ("results-*.csv", "conformance-*.csv", "robustness-*.csv", "metrics-*.csv", "benchmark-*.csv", "model_metadata.csv",
                "model_metadata-in1k.csv")
 METADATA_JOIN = ("pretrain", "pretrain_data", "finetune_chain", "technique", "param_count", "gmacs")
 MANIFEST = ".rbench-site.json"  # the files the site wrote: {relative path: SHA-256}
@@ -119,15 +119,36 @@ def read_tables(out: Path, imported: Mapping[str, set[tuple[str, ...]]]) -> dict
     return tables
 
 
+def stack_speeds(out: Path) -> dict[tuple[str, str], float]:
+    """`{(model, backend stack): infer samples/s}` of the own rows of `out`'s benchmark files:
+    their detailed copies (`detailed/benchmark-infer-*.csv`) name each row's stack, which the
+    conformance plots set against the reference stack's."""
+    from .plots import parse_number
+
+    speeds: dict[tuple[str, str], float] = {}
+    for path in sorted((out / "detailed").glob("benchmark-infer-*.csv")):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                rate = parse_number(row.get("infer_samples_per_sec"))
+                if row.get("model") and row.get("backend") and row.get("status", "ok") == "ok" and rate:
+                    speeds.setdefault((row["model"], row["backend"]), rate)
+    return speeds
+
+
 def _plot_json(plot: Plot, model_index: dict[str, int]) -> dict[str, Any]:
     """A plot for the page: points as columns, models as indices into the blob's `models` (the
     same names recur in every plot), logit coordinates rounded to what a screen shows."""
     from .plots import logit_percent
 
     data: dict[str, Any] = {"id": plot.id, "title": plot.title, "kind": plot.kind, "x_title": plot.x_title,
-                            "y_title": plot.y_title, "x_log": plot.x_log, "logit": plot.logit, "notes": plot.notes}
+                            "y_title": plot.y_title, "x_log": plot.x_log, "y_log": plot.y_log, "y_range": plot.y_range,
+                            "x_category": plot.x_category, "logit": plot.logit, "notes": plot.notes}
     if plot.kind == "heatmap":
         data["heat"] = plot.heat
+        return data
+    if plot.kind == "panels":
+        data["categories"] = plot.categories
+        data["panels"] = plot.panels
         return data
     digits = 5 if plot.logit else 10
     data["points"] = {"model": [model_index.setdefault(p.model, len(model_index)) for p in plot.points],
@@ -135,6 +156,9 @@ def _plot_json(plot: Plot, model_index: dict[str, int]) -> dict[str, Any]:
                       "imported": [int(p.imported) for p in plot.points],
                       "front": [int(p.front) for p in plot.points],
                       "gain": [None if p.gain is None else round(p.gain, 3) for p in plot.points]}
+    if plot.whisker_names:
+        data["whisker_names"] = plot.whisker_names
+        data["points"]["whiskers"] = [[round(w, digits) for w in p.whiskers] for p in plot.points]
     data["lines"] = plot.lines
     if plot.logit:
         data["ticks"] = {"vals": [logit_percent(t) for t in plot.ticks], "text": [f"{t:g}" for t in plot.ticks]}
@@ -189,7 +213,7 @@ def write_site(out: Path, site: Path, imported: Mapping[str, set[tuple[str, ...]
     _check_no_foreign(site)
     before = own_files(site)
     tables = read_tables(out, imported)
-    plots, notes = plot_data(tables, bases, part_columns)
+    plots, notes = plot_data(tables, bases, part_columns, stack_speeds(out))
     if not tables:
         notes.insert(0, f"no result files in {out}: nothing to show")
     blob = _json_script(site_data(tables, plots, notes))
