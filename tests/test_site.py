@@ -672,6 +672,8 @@ def test_own_rows_are_plotted_beside_an_imported_zoo(user_site, browser):
         points = plot_points(plots[plot_id], data["models"])
         assert sorted(points) == sorted(OWN) and all(imp == 0 for _, _, imp, _ in points.values()), plot_id
     assert f"throughput-mine-{ZOO_BENCH[:-4]}" not in plots  # the zoo's benchmark file names none of them
+    for tag in STACKS.values():  # nor do the user's benchmark files name a model of the zoo: no empty plot
+        assert f"throughput-benchmark-infer-{tag}" not in plots
     zoo = plot_points(plots[f"throughput-{ZOO_BENCH[:-4]}"], data["models"])
     assert len(zoo) == 300 and all(imp == 1 for _, _, imp, _ in zoo.values())
     ids = [p["id"] for p in data["plots"]]

@@ -442,11 +442,20 @@ def plot_data(tables: Mapping[str, Table], bases: Mapping[str, str | None],
                      "results-imagenet.csv)")
     else:
         accuracy = tables[f"results-{view}.csv"]
-        plots.extend(throughput_plot(accuracy, tables[name]) for name in benches)
+        own_views = _own_views(tables, bases, view)
+        for name in benches:
+            plot = throughput_plot(accuracy, tables[name])
+            if not plot.points and own_views and not all(tables[name].imported):
+                # The user's own benchmark beside an imported zoo that it shares no model with: an
+                # empty plot; its models are plotted on their own views' plots.
+                notes.append(f"no plot of top-1 ({accuracy.name}) against {name}: no model has a row in both "
+                             f"(its models are plotted against {', '.join(f'results-{v}.csv' for v in own_views)})")
+                continue
+            plots.append(plot)
         if not benches:
             notes.append("no throughput plots: no benchmark-infer-*.csv (run --bench infer, or --import timm's)")
         plots.extend(size_plots(accuracy, tables))
-        for own in _own_views(tables, bases, view):
+        for own in own_views:
             # Against the user's own benchmark files (the zoo's, on other machines, would add a plot
             # of a few of the user's models each), and only the plots where the view's rows have data.
             accuracy = tables[f"results-{own}.csv"]
