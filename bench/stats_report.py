@@ -238,7 +238,8 @@ def main() -> None:
         rows.append((f"warm: nothing new (best of {args.repeat})", warm))
         if cold is not None and _csv_files(Path(tmp) / "cold") != _csv_files(Path(tmp) / "warm"):
             raise SystemExit("the warm report's CSV files differ from the cold one's")
-        make_store(root, 1, samples, args.v2_samples, zoo=zoo, first=models)
+        held = len(list((root / "records").glob("*.json"))) // len(_sources(samples, args.v2_samples, 0, zoo))
+        make_store(root, 1, samples, args.v2_samples, zoo=zoo, first=held)
         rows.append(("one new model", _report(root, Path(tmp) / "new")))
         print(f"{'rbench report':40} {'seconds':>9} {'ratio to cold':>14}")
         for name, seconds in rows:

@@ -62,6 +62,7 @@ class Store:
         self.problems: list[str] = []
         self._legacy: dict[tuple[str, str], str] = {}  # (old listing name, views) -> its JSON listing
         self._scores_usable: bool | None = None  # whether `scores/` may be read and written (not a link)
+        self._scores_folder = ""
 
     # --- records --------------------------------------------------------------------------
 
@@ -255,18 +256,19 @@ class Store:
 
     # --- score entries --------------------------------------------------------------------
 
-    def _score_path(self, name: str) -> Path | None:
+    def _score_path(self, name: str) -> str | None:
         """`scores/<name>.json`, or None when `name` is not a plain file name or `scores/` is a link
         (then rbench neither reads nor writes there, and says so once in `problems`)."""
         if not _SCORE_NAME.fullmatch(name):
             return None
-        folder = self.root / "scores"
         if self._scores_usable is None:
+            folder = self.root / "scores"
             self._scores_usable = not os.path.islink(folder)
+            self._scores_folder = f"{folder}{os.sep}"  # joined as text: a report reads thousands
             if not self._scores_usable:
                 self.problems.append(f"{folder} is a link; rbench neither reads nor writes score entries through it "
                                      "(every report scores the predictions files again)")
-        return folder / f"{name}.json" if self._scores_usable else None
+        return f"{self._scores_folder}{name}.json" if self._scores_usable else None
 
     def get_scores(self, name: str) -> dict[str, Any] | None:
         """The content of the score entry `name` (`scores/<name>.json`), checked against the
@@ -285,7 +287,7 @@ class Store:
             return None
         except OSError as exc:  # a link (ELOOP), or a file this process may not read
             if os.path.islink(path):
-                self.quarantine(path, "a link, not a score entry", "its scores are computed again")
+                self.quarantine(Path(path), "a link, not a score entry", "its scores are computed again")
             return None
         with open(fd, "rb", closefd=True) as f:
             info = os.fstat(f.fileno())
@@ -295,7 +297,8 @@ class Store:
             else:
                 content, problem = _score_content(f.read())
         if content is None:
-            self.quarantine(path, f"not a score entry as rbench wrote it ({problem})", "its scores are computed again")
+            self.quarantine(Path(path), f"not a score entry as rbench wrote it ({problem})",
+                            "its scores are computed again")
         return content
 
     def put_scores(self, name: str, content: dict[str, Any]) -> bool:
@@ -304,9 +307,10 @@ class Store:
         path = self._score_path(name)
         if path is None:
             return False
-        data = {"format": SCORE_ENTRY_FORMAT, "checksum": _checksum(content), "content": content}
+        text = _canonical(content)
         try:
-            write_bytes(path, json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
+            write_bytes(Path(path), b'{"checksum":"%s","content":%s,"format":"%s"}'
+                        % (hashlib.sha256(text).hexdigest().encode(), text, SCORE_ENTRY_FORMAT.encode()))
         except OSError:
             return False
         return True
@@ -412,21 +416,26 @@ class Store:
         return sorted(found, key=lambda g: g.get("created", ""))
 
 
-def _checksum(content: Any) -> str:
-    """SHA-256 of `content` as canonical JSON (sorted keys, no spaces): a float's JSON text is
-    its shortest round-tripping form, so content read back has the same checksum."""
-    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def _canonical(content: Any) -> bytes:
+    """`content` as canonical JSON (sorted keys, no spaces)."""
+    return json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _score_content(data: bytes) -> tuple[dict[str, Any] | None, str]:
-    """`(content, "")` of a score entry's bytes, or `(None, what is wrong)`."""
+    """`(content, "")` of a score entry's bytes, or `(None, what is wrong)`. An entry is
+    `{"checksum":"<SHA-256 of the content's text>","content":<text>,"format":"..."}`, as
+    `put_scores` writes it: the checksum is checked on the text itself, before it is parsed."""
+    head, tail = b'{"checksum":"', b',"format":"%s"}' % SCORE_ENTRY_FORMAT.encode()
+    start = len(head) + 64 + len(b'","content":')
+    if not (data.startswith(head) and data.endswith(tail) and data[len(head) + 64:start] == b'","content":'):
+        return None, "not a score entry"
+    text = data[start:len(data) - len(tail)]
+    if hashlib.sha256(text).hexdigest().encode() != data[len(head):len(head) + 64]:
+        return None, "its checksum does not match its content"
     try:
-        entry = json.loads(data)
+        content = json.loads(text)
     except ValueError:
         return None, "not JSON"
-    if not (isinstance(entry, dict) and set(entry) == {"format", "checksum", "content"}
-            and entry["format"] == SCORE_ENTRY_FORMAT and isinstance(entry["content"], dict)):
+    if not isinstance(content, dict):
         return None, "not a score entry"
-    if entry["checksum"] != _checksum(entry["content"]):
-        return None, "its checksum does not match its content"
-    return entry["content"], ""
+    return content, ""

@@ -45,6 +45,15 @@ class Paired:
 
         return np.unpackbits(np.frombuffer(self.packed_hits, dtype=np.uint8), count=self.scored).view(bool)
 
+    def discordant(self, other: Paired) -> tuple[int, int]:
+        """`(images only this row got right, images only `other` got right)`, of two rows with
+        the same `images`, counted on the packed hits."""
+        import numpy as np
+
+        mine = np.frombuffer(self.packed_hits, dtype=np.uint8)
+        theirs = np.frombuffer(other.packed_hits, dtype=np.uint8)
+        return int(np.bitwise_count(mine & ~theirs).sum()), int(np.bitwise_count(theirs & ~mine).sum())
+
     @functools.cached_property
     def _samples(self) -> Mapping[str, Any]:
         return self.samples()
@@ -182,6 +191,7 @@ def stack_columns(cell: Cell, differences: list[float | None] | None) -> dict[st
     return columns
 
 
+FRAMES_KEPT = 4  # predictions frames a scorer keeps for conformance's per-image data
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NAME_PART = re.compile(r"[A-Za-z0-9._]{1,64}")
 
@@ -232,7 +242,9 @@ class Scorer:
         self.metrics = list(metrics)
         self.registry = registry
         self._sources: dict[str, Source] = {}
-        self._frame: tuple[str, Any] | None = None  # (record key, its predictions frame): the last one read
+        # record key -> its predictions frame, the last few read for conformance (which pairs
+        # each row with its reference row, view by view)
+        self._frames: dict[str, Any] = {}
         self._unwritten = False  # whether a score entry could not be written (said once in `notes`)
         self.notes: list[str] = []  # views that gave no row, and why
 
@@ -353,6 +365,8 @@ class Scorer:
         return entry
 
     def _put(self, name: str, content: dict[str, Any]) -> None:
+        if not _SHA256.fullmatch(content["predictions"]):  # entries are named by it
+            return
         if not self.store.put_scores(name, content) and not self._unwritten:
             self._unwritten = True
             self.notes.append(f"score entries cannot be written in {self.store.root / 'scores'}; every report "
@@ -366,7 +380,11 @@ class Scorer:
     def _per_sample(self, record: CellRecord, view_name: str) -> dict[str, Any]:
         """`per_sample` of one view of a validation record, read from its predictions file."""
         _, source = self.source(record)
-        if self._frame is None or self._frame[0] != record.key:
-            self._frame = (record.key, self.store.get_predictions(record, label_sets=False))
+        frame = self._frames.pop(record.key, None)
+        if frame is None:
+            frame = self.store.get_predictions(record, label_sets=False)
+        self._frames[record.key] = frame  # the most recent last
+        while len(self._frames) > FRAMES_KEPT:
+            del self._frames[next(iter(self._frames))]
         view = next(v for v in source.views if v.name == view_name)
-        return per_sample(view_predictions(self._frame[1], source, view))
+        return per_sample(view_predictions(frame, source, view))
