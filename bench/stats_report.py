@@ -225,7 +225,7 @@ def main() -> None:
         made = time.perf_counter() - started
         files = len(list((root / "predictions").glob("*.parquet")))
         size = sum(p.stat().st_size for p in (root / "predictions").glob("*.parquet"))
-        print(f"store: {models} models, {files} predictions files, {size / 1e6:.0f} MB, made in {made:.1f} s "
+        print(f"store: {len(list((root / 'records').glob('*.json')))} records, {files} predictions files, {size / 1e6:.0f} MB, made in {made:.1f} s "
               f"({os.cpu_count()} CPUs)")
         rows = []
         if (root / "scores").exists():
@@ -245,6 +245,7 @@ def main() -> None:
         for name, seconds in rows:
             ratio = f"{seconds / cold:.3f}" if cold else "-"
             print(f"{name:40} {seconds:9.2f} {ratio:>14}")
+        print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
         print(f"files: {', '.join(sorted(p.name for p in (Path(tmp) / 'warm').glob('*.csv')))}")
 
 

@@ -52,7 +52,8 @@ class Paired:
 
         mine = np.frombuffer(self.packed_hits, dtype=np.uint8)
         theirs = np.frombuffer(other.packed_hits, dtype=np.uint8)
-        return int(np.bitwise_count(mine & ~theirs).sum()), int(np.bitwise_count(theirs & ~mine).sum())
+        ones = getattr(np, "bitwise_count", None) or np.unpackbits  # bitwise_count: numpy 2
+        return int(ones(mine & ~theirs).sum()), int(ones(theirs & ~mine).sum())
 
     @functools.cached_property
     def _samples(self) -> Mapping[str, Any]:
