@@ -243,6 +243,18 @@ def write(frame, path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def verified_bytes(path: Path, sha256: str | None = None) -> bytes:
+    """A predictions file's bytes; `DamagedPredictions` (naming the file) when it is missing or
+    not the file that was written (`sha256`)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DamagedPredictions(f"predictions file {path} cannot be read ({exc.strerror})") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise DamagedPredictions(f"predictions file {path} is not the file that was written (truncated or changed)")
+    return data
+
+
 def read(path: Path, sha256: str | None = None, rows: int | None = None, label_sets: bool = True):
     """A predictions file's frame; `DamagedPredictions` (naming the file) when it is missing,
     not the file that was written (`sha256`), or not of the expected shape. Without
@@ -252,12 +264,7 @@ def read(path: Path, sha256: str | None = None, rows: int | None = None, label_s
 
     import polars as pl
 
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise DamagedPredictions(f"predictions file {path} cannot be read ({exc.strerror})") from None
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise DamagedPredictions(f"predictions file {path} is not the file that was written (truncated or changed)")
+    data = verified_bytes(path, sha256)
     try:
         if label_sets:
             frame = pl.read_parquet(io.BytesIO(data))

@@ -240,12 +240,17 @@ class MetricSpec:
     a mapping with one value per name in `columns`, at full precision. The columns go into the
     view's `metrics-<view>.csv`; `top1`, `top1_err`, `top5` and `top5_err` (the `accuracy`
     metric's) also fill the timm-schema `results-<view>.csv`.
+
+    `version` names the code of `compute`: reports keep each predictions file's scores in the
+    store under the metric's name and version, and compute them again only for a version they
+    have not seen. Change it whenever a change of `compute` changes a value it returns.
     """
 
     name: str
     description: str
     columns: tuple[str, ...]
     compute: Callable[[Predictions, ViewSpec], Mapping[str, float]]
+    version: str = "1"
 
 
 def _identity(x: Any) -> Any:

@@ -49,11 +49,24 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return low, high
 
 
+_LOG_FACTORIALS: list = []  # [log 0!, log 1!, ...], grown as needed: a report tests many models
+
+
+def _log_factorials(n: int):
+    """`log i!` for i = 0..n (at least), as a numpy array."""
+    import numpy as np
+
+    if not _LOG_FACTORIALS or len(_LOG_FACTORIALS[0]) <= n:
+        size = max(n + 1, 2 * len(_LOG_FACTORIALS[0]) if _LOG_FACTORIALS else 0)
+        _LOG_FACTORIALS[:] = [np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, size, dtype=np.float64)))])]
+    return _LOG_FACTORIALS[0]
+
+
 def _log_binomial_cdf_half(k: int, n: int) -> float:
     """log P(X <= k) for X ~ Binomial(n, 1/2), summed in log space (numpy)."""
     import numpy as np
 
-    log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])
+    log_fact = _log_factorials(n)
     i = np.arange(k + 1)
     terms = log_fact[n] - log_fact[i] - log_fact[n - i] - n * math.log(2.0)
     top = terms.max()
@@ -73,7 +86,10 @@ def mcnemar_exact(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     if n <= EXACT_BINOMIAL_LIMIT:
-        tail = sum(math.comb(n, i) for i in range(k + 1))
+        term = tail = 1  # C(n, 0), then each C(n, i + 1) from C(n, i): exact integers
+        for i in range(k):
+            term = term * (n - i) // (i + 1)
+            tail += term
         return min(1.0, 2 * tail / 2**n)
     return min(1.0, 2.0 * math.exp(_log_binomial_cdf_half(k, n)))
 

@@ -15,6 +15,8 @@ or refused.
     predictions/<key>.parquet   one per validation cell (see `predictions`)
     sources/<name>-<id>-<sha>.json  a source's samples and views, as the plan listed them (`listings`)
     grids/<hash>.json           the cells of each grid run on the store (`rbench status`)
+    scores/<name>.json          scores computed from a predictions file, kept for later reports
+                                (`get_scores`, `put_scores`; JSON with its own checksum)
     quarantine/                 records and listings that could not be read, set aside (never deleted)
     lock                        held by the `rbench run` that is using the store
 """
@@ -25,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -40,7 +43,10 @@ from .record import CellRecord, PredictionsFile, RecordError, cell_key
 # What to do about a listing that cannot be read: the data folder is listed again by a run.
 _RELIST = ("run `rbench run` with the same models and data on this store to list the data again "
            "(it runs only the cells the store lacks)")
-FOLDERS = ("records", "predictions", "sources", "grids", "quarantine")  # the store's folders
+FOLDERS = ("records", "predictions", "sources", "grids", "quarantine", "scores")  # the store's folders
+SCORE_ENTRY_FORMAT = "rbench-scores-1"
+SCORE_ENTRY_MAX_BYTES = 256 << 20  # far above any entry rbench writes; a larger file is not read
+_SCORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,240}")  # a file name, never a path
 
 
 class Store:
@@ -55,6 +61,8 @@ class Store:
         self.records_dir = self.root / "records"
         self.problems: list[str] = []
         self._legacy: dict[tuple[str, str], str] = {}  # (old listing name, views) -> its JSON listing
+        self._scores_usable: bool | None = None  # whether `scores/` may be read and written (not a link)
+        self._scores_folder = ""
 
     # --- records --------------------------------------------------------------------------
 
@@ -144,18 +152,42 @@ class Store:
             return None
         return self.root / folder / parts[1]
 
+    def _predictions_path(self, record: CellRecord) -> Path:
+        from .predictions import DamagedPredictions
+
+        path = self.inside(record.predictions.file, "predictions")
+        if path is None:
+            raise DamagedPredictions(f"the record {record.key} in {self.records_dir} names the predictions file "
+                                     f"{record.predictions.file!r}, outside {self.root / 'predictions'}; it is not read")
+        return path
+
+    def predictions_stamp(self, record: CellRecord) -> tuple[int, int]:
+        """`(size, modification time in ns)` of a validation record's predictions file;
+        `DamagedPredictions` when it is missing or named outside `predictions/`."""
+        from .predictions import DamagedPredictions
+
+        path = self._predictions_path(record)
+        try:
+            info = path.stat()
+        except OSError as exc:
+            raise DamagedPredictions(f"predictions file {path} cannot be read ({exc.strerror})") from None
+        return info.st_size, info.st_mtime_ns
+
+    def check_predictions(self, record: CellRecord) -> None:
+        """Read a validation record's predictions file whole and check its SHA-256, without
+        decoding it; `DamagedPredictions` when it is not the file that was written."""
+        from .predictions import verified_bytes
+
+        verified_bytes(self._predictions_path(record), record.predictions.sha256)
+
     def get_predictions(self, record: CellRecord, label_sets: bool = True):
         """A validation record's predictions frame; `DamagedPredictions` when its file is not whole
         or is named outside `predictions/`. Without `label_sets`, its `V/labels` columns are left
         unread (see `predictions.read`)."""
-        from .predictions import DamagedPredictions, read
+        from .predictions import read
 
         info = record.predictions
-        path = self.inside(info.file, "predictions")
-        if path is None:
-            raise DamagedPredictions(f"the record {record.key} in {self.records_dir} names the predictions file "
-                                     f"{info.file!r}, outside {self.root / 'predictions'}; it is not read")
-        return read(path, info.sha256, info.rows, label_sets=label_sets)
+        return read(self._predictions_path(record), info.sha256, info.rows, label_sets=label_sets)
 
     def put_source(self, source, identity: str, registry=None) -> str:
         """Keep a listed source (samples, views, transform) as JSON, once; returns its name in the
@@ -221,6 +253,67 @@ class Store:
             return from_data(json.loads(data), registry)
         except (ValueError, KeyError, TypeError, IndexError, ImportError) as exc:
             raise ListingError(f"the source listing {path} cannot be used ({one_line(exc)}); {_RELIST}") from None
+
+    # --- score entries --------------------------------------------------------------------
+
+    def _score_path(self, name: str) -> str | None:
+        """`scores/<name>.json`, or None when `name` is not a plain file name or `scores/` is a link
+        (then rbench neither reads nor writes there, and says so once in `problems`)."""
+        if not _SCORE_NAME.fullmatch(name):
+            return None
+        if self._scores_usable is None:
+            folder = self.root / "scores"
+            self._scores_usable = not os.path.islink(folder)
+            self._scores_folder = f"{folder}{os.sep}"  # joined as text: a report reads thousands
+            if not self._scores_usable:
+                self.problems.append(f"{folder} is a link; rbench neither reads nor writes score entries through it "
+                                     "(every report scores the predictions files again)")
+        return f"{self._scores_folder}{name}.json" if self._scores_usable else None
+
+    def get_scores(self, name: str) -> dict[str, Any] | None:
+        """The content of the score entry `name` (`scores/<name>.json`), checked against the
+        checksum it carries; None when there is none. An entry that is not whole as rbench wrote
+        it (damaged, changed, a link, not a plain file) is set aside in `quarantine/` and None
+        is returned: the caller computes the scores again. Reading one runs no code (JSON)."""
+        import stat
+
+        path = self._score_path(name)
+        if path is None:
+            return None
+        flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # a link (ELOOP), or a file this process may not read
+            if os.path.islink(path):
+                self.quarantine(Path(path), "a link, not a score entry", "its scores are computed again")
+            return None
+        with open(fd, "rb", closefd=True) as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > SCORE_ENTRY_MAX_BYTES:
+                problem = "not a plain file" if not stat.S_ISREG(info.st_mode) else "larger than any score entry"
+                content = None
+            else:
+                content, problem = _score_content(f.read())
+        if content is None:
+            self.quarantine(Path(path), f"not a score entry as rbench wrote it ({problem})",
+                            "its scores are computed again")
+        return content
+
+    def put_scores(self, name: str, content: dict[str, Any]) -> bool:
+        """Keep `content` (JSON values) as the score entry `name`, atomically, with its checksum;
+        False when it cannot be written there (a store this process may only read)."""
+        path = self._score_path(name)
+        if path is None:
+            return False
+        text = _canonical(content)
+        try:
+            write_bytes(Path(path), b'{"checksum":"%s","content":%s,"format":"%s"}'
+                        % (hashlib.sha256(text).hexdigest().encode(), text, SCORE_ENTRY_FORMAT.encode()))
+        except OSError:
+            return False
+        return True
 
     # --- one run at a time ------------------------------------------------------------------
 
@@ -321,3 +414,28 @@ class Store:
                 continue
             found.append(grid)
         return sorted(found, key=lambda g: g.get("created", ""))
+
+
+def _canonical(content: Any) -> bytes:
+    """`content` as canonical JSON (sorted keys, no spaces)."""
+    return json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _score_content(data: bytes) -> tuple[dict[str, Any] | None, str]:
+    """`(content, "")` of a score entry's bytes, or `(None, what is wrong)`. An entry is
+    `{"checksum":"<SHA-256 of the content's text>","content":<text>,"format":"..."}`, as
+    `put_scores` writes it: the checksum is checked on the text itself, before it is parsed."""
+    head, tail = b'{"checksum":"', b',"format":"%s"}' % SCORE_ENTRY_FORMAT.encode()
+    start = len(head) + 64 + len(b'","content":')
+    if not (data.startswith(head) and data.endswith(tail) and data[len(head) + 64:start] == b'","content":'):
+        return None, "not a score entry"
+    text = data[start:len(data) - len(tail)]
+    if hashlib.sha256(text).hexdigest().encode() != data[len(head):len(head) + 64]:
+        return None, "its checksum does not match its content"
+    try:
+        content = json.loads(text)
+    except ValueError:
+        return None, "not JSON"
+    if not isinstance(content, dict):
+        return None, "not a score entry"
+    return content, ""

@@ -407,14 +407,11 @@ def ties_with_best(rows: Sequence[ScoredRow]) -> dict[int, tuple[bool, float]]:
     if not paired:
         return {}
     best = min(paired, key=lambda s: (-s.row["top1"], -s.row.get("top5", 0.0), s.row["model"]))
-    key, best_hits = best.paired.images, best.paired.hits
     found: dict[int, tuple[bool, float]] = {}
     for scored in paired:
-        other_key, hits = scored.paired.images, scored.paired.hits
-        if other_key != key:
+        if scored.paired.images != best.paired.images:
             continue
-        only_best = int((best_hits & ~hits).sum())
-        only_row = int((hits & ~best_hits).sum())
+        only_best, only_row = best.paired.discordant(scored.paired)
         p = mcnemar_exact(only_best, only_row)
         found[id(scored)] = (p >= ALPHA, p)
     return found

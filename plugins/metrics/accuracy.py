@@ -31,5 +31,6 @@ def rbench_metrics():
             description="top-1 / top-5 accuracy and error, percent (class subsets and label sets aware)",
             columns=("top1", "top1_err", "top5", "top5_err"),
             compute=compute,
+            version="1",
         )
     ]

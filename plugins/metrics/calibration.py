@@ -44,5 +44,6 @@ def rbench_metrics():
             description="ECE (15 equal-width bins of top-1 confidence), NLL and Brier score",
             columns=("ece", "nll", "brier"),
             compute=compute,
+            version="1",
         )
     ]

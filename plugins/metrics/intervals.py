@@ -32,5 +32,6 @@ def rbench_metrics():
             description="95% Wilson intervals of top-1 / top-5 accuracy, percent",
             columns=("top1_low", "top1_high", "top5_low", "top5_high"),
             compute=compute,
+            version="1",
         )
     ]
