@@ -28,6 +28,7 @@ from pathlib import Path
 import rbench
 
 POLL_S = 0.2  # how often the driver collects the tasks' events while none ends
+ENDED = "ended"  # a task's own event, never relayed: its cell's outcome is ready
 
 
 def _ray():
@@ -86,10 +87,12 @@ def run_task(job: dict, cells: list[dict], checkpoints: dict, events) -> list[di
 
     def send(event: dict) -> None:
         call = events.put.remote(event)
-        if event["event"] == "start":  # the driver knows the cell runs before it does
+        if event["event"] in ("start", ENDED):  # the driver has it before the cell runs, or another starts
             ray.get(call)
 
-    return [outcome.to_json() for outcome in worker_rbench.run_cells(job, on_event=send)]
+    outcomes = [outcome.to_json() for outcome in worker_rbench.run_cells(job, on_event=send)]
+    send({"event": ENDED, "key": job.cells[0].key})
+    return outcomes
 
 
 def _largest_node_cpus(ray) -> float | None:
@@ -120,30 +123,41 @@ def execute(grid: rbench.Grid):
         task = run_one.options(**options, max_retries=0).remote(job, [cell.to_json()], sent, events)
         tasks[task] = cell
     started: dict[str, float] = {}  # cell key -> when its start event came (time.monotonic)
-    running = {cell.key for cell in grid.cells}
+    task_of = {cell.key: task for task, cell in tasks.items()}
 
-    def relay() -> None:
+    def finish(task):
+        """The outcome of a task that has returned (or died), its cell ended here."""
+        cell = tasks.pop(task)
+        try:
+            (result,) = ray.get(task)
+            return rbench.CellOutcome.from_json(result)
+        except Exception as exc:  # the task itself died (worker crash, lost node)
+            return rbench.record_failure(grid, cell, "crashed", f"Ray task failed: {rbench.one_line(exc)}")
+
+    def relay():
+        """The events sent so far, in the order they were sent: a cell's end (its task returns
+        just after) comes before the start of the cell that then takes its CPUs."""
         for event in ray.get(events.take.remote()):
-            if event["key"] not in running:  # a late event of a cell that has ended
+            task = task_of.get(event["key"])
+            if task not in tasks:  # a late event of a cell that has ended
+                continue
+            if event["event"] == ENDED:
+                yield finish(task)
                 continue
             if event["event"] == "start":
                 started[event["key"]] = time.monotonic()
             grid.on_event(event)
 
-    def end(task, cell) -> None:
-        tasks.pop(task)
-        running.discard(cell.key)
-
     try:
         while tasks:
-            relay()
+            yield from relay()
             wait = POLL_S
             if grid.cell_timeout:
                 now = time.monotonic()
                 for task, cell in list(tasks.items()):
                     if cell.key in started and now - started[cell.key] >= grid.cell_timeout:
                         ray.cancel(task, force=True)
-                        end(task, cell)
+                        tasks.pop(task)
                         yield rbench.record_failure(grid, cell, "timeout",
                                                     f"ran past --cell-timeout {grid.cell_timeout:g} s")
                 ends = [started[c.key] + grid.cell_timeout - now for c in tasks.values() if c.key in started]
@@ -151,18 +165,10 @@ def execute(grid: rbench.Grid):
             if not tasks:
                 break
             done, _ = ray.wait(list(tasks), num_returns=1, timeout=wait)
-            if not done:
-                continue
-            relay()  # its start and progress before its end
-            task = done[0]
-            cell = tasks[task]
-            end(task, cell)
-            try:
-                (result,) = ray.get(task)
-            except Exception as exc:  # the task itself died (worker crash, lost node)
-                yield rbench.record_failure(grid, cell, "crashed", f"Ray task failed: {rbench.one_line(exc)}")
-                continue
-            yield rbench.CellOutcome.from_json(result)
+            if done:
+                yield from relay()  # a task that returned sent its end first
+                if done[0] in tasks:  # it died without saying so
+                    yield finish(done[0])
     finally:
         for task in tasks:  # Ctrl-C: nothing of this grid keeps running on the cluster
             ray.cancel(task, force=True)
