@@ -2,6 +2,7 @@
 and a worker node that cannot see the driver's store, out folder, checkpoint or cache (its own
 mount namespace, an empty tmpfs over each), which gives the local run's CSVs; and a hung cell
 on a cluster with fewer CPUs than cells, which is the one timed out while the others finish.
+Also, without Ray: what a job without a store sends back, and the checks on what comes back.
 
 Every node runs this interpreter (`sys.executable`), so its workers import the rbench under
 test. Each cluster has its own temporary folder, and only its own processes (found by that
@@ -26,8 +27,8 @@ import pytest
 
 from .conftest import make_distribution
 
-if importlib.util.find_spec("ray") is None and not os.environ.get("CI"):  # CI installs rbench[ray]
-    pytest.skip("Ray is the optional extra: pip install 'rbench[ray]'", allow_module_level=True)
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None and not os.environ.get("CI"),  # CI has it
+                               reason="Ray is the optional extra: pip install 'rbench[ray]'")
 
 RAY = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
 # Ray 2.60 turns token authentication on by default; a cluster of `ray start` nodes forms without it.
@@ -155,6 +156,7 @@ def mount_namespaces_work() -> str | None:
     return None if probe.returncode == 0 else f"no mount namespace here: {probe.stderr.strip()[:200]}"
 
 
+@needs_ray
 def test_a_cluster_whose_nodes_share_only_the_data_gives_the_local_runs_csvs(tmp_path, image_folder, ray_cluster):
     why = mount_namespaces_work()
     if why:
@@ -222,6 +224,7 @@ def rbench_backends():
 TIMEOUT_S = 30.0  # far above a healthy cell of these models once started (about a second), so load never reaches it
 
 
+@needs_ray
 def test_a_hung_cell_on_ray_is_the_one_timed_out_and_the_others_finish(tmp_path, ray_cluster, monkeypatch):
     import ray
 
@@ -263,3 +266,94 @@ def test_a_hung_cell_on_ray_is_the_one_timed_out_and_the_others_finish(tmp_path,
         elif event["event"] == "done":
             running.discard(event["key"])
     assert sum(e["event"] == "start" for e in events) == 4
+
+
+# --- without Ray: a job for a machine that shares no disk with the driver ------------------------
+
+def _grid(tmp_path, **options):
+    from rbench import Grid
+    from rbench.parent.plan import RunOptions, make_job, make_plan, plan_cells, source_identity
+    from rbench.registry import load_registry
+    from rbench.store import Store
+
+    registry = load_registry()
+    plan = make_plan(RunOptions(**{"models": ["test_vit"], "weights": "random", "benches": ["validate"],
+                                   "workers": 0, "img_size": 32, "out": tmp_path / "out", **options}), registry)
+    store = Store(plan.options.store_dir)
+    listings = {s.name: store.put_source(s, source_identity(s), registry) for s in plan.sources}
+    cells = plan_cells(plan, {s.name: source_identity(s) for s in plan.sources})
+    return Grid(base_job=make_job(plan, [], listings), cells=cells, registry=registry), store
+
+
+def test_a_job_without_a_store_sends_the_predictions_file_back_and_writes_nothing(tmp_path, monkeypatch):
+    import hashlib
+
+    from rbench import run_cells
+
+    monkeypatch.setenv("RBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    grid, store = _grid(tmp_path)
+    job = grid.detached_job(grid.cells)
+    assert job.store is None and set(job.listings) == {"synthetic"}
+    job = type(job).from_json(json.loads(json.dumps(job.to_json())))  # as it travels
+    (outcome,) = run_cells(job, registry=grid.registry)
+    assert outcome.status == "ok", outcome.message
+    import polars as pl
+
+    assert not (store.root / "predictions").exists()  # the worker wrote nothing into the store
+    info = outcome.record.predictions
+    assert info.file == f"predictions/{outcome.cell.key}.parquet"
+    assert hashlib.sha256(outcome.predictions).hexdigest() == info.sha256
+    assert pl.read_parquet(outcome.predictions).height == info.rows == 100  # the synthetic data set's images
+    sent = type(outcome).from_json(json.loads(json.dumps(outcome.to_json())))
+    assert sent.predictions == outcome.predictions
+
+    store.put_predictions_file(outcome.cell.key, info, sent.predictions)
+    assert store.get_predictions(outcome.record).height == 100
+
+
+def test_predictions_that_are_not_the_file_the_record_names_are_never_written(tmp_path):
+    import hashlib
+
+    from rbench.predictions import DamagedPredictions
+    from rbench.record import PredictionsFile
+    from rbench.store import Store
+
+    store = Store(tmp_path / "store")
+    data = b"PAR1 not really"
+    good = PredictionsFile(file="predictions/k1.parquet", sha256=hashlib.sha256(data).hexdigest(), rows=1)
+    with pytest.raises(DamagedPredictions, match="checksum"):
+        store.put_predictions_file("k1", good, data + b"x")
+    for elsewhere in ("predictions/k2.parquet", "records/k1.parquet", "../k1.parquet"):
+        with pytest.raises(DamagedPredictions, match="not predictions/k1.parquet"):
+            store.put_predictions_file("k1", PredictionsFile(file=elsewhere, sha256=good.sha256, rows=1), data)
+    assert not any(tmp_path.rglob("*.parquet"))
+    store.put_predictions_file("k1", good, data)
+    assert (tmp_path / "store" / "predictions" / "k1.parquet").read_bytes() == data
+
+
+def test_a_checkpoint_sent_as_bytes_is_checked_against_the_plans_hash(tmp_path):
+    import hashlib
+
+    from rbench import Cell, WeightsError
+
+    checkpoint = tmp_path / "mine.safetensors"
+    write_checkpoint(checkpoint)
+    data = checkpoint.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    grid, _ = _grid(tmp_path)
+    cell = Cell(kind="validate", model="test_resnet", source="synthetic", weights=str(checkpoint),
+                identity={"weights": f"sha256:{digest}"})
+    job = grid.detached_job([cell])
+    with pytest.raises(WeightsError, match="other bytes than the plan hashed"):
+        job.with_checkpoint_copies({str(checkpoint): data[:-1] + b"!"})
+    copy = Path(job.with_checkpoint_copies({str(checkpoint): data}).checkpoints[str(checkpoint)])
+    assert copy != checkpoint and copy.name == checkpoint.name and copy.read_bytes() == data
+
+
+def test_a_ray_task_reserves_a_cpu_per_loader_worker_up_to_the_largest_node():
+    from rbench.plugins.executors.ray import task_options
+
+    assert task_options({}, loader_workers=4, node_cpus=16)["num_cpus"] == 5
+    assert task_options({}, loader_workers=8, node_cpus=4)["num_cpus"] == 4  # placeable on the largest node
+    assert task_options({"num_cpus": 2}, loader_workers=3, node_cpus=1)["num_cpus"] == 2  # never below the stack's
+    assert task_options({"num_gpus": 1}, loader_workers=0, node_cpus=8) == {"num_cpus": 1, "num_gpus": 1}
