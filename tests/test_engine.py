@@ -204,7 +204,7 @@ class FakeRay:
             def remote(self, *args):
                 if isinstance(function, type):  # the events actor: no events
                     return type("Actor", (), {"take": Call([]), "put": Call(None)})()
-                job, cells, checkpoints, events = args
+                job, cells, events, checkpoints, *contents = args
                 return (len(ray.options), json.dumps(cells[0]))
 
         return Remote()

@@ -261,7 +261,7 @@ def test_a_hung_cell_on_ray_is_the_one_timed_out_and_the_others_finish(tmp_path,
     running = set()
     for event in events:
         if event["event"] == "start":
-            assert not running, f"{event['key']} reported started while {running} ran"
+            assert not running, f"{event['key']} reported started while {running} ran: {events}"
             running.add(event["key"])
         elif event["event"] == "done":
             running.discard(event["key"])

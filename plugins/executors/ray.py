@@ -71,11 +71,11 @@ class CellEvents:
         return events
 
 
-def run_task(job: dict, cells: list[dict], checkpoints: dict, events) -> list[dict]:
+def run_task(job: dict, cells: list[dict], events, checkpoints: list[str], *contents: bytes) -> list[dict]:
     """One Ray task: the cells of a detached job (`job`, shared by every task, with `cells`),
-    their checkpoints (`{path: ObjectRef of its bytes}`) written on this node; each event goes to
-    the `events` actor. Returns each cell's outcome with its predictions (`CellOutcome.to_json`)."""
-    import ray
+    with the checkpoints at `checkpoints` on the driver's machine (their bytes: `contents`, which
+    Ray fetches before the task starts) written on this node; each event goes to the `events`
+    actor. Returns each cell's outcome with its predictions (`CellOutcome.to_json`)."""
     import timm  # noqa: F401 - imported before the cell's clock starts
     import torch  # noqa: F401
 
@@ -83,12 +83,13 @@ def run_task(job: dict, cells: list[dict], checkpoints: dict, events) -> list[di
 
     job = worker_rbench.Job.from_json(job).with_cells(worker_rbench.Cell.from_json(c) for c in cells)
     if checkpoints:
-        job = job.with_checkpoint_copies({path: ray.get(ref) for path, ref in checkpoints.items()})
+        job = job.with_checkpoint_copies(dict(zip(checkpoints, contents, strict=True)))
 
     def send(event: dict) -> None:
         call = events.put.remote(event)
         if event["event"] in ("start", ENDED):  # the driver has it before the cell runs, or another starts
-            ray.get(call)
+            # Not `ray.get`: a task blocked in it lends its CPUs to another task meanwhile.
+            call.future().result()
 
     outcomes = [outcome.to_json() for outcome in worker_rbench.run_cells(job, on_event=send)]
     send({"event": ENDED, "key": job.cells[0].key})
@@ -119,8 +120,9 @@ def execute(grid: rbench.Grid):
     for cell in grid.cells:
         loaders = grid.base_job.workers if cell.kind == "validate" else 0
         options = task_options(cell.ray_resources, loaders, node_cpus)
-        sent = {cell.weights: checkpoints[cell.weights]} if cell.weights in checkpoints else {}
-        task = run_one.options(**options, max_retries=0).remote(job, [cell.to_json()], sent, events)
+        sent = [cell.weights] if cell.weights in checkpoints else []
+        task = run_one.options(**options, max_retries=0).remote(job, [cell.to_json()], events, sent,
+                                                                *(checkpoints[path] for path in sent))
         tasks[task] = cell
     started: dict[str, float] = {}  # cell key -> when its start event came (time.monotonic)
     task_of = {cell.key: task for task, cell in tasks.items()}
