@@ -232,13 +232,18 @@ class Reducer:
         return pl.DataFrame(list(columns.values()))
 
 
-def write(frame, path: Path) -> str:
-    """Write a predictions frame as Parquet (zstd), atomically; returns the file's SHA-256."""
+def encode(frame) -> bytes:
+    """A predictions frame as the bytes of its Parquet file (zstd)."""
     import io
 
     buffer = io.BytesIO()
     frame.write_parquet(buffer, compression="zstd", statistics=False)
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def write(frame, path: Path) -> str:
+    """Write a predictions frame as Parquet (zstd), atomically; returns the file's SHA-256."""
+    data = encode(frame)
     write_atomic(path, lambda f: f.write(data))
     return hashlib.sha256(data).hexdigest()
 

@@ -215,6 +215,12 @@ class DatasetSpec:
     of class subfolders). `default`: this is the data set validated when `rbench run` names none
     and gives no folder, and by `rbench check-backend`; it must need no folder. At most one
     loaded data set declares each.
+
+    `remake(source)`: for a data set whose files `load` generates, the same on every machine (no
+    download, no user's folder): makes them on a machine where the listed folder is not (a node
+    of a Ray cluster that shares no disk with the driver) and returns the source with its files
+    there. None: the files of its sources must be at the listed paths on every machine that runs
+    its cells.
     """
 
     name: str
@@ -226,6 +232,7 @@ class DatasetSpec:
     part_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
     data_dir: bool = False
     default: bool = False
+    remake: Callable[[Source], Source] | None = None
 
     def view_bases(self) -> Mapping[str, str | None]:
         """`views`, or `{name: None}` for a source with a single view of its own name."""

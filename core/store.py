@@ -49,6 +49,25 @@ SCORE_ENTRY_MAX_BYTES = 256 << 20  # far above any entry rbench writes; a larger
 _SCORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,240}")  # a file name, never a path
 
 
+def predictions_file(key: str, frame) -> tuple[PredictionsFile, bytes]:
+    """A validation cell's predictions frame as the bytes of its file in a store, with what the
+    cell's record says of that file (`Store.put_predictions_file` writes them)."""
+    from .predictions import encode
+
+    data = encode(frame)
+    return PredictionsFile(file=f"predictions/{key}.parquet", sha256=hashlib.sha256(data).hexdigest(),
+                           rows=frame.height), data
+
+
+def source_of_listing(data: Any, registry, where: str, fix: str):
+    """The `Source` of a listing's JSON data (`listings.from_data`); a one-line `ListingError`
+    naming `where` the listing came from and saying `fix` when it cannot be used."""
+    try:
+        return from_data(data, registry)
+    except (ValueError, KeyError, TypeError, IndexError, ImportError) as exc:
+        raise ListingError(f"{where} cannot be used ({one_line(exc)}); {fix}") from None
+
+
 class Store:
     """A folder of cell records, predictions and source listings.
 
@@ -136,11 +155,25 @@ class Store:
 
     def put_predictions(self, key: str, frame) -> PredictionsFile:
         """Write a validation cell's predictions; returns what its record says of the file."""
-        from .predictions import write
+        info, data = predictions_file(key, frame)
+        self.put_predictions_file(key, info, data)
+        return info
 
-        relative = f"predictions/{key}.parquet"
-        sha256 = write(frame, self.root / relative)
-        return PredictionsFile(file=relative, sha256=sha256, rows=frame.height)
+    def put_predictions_file(self, key: str, info: PredictionsFile, data: bytes) -> None:
+        """Write the predictions file that the record of cell `key` names as `info`, from its
+        bytes `data` (made by `predictions_file` elsewhere: on a cluster node that shares no disk
+        with this process). `DamagedPredictions` when `data` is not the file `info` names (its
+        checksum), or `info` names another file than the cell's own: nothing is written then."""
+        from .predictions import DamagedPredictions
+
+        path = self.inside(info.file, "predictions")
+        if path is None or info.file != f"predictions/{key}.parquet":
+            raise DamagedPredictions(f"the outcome of cell {key} names the predictions file {info.file!r}, not "
+                                     f"predictions/{key}.parquet; it is not written")
+        if hashlib.sha256(data).hexdigest() != info.sha256:
+            raise DamagedPredictions(f"the predictions of cell {key} that came back are not the file its record "
+                                     "names (checksum); they are not written")
+        write_bytes(path, data)
 
     def inside(self, relative: Any, folder: str) -> Path | None:
         """The file that a record names as `relative` (`<folder>/<file name>`), or None when that
@@ -235,10 +268,9 @@ class Store:
         raise ListingError(f"the source listing {path} was written by an older rbench as a pickle, which rbench no "
                            f"longer loads (loading one could run code); {_RELIST}")
 
-    def get_source(self, relative: str, registry=None):
-        """A source listing kept by `put_source` (its callables rebuilt from the data set plugins
-        of `registry`; None: a listing without callables); a `ListingError` for one that is
-        missing, damaged, named outside `sources/`, or that cannot be rebuilt."""
+    def get_listing(self, relative: str) -> Any:
+        """The JSON data of a source listing kept by `put_source`, checked against its name; a
+        `ListingError` for one that is missing, damaged or named outside `sources/`."""
         relative = self.listing_name(relative)
         path = self.root / relative
         try:
@@ -250,8 +282,8 @@ class Store:
         if not path.stem.endswith(f"-{hashlib.sha256(data).hexdigest()[:16]}"):
             raise ListingError(f"the source listing {path} is damaged (not the content its name says); {_RELIST}")
         try:
-            return from_data(json.loads(data), registry)
-        except (ValueError, KeyError, TypeError, IndexError, ImportError) as exc:
+            return json.loads(data)
+        except ValueError as exc:
             raise ListingError(f"the source listing {path} cannot be used ({one_line(exc)}); {_RELIST}") from None
 
     # --- score entries --------------------------------------------------------------------
@@ -314,6 +346,13 @@ class Store:
         except OSError:
             return False
         return True
+
+    def get_source(self, relative: str, registry=None):
+        """A source listing kept by `put_source` (its callables rebuilt from the data set plugins
+        of `registry`; None: a listing without callables); a `ListingError` for one that is
+        missing, damaged, named outside `sources/`, or that cannot be rebuilt."""
+        return source_of_listing(self.get_listing(relative), registry,
+                                 f"the source listing {self.root / self.listing_name(relative)}", _RELIST)
 
     # --- one run at a time ------------------------------------------------------------------
 

@@ -158,9 +158,20 @@ def test_ray_executor_gives_the_local_executors_csvs(tmp_path):
     assert len(records(ray_out / "store")) == 4
 
 
+class Call:
+    """A method of a fake Ray actor: `.remote(...)` answers `answer`."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def remote(self, *args):
+        return self.answer
+
+
 class FakeRay:
     """Ray's API as the ray executor uses it: records the options of each remote call and
-    answers every task as done and ok (an ok record of its cell), without running it."""
+    answers every task as done and ok (an ok record of its cell), without running it; its
+    nodes have 8 CPUs; its actors answer nothing."""
 
     def __init__(self):
         self.options: list[dict] = []
@@ -168,16 +179,33 @@ class FakeRay:
     def is_initialized(self):
         return True
 
-    def remote(self, function):
+    def nodes(self):
+        return [{"Resources": {"CPU": 8.0}, "Alive": True}]
+
+    def put(self, value):
+        return value
+
+    def kill(self, actor):
+        pass
+
+    def cancel(self, task, force=False):
+        pass
+
+    def remote(self, function=None, **actor_options):
         ray = self
+        if function is None:
+            return self.remote
 
         class Remote:
             def options(self, **options):
                 ray.options.append(options)
                 return self
 
-            def remote(self, job):
-                return (len(ray.options), json.dumps(job["cells"][0]))
+            def remote(self, *args):
+                if isinstance(function, type):  # the events actor: no events
+                    return type("Actor", (), {"take": Call([]), "put": Call(None)})()
+                job, cells, events, checkpoints, *contents = args
+                return (len(ray.options), json.dumps(cells[0]))
 
         return Remote()
 
@@ -187,6 +215,8 @@ class FakeRay:
     def get(self, task):
         from rbench import Cell, CellOutcome, CellRecord
 
+        if not isinstance(task, tuple):  # an actor's answer
+            return task
         return [CellOutcome.of(CellRecord(cell=Cell.from_json(json.loads(task[1])))).to_json()]
 
 

@@ -4,7 +4,10 @@
 (`local`, `subprocess`, `ray`, or a plugin's), and passes every record, held or new, to its
 caller as it arrives. Executors only decide where `run_cells` runs a `Job`: each cell's outcome
 carries its `CellRecord` back (as JSON across processes), and `run_grid` writes it to the store
-at once, then reports the cell done, so a run started again skips what is done.
+at once, then reports the cell done, so a run started again skips what is done. A worker that
+shares no disk with this process (`Grid.detached_job`) sends a validation cell's predictions file
+back too, and `run_grid` writes it, checked against the checksum the record names, before the
+record.
 
 The events of a cell are typed in `specs` (`CellStarted`, `CellProgressed`, `CellNote`,
 `CellDone`: dicts, one JSON line each from a subprocess worker), in this order (executors send
@@ -20,13 +23,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..worker.cells import Job, metadata_batch
 from ..errors import RbenchError
-from ..worker.jobs import STATUS_OK
+from ..predictions import DamagedPredictions
+from ..worker.jobs import STATUS_OK, CellOutcome
 from .plan import make_job, plan_cells, source_identity
 from ..record import Cell, CellRecord, Entry, Provenance
 from ..specs import Event
@@ -66,6 +70,21 @@ class Grid:
     def job(self, cells: list[Cell]) -> Job:
         """The job of `cells`, to run with `run_cells` here or in another process or machine."""
         return self.base_job.with_cells(cells)
+
+    def detached_job(self, cells: list[Cell]) -> Job:
+        """The job of `cells` for a machine that shares no disk with this one (a node of a Ray
+        cluster): it has no store, carries its sources' listings, and its validation cells send
+        their predictions back in their outcomes. Their checkpoints (`checkpoints`) are for the
+        executor to send (`Job.with_checkpoint_copies` on the other machine)."""
+        listings = {name: self.store.get_listing(relative) for name, relative in self.base_job.sources.items()}
+        return replace(self.base_job.with_cells(cells), store=None, listings=listings)
+
+    def checkpoints(self, cells: list[Cell]) -> list[str]:
+        """The checkpoint files that `cells` load, as their cells name them (a validation cell's
+        weights from a file; a benchmark times random weights)."""
+        from ..worker.models import WEIGHTS_CHOICES
+
+        return sorted({c.weights for c in cells if c.kind == "validate" and c.weights not in (None, *WEIGHTS_CHOICES)})
 
 
 def run_grid(plan, registry, *, force: bool = False, retry_failed: bool = False,
@@ -126,6 +145,12 @@ def _run_grid(plan, registry, store: Store, force, retry_failed, on_event, on_st
             # reports the cell done: a cell reported done always has its record on disk. A parent
             # killed before this write leaves the cell pending, and the same command runs it again.
             record = outcome.record
+            if record is not None and outcome.predictions is not None:  # from a worker without the store
+                try:
+                    store.put_predictions_file(record.key, record.predictions, outcome.predictions)
+                except DamagedPredictions as exc:
+                    record = CellRecord(cell=record.cell, status="error", message=str(exc), provenance=record.provenance)
+                    outcome = CellOutcome.of(record)
             if record is not None:
                 store.put(record)
             on_event({"event": "done", "key": outcome.cell.key, "status": outcome.status, "message": outcome.message})

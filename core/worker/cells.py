@@ -3,7 +3,8 @@ resolves once per job (`JobContext`), and the runner of each kind of cell (valid
 metadata). A cell (`record.Cell`) is one model on one source and backend stack (validation), one
 model on one backend stack (a benchmark), or one model's metadata; the parent plans them
 (`plan.plan_cells`). A validation cell keeps predictions, not scores: its runner writes one
-predictions file, and scoring happens later, from the store.
+predictions file (or, for a worker without the store, sends its bytes back to the parent), and
+scoring happens later, from the store.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from ..errors import RbenchError, one_line
 from .models import create_model, param_count, weights_label
 from ..record import Cell, Entry
 from ..specs import Source
-from ..store import Store
+from ..store import Store, predictions_file, source_of_listing
 
 
 class CellFailure(Exception):
@@ -41,12 +42,18 @@ class Job:
     maps each source name to its listing in the store (`Store.put_source`), so that a worker
     never lists a data folder again. The job is plain data: `to_json` / `from_json` carry it
     to another process or machine.
+
+    A job with no `store` is for a worker that shares no disk with the parent (a node of a Ray
+    cluster): `listings` then holds each source's listing itself (its JSON data), and a
+    validation cell's predictions go back in its outcome (`CellOutcome.predictions`), for the
+    parent to write. `checkpoints` maps a checkpoint path the cells name to where this worker
+    reads it instead (`with_checkpoint_copies`).
     """
 
     cells: tuple[Cell, ...]
     stacks: tuple[str, ...]
     sources: Mapping[str, str]
-    store: str
+    store: str | None
     batch_size: int
     workers: int
     img_size: int | None
@@ -55,14 +62,28 @@ class Job:
     input_cache: bool
     input_cache_dir: str | None
     input_cache_size: int
+    listings: Mapping[str, Any] = field(default_factory=dict)
+    checkpoints: Mapping[str, str] = field(default_factory=dict)
 
     def with_cells(self, cells) -> Job:
         return replace(self, cells=tuple(cells))
+
+    def with_checkpoint_copies(self, contents: Mapping[str, bytes]) -> Job:
+        """The job reading each checkpoint of `contents` (`{path as the cells name it: its bytes}`,
+        sent from the parent's machine) from a copy in this machine's temporary folder. The bytes
+        are checked against the checkpoint's SHA-256 that the plan put in the cells' identities;
+        a `WeightsError` when they are not that checkpoint."""
+        from .models import checkpoint_copy
+
+        expected = {c.weights: c.identity.get("weights") for c in self.cells if c.weights in contents}
+        copies = {path: checkpoint_copy(path, data, expected.get(path)) for path, data in contents.items()}
+        return replace(self, checkpoints={**self.checkpoints, **copies})
 
     def to_json(self) -> dict[str, Any]:
         data = {f: getattr(self, f) for f in self.__dataclass_fields__}
         data["cells"] = [c.to_json() for c in self.cells]
         data["stacks"], data["sources"], data["bench"] = list(self.stacks), dict(self.sources), asdict(self.bench)
+        data["listings"], data["checkpoints"] = dict(self.listings), dict(self.checkpoints)
         return data
 
     @classmethod
@@ -79,7 +100,7 @@ class JobContext:
     def __init__(self, job: Job, registry=None):
         self.job = job
         self.registry = registry
-        self.store = Store(Path(job.store))
+        self.store = Store(Path(job.store)) if job.store is not None else None
         self._stacks: dict[str, BackendStack] = {}
         self._sources: dict[str, Source] = {}
 
@@ -95,9 +116,20 @@ class JobContext:
         return self._stacks[name]
 
     def source(self, name: str) -> Source:
-        """A source's listing, read from the store; `ListingError` when it cannot be used."""
+        """A source's listing, from the job or read from the store; `ListingError` when it cannot
+        be used. A generated source whose folder is not on this machine is made here
+        (`DatasetSpec.remake`)."""
         if name not in self._sources:
-            self._sources[name] = self.store.get_source(self.job.sources[name], self.plugins())
+            if name in self.job.listings:
+                source = source_of_listing(self.job.listings[name], self.plugins(),
+                                           f"the listing of source {name} sent with the job",
+                                           "run again (the parent lists its data anew)")
+            else:
+                source = self.store.get_source(self.job.sources[name], self.plugins())
+            spec = self.plugins().datasets.get(source.name)
+            if getattr(spec, "remake", None) is not None and not Path(source.root).is_dir():
+                source = spec.remake(source)
+            self._sources[name] = source
         return self._sources[name]
 
 
@@ -106,6 +138,9 @@ class JobContext:
 # partial and unreadable images; a status and message when the cell kept rows but failed).
 
 Runner = Callable[[JobContext, Cell, Any], tuple[list[Entry], dict[str, Any]]]
+# The field of a runner's result that holds a predictions file's bytes, for the cell's outcome
+# (a job without a store), not its record.
+PREDICTIONS_DATA = "predictions_data"
 
 
 def metadata_batch(cells: list[Cell], workers: int, on_event) -> tuple[list[Cell], list[dict[str, Any]]]:
@@ -146,7 +181,8 @@ def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[Entry
     stack = context.stack(cell.backend)
     source = context.source(cell.source)
     try:
-        model = create_model(cell.model, cell.weights, trust_checkpoint=job.trust_checkpoint)
+        model = create_model(cell.model, job.checkpoints.get(cell.weights, cell.weights),
+                             trust_checkpoint=job.trust_checkpoint)
     except RbenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - a model that cannot be built is that cell's failure
@@ -199,9 +235,13 @@ def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[Entry
     if unreadable and len(unreadable) == len(frame):  # nothing to score: an error, not an empty report
         raise CellFailure("unreadable", f"none of the {len(frame):,} images of {source.name} could be read "
                           f"(the first: {unreadable[0]}); check the image files in {source.root}")
-    predictions = context.store.put_predictions(cell.key, frame)
-    return [], {"predictions": predictions, "source_listing": job.sources[cell.source], "common": common,
-                "partial": source.partial, "unreadable": tuple(unreadable)}
+    fields: dict[str, Any] = {"source_listing": job.sources[cell.source], "common": common,
+                              "partial": source.partial, "unreadable": tuple(unreadable)}
+    if context.store is None:  # no disk shared with the parent: the file's bytes go back in the outcome
+        fields["predictions"], fields[PREDICTIONS_DATA] = predictions_file(cell.key, frame)
+    else:
+        fields["predictions"] = context.store.put_predictions(cell.key, frame)
+    return [], fields
 
 
 def benchmark_cell(context: JobContext, cell: Cell, progress) -> tuple[list[Entry], dict[str, Any]]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .cells import CELL_RUNNERS, CellFailure, Job, JobContext, job_digest
+from .cells import CELL_RUNNERS, PREDICTIONS_DATA, CellFailure, Job, JobContext, job_digest
 from ..errors import ExportError, RbenchError, one_line
 from ..listings import ListingError
 from ..record import Cell, CellRecord, Entry, Provenance
@@ -32,27 +32,38 @@ EVENTS = ("start", "progress", "note", "done")
 class CellOutcome:
     """How a cell ended: its record (`ok`, or a failure status: `oom`, `build-failed`,
     `export-failed`, `non-finite`, `timeout`, `crashed`, `error`, with its message), for
-    `run_grid` to store; or, `skipped` (rbench could not read the cell's listing), no record."""
+    `run_grid` to store; or, `skipped` (rbench could not read the cell's listing), no record.
+    `predictions`: the bytes of the predictions file that the record names, from a worker that
+    has no store (a `Job` without one); `run_grid` writes them before the record."""
 
     cell: Cell
     status: str
     message: str = ""
     record: CellRecord | None = None
+    predictions: bytes | None = None
 
     @classmethod
-    def of(cls, record: CellRecord) -> CellOutcome:
-        return cls(cell=record.cell, status=record.status, message=record.message, record=record)
+    def of(cls, record: CellRecord, predictions: bytes | None = None) -> CellOutcome:
+        return cls(cell=record.cell, status=record.status, message=record.message, record=record,
+                   predictions=predictions)
 
     def to_json(self) -> dict[str, Any]:
         """The outcome as plain data, to cross to another process (`from_json`)."""
+        import base64
+
         return {"cell": self.cell.to_json(), "status": self.status, "message": self.message,
-                "record": self.record.to_json() if self.record is not None else None}
+                "record": self.record.to_json() if self.record is not None else None,
+                "predictions": base64.b64encode(self.predictions).decode() if self.predictions is not None else None}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CellOutcome:
         """An outcome sent by `to_json`; its record is checked whole (`CellRecord.from_json`)."""
+        import base64
+
         record = CellRecord.from_json(data["record"]) if data.get("record") is not None else None
-        return cls(cell=Cell.from_json(data["cell"]), status=data["status"], message=data["message"], record=record)
+        predictions = base64.b64decode(data["predictions"]) if data.get("predictions") is not None else None
+        return cls(cell=Cell.from_json(data["cell"]), status=data["status"], message=data["message"], record=record,
+                   predictions=predictions)
 
 
 class CellProgress:
@@ -132,7 +143,8 @@ def run_cells(job: Job, on_event: Callable[[Event], None] = lambda event: None,
               timeout: float | None = None, registry=None) -> Iterator[CellOutcome]:
     """Run a job's cells here, one by one, and yield each one's outcome with its record, ok or
     failed, the moment the cell ends (the record is not stored here: `run_grid` stores it).
-    A validation cell's predictions file is written to the store here. A failure of one cell
+    A validation cell's predictions file is written to the store here, or, for a job without a
+    store, its bytes go in the outcome. A failure of one cell
     never stops the others. `registry`: the plugins to resolve the job's stacks with (default:
     this process's)."""
     context = _context(job, registry)
@@ -142,11 +154,13 @@ def run_cells(job: Job, on_event: Callable[[Event], None] = lambda event: None,
         progress = CellProgress(cell.key, on_event)
         entries: list[Entry] = []
         fields: dict[str, Any] = {}
+        predictions = None
         try:
             with _alarm(timeout):
                 entries, fields = CELL_RUNNERS[cell.kind](context, cell, progress)
             # A runner may keep rows and still fail the cell (a benchmark's failed row).
             status, message = fields.pop("status", STATUS_OK), fields.pop("message", "")
+            predictions = fields.pop(PREDICTIONS_DATA, None)
         except CellTimeout:
             status, message = "timeout", f"ran past --cell-timeout {timeout:g} s"
         except ListingError as exc:
@@ -160,4 +174,4 @@ def run_cells(job: Job, on_event: Callable[[Event], None] = lambda event: None,
             status, message = "error", one_line(exc)
             fields = {"traceback": traceback.format_exc()[-4000:]}
         yield CellOutcome.of(CellRecord(cell=cell, status=status, message=message, entries=tuple(entries),
-                                        provenance=Provenance.here(time.time() - started), **fields))
+                                        provenance=Provenance.here(time.time() - started), **fields), predictions)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RbenchError, WeightsError, first_few, unknown_name
-from ..files import read_utf8
+from ..files import read_utf8, write_bytes
 
 WEIGHTS_CHOICES = ("pretrained", "random")
 
@@ -241,6 +241,31 @@ def checkpoint_digest(path: Path | str) -> str:
                 digest.update(chunk)
         _DIGESTS[key] = digest.hexdigest()
     return _DIGESTS[key]
+
+
+_COPIES: dict[str, str] = {}  # sha256 -> this process's copy of that checkpoint (`checkpoint_copy`)
+
+
+def checkpoint_copy(path: str, data: bytes, weights_id: str | None) -> str:
+    """Where this process reads the checkpoint that the parent's machine has at `path`, sent here
+    as its bytes `data` (a cluster node that shares no disk with it): a copy under the same file
+    name in a temporary folder of this process's own, written once per content and removed when
+    the process exits. `weights_id` is what the plan recorded of it (`sha256:<hex>`); a
+    `WeightsError` when `data` is not that checkpoint."""
+    import atexit
+    import hashlib
+    import shutil
+    import tempfile
+
+    digest = hashlib.sha256(data).hexdigest()
+    if weights_id != f"sha256:{digest}":
+        raise WeightsError(f"checkpoint {path} arrived on this machine as other bytes than the plan hashed "
+                           f"({weights_id}, got sha256:{digest}); run again")
+    if digest not in _COPIES:
+        folder = tempfile.mkdtemp(prefix="rbench-checkpoint-")
+        atexit.register(shutil.rmtree, folder, True)
+        _COPIES[digest] = str(write_bytes(Path(folder) / Path(path).name, data))
+    return _COPIES[digest]
 
 
 def weights_identity(weights: str) -> str:

@@ -2,7 +2,8 @@
 
 Generated on first use into rbench's cache folder (or the folder given with
 `--data synthetic=PATH`), so the real decode and transform path runs without any download.
-The same parameters give the same pixels on every machine.
+The same parameters give the same pixels on every machine, so a machine that runs its cells
+without the driver's disk (a Ray node) makes them again (`remake`).
 """
 
 from __future__ import annotations
@@ -49,8 +50,25 @@ def _generate(target: Path) -> None:
         raise
 
 
+def _default_root() -> Path:
+    return rbench.cache_dir() / "data" / f"synthetic-v{VERSION}-{CLASSES}x{PER_CLASS}"
+
+
+def remake(source: rbench.Source) -> rbench.Source:
+    """The listed source on a machine without its folder: the images made again, in this
+    machine's cache folder when the listing names another's (else at the listed folder)."""
+    import dataclasses
+
+    listed = Path(source.root)
+    root = _default_root() if listed.name == _default_root().name else listed
+    if not root.is_dir():
+        _generate(root)
+    samples = [(str(root / Path(path).relative_to(listed)), label) for path, label in source.samples]
+    return dataclasses.replace(source, root=root, samples=samples)
+
+
 def load(request: rbench.DataRequest) -> rbench.Source:
-    root = request.path or rbench.cache_dir() / "data" / f"synthetic-v{VERSION}-{CLASSES}x{PER_CLASS}"
+    root = request.path or _default_root()
     if not root.is_dir():
         _generate(root)
     _, samples = rbench.list_class_folders(root)
@@ -70,5 +88,6 @@ def rbench_datasets():
             load=load,
             options={},
             default=True,  # needs no folder: the embedded suite's and check-backend's data set
+            remake=remake,  # deterministic: made again on a cluster node, never sent
         )
     ]
