@@ -272,3 +272,41 @@ def test_rbench_runs_from_a_folder_that_holds_a_folder_named_rbench(tmp_path, im
     metadata = rows("model_metadata.csv")
     assert sorted(r["architecture"] for r in metadata) == ["test_efficientnet", "test_vit"]
     assert all(r["param_count"] and r["gmacs"] and not r["note"] for r in metadata)  # counted in the workers
+
+
+# --- a cell's recorded time excludes its worker's start ----------------------------------------
+
+# Imported by every Python process of the run (it is on PYTHONPATH): in a worker process (or the
+# fork server that starts workers), importing torch or timm takes 1000 s on the clock that cells
+# are timed with, so a cell that pays for a worker's imports is recorded as taking 1000 s or more.
+SLOW_IMPORTS = '''
+import sys
+import time
+
+argv = getattr(sys, "orig_argv", [])
+if any("rbench.worker.worker" in arg for arg in argv[1:-1]):
+    _real, _shift = time.time, [0.0]
+    time.time = lambda: _real() + _shift[0]
+
+    class _SlowImports:
+        def find_spec(self, name, path=None, target=None):
+            if name in ("torch", "timm"):
+                _shift[0] += 1000.0
+            return None
+
+    sys.meta_path.insert(0, _SlowImports())
+'''
+
+
+def test_a_cells_recorded_seconds_exclude_its_workers_start(tmp_path, image_folder):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_IMPORTS)
+    out = tmp_path / "out"
+    proc = start("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", image_folder, "-b", "cpu,cpu+channels-last",
+                 "--executor", "subprocess", "--out", out, env=with_site(site))
+    _, err = proc.communicate(timeout=HANG_GUARD)
+    assert proc.returncode == 0, err[-3000:]
+    done = records(out / "store")
+    assert [r["status"] for r in done] == ["ok"] * 4
+    assert all(0 <= r["provenance"]["seconds"] < 1000 for r in done), [r["provenance"]["seconds"] for r in done]
