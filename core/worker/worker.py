@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import NoReturn
 
 
 # `python -m` and `python -c` put the working directory first on the path, where a folder named
@@ -29,8 +30,8 @@ _ENTRY = ("import sys\n"
 # The fork server's entry: `serve` returns only in a forked worker, with that worker's arguments.
 _SERVER_ENTRY = ("import sys\n"
                  "if sys.path[:1] == ['']: del sys.path[0]\n"
-                 "from rbench.worker.worker import main, serve\n"
-                 "sys.exit(main(serve(sys.argv)))\n")
+                 "from rbench.worker.worker import serve, work\n"
+                 "work(serve(sys.argv))\n")
 
 # What the fork server imports before it forks a worker: what any cell imports. Not polars:
 # importing it starts threads (its allocator's, a spill cleaner), which a fork would not copy.
@@ -82,23 +83,58 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def work(argv: list[str]) -> NoReturn:
+    """Run `main` in a forked worker, and end it as multiprocessing ends its forked children:
+    its exit handlers run and its output is flushed, but the interpreter is not torn down (with
+    torch loaded that takes half a second, and the process's memory goes with it anyway). An
+    uncaught exception is printed, and a KeyboardInterrupt ends it by SIGINT, as in a fresh worker."""
+    import atexit
+    import signal
+    import traceback
+
+    code, interrupted = 1, False
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        interrupted = True
+    except BaseException:  # noqa: BLE001 - printed, as an uncaught exception would be
+        traceback.print_exc()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the parent is gone, or the stream was closed
+            pass
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(code)
+
+
 def serve(argv: list[str]) -> list[str]:
     """Run the fork server of `server_command`'s arguments. Returns only in a forked worker: the
-    `main` arguments of its job. The parent's requests are JSON lines on the control socket:
+    `main` arguments of its job, for `work`. The parent's requests are JSON lines on the control socket:
     `{"worker": ID, "job": FILE, "cwd": DIR, "env": {...}}`, sent with the worker's stdout and
     stderr (two file descriptors), and `{"kill": ID}`; the server answers `{"exited": ID,
     "status": WAIT_STATUS}` when a worker has ended (the first worker's ID is 0). It exits when
     the parent closes the socket, and with the parent (Linux kills it; elsewhere, at its next
     answer)."""
+    import gc
     import selectors
     import signal
     import socket
 
     control = socket.socket(fileno=int(argv[1]))
     log_fd, first_job = int(argv[2]), argv[3]
-    if PRELOADS:
-        _preload()
+    threads = _preload() if PRELOADS else None
     fork_safe = _fork_safe()
+    # What the server holds stays for good: the garbage collector of each worker (rbench collects
+    # between models and stacks, and at exit) need not walk torch's and timm's modules again.
+    gc.collect()
+    gc.freeze()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -133,6 +169,8 @@ def serve(argv: list[str]) -> list[str]:
             os.environ.update(env)
         if "numpy" in sys.modules:  # a fresh process seeds it from the system (`random` reseeds itself)
             sys.modules["numpy"].random.seed()
+        if threads is not None:  # torch's default, which the server set to one
+            sys.modules["torch"].set_num_threads(threads)
         sys.argv[:] = ["-c", job_file]
         if not fork_safe:  # the server holds threads or a CUDA context: a fresh process instead
             os.execv(sys.executable, command(job_file))
@@ -185,10 +223,13 @@ def serve(argv: list[str]) -> list[str]:
                     os.kill(workers[request["kill"]], signal.SIGKILL)
 
 
-def _preload() -> None:
+def _preload() -> int | None:
     """Import `PRELOAD` and the plugins, keeping SIGINT's disposition (a plugin may import
-    polars, which replaces an inherited SIG_IGN). What fails to import is left to the worker,
-    which meets the error where a fresh worker would."""
+    polars, which replaces an inherited SIG_IGN), and run torch's common CPU kernels once on one
+    thread: their first call sets up oneDNN and generates its code, which each worker would do
+    again in its first batch; one thread starts no thread pool. What fails to import is left to
+    the worker, which meets the error where a fresh worker would. Returns torch's default
+    number of threads (None without torch), which each worker sets back."""
     import importlib
     import signal
 
@@ -206,6 +247,19 @@ def _preload() -> None:
         pass
     if sigint is not None:
         signal.signal(signal.SIGINT, sigint)
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            x = torch.nn.functional.conv2d(torch.zeros(2, 3, 16, 16), torch.zeros(8, 3, 3, 3))
+            x = torch.nn.functional.layer_norm(torch.nn.functional.gelu(x), x.shape[1:])
+            torch.nn.functional.linear(x.mean((2, 3)), torch.zeros(4, 8)).softmax(-1)
+    except Exception:  # noqa: BLE001 - a warm-up only: the worker runs these kernels anyway
+        pass
+    return threads
 
 
 def _fork_safe() -> bool:
