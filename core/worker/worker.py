@@ -167,13 +167,13 @@ def serve(argv: list[str]) -> list[str]:
         if env is not None:
             os.environ.clear()
             os.environ.update(env)
+        if not fork_safe:  # the server holds threads or a CUDA context: a fresh process instead
+            os.execv(sys.executable, command(job_file))
         if "numpy" in sys.modules:  # a fresh process seeds it from the system (`random` reseeds itself)
             sys.modules["numpy"].random.seed()
         if threads is not None:  # torch's default, which the server set to one
             sys.modules["torch"].set_num_threads(threads)
         sys.argv[:] = ["-c", job_file]
-        if not fork_safe:  # the server holds threads or a CUDA context: a fresh process instead
-            os.execv(sys.executable, command(job_file))
         return sys.argv
 
     if (worker_args := fork(0, first_job, [], None, None)) is not None:
@@ -226,8 +226,8 @@ def serve(argv: list[str]) -> list[str]:
 def _preload() -> int | None:
     """Import `PRELOAD` and the plugins, keeping SIGINT's disposition (a plugin may import
     polars, which replaces an inherited SIG_IGN), and run torch's common CPU kernels once on one
-    thread: their first call sets up oneDNN and generates its code, which each worker would do
-    again in its first batch; one thread starts no thread pool. What fails to import is left to
+    thread: their first call in a process sets libraries up (0.2 to 0.3 s), which each worker
+    would otherwise do again in its first batch; one thread starts no thread pool. What fails to import is left to
     the worker, which meets the error where a fresh worker would. Returns torch's default
     number of threads (None without torch), which each worker sets back."""
     import importlib
