@@ -1,86 +1,89 @@
-"""What a subprocess worker spends before its first cell can start, on an ImageNet-val-sized
-folder (50,000 files in 1000 class folders).
+"""What isolating each model in its own process costs: the same grid of tiny models, validated
+on a small folder, with the `local` executor (every cell in the rbench process) and with the
+`subprocess` executor (each model in a worker process of its own), in turns.
 
-    python bench/cell_overhead.py [--files 50000] [--repeat 3]
+    python bench/cell_overhead.py [--models 12] [--repeat 3] [--images 16]
 
-Each figure is the wall time of a fresh `python` process (the interpreter, `import rbench`, the
-plugins, and the work): "plan" does what a worker did before jobs carried their sources,
-rebuilding the whole plan (listing and checking the data folder, stat'ing every file for the
-source identity); "job" does what a worker does now, reading the source listing that the
-parent kept in the store. Both import torch and timm, which any cell needs. Prints a table (best of --repeat) and last, exactly:
+Each figure is the wall time of one `python -m rbench run` (a fresh store each time), best of
+--repeat; beside it the cells' recorded `seconds` (all cells, and the first one, which a worker
+that imports torch and timm itself would pay for). Both executors build the same models and run
+the same cells, so the difference of their wall times over the models is what isolation costs a
+model, beyond building it. Prints a table and last, exactly:
 
-    overhead_ratio=<plan seconds / job seconds>
+    overhead_per_model_s=<(subprocess - local) / models> ratio=<subprocess / local>
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-PLAN = r"""
-import sys
-from pathlib import Path
-from rbench.parent.plan import RunOptions, make_plan
-from rbench.parent.plan import plan_cells
-from rbench.registry import get_registry
-options = RunOptions(models=["test_vit"], benches=["validate"], data_paths={"imagefolder": Path(sys.argv[1])},
-                     datasets=["imagefolder"], weights="random", out=Path(sys.argv[2]))
-plan = make_plan(options, get_registry())
-plan_cells(plan)
-"""
-
-JOB = r"""
-import sys
-import timm, torch  # a worker needs them for its cell anyway, as the plan did
-from rbench.store import Store
-source = Store(sys.argv[2] + "/store").get_source(sys.argv[3])
-assert len(source.samples) > 0
-"""
+EXECUTORS = ("local", "subprocess")
+# timm's tiny test models that take 32x32 inputs (test_coatnet, test_maxvit, test_vit3 and
+# test_vit_relpos need their own size).
+MODELS = ("test_byobnet", "test_convnext", "test_convnext2", "test_convnext3", "test_efficientnet",
+          "test_efficientnet_evos", "test_efficientnet_gn", "test_efficientnet_ln", "test_mambaout", "test_nfnet",
+          "test_resnet", "test_vit", "test_vit2", "test_vit4")
 
 
-def timed(code: str, *args: str) -> float:
+def make_images(root: Path, images: int) -> None:
+    """`images` small random JPEGs in two class folders."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        folder = root / f"class{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(folder / f"img{i}.jpg", quality=90)
+
+
+def run(models: list[str], data: Path, executor: str, out: Path, cache: Path) -> tuple[float, list[float]]:
+    """The wall time of one run, and the recorded seconds of its cells in the order they ran."""
+    command = [sys.executable, "-m", "rbench", "run", "-m", ",".join(models), "--weights", "random",
+               "--bench", "validate", "--workers", "0", "--img-size", "32", "--data-dir", str(data),
+               "--executor", executor, "--out", str(out)]
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code, *args], check=True)
-    return time.perf_counter() - started
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "RBENCH_CACHE_DIR": str(cache)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    wall = time.perf_counter() - started
+    records = [json.loads(p.read_text()) for p in (out / "store" / "records").glob("*.json")]
+    assert len(records) == len(models) and all(r["status"] == "ok" for r in records), "a cell failed"
+    records.sort(key=lambda r: r["provenance"]["finished"])
+    return wall, [r["provenance"]["seconds"] for r in records]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--files", type=int, default=50_000)
+    parser.add_argument("--models", type=int, default=12)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--images", type=int, default=16)
     args = parser.parse_args()
+    models = list(MODELS[: args.models])
+    best: dict[str, tuple[float, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "val"
-        for i in range(args.files):
-            folder = root / f"n{i % 1000:08d}"
-            if i < 1000:
-                folder.mkdir(parents=True)
-            (folder / f"ILSVRC2012_val_{i + 1:08d}.JPEG").write_bytes(b"")
-        out = Path(tmp) / "out"
-        # The parent's side, once per grid: the plan, and the listing kept in the store.
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from rbench.parent.plan import source_identity
-        from rbench.parent.plan import RunOptions, make_plan
-        from rbench.registry import get_registry
-        from rbench.store import Store
-
-        options = RunOptions(models=["test_vit"], benches=["validate"], data_paths={"imagefolder": root},
-                             datasets=["imagefolder"], weights="random", out=out)
-        (source,) = make_plan(options, get_registry()).sources
-        listing = Store(out / "store").put_source(source, source_identity(source))
-        bare = min(timed("import rbench, rbench.registry; rbench.registry.get_registry()") for _ in range(args.repeat))
-        plan = min(timed(PLAN, str(root), str(out)) for _ in range(args.repeat))
-        job = min(timed(JOB, str(root), str(out), listing) for _ in range(args.repeat))
-    print(f"{'worker start':<40} {'seconds':>8}")
-    print(f"{'interpreter + import rbench + plugins':<40} {bare:>8.3f}")
-    print(f"{'  + rebuild the plan (before)':<40} {plan:>8.3f}")
-    print(f"{'  + read the source listing (now)':<40} {job:>8.3f}")
-    print(f"files={args.files}")
-    print(f"overhead_ratio={plan / job:.2f}")
+        data = Path(tmp) / "images"
+        make_images(data, args.images)
+        run(models[:1], data, "local", Path(tmp) / "warm-up", Path(tmp) / "cache")  # the input cache, the page cache
+        for repeat in range(args.repeat):
+            for executor in EXECUTORS:  # in turns, so that a busier moment of the machine hits both
+                wall, seconds = run(models, data, executor, Path(tmp) / f"{executor}-{repeat}", Path(tmp) / "cache")
+                if executor not in best or wall < best[executor][0]:
+                    best[executor] = (wall, seconds)
+    print(f"{len(models)} models ({', '.join(models)}), validate on {args.images} images, best of {args.repeat}")
+    print(f"{'executor':<12} {'wall s':>8} {'cells s':>8} {'first cell s':>13} {'per model s':>12}")
+    for executor in EXECUTORS:
+        wall, seconds = best[executor]
+        print(f"{executor:<12} {wall:>8.2f} {sum(seconds):>8.2f} {seconds[0]:>13.2f} {wall / len(models):>12.3f}")
+    local, isolated = best["local"][0], best["subprocess"][0]
+    print(f"overhead_per_model_s={(isolated - local) / len(models):.3f} ratio={isolated / local:.2f}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from .record import Cell
 from .parent.engine import Grid
 from .worker.jobs import CellOutcome, record_failure, run_cells
 from .worker.worker import command as worker_command
+from .worker.worker import server_command as worker_server_command
 from .record import CellRecord
 from .folders import IMAGE_EXTENSIONS, list_class_folders, natural_key
 from .hookspecs import hookimpl
@@ -119,6 +120,7 @@ __all__ = [
     "run_cells",
     "timm_info_file",
     "worker_command",
+    "worker_server_command",
     "write_bytes",
 ]
 

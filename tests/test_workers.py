@@ -272,3 +272,97 @@ def test_rbench_runs_from_a_folder_that_holds_a_folder_named_rbench(tmp_path, im
     metadata = rows("model_metadata.csv")
     assert sorted(r["architecture"] for r in metadata) == ["test_efficientnet", "test_vit"]
     assert all(r["param_count"] and r["gmacs"] and not r["note"] for r in metadata)  # counted in the workers
+
+
+# --- a cell's recorded time excludes its worker's start ----------------------------------------
+
+# Imported by every Python process of the run (it is on PYTHONPATH): in a worker process (or the
+# fork server that starts workers), importing torch or timm takes 1000 s on the clock that cells
+# are timed with, so a cell that pays for a worker's imports is recorded as taking 1000 s or more.
+SLOW_IMPORTS = '''
+import sys
+import time
+
+argv = getattr(sys, "orig_argv", [])
+if any("rbench.worker.worker" in arg for arg in argv[1:-1]):
+    _real, _shift = time.time, [0.0]
+    time.time = lambda: _real() + _shift[0]
+
+    class _SlowImports:
+        def find_spec(self, name, path=None, target=None):
+            if name in ("torch", "timm"):
+                _shift[0] += 1000.0
+            return None
+
+    sys.meta_path.insert(0, _SlowImports())
+'''
+
+
+def test_a_cells_recorded_seconds_exclude_its_workers_start(tmp_path, image_folder):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_IMPORTS)
+    out = tmp_path / "out"
+    proc = start("run", "-m", "test_vit,test_byobnet", *QUICK, "--data-dir", image_folder, "-b", "cpu,cpu+channels-last",
+                 "--executor", "subprocess", "--out", out, env=with_site(site))
+    _, err = proc.communicate(timeout=HANG_GUARD)
+    assert proc.returncode == 0, err[-3000:]
+    done = records(out / "store")
+    assert [r["status"] for r in done] == ["ok"] * 4
+    assert all(0 <= r["provenance"]["seconds"] < 1000 for r in done), [r["provenance"]["seconds"] for r in done]
+
+
+# --- a crash inside a cell, and the death of the process that starts the workers -------------
+
+# At its first batch, the cell of the model named by RBENCH_TEST_CRASH ("MODEL:segfault" or
+# "MODEL:parent") dereferences a null pointer, or kills its worker's parent process with SIGKILL
+# (the fork server that started the worker; the run's own process must never be its parent).
+CRASH_PLUGIN = '''
+import ctypes
+import os
+import signal
+
+import rbench
+
+_model = None
+
+
+def _remember(model):
+    global _model
+    _model = type(model).__name__.lower()
+    return model
+
+
+def _crash(batch):
+    name, how = os.environ["RBENCH_TEST_CRASH"].split(":")
+    if _model == name:
+        if how == "segfault":
+            ctypes.string_at(0)
+        os.kill(os.getppid(), signal.SIGKILL)
+    return batch
+
+
+@rbench.hookimpl
+def rbench_backends():
+    return [rbench.BackendSpec(name="crash", description="a crash in one model's cell", modifier=True,
+                               prepare_model=_remember, prepare_input=_crash)]
+'''
+
+
+@pytest.mark.parametrize("how", ["segfault", "parent"])
+def test_a_crash_in_a_cell_or_of_the_fork_server_fails_that_cell_only(tmp_path, image_folder, how):
+    site = tmp_path / "site"
+    make_distribution(site, "crashplug", {"rbench.backends": {"crash": "crashplug_mod"}}, {"crashplug_mod": CRASH_PLUGIN})
+    out = tmp_path / "out"
+    proc = start("run", "-m", "test_vit,test_byobnet,test_efficientnet", *QUICK, "--data-dir", image_folder,
+                 "-b", "cpu+crash", "--executor", "subprocess", "--out", out,
+                 env=with_site(site, RBENCH_TEST_CRASH=f"byobnet:{how}"))
+    _, err = proc.communicate(timeout=HANG_GUARD)
+    assert proc.returncode == 1, err[-3000:]  # the grid finished, with a failure
+    assert "Traceback" not in err
+    (failure,) = failures(out)
+    assert (failure["model"], failure["status"]) == ("test_byobnet@random", "crashed")
+    expected = "SIGSEGV" if how == "segfault" else "fork server died, killed by SIGKILL"
+    assert expected in failure["message"], failure["message"]
+    done = {r["cell"]["model"]: r["status"] for r in records(out / "store")}
+    assert done == {"test_vit": "ok", "test_byobnet": "crashed", "test_efficientnet": "ok"}

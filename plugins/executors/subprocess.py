@@ -1,10 +1,13 @@
-"""The subprocess executor: each model's cells in a fresh Python process.
+"""The subprocess executor: each model's cells in a worker process of its own.
 
 A model's allocator cache, compiled graphs and threads die with its process, so they never
-slow the next model. A cell past `--cell-timeout`, or a process that dies (a segfault, the
-kernel's OOM killer), fails that cell only: the model's remaining cells go on in a new process.
-A worker that dies between cells or before its first one (killed while it starts) fails the
-cell it was about to run, so a model's cells always end.
+slow the next model. The workers are forked from a fork server (`rbench.worker_server_command`)
+that has imported torch, timm and the plugins once, so a worker starts at once and its first
+cell's time holds no imports. A cell past `--cell-timeout`, or a process that dies (a segfault,
+the kernel's OOM killer), fails that cell only: the model's remaining cells go on in a new
+process. A worker that dies between cells or before its first one (killed while it starts)
+fails the cell it was about to run, so a model's cells always end; so does the death of the
+fork server, which is started again for the next worker.
 A worker dies with its parent (on Linux, the kernel kills it; elsewhere it stops at its next
 event): a cell interrupted so stays pending, never a failure, and the same command resumes it.
 """
@@ -16,11 +19,13 @@ import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from itertools import groupby
+from typing import BinaryIO
 
 import rbench
 
@@ -38,18 +43,93 @@ def _die_with_parent() -> None:
 STDERR_TAIL = 8192  # bytes of a worker's stderr kept for the message of its death
 
 
+def _worker_environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+class _ForkServer:
+    """A fork server process (`rbench.worker_server_command`), started with the job of its
+    first worker (`first`, which writes to the server's own stdout and stderr); `start` asks
+    it for one more worker. It reports on a Unix socket when each worker has ended."""
+
+    def __init__(self, job_file: str):
+        ours, theirs = socket.socketpair()
+        log = os.dup(2)  # where the server writes its own errors: this process's stderr
+        try:
+            self.proc = subprocess.Popen(rbench.worker_server_command(theirs.fileno(), log, job_file),
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_worker_environment(),
+                                         pass_fds=(theirs.fileno(), log), preexec_fn=_die_with_parent)
+        finally:
+            theirs.close()
+            os.close(log)
+        self.control, self.inbox, self.next_id = ours, b"", 1
+        self.ended: dict[int, int] = {}  # worker ID -> wait status, until asked for
+        self.gone = False  # the socket closed: the server died (or is about to)
+        self.first = _Worker(self, 0, self.proc.stdout, self.proc.stderr)
+
+    def alive(self) -> bool:
+        return not self.gone and self.proc.poll() is None
+
+    def start(self, job_file: str) -> _Worker | None:
+        """A new worker running the job in `job_file`, with this process's working directory and
+        environment; None when the server is gone."""
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        worker, self.next_id = self.next_id, self.next_id + 1
+        request = {"worker": worker, "job": job_file, "cwd": os.getcwd(), "env": _worker_environment()}
+        try:
+            socket.send_fds(self.control, [json.dumps(request).encode() + b"\n"], [out_w, err_w])
+        except OSError:
+            os.close(out_r)
+            os.close(err_r)
+            return None
+        finally:  # the worker holds the writing ends now (or nobody: its reader sees the end)
+            os.close(out_w)
+            os.close(err_w)
+        return _Worker(self, worker, os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0))
+
+    def kill(self, worker: int) -> None:
+        with contextlib.suppress(OSError):
+            self.control.sendall(json.dumps({"kill": worker}).encode() + b"\n")
+
+    def wait(self, worker: int) -> int | None:
+        """The wait status of `worker` once it has ended; None when the server died first (its
+        workers die with it)."""
+        while worker not in self.ended and not self.gone:
+            data = self.control.recv(65536)
+            if not data:
+                self.gone = True
+            *lines, self.inbox = (self.inbox + data).split(b"\n")
+            for line in lines:
+                message = json.loads(line)
+                self.ended[message["exited"]] = message["status"]
+        return self.ended.pop(worker, None)
+
+    def death(self) -> str:
+        """Why the server ended: the signal that killed it or its exit status."""
+        self.proc.wait()
+        return _how(self.proc.returncode)
+
+    def close(self) -> None:
+        """End the server (its workers die with it) and wait for it."""
+        self.control.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
 class _Worker:
-    """One worker process (`rbench.worker_command`) running JOB. Both its pipes are always drained: a worker
+    """One worker process running a job, forked by `server`. Both its pipes are always drained: a worker
     that writes more to stderr than a pipe holds (warnings, a library's log) would otherwise
     block on it forever. Only the end of stderr is kept, to say why a worker died."""
 
-    def __init__(self, job_file: str):
-        self.proc = subprocess.Popen(rbench.worker_command(job_file), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                     preexec_fn=_die_with_parent)
+    def __init__(self, server: _ForkServer, worker: int, stdout: BinaryIO, stderr: BinaryIO):
+        self.server, self.id, self.stdout, self.stderr = server, worker, stdout, stderr
+        self.status: int | None = None
+        self.ended = False
         self.selector = selectors.DefaultSelector()
-        self.selector.register(self.proc.stdout, selectors.EVENT_READ)
-        self.selector.register(self.proc.stderr, selectors.EVENT_READ)
+        self.selector.register(self.stdout, selectors.EVENT_READ)
+        self.selector.register(self.stderr, selectors.EVENT_READ)
         self.tail, self.stderr_open = b"", True
 
     def lines(self, deadline: Callable[[], float | None]) -> Iterator[str | None]:
@@ -63,7 +143,7 @@ class _Worker:
                 continue
             for key, _ in self.selector.select(None if until is None else until - time.monotonic()):
                 chunk = os.read(key.fd, 65536)
-                if key.fileobj is self.proc.stderr:
+                if key.fileobj is self.stderr:
                     if chunk:
                         self._keep(chunk)
                     else:
@@ -78,30 +158,42 @@ class _Worker:
     def _keep(self, chunk: bytes) -> None:
         self.tail = (self.tail + chunk)[-STDERR_TAIL:]
 
+    def _wait(self) -> None:
+        if not self.ended:
+            self.status, self.ended = self.server.wait(self.id), True
+
     def death(self) -> str:
-        """Why the worker ended: the signal that killed it or its exit status, and its last line on stderr."""
-        self.proc.wait()
+        """Why the worker ended: the signal that killed it or its exit status (or the fork
+        server's death), and its last line on stderr."""
+        self._wait()
         if self.stderr_open:
             # What it wrote before it exited; never wait for more (a child of it may hold the pipe).
-            os.set_blocking(self.proc.stderr.fileno(), False)
+            os.set_blocking(self.stderr.fileno(), False)
             with contextlib.suppress(BlockingIOError):
-                while chunk := os.read(self.proc.stderr.fileno(), 65536):
+                while chunk := os.read(self.stderr.fileno(), 65536):
                     self._keep(chunk)
-        code = self.proc.returncode
-        how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit status {code}"
+        if self.status is None:
+            how = f"its fork server died, {self.server.death()}"
+        else:
+            how = _how(os.waitstatus_to_exitcode(self.status))
         last = next((line for line in reversed(self.tail.decode(errors="replace").splitlines()) if line.strip()), "")
         return f"{how} ({last.strip()[:500]})" if last else how
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if not self.ended:
+            self.server.kill(self.id)
+            self._wait()
 
     def close(self) -> None:
         self.kill()
         self.selector.close()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        self.stdout.close()
+        self.stderr.close()
+
+
+def _how(code: int) -> str:
+    """A process's end as `Popen.returncode` says it: killed by a signal, or its exit status."""
+    return f"killed by {_signal_name(-code)}" if code < 0 else f"exit status {code}"
 
 
 def _signal_name(number: int) -> str:
@@ -111,7 +203,28 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _run_group(grid: rbench.Grid, cells: list[rbench.Cell]):
+class _Workers:
+    """Starts workers from one fork server, and a new server when there is none or it died."""
+
+    def __init__(self):
+        self.server: _ForkServer | None = None
+
+    def start(self, job_file: str) -> _Worker:
+        if self.server is not None and self.server.alive():
+            worker = self.server.start(job_file)
+            if worker is not None:
+                return worker
+        self.close()
+        self.server = _ForkServer(job_file)
+        return self.server.first
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+
+def _run_group(grid: rbench.Grid, cells: list[rbench.Cell], workers: _Workers):
     """Run one model's cells in worker processes; yields their outcomes."""
     pending = list(cells)
     while pending:
@@ -119,7 +232,7 @@ def _run_group(grid: rbench.Grid, cells: list[rbench.Cell]):
         with tempfile.NamedTemporaryFile("w", prefix="rbench-job-", suffix=".json", delete=False) as f:
             json.dump(grid.job(pending).to_json(), f)
             job_file = f.name
-        worker = _Worker(job_file)
+        worker = workers.start(job_file)
         current, started, done = None, 0.0, set()
 
         def deadline() -> float | None:
@@ -159,8 +272,12 @@ def _run_group(grid: rbench.Grid, cells: list[rbench.Cell]):
 
 
 def execute(grid: rbench.Grid):
-    for _, cells in groupby(grid.cells, key=lambda c: c.model):
-        yield from _run_group(grid, list(cells))
+    workers = _Workers()
+    try:
+        for _, cells in groupby(grid.cells, key=lambda c: c.model):
+            yield from _run_group(grid, list(cells), workers)
+    finally:
+        workers.close()
 
 
 @rbench.hookimpl
