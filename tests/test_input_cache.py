@@ -92,6 +92,27 @@ def test_cold_warm_and_uncached_passes_give_the_oracle_pixels_bit_for_bit(name, 
         assert got.is_contiguous() and torch.equal(got, oracle)
 
 
+@pytest.mark.parametrize("batch_size,workers", [(5, 0), (7, 2), (64, 1)])
+def test_a_warm_pass_reads_its_entry_in_batches_never_mapping_it(batch_size, workers, image_folder, tmp_path):
+    """The warm pass's resident memory stays a few batches whatever the entry's size: no batch is
+    read through a mapping of the entry's files, and the pixels are still the oracle's."""
+    config = CONFIGS["112x128-squash-bilinear"]
+    source = load_source(image_folder)
+    cache = InputCache(tmp_path / "cache")
+    pixels_of(cache.loader(source, config, **LOADING))  # the cold pass writes the entry
+    warm = cache.loader(source, config, batch_size=batch_size, workers=workers, pin_memory=False)
+    assert isinstance(warm, CachedBatches)
+    got, indices = [], []
+    for pixels, index, ok in warm:
+        mapped = Path("/proc/self/maps").read_text()
+        assert "pixels.u8" not in mapped and "rows.bin" not in mapped
+        assert len(pixels) <= batch_size and bool(ok.all())
+        got.append(pixels)
+        indices.append(index)
+    assert torch.equal(torch.cat(indices), torch.arange(len(source.samples)))
+    assert torch.equal(torch.cat(got), oracle_pixels(source, config))
+
+
 class Transposed:
     """A sample_transform that returns a non-contiguous view (as ImageNet-C's frost can): the
     image mirrored on its diagonal, same size for a square crop."""
