@@ -7,7 +7,8 @@ On an ImageNet-like folder of textured JPEGs (made once under the system temp fo
 bench/validate_speed.py makes it) it writes one cache entry at S x S (a cold pass), then reads
 the whole entry in a fresh process per run, with no model (the input path alone), in three ways:
 
-- mapped: `np.memmap` of the entry and a copy of each batch out of it (the reference);
+- mapped: `np.memmap` of the entry and a copy of each batch out of it, checksums checked (the
+  reader before, the reference);
 - bounded: `CachedBatches`, rbench's reader (positioned reads into each batch's own buffer);
 - uncached: rbench's decoding loader (no cache), for the RSS of a pass that never saw the entry.
 
@@ -53,7 +54,7 @@ def child(mode: str, data: Path, cache: Path, size: int, batch_size: int, thread
     from rbench import DataRequest
     from rbench.registry import get_registry
     from rbench.worker.data import make_loader
-    from rbench.worker.input_cache import CachedBatches, InputCache, _row_dtype
+    from rbench.worker.input_cache import CachedBatches, InputCache, _row_crc, _row_dtype
 
     source = get_registry().datasets["imagefolder"].load(DataRequest(path=data, cache_dir=Path(tempfile.gettempdir())))
     config = config_of(size)
@@ -65,16 +66,25 @@ def child(mode: str, data: Path, cache: Path, size: int, batch_size: int, thread
         assert isinstance(warm, CachedBatches), "the entry is not complete"
         batches = warm
         if mode == "mapped":
-            def mapped():
-                images = np.memmap(warm.folder / "pixels.u8", np.uint8, "r", shape=(count, *shape))
-                rows = np.memmap(warm.folder / "rows.bin", _row_dtype(), "r", shape=(count,))
-                for lo in range(0, count, batch_size):
-                    hi = min(count, lo + batch_size)
-                    pixels = torch.empty((hi - lo, *shape), dtype=torch.uint8)
-                    np.copyto(pixels.numpy(), images[lo:hi])
+            class Mapped(CachedBatches):
+                """The reader before: each batch copied out of a map of the whole entry (same
+                threads, same checksums)."""
+
+                def _read(self, batch, pixels_file, rows_file):
+                    if not hasattr(self, "maps"):
+                        self.maps = (np.memmap(self.folder / "pixels.u8", np.uint8, "r", shape=(count, *shape)),
+                                     np.memmap(self.folder / "rows.bin", _row_dtype(), "r", shape=(count,)))
+                    images, rows = self.maps
+                    lo, hi = batch * self.batch_size, min(self.count, (batch + 1) * self.batch_size)
+                    pixels = torch.empty((hi - lo, *self.shape), dtype=torch.uint8)
+                    view = pixels.numpy()
+                    np.copyto(view, images[lo:hi])
                     meta = np.array(rows[lo:hi])
-                    yield pixels, torch.arange(lo, hi), torch.from_numpy(meta["ok"].astype(bool))
-            batches = mapped()
+                    for i in range(hi - lo):
+                        assert _row_crc(view[i], bool(meta["ok"][i])) == meta["crc"][i]
+                    return pixels, torch.arange(lo, hi), torch.from_numpy(meta["ok"].astype(bool))
+
+            batches = Mapped(warm.folder, count, shape, batch_size=batch_size, threads=warm.threads, pin_memory=False)
     started = time.perf_counter()
     n = checksum = 0
     for pixels, _, _ in batches:
@@ -91,7 +101,7 @@ def main() -> int:
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="reader threads (cached) or loader workers (uncached)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--child", nargs=3, metavar=("MODE", "DATA", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
