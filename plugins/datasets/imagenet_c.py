@@ -477,11 +477,12 @@ def load_made(request: rbench.DataRequest, root: Path) -> rbench.Source:
         samples.extend((str(folder / corruption / str(severity) / _made_name(key)), label) for _, label, key in chosen)
         slices.append((f"{corruption}/{severity}", starts[-1], len(samples)))
         starts.append(len(samples))
-    # Made by the cells that read them, slice by slice (a corruption's severities together: one
-    # decoded val image serves them all), not here: the plan writes nothing.
+    # Made by the cells that read them, slice by slice (about a corruption's severities at a time:
+    # one decoded val image serves them all), not here: the plan writes nothing.
     made = rbench.SourceBuild(
         folder=folder, slices=slices, tasks=CorruptionTasks(folder, pairs), make=_build_image, setup=_worker_setup,
-        group=len(SEVERITIES), workers=workers, files=BUILD_FILES, label="imagenet-c: making {files:,} JPEGs in {folder}",
+        group=len({s for _, s in cells}), workers=workers, files=BUILD_FILES,
+        label="imagenet-c: making {files:,} JPEGs in {folder}",
         about={"version": corruptions.VERSION, "build": BUILD_VERSION, "seed": SEED_SCHEME, "per_class": per_class,
                "images": len(chosen), "val": str(root), "prepare": "Resize(256) bilinear, CenterCrop(224)",
                "jpeg_quality": JPEG_QUALITY})
