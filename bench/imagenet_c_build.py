@@ -216,12 +216,9 @@ def _one_builder(build, needed: int, results) -> None:
 
 
 def split_build(build, needed: int, builders: int) -> list[int]:
-    """`make_slices` by `builders` processes at once on one folder (as nodes sharing it would):
-    the files each made."""
-    if builders == 1:
-        from rbench.builds import make_slices
-
-        return [make_slices(build, "imagenet-c", needed)]
+    """`make_slices` by `builders` fresh processes at once on one folder (as nodes sharing it
+    would; one builder too, so that every configuration pays its processes' start): the files
+    each made."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
