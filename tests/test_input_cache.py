@@ -447,6 +447,7 @@ def built_imagenet_c_and_p(tmp_path: Path) -> dict[str, Path]:
     """ImageNet-C and ImageNet-P built as a run builds them, into rbench's cache folder: the
     fewest images, one corruption and one perturbation."""
     import rbench
+    from rbench.builds import make_slices
 
     val = tmp_path / "imagenet" / "val"
     synsets = imagenet_fixtures.info_lines("imagenet_synsets.txt")
@@ -459,6 +460,7 @@ def built_imagenet_c_and_p(tmp_path: Path) -> dict[str, Path]:
                           ("imagenet-p", {"per_class": "1", "perturbations": "brightness", "build_workers": "1"})):
         source = get_registry().datasets[name].load(DataRequest(path=val, cache_dir=rbench.cache_dir(),
                                                                 allow_partial=True, options=options))
+        make_slices(source.build, name, len(source.samples))  # as the first validation cell does
         (folder,) = (rbench.cache_dir() / name).iterdir()
         assert all(Path(p).is_file() and Path(p).is_relative_to(folder) for p, _ in source.samples[2:])
         made[name] = folder
