@@ -7,7 +7,10 @@ Run through bench/imagenet_c_build.sh. On an ImageNet-like val folder of texture
    224x224 images, the JPEG-85 encoding included, and their mean over the 15 (the build makes
    every corruption equally often);
 2. `imagenet_c.build` in 1 process and in --processes processes, on --images val images x the
-   corruptions and severities asked for: files/s, files/s per process;
+   corruptions and severities asked for: files/s, files/s per process; then the build as a run
+   makes it (`make_slices`, in the cells): one node of --processes processes, one node of half
+   as many, and two builders of half as many sharing the folder, as two nodes would (files/s
+   per node, and what each builder made);
 3. a model over the made JPEGs through rbench's loader and the decoded-input cache: the cold
    pass (decoding the JPEGs with the model's eval transform, writing the cache entry) and the
    warm pass (reading it), images/s.
@@ -59,6 +62,7 @@ def main() -> int:
     parser.add_argument("--img-size", type=int)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the cells' build, best kept [default 3]")
     args = parser.parse_args()
 
     import numpy as np
@@ -127,6 +131,43 @@ def main() -> int:
             shutil.rmtree(out)
     print(f"mean JPEG size: {size / files_total / 1000:.1f} KB")
 
+    # 2b. As a run makes it: the cells' build (`make_slices`, a corruption's severities at a time,
+    # one pool per cell), on one node with --processes processes; then the same work split by two
+    # builders sharing the folder (two nodes of --processes/2 each, as two processes here),
+    # against one builder with --processes/2.
+    from dataclasses import replace
+
+    from rbench import DataRequest
+
+    half = max(1, args.processes // 2)
+    request = DataRequest(path=val, cache_dir=Path(tempfile.gettempdir()), allow_partial=True,
+                          options={"per_class": str(per_class), "severities": args.severities})
+    print()
+    print(f"{f'as the cells make it (best of {args.repeats})':<34}{'files':>8}{'s':>8}{'files/s':>9}{'per process':>13}")
+    node_rates: dict = {}
+    configs = ((f"1 node, {args.processes} process(es)", 1, args.processes), (f"1 node, {half} process(es)", 1, half),
+               (f"2 nodes sharing it, {half} each", 2, half))
+    shares: dict = {}
+    for _ in range(args.repeats):  # in turns, so that other load falls on every configuration alike; the best
+        for label, builders, processes in configs:
+            out = Path(tempfile.mkdtemp(prefix="rbench-imagenet-c-slices-"))
+            source = imagenet_c.load_made(replace(request, options={**request.options, "build_dir": str(out),
+                                                                    "build_workers": str(processes)}), val)
+            t0 = time.perf_counter()
+            made = split_build(source.build, len(source.samples), builders)
+            took = time.perf_counter() - t0
+            assert sum(made) == files_total and len(list(out.rglob("*.JPEG"))) == files_total, made
+            if files_total / took > node_rates.get((builders, processes), 0):
+                node_rates[builders, processes], shares[builders, processes] = files_total / took, made
+            shutil.rmtree(out)
+    for label, builders, processes in configs:
+        rate = node_rates[builders, processes]
+        split = f" ({' + '.join(map(str, shares[builders, processes]))})" if builders > 1 else ""
+        print(f"{label:<34}{files_total:>8}{files_total / rate:>8.1f}{rate:>9.1f}{rate / (builders * processes):>13.1f}{split}")
+    print(f"cells' build vs imagenet_c.build, {args.processes} process(es): "
+          f"{node_rates[1, args.processes] / rates[args.processes]:.2f}x; 2 nodes vs 1 node of {half}: "
+          f"{node_rates[2, half] / node_rates[1, half]:.2f}x")
+
     # 3. A model over the made JPEGs: cold (decode + write the input cache) and warm (read it).
     registry = get_registry()
     stack = resolve_stack("cpu", registry)
@@ -142,7 +183,7 @@ def main() -> int:
     logits = {}
     for name in ("cold", "warm"):
         t0 = time.perf_counter()
-        logits[name] = predict(model, cache.loader(source, config, **loading), stack, config)[0]
+        logits[name] = predict(model, cache.loader(source, config, **loading), stack, config, source)[0]
         timings[name] = time.perf_counter() - t0
     print()
     print(f"model pass: {args.model} at {config['input_size'][1]} px, batch {args.batch_size}, {args.workers} loader workers, "
@@ -158,13 +199,37 @@ def main() -> int:
     for name, took in timings.items():
         n = steps * args.batch_size if name == "model only" else len(samples)
         print(f"{name:<34}{n / took:>8.0f} img/s  ({took:.2f} s)")
-    print(f"cold and warm logits identical: {'yes' if torch.equal(logits['cold'], logits['warm']) else 'NO'}")
+    print(f"cold and warm predictions identical: {'yes' if logits['cold'].equals(logits['warm']) else 'NO'}")
     shutil.rmtree(cache_root, ignore_errors=True)
     shutil.rmtree(build_dir, ignore_errors=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"build_files_per_s_per_process={rates[args.processes] / args.processes:.1f} "
-          f"build_files_per_s={rates[args.processes]:.1f} warm_img_per_s={len(samples) / timings['warm']:.0f}")
+          f"build_files_per_s={rates[args.processes]:.1f} warm_img_per_s={len(samples) / timings['warm']:.0f} "
+          f"node_files_per_s={node_rates[1, args.processes]:.1f} two_nodes_vs_one={node_rates[2, half] / node_rates[1, half]:.2f}")
     return 0
+
+
+def _one_builder(build, needed: int, results) -> None:
+    from rbench.builds import make_slices
+
+    results.put(make_slices(build, "imagenet-c", needed))
+
+
+def split_build(build, needed: int, builders: int) -> list[int]:
+    """`make_slices` by `builders` fresh processes at once on one folder (as nodes sharing it
+    would; one builder too, so that every configuration pays its processes' start): the files
+    each made."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=_one_builder, args=(build, needed, results)) for _ in range(builders)]
+    for w in workers:
+        w.start()
+    made = [results.get() for _ in workers]
+    for w in workers:
+        w.join()
+    return made
 
 
 def rbench_source(samples, root):

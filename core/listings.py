@@ -9,7 +9,9 @@ package of its `DatasetSpec.load`), without calling `__init__`.
     {"format": "rbench-source-listing", "version": 1, "name", "root", "partial", "note", "identity",
      "files": [path, ...], "sample_files": [index into files, ...], "sample_labels": [label, ...],
      "views": [{"name", "samples", "labels", "classes", "columns", "score"}, ...],
-     "sample_transform": null | {"function": "module:name"} | {"class": "module:name", "state": {...}}}
+     "sample_transform": null | {"function": "module:name"} | {"class": "module:name", "state": {...}},
+     "build": null | {"folder", "slices": [[name, first, end], ...], "tasks", "make", "setup" (callables as
+               above), "group", "workers", "files", "about", "label"}}
 
 A label is an int or a list of ints (a label set); a file listed several times (virtual
 samples) is written once.
@@ -26,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, PluginError
-from .specs import Source, ViewSpec
+from .specs import Source, SourceBuild, ViewSpec
 
 FORMAT = "rbench-source-listing"
 VERSION = 1
-_SOURCE_FIELDS = {"name", "root", "samples", "views", "partial", "note", "sample_transform", "identity"}
+_SOURCE_FIELDS = {"name", "root", "samples", "views", "partial", "note", "sample_transform", "identity", "build"}
+_BUILD_FIELDS = {"folder", "slices", "tasks", "make", "setup", "group", "workers", "files", "about", "label"}
 _VIEW_FIELDS = {"name", "samples", "labels", "classes", "score", "columns"}
 
 
@@ -120,7 +123,21 @@ def to_data(source: Source, package: str | None) -> dict[str, Any]:
             "partial": bool(source.partial), "note": str(source.note), "identity": str(source.identity),
             "files": list(files), "sample_files": sample_files,
             "sample_labels": [_label(label) for _, label in source.samples], "views": views,
-            "sample_transform": _callable(source.sample_transform, f"{where} its sample_transform", package)}
+            "sample_transform": _callable(source.sample_transform, f"{where} its sample_transform", package),
+            "build": _build_data(source.build, f"{where} its build", package)}
+
+
+def _build_data(build: SourceBuild | None, where: str, package: str | None) -> dict[str, Any] | None:
+    assert {f.name for f in dataclasses.fields(SourceBuild)} == _BUILD_FIELDS, "a SourceBuild field the listing does not keep"
+    if build is None:
+        return None
+    return {"folder": str(build.folder), "slices": [[str(n), int(a), int(b)] for n, a, b in build.slices],
+            "tasks": _callable(build.tasks, f"{where}'s tasks", package),
+            "make": _callable(build.make, f"{where}'s make", package),
+            "setup": _callable(build.setup, f"{where}'s setup", package),
+            "group": int(build.group), "workers": None if build.workers is None else int(build.workers),
+            "files": [str(f) for f in build.files], "about": _plain(dict(build.about), f"{where}'s about"),
+            "label": str(build.label)}
 
 
 # --- from data ----------------------------------------------------------------------------
@@ -178,6 +195,13 @@ def from_data(data: Any, registry) -> Source:
                       labels=None if v["labels"] is None else [_label_of(label) for label in v["labels"]],
                       classes=_int_list(v["classes"]), columns=None if v["columns"] is None else tuple(map(str, v["columns"])),
                       score=rebuilt(v["score"])) for v in data["views"]]
+    build = data.get("build")  # absent from the listings of an rbench that built in the plan
+    if build is not None:
+        slices = [(str(n), int(a), int(b)) for n, a, b in build["slices"]]
+        build = SourceBuild(folder=Path(build["folder"]), slices=slices, tasks=rebuilt(build["tasks"]),
+                            make=rebuilt(build["make"]), setup=rebuilt(build["setup"]), group=int(build["group"]),
+                            workers=None if build["workers"] is None else int(build["workers"]),
+                            files=tuple(map(str, build["files"])), about=dict(build["about"]), label=str(build["label"]))
     return Source(name=str(data["name"]), root=Path(data["root"]), samples=samples, views=views,
                   partial=bool(data["partial"]), note=str(data["note"]), identity=str(data["identity"]),
-                  sample_transform=rebuilt(data["sample_transform"]))
+                  sample_transform=rebuilt(data["sample_transform"]), build=build)

@@ -142,6 +142,45 @@ class Predictions:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SourceBuild:
+    """Files a source's samples are made into before a model can read them (ImageNet-C's
+    JPEGs), made by the cells that need them, where they run, rather than when the run is
+    planned: the plan lists the samples without the files.
+
+    `folder` holds the build; `slices` are its parts, `(name, first, end)`: the subfolder
+    `folder/name` that makes samples `first` to `end - 1` (every file of them, one per sample).
+    A validation cell makes the slices its samples need that are not made yet, each under a
+    lock (`<slice>/.build.lock`), so that two cells, on one machine or sharing the folder, never
+    make one slice twice and split the slices between them; a slice is made when
+    `<slice>/.complete` holds its file count, written last, so a half-made slice is never read.
+
+    `tasks(names)` returns the work still missing for those slices (checked on disk now):
+    `(task, files)` pairs, a task plain data; `make(task)` does one in a worker process and
+    returns the files it wrote (0: its input was unreadable; those samples count as
+    unreadable), writing each file whole (`rbench.write_bytes`) so that a stopped build leaves
+    whole files only; `setup()` runs once in each worker process. `tasks` is an instance of a
+    module-level class whose attributes are JSON data, `make` and `setup` module-level
+    functions, all of the data set plugin's package: they are kept in the store's listing by
+    name, as a view's `score` is. `group` slices are given to `tasks` together when they can be
+    (slices that share work, such as one decoded image). `workers`: processes (None: the
+    machine's CPUs). `files` are the name patterns of what it writes (`rbench.mark_build`),
+    `about` what `build.json` says, and `label` the line said when making starts, formatted
+    with `tasks`, `files` and `folder`.
+    """
+
+    folder: Path
+    slices: Sequence[tuple[str, int, int]]
+    tasks: Callable[[Sequence[str]], Sequence[tuple[Any, int]]]
+    make: Callable[[Any], int]
+    setup: Callable[[], None] | None = None
+    group: int = 1
+    workers: int | None = None
+    files: Sequence[str] = ()
+    about: Mapping[str, Any] = field(default_factory=dict)
+    label: str = "making {files:,} files in {folder}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Source:
     """Images on disk, as a dataset plugin's `load` returns them.
 
@@ -161,6 +200,10 @@ class Source:
     `identity` names anything else that changes its results (a library version, a seeding
     scheme): it goes into the cells' keys and the decoded-input cache's, so that results and
     pixels made otherwise are not reused.
+
+    `build`: the files some samples are made into by the cells that read them (`SourceBuild`);
+    their sizes are not in the cells' keys (they do not exist when the run is planned), so the
+    build's folder name or `identity` must say everything that decides their pixels.
     """
 
     name: str
@@ -171,6 +214,7 @@ class Source:
     note: str = ""
     sample_transform: Callable[[int, Any], Any] | None = None
     identity: str = ""
+    build: SourceBuild | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

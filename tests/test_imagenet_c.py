@@ -224,6 +224,48 @@ def test_made_from_val_files_and_scores_match_independent_loops(val_root, model_
 
 
 @needs_library
+def test_the_plan_makes_nothing_and_each_cell_makes_only_the_slices_it_reads(val_root, tmp_path, fake_alexnet):
+    """The plan lists the made JPEGs without making them; a cell makes the corruption-severity
+    slices its samples need (--limit: the first one only), the next run the rest, and a run
+    after that nothing."""
+    build_dir = tmp_path / "made"
+    args = ["-m", "test_byobnet", "--weights", "random", "-d", "imagenet-c", "--data", f"imagenet-c={val_root}",
+            "--data-option", f"imagenet-c.per_class={PER_CLASS}",
+            "--data-option", f"imagenet-c.corruptions={','.join(CORRUPTIONS)}",
+            "--data-option", f"imagenet-c.severities={','.join(map(str, SEVERITIES))}",
+            "--data-option", f"imagenet-c.build_dir={build_dir}", "--data-option", "imagenet-c.build_workers=1",
+            "-b", "cpu", "--bench", "validate", "--img-size", str(IMG_SIZE), "--batch-size", "32", "--workers", "0"]
+    n = len(CLASSES) * PER_CLASS
+    slices = [(c, s) for c in CORRUPTIONS for s in SEVERITIES]
+
+    planned = invoke_run(*args, "--dry-run", "--out", str(tmp_path / "dry"))
+    assert planned.exit_code == 0, planned.output
+    assert not build_dir.exists()  # nothing made, not even the folder
+
+    # The first n + 10 samples: the clean images and half of the first slice's.
+    limited = invoke_run(*args, "--limit", str(n + 10), "--out", str(tmp_path / "limited"))
+    assert limited.exit_code == 0, limited.output
+    assert f"imagenet-c: making {n} JPEGs" in limited.output
+    (folder,) = [p for p in build_dir.iterdir() if p.is_dir()]
+    first = folder / slices[0][0] / str(slices[0][1])
+    assert (first / ".complete").read_text().strip() == str(n) and len(list(first.rglob("*.JPEG"))) == n
+    assert not any((folder / c / str(s)).exists() for c, s in slices[1:])
+
+    whole = invoke_run(*args, "--out", str(tmp_path / "whole"))
+    assert whole.exit_code == 0, whole.output
+    assert f"imagenet-c: making {n * (len(slices) - 1)} JPEGs" in whole.output
+    made = {f: f.stat().st_mtime_ns for f in folder.rglob("*.JPEG")}
+    assert len(made) == n * len(slices)
+    for c, s in slices:
+        assert (folder / c / str(s) / ".complete").read_text().strip() == str(n)
+
+    again = invoke_run(*args, "--img-size", "40", "--out", str(tmp_path / "again"))
+    assert again.exit_code == 0, again.output
+    assert "making" not in again.output
+    assert {f: f.stat().st_mtime_ns for f in folder.rglob("*.JPEG")} == made
+
+
+@needs_library
 def test_build_resumes_and_makes_only_the_missing_files(val_root, tmp_path, monkeypatch):
     monkeypatch.setattr(imagenet_c, "CLASSES", len(CLASSES))
     files = chosen_files(val_root)

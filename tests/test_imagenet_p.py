@@ -210,3 +210,22 @@ def test_wrong_options_are_one_line_errors(val_root, tmp_path):
     # A complete set is asked for without --allow-partial.
     result = invoke_run(*[a for a in base if a != "--allow-partial"])
     assert result.exit_code != 0 and "of the 167 chosen classes missing" in " ".join(result.output.split())
+
+
+def test_listing_makes_nothing_and_each_perturbation_is_a_slice_of_its_frames(val_root, tmp_path):
+    """`load` lists every frame without making one; the build's slices (a sequence kind each)
+    cover exactly the frame samples, in order."""
+    from rbench import DataRequest
+
+    build_dir = tmp_path / "made"
+    source = imagenet_p.load(DataRequest(path=val_root, cache_dir=tmp_path / "cache", allow_partial=True, options={
+        "perturbations": ",".join(PERTURBATIONS), "difficulty": str(DIFFICULTY), "build_dir": str(build_dir)}))
+    assert not build_dir.exists() and not (tmp_path / "cache").exists()
+    kinds = ["gaussian_noise_2", "brightness", "translate"]
+    assert [name for name, _, _ in source.build.slices] == kinds
+    edges = [0]
+    for kind, first, end in source.build.slices:
+        assert first == edges[-1]
+        assert all(Path(path).relative_to(source.build.folder).parts[0] == kind for path, _ in source.samples[first:end])
+        edges.append(end)
+    assert edges[-1] == len(source.samples) == 3 * (31 + 31 + 41)

@@ -92,6 +92,27 @@ def test_cold_warm_and_uncached_passes_give_the_oracle_pixels_bit_for_bit(name, 
         assert got.is_contiguous() and torch.equal(got, oracle)
 
 
+@pytest.mark.parametrize("batch_size,workers", [(5, 0), (7, 2), (64, 1)])
+def test_a_warm_pass_reads_its_entry_in_batches_never_mapping_it(batch_size, workers, image_folder, tmp_path):
+    """The warm pass's resident memory stays a few batches whatever the entry's size: no batch is
+    read through a mapping of the entry's files, and the pixels are still the oracle's."""
+    config = CONFIGS["112x128-squash-bilinear"]
+    source = load_source(image_folder)
+    cache = InputCache(tmp_path / "cache")
+    pixels_of(cache.loader(source, config, **LOADING))  # the cold pass writes the entry
+    warm = cache.loader(source, config, batch_size=batch_size, workers=workers, pin_memory=False)
+    assert isinstance(warm, CachedBatches)
+    got, indices = [], []
+    for pixels, index, ok in warm:
+        mapped = Path("/proc/self/maps").read_text()
+        assert "pixels.u8" not in mapped and "rows.bin" not in mapped
+        assert len(pixels) <= batch_size and bool(ok.all())
+        got.append(pixels)
+        indices.append(index)
+    assert torch.equal(torch.cat(indices), torch.arange(len(source.samples)))
+    assert torch.equal(torch.cat(got), oracle_pixels(source, config))
+
+
 class Transposed:
     """A sample_transform that returns a non-contiguous view (as ImageNet-C's frost can): the
     image mirrored on its diagonal, same size for a square crop."""
@@ -426,6 +447,7 @@ def built_imagenet_c_and_p(tmp_path: Path) -> dict[str, Path]:
     """ImageNet-C and ImageNet-P built as a run builds them, into rbench's cache folder: the
     fewest images, one corruption and one perturbation."""
     import rbench
+    from rbench.builds import make_slices
 
     val = tmp_path / "imagenet" / "val"
     synsets = imagenet_fixtures.info_lines("imagenet_synsets.txt")
@@ -438,6 +460,7 @@ def built_imagenet_c_and_p(tmp_path: Path) -> dict[str, Path]:
                           ("imagenet-p", {"per_class": "1", "perturbations": "brightness", "build_workers": "1"})):
         source = get_registry().datasets[name].load(DataRequest(path=val, cache_dir=rbench.cache_dir(),
                                                                 allow_partial=True, options=options))
+        make_slices(source.build, name, len(source.samples))  # as the first validation cell does
         (folder,) = (rbench.cache_dir() / name).iterdir()
         assert all(Path(p).is_file() and Path(p).is_relative_to(folder) for p, _ in source.samples[2:])
         made[name] = folder

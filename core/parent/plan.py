@@ -292,14 +292,29 @@ def check_folders(options: RunOptions) -> None:
 # --- the grid: its cells and their jobs ---------------------------------------------------
 
 def source_identity(source: Source) -> str:
-    """A hash of a source's file list, sizes, labels and views: it changes when the data set does."""
+    """A hash of a source's file list, sizes, labels and views: it changes when the data set does.
+
+    The files of a build (`Source.build`) are made by the cells, after the plan: their sizes
+    are not known here and are left out (the build's folder name and the source's `identity`
+    say what decides their pixels)."""
     digest = hashlib.sha256(str(source.root).encode())
-    stats = file_stats(path for path, _ in source.samples)
-    for path, label in source.samples:
-        size = stats[path].st_size if stats[path] else -1
+    built = _built_samples(source)
+    stats = file_stats(path for i, (path, _) in enumerate(source.samples) if i not in built)
+    for i, (path, label) in enumerate(source.samples):
+        if i in built:
+            size = "built"
+        else:
+            size = stats[path].st_size if stats[path] else -1
         digest.update(f"{path}\0{size}\0{label}\n".encode())
     digest.update(source.identity.encode())
     return digest.hexdigest()[:20]
+
+
+def _built_samples(source: Source) -> set[int] | range:
+    """The indices of the samples a source's build makes."""
+    if source.build is None:
+        return range(0)
+    return {i for _, first, end in source.build.slices for i in range(first, end)}
 
 
 def plan_cells(plan, data: Mapping[str, str] | None = None) -> list[Cell]:

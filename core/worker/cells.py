@@ -180,6 +180,10 @@ def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[Entry
     job = context.job
     stack = context.stack(cell.backend)
     source = context.source(cell.source)
+    if source.build is not None:  # its files are made here, by the first cell that needs them on this machine
+        from ..builds import make_slices
+
+        make_slices(source.build, source.name, len(source.samples), progress.note, progress)
     try:
         model = create_model(cell.model, job.checkpoints.get(cell.weights, cell.weights),
                              trust_checkpoint=job.trust_checkpoint)

@@ -1,5 +1,5 @@
 """The decoded-input cache: a data set's images decoded, resized and cropped once per eval data
-config, kept on disk as uint8 and memory-mapped by every later model with the same geometry.
+config, kept on disk as uint8 and read, batch by batch, by every later model with the same geometry.
 
 A validation pass is mostly JPEG decoding and resizing; a zoo has hundreds of models but only a
 few distinct eval geometries. An entry is one folder, `<data set>-<H>x<W>-<interpolation>-
@@ -271,50 +271,73 @@ class CachedBatches:
                  pin_memory: bool):
         self.folder, self.count, self.shape = folder, count, tuple(shape)
         self.batch_size, self.threads, self.pin_memory = batch_size, threads, pin_memory
-        self._maps = None
 
     def __len__(self) -> int:
         return -(-self.count // self.batch_size)
 
-    def _read(self, batch: int):
+    def _read(self, batch: int, pixels_file: int, rows_file: int):
         import numpy as np
         import torch
 
-        if self._maps is None:
-            self._maps = (np.memmap(self.folder / "pixels.u8", np.uint8, "r", shape=(self.count, *self.shape)),
-                          np.memmap(self.folder / "rows.bin", _row_dtype(), "r", shape=(self.count,)))
-        images, rows = self._maps
+        # Read into the batch's own buffer, never through a mapping of the entry: the pass then
+        # holds a few batches, not every page of the entry it has read (those stay in the page
+        # cache, reclaimable, and out of the process's resident memory).
         lo, hi = batch * self.batch_size, min(self.count, (batch + 1) * self.batch_size)
+        row_bytes = int(np.prod(self.shape))
         pixels = torch.empty((hi - lo, *self.shape), dtype=torch.uint8, pin_memory=self.pin_memory)
         view = pixels.numpy()
-        np.copyto(view, images[lo:hi])
-        meta = np.array(rows[lo:hi])
+        _read_exactly(pixels_file, view, lo * row_bytes, self.folder / "pixels.u8")
+        meta = np.empty(hi - lo, _row_dtype())
+        _read_exactly(rows_file, meta, lo * ROW_BYTES, self.folder / "rows.bin")
         for i in range(hi - lo):
             if not meta["written"][i] or _row_crc(view[i], bool(meta["ok"][i])) != meta["crc"][i]:
                 raise CacheCorrupted(self.folder, f"sample {lo + i} does not match its checksum")
         return pixels, torch.arange(lo, hi), torch.from_numpy(meta["ok"].astype(bool))
 
-    def __iter__(self) -> Iterator[Any]:
+    def _batches(self, pixels_file: int, rows_file: int) -> Iterator[Any]:
         if self.threads <= 0:
             for batch in range(len(self)):
-                yield self._read(batch)
+                yield self._read(batch, pixels_file, rows_file)
             return
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        # Copies and CRCs release the GIL, so a few threads keep ahead of the model.
+        # Reads and CRCs release the GIL, so a few threads keep ahead of the model.
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rbench-cache")
         try:
-            ahead = deque(pool.submit(self._read, b) for b in range(min(len(self), 2 * self.threads)))
+            ahead = deque(pool.submit(self._read, b, pixels_file, rows_file) for b in range(min(len(self), 2 * self.threads)))
             following = len(ahead)
             while ahead:
                 batch = ahead.popleft().result()
                 if following < len(self):
-                    ahead.append(pool.submit(self._read, following))
+                    ahead.append(pool.submit(self._read, following, pixels_file, rows_file))
                     following += 1
                 yield batch
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def __iter__(self) -> Iterator[Any]:
+        pixels_file = os.open(self.folder / "pixels.u8", os.O_RDONLY)
+        try:
+            rows_file = os.open(self.folder / "rows.bin", os.O_RDONLY)
+            try:
+                yield from self._batches(pixels_file, rows_file)
+            finally:
+                os.close(rows_file)
+        finally:
+            os.close(pixels_file)
+
+
+def _read_exactly(fd: int, array, offset: int, path: Path) -> None:
+    """Fill the contiguous numpy `array` with the bytes of file `fd` from `offset` (positioned
+    reads: threads share the file); a file that ends early is `CacheCorrupted`."""
+    buffer = memoryview(array.reshape(-1).view("u1"))
+    done = 0
+    while done < len(buffer):
+        n = os.preadv(fd, [buffer[done:]], offset + done)
+        if n == 0:
+            raise CacheCorrupted(path.parent, f"{path.name} ends before sample data it should hold")
+        done += n
 
 
 class BuildingLoader:

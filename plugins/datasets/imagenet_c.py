@@ -7,8 +7,9 @@ Three ways to run it:
   made it. Each chosen val image is resized (short side 256, bilinear) and centre-cropped to
   224, corrupted by rbench's own functions (`corrupt`, bit for bit the reference's under the
   same seed), and written as a JPEG of quality 85, as the published files were. The JPEGs are
-  made once, on disk, for the whole zoo (see `build`), and every model then reads them through
-  its own eval transform, as it would read the published files. mCE and relative mCE are
+  made once, on disk, for the whole zoo, by the first cells that read them (slice by slice:
+  `CorruptionTasks`), and every model then reads them through its own eval transform, as it
+  would read the published files. mCE and relative mCE are
   normalised by AlexNet's published errors.
 - `-d imagenet-c --data imagenet-c=PATH` on the published ImageNet-C folder
   (`<corruption>/<severity>/<wnid>/*.JPEG`, or the four archives' `noise/`, `blur/`,
@@ -35,7 +36,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import importlib.util
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -215,28 +215,10 @@ def build(root: Path, chosen: Sequence[tuple[str, str]], cells: Sequence[tuple[s
     Each file is written under a temporary name and renamed into place, so a stopped build
     leaves only whole files, and a rerun makes only the missing ones. A complete
     `(corruption, severity)` folder gets a `.complete` marker, so that later runs (and each
-    model's worker process) do not list it again.
+    model's worker process) do not list it again. (A run makes its build through
+    `CorruptionTasks`, slice by slice, in the cells that read it.)
     """
-    todo: dict[str, list[tuple[str, int, str]]] = {}
-    done_cells = []
-    for corruption, severity in cells:
-        folder = root / corruption / str(severity)
-        marker = folder / ".complete"
-        if marker.is_file() and marker.read_text().strip() == str(len(chosen)):
-            continue
-        existing: set[str] = set()
-        for wnid in {key.split("/")[0] for _, key in chosen}:
-            (folder / wnid).mkdir(parents=True, exist_ok=True)
-        for entry in os.scandir(folder):
-            if entry.is_dir():
-                existing.update(f"{entry.name}/{f}" for f in os.listdir(entry.path) if not f.startswith("."))
-        for path, key in chosen:
-            name = _made_name(key)
-            if name not in existing:
-                todo.setdefault(path, []).append((corruption, severity, str(folder / name)))
-        done_cells.append((folder, marker))
-    keys = dict(chosen)
-    tasks = [(path, keys[path], targets) for path, targets in todo.items()]
+    tasks, done_cells = _missing(root, chosen, cells)
     total = sum(len(t[2]) for t in tasks)
     made = failed = 0
     if total:
@@ -248,9 +230,49 @@ def build(root: Path, chosen: Sequence[tuple[str, str]], cells: Sequence[tuple[s
         if failed:
             print(f"imagenet-c: {failed:,} val image(s) could not be read; "
                   "their ImageNet-C files are counted as unreadable", file=sys.stderr)
-    for folder, marker in done_cells:
-        rbench.write_bytes(marker, f"{len(chosen)}\n".encode())
+    for folder in done_cells:
+        rbench.write_bytes(folder / ".complete", f"{len(chosen)}\n".encode())
     return made
+
+
+def _missing(root: Path, chosen: Sequence[tuple[str, str]], cells: Sequence[tuple[str, int]]):
+    """The tasks that make the missing files of `cells` (one per val image: `(path, key,
+    [(corruption, severity, target), ...])`), and the folders of the cells not marked complete."""
+    todo: dict[str, list[tuple[str, int, str]]] = {}
+    open_cells = []
+    for corruption, severity in cells:
+        folder = root / corruption / str(severity)
+        marker = folder / ".complete"
+        if marker.is_file() and marker.read_text().strip() == str(len(chosen)):
+            continue
+        existing: set[str] = set()
+        if folder.is_dir():
+            for entry in os.scandir(folder):
+                if entry.is_dir():
+                    existing.update(f"{entry.name}/{f}" for f in os.listdir(entry.path) if not f.startswith("."))
+        for path, key in chosen:
+            name = _made_name(key)
+            if name not in existing:
+                todo.setdefault(path, []).append((corruption, severity, str(folder / name)))
+        open_cells.append(folder)
+    keys = dict(chosen)
+    return [(path, keys[path], targets) for path, targets in todo.items()], open_cells
+
+
+class CorruptionTasks:
+    """The work left in slices of an ImageNet-C build (`rbench.SourceBuild.tasks`): a slice is
+    `<corruption>/<severity>`, a task one val image under the slices asked for together (it
+    is decoded and prepared once for all of them). Its attributes are JSON data, kept in the
+    store's listing: the build folder and the chosen val images `[path, key]`."""
+
+    def __init__(self, folder: Path, chosen: Sequence[tuple[str, str]]):
+        self.folder = str(folder)
+        self.chosen = [[str(path), key] for path, key in chosen]
+
+    def __call__(self, slices: Sequence[str]) -> list[tuple[tuple, int]]:
+        cells = [(name.split("/")[0], int(name.split("/")[1])) for name in slices]
+        tasks, _ = _missing(Path(self.folder), [tuple(c) for c in self.chosen], cells)
+        return [(task, len(task[2])) for task in tasks]
 
 
 def _made_name(key: str) -> str:
@@ -440,32 +462,35 @@ def load_made(request: rbench.DataRequest, root: Path) -> rbench.Source:
                    "a val folder")
     check_library()
     per_class = rbench.option_whole_number(name, options, "per_class", DEFAULT_PER_CLASS)
-    workers = rbench.option_whole_number(name, options, "build_workers", os.cpu_count() or 1)
+    workers = rbench.option_whole_number(name, options, "build_workers", 1) if "build_workers" in options else None
     cells = _cells(name, options)
     chosen, partial, note = _val_samples(name, root, per_class, request)
     base = Path(options["build_dir"]).expanduser() if "build_dir" in options else request.cache_dir / "imagenet-c"
-    folder = build_folder(base, per_class, [(path, key) for path, _, key in chosen])
-    folder.mkdir(parents=True, exist_ok=True)
-    rbench.mark_build(folder, name, BUILD_FILES)
-    info = folder / "build.json"
-    if not info.exists():
-        from . import corruptions
+    pairs = [(path, key) for path, _, key in chosen]
+    folder = build_folder(base, per_class, pairs)
+    from . import corruptions
 
-        rbench.write_bytes(info, json.dumps({"version": corruptions.VERSION, "build": BUILD_VERSION, "seed": SEED_SCHEME,
-                                        "per_class": per_class, "images": len(chosen), "val": str(root),
-                                        "prepare": "Resize(256) bilinear, CenterCrop(224)",
-                                        "jpeg_quality": JPEG_QUALITY}, indent=1).encode())
-    made = build(folder, [(path, key) for path, _, key in chosen], cells, workers)
     samples = [(path, label) for path, label, _ in chosen]
     starts = [0, len(samples)]
+    slices = []
     for corruption, severity in cells:
         samples.extend((str(folder / corruption / str(severity) / _made_name(key)), label) for _, label, key in chosen)
+        slices.append((f"{corruption}/{severity}", starts[-1], len(samples)))
         starts.append(len(samples))
+    # Made by the cells that read them, slice by slice (about a corruption's severities at a time:
+    # one decoded val image serves them all), not here: the plan writes nothing.
+    made = rbench.SourceBuild(
+        folder=folder, slices=slices, tasks=CorruptionTasks(folder, pairs), make=_build_image, setup=_worker_setup,
+        group=len({s for _, s in cells}), workers=workers, files=BUILD_FILES,
+        label="imagenet-c: making {files:,} JPEGs in {folder}",
+        about={"version": corruptions.VERSION, "build": BUILD_VERSION, "seed": SEED_SCHEME, "per_class": per_class,
+               "images": len(chosen), "val": str(root), "prepare": "Resize(256) bilinear, CenterCrop(224)",
+               "jpeg_quality": JPEG_QUALITY})
     n = len(chosen)
     note += (f"{n:,} images x {len(cells)} corruption-severities + {n:,} clean = {len(samples):,} images per model; "
-             f"JPEGs in {folder}" + (f" ({made:,} made now)" if made else ""))
+             f"JPEGs in {folder}")
     return rbench.Source(name="imagenet-c", root=root, samples=samples, views=_views(name, starts, cells, request, True),
-                         partial=partial, note=note, identity=f"made {folder.name}")
+                         partial=partial, note=note, identity=f"made {folder.name}", build=made)
 
 
 def load_published(request: rbench.DataRequest, root: Path) -> rbench.Source:
@@ -591,7 +616,7 @@ def rbench_datasets():
             name="imagenet-c", load=load, default_folder="imagenet/val", views=VIEWS, part_columns=PART_COLUMNS,
             options=dict(OPTIONS, val="PATH: the val folder, for the clean error (relative mCE) with the published folder",
                          build_dir="PATH: where the corrupted JPEGs are made (default: the rbench cache)",
-                         build_workers="N: processes that make them (default: the CPU count)"),
+                         build_workers="N: processes that make them (default: the CPU count of the machine making them)"),
             description="ImageNet-C as published: made once from ImageNet val (224 px, JPEG 85) or read from the "
                         "published folder; 15 corruptions x 5 severities, mCE and relative mCE (needs rbench[corruptions])"),
         rbench.DatasetSpec(

@@ -8,7 +8,8 @@ moves (Top-5 Distance, T5D).
 
 `-d imagenet-p` on an ImageNet val folder (`<wnid>/*.JPEG`) makes the sequences as the
 authors' `make_imagenet_p.py` makes them (`frames`), once, on disk, as lossless PNG frames
-(see `build`), and lists every frame as a sample, the frames of a sequence consecutive. Every
+(made by the cells that read them, a sequence kind at a time: `SequenceTasks`), and lists
+every frame as a sample, the frames of a sequence consecutive. Every
 model reads them through its own eval transform. The published set is x264 video, which no
 current encoder reproduces bit for bit (and whose noise sequences were never seeded); the
 frames here are the pixels before that encoding, kept lossless so that they are exactly what
@@ -34,9 +35,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
-import json
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -455,29 +454,28 @@ def _worker_setup() -> None:
     torch.set_num_threads(1)
 
 
-def build(root: Path, tasks: Sequence[tuple[str, str, str, int, str]], workers: int, progress=None,
-          make=None, verb: str = "making") -> int:
-    """Make every missing sequence folder of `tasks` (`(val path, key, perturbation,
-    difficulty, target folder)`) in `workers` processes; returns the frames made.
+class SequenceTasks:
+    """The work left in slices of an ImageNet-P build (`rbench.SourceBuild.tasks`): a slice is a
+    sequence kind's folder (`sequence_name`), a task one sequence `(source path, key,
+    perturbation, difficulty, target folder)` not made yet. Its attributes are JSON data, kept in
+    the store's listing: every sequence of the build, by slice."""
 
-    A sequence is written into a temporary folder and renamed into place, so a stopped build
-    leaves only whole sequences and a rerun makes only the missing ones."""
-    make = make or _build_sequence
-    todo = [t for t in tasks if not Path(t[4]).is_dir()]
-    if not todo:
-        return 0
-    progress = progress or rbench.BuildProgress
-    total = sum(frame_count(t[2]) for t in todo)
-    bar = progress(total, f"imagenet-p: {verb} {len(todo):,} sequences ({total:,} PNG frames) in {root}")
-    try:
-        made, failed = rbench.run_build(todo, make, workers, _worker_setup, bar, lambda task: frame_count(task[2]))
-    finally:
-        bar.close()
-    if failed:
-        print(f"imagenet-p: {failed:,} sequence(s) could not be made (an unreadable val image or video, or a video "
-              "of the wrong length); "
-              "their frames are counted as unreadable and the sequences left out of the scores", file=sys.stderr)
-    return made
+    def __init__(self, by_slice: dict[str, list[tuple[str, str, str, int, str]]]):
+        self.by_slice = {name: [list(task) for task in tasks] for name, tasks in by_slice.items()}
+
+    def __call__(self, slices: Sequence[str]) -> list[tuple[tuple, int]]:
+        return [(tuple(task), frame_count(task[2])) for name in slices for task in self.by_slice[name]
+                if not Path(task[4]).is_dir()]
+
+
+def _source_build(folder: Path, by_slice: dict[str, list], starts: dict[str, tuple[int, int]], workers: int | None,
+                  make, verb: str, about: dict) -> rbench.SourceBuild:
+    """The build of an ImageNet-P source: made by the cells that read it, a sequence kind at a
+    time (`SequenceTasks`), never by the plan."""
+    return rbench.SourceBuild(
+        folder=folder, slices=[(name, *starts[name]) for name in by_slice], tasks=SequenceTasks(by_slice), make=make,
+        setup=_worker_setup, workers=workers, files=BUILD_FILES, about=about,
+        label=f"imagenet-p: {verb} {{tasks:,}} sequences ({{files:,}} PNG frames) in {{folder}}")
 
 
 # --- the view's scores ---------------------------------------------------------------------
@@ -662,41 +660,38 @@ def load_made(request: rbench.DataRequest, root: Path, options: dict) -> rbench.
     """The sequences made once from a val folder, every frame a sample."""
     per_class = rbench.option_whole_number("imagenet-p", options, "per_class", DEFAULT_PER_CLASS)
     class_step = rbench.option_whole_number("imagenet-p", options, "class_step", DEFAULT_CLASS_STEP)
-    workers = rbench.option_whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
+    workers = rbench.option_whole_number("imagenet-p", options, "build_workers", 1) if "build_workers" in options else None
     perturbations, difficulty, reference = _common_options(options)
     check_library()
     chosen, partial, note = _chosen(root, per_class, class_step, request)
     base = Path(options["build_dir"]).expanduser() if "build_dir" in options else request.cache_dir / "imagenet-p"
     digest = hashlib.sha256(f"{BUILD_VERSION}\0{SEED_SCHEME}\0{root.resolve()}".encode()).hexdigest()[:12]
     folder = base / f"{BUILD_VERSION}-{digest}"
-    folder.mkdir(parents=True, exist_ok=True)
-    rbench.mark_build(folder, "imagenet-p", BUILD_FILES)
-    info = folder / "build.json"
-    if not info.exists():
-        rbench.write_bytes(info, json.dumps({"build": BUILD_VERSION, "seed": SEED_SCHEME, "val": str(root),
-                                                   "prepare": "Resize(256) bilinear, then frames()",
-                                                   "frames": "lossless PNG, <sequence>/<wnid>/<stem>/<i>.png"},
-                                                  indent=1).encode())
     samples: list[tuple[str, int]] = []
-    blocks, tasks = [], []
+    blocks, by_slice, starts = [], {}, {}
     for perturbation in perturbations:
         length = frame_count(perturbation)
+        kind = sequence_name(perturbation, difficulty)
         blocks.append((perturbation, len(samples), len(chosen), length))
+        first = len(samples)
         for path, label, key in chosen:
             wnid, name = key.split("/", 1)
-            target = folder / sequence_name(perturbation, difficulty) / wnid / Path(name).stem
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tasks.append((path, key, perturbation, difficulty, str(target)))
+            target = folder / kind / wnid / Path(name).stem
+            by_slice.setdefault(kind, []).append((path, key, perturbation, difficulty, str(target)))
             samples.extend((str(frame_file(target, i)), label) for i in range(length))
-    made = build(folder, tasks, workers)
-    note += (f"{len(chosen):,} images x {len(perturbations)} perturbations = {len(tasks):,} sequences, "
-             f"{len(samples):,} frames per model (difficulty {difficulty}); PNG frames in {folder}"
-             + (f" ({made:,} made now)" if made else ""))
+        starts[kind] = (first, len(samples))
+    made = _source_build(folder, by_slice, starts, workers, _build_sequence, "making",
+                         {"build": BUILD_VERSION, "seed": SEED_SCHEME, "val": str(root),
+                          "prepare": "Resize(256) bilinear, then frames()",
+                          "frames": "lossless PNG, <sequence>/<wnid>/<stem>/<i>.png"})
+    tasks = sum(len(t) for t in by_slice.values())
+    note += (f"{len(chosen):,} images x {len(perturbations)} perturbations = {tasks:,} sequences, "
+             f"{len(samples):,} frames per model (difficulty {difficulty}); PNG frames in {folder}")
     if reference is None:
         note += NO_REFERENCE
     return rbench.Source(name="imagenet-p", root=root, samples=samples,
                          views=[_view(perturbations, blocks, difficulty, reference)], partial=partial, note=note,
-                         identity=f"made {folder.name}; difficulty {difficulty}")
+                         identity=f"made {folder.name}; difficulty {difficulty}", build=made)
 
 # --- the published folder: <perturbation>/<wnid>/<name>.mp4 --------------------------------
 
@@ -765,7 +760,7 @@ def load_published(request: rbench.DataRequest, root: Path, options: dict) -> rb
     """The published ImageNet-P videos, decoded once into PNG frames, every frame a sample."""
     per_class = rbench.option_whole_number("imagenet-p", options, "per_class", 1) if "per_class" in options else None
     class_step = rbench.option_whole_number("imagenet-p", options, "class_step", 1)
-    workers = rbench.option_whole_number("imagenet-p", options, "build_workers", os.cpu_count() or 1)
+    workers = rbench.option_whole_number("imagenet-p", options, "build_workers", 1) if "build_workers" in options else None
     perturbations, difficulty, reference = _common_options(options)
     check_video_library()
     wnids = imagenet.synsets()
@@ -774,10 +769,9 @@ def load_published(request: rbench.DataRequest, root: Path, options: dict) -> rb
     base = Path(options["build_dir"]).expanduser() if "build_dir" in options else request.cache_dir / "imagenet-p"
     digest = hashlib.sha256(f"{BUILD_VERSION}\0published\0{root.resolve()}".encode()).hexdigest()[:12]
     folder = base / f"published-{digest}"
-    folder.mkdir(parents=True, exist_ok=True)
-    rbench.mark_build(folder, "imagenet-p", BUILD_FILES)
     samples: list[tuple[str, int]] = []
     blocks, tasks, problems = [], [], []
+    by_slice, starts = {}, {}
     for perturbation in perturbations:
         kind = sequence_name(perturbation, difficulty)
         length = frame_count(perturbation)
@@ -791,11 +785,13 @@ def load_published(request: rbench.DataRequest, root: Path, options: dict) -> rb
         for wnid in wanted:
             for video in videos.get(wnid, [])[:per_class]:
                 target = folder / kind / wnid / video.stem
-                target.parent.mkdir(parents=True, exist_ok=True)
                 tasks.append((str(video), f"{wnid}/{video.name}", perturbation, difficulty, str(target)))
+                by_slice.setdefault(kind, []).append(tasks[-1])
                 samples.extend((str(frame_file(target, i)), index[wnid]) for i in range(length))
                 count += 1
         blocks.append((perturbation, start, count, length))
+        if count:
+            starts[kind] = (start, len(samples))
     partial = bool(problems)
     if partial and not request.allow_partial:
         raise rbench.DataError(f"imagenet-p at {root} is partial: {problems[0]}"
@@ -804,15 +800,17 @@ def load_published(request: rbench.DataRequest, root: Path, options: dict) -> rb
                                "or pass --allow-partial")
     if not tasks:
         raise rbench.DataError(f"imagenet-p at {root}: no <wnid>/<name>.mp4 videos in the chosen perturbation folders")
-    made = build(folder, tasks, workers, make=_decode_sequence, verb="decoding")
+    made = _source_build(folder, by_slice, starts, workers, _decode_sequence, "decoding",
+                         {"build": BUILD_VERSION, "published": str(root), "frames": "lossless PNG, "
+                          "<sequence>/<wnid>/<stem>/<i>.png, decoded with PyAV"})
     note = (f"partial: {problems[0]}; " if partial else "") + (
         f"published ImageNet-P at {root}: {len(tasks):,} videos, {len(samples):,} frames per model (difficulty "
-        f"{difficulty}), decoded into PNG frames in {folder}" + (f" ({made:,} now)" if made else ""))
+        f"{difficulty}), decoded into PNG frames in {folder}")
     if reference is None:
         note += NO_REFERENCE
     return rbench.Source(name="imagenet-p", root=root, samples=samples,
                          views=[_view(perturbations, blocks, difficulty, reference)], partial=partial, note=note,
-                         identity=f"published {folder.name}; difficulty {difficulty}")
+                         identity=f"published {folder.name}; difficulty {difficulty}", build=made)
 
 
 OPTIONS = {
