@@ -317,7 +317,7 @@ class Store:
             fd = os.open(path, flags)
         except FileNotFoundError:
             return None
-        except OSError as exc:  # a link (ELOOP), or a file this process may not read
+        except OSError:  # a link (ELOOP), or a file this process may not read
             if os.path.islink(path):
                 self.quarantine(Path(path), "a link, not a score entry", "its scores are computed again")
             return None

@@ -299,6 +299,12 @@ def test_an_empty_view_writes_no_row_and_says_why(tmp_path, images, monkeypatch)
     assert (out / "results-halfempty.csv").is_file() and not (out / "results-halfempty-none.csv").exists()
     assert "halfempty-none: no row, the view has no readable sample" in result.stderr
     assert "nan" not in (out / "results-halfempty.csv").read_text()
+    # A report from the store's score entries (nothing new) says and writes the same.
+    written = (out / "results-halfempty.csv").read_bytes()
+    again = invoke_apart("report", "--out", str(out))
+    assert again.exit_code == 0, again.output
+    assert "halfempty-none: no row, the view has no readable sample" in again.stderr
+    assert (out / "results-halfempty.csv").read_bytes() == written and not (out / "results-halfempty-none.csv").exists()
 
 
 # --- 12. files get the umask's mode ---------------------------------------------------------

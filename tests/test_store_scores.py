@@ -4,7 +4,6 @@ no entry that is not whole, not about the same file, or not inside the store."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -18,6 +17,8 @@ import rbench
 import rbench.registry
 from rbench.registry import load_registry
 from rbench.store import Store
+
+from .test_statistics import load_bench
 
 CALLS: dict[str, int] = {}
 
@@ -44,14 +45,6 @@ class CountingMetrics:
 
 def use_metrics(monkeypatch, **versions: str) -> None:
     monkeypatch.setattr(rbench.registry, "_REGISTRY", load_registry(extra=[("test:counting", CountingMetrics(versions))]))
-
-
-def load_bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "stats_report.py"
-    spec = importlib.util.spec_from_file_location("stats_report", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 MODELS, VIEWS = 3, 5  # make_store: views imagenet, -real, -a-clean, -r-clean, and V2

@@ -330,7 +330,7 @@ class Scorer:
                     fresh[metric.name][view.name] = dict(metric.compute(predictions, view))
         if views is None:
             views = {**views_about, "stamp": stamp, "views": computed}
-            if all(v["score"] is None or v["plain"] for v in computed):
+            if all(v.get("score") is None or v["plain"] for v in computed):  # an empty view has neither
                 self._put(views_name, views)
         elif views["stamp"] != stamp:
             views["stamp"] = stamp
