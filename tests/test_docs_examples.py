@@ -9,6 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+import rbench
 import rbench.registry
 from rbench.frontend.cli import main
 from rbench.registry import load_registry
@@ -108,3 +109,26 @@ def test_the_python_blocks_of_the_api_page_run_in_order(tmp_path, monkeypatch, c
     assert "0 cell(s) to run, 1 already in the store" in printed  # the progress example ran nothing
     assert "unknown model" in printed or "no_such_model" in printed
     assert report.tables["results-synthetic"].height == 2
+
+
+def test_the_pool_executor_of_writing_plugins_runs_a_grid_as_the_local_one_does(tmp_path, monkeypatch, images):
+    """The page's `pool` executor, installed as a module of its own (its spawned workers import
+    it), runs a grid: each cell's record comes back and the rows equal the local executor's."""
+    import sys
+
+    code = next(block for block in python_blocks("writing-plugins.md") if 'name="pool"' in block)
+    (tmp_path / "rbench_pool_docs.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "rbench_pool_docs", raising=False)
+    import rbench_pool_docs
+
+    monkeypatch.setattr(rbench.registry, "_REGISTRY", load_registry(extra=[("test:pool", rbench_pool_docs)]))
+    tables = {}
+    for executor in ("pool", "local"):
+        report = rbench.evaluate(["test_vit", "test_byobnet"], data_dir=images, bench="validate", weights="random",
+                                 img_size=32, batch_size=4, workers=0, executor=executor, out=tmp_path / executor,
+                                 **({"executor_options": {"processes": "2"}} if executor == "pool" else {}))
+        assert report.failures.is_empty() and not report.skipped_cells, executor
+        tables[executor] = report.tables["results-imagefolder"]
+    assert sorted(tables["pool"]["model"]) == ["test_byobnet@random", "test_vit@random"]
+    assert tables["pool"].equals(tables["local"])
