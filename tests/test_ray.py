@@ -7,8 +7,9 @@ Also, without Ray: what a job without a store sends back, and the checks on what
 Every node runs this interpreter (`sys.executable`), so its workers import the rbench under
 test. Each cluster has its own temporary folder, and only its own processes (found by that
 folder, and their children) are ended: never `ray stop`, which ends every Ray process of the
-machine. Every wait is on a process or a file; the only clock is `--cell-timeout`, far above
-what a healthy cell of these tiny models takes."""
+machine. Every wait is on a process or a file; the driver's clock for `--cell-timeout` is the
+test's own, which stands still until the hung cell's forward has begun (so no load, however
+heavy, times out a healthy cell), then jumps past the timeout."""
 
 from __future__ import annotations
 
@@ -200,7 +201,9 @@ def test_a_cluster_whose_nodes_share_only_the_data_gives_the_local_runs_csvs(tmp
 
 
 HANG_PLUGIN = '''
+import os
 import time
+from pathlib import Path
 
 import rbench
 
@@ -208,6 +211,7 @@ import rbench
 def _hang_byobnet(model):
     if type(model).__name__ == "ByobNet":
         def forward(x):
+            Path(os.environ["RBENCH_TEST_HUNG"]).touch()  # tells the test's clock
             while True:
                 time.sleep(60)
 
@@ -221,7 +225,7 @@ def rbench_backends():
                                prepare_model=_hang_byobnet)]
 '''
 
-TIMEOUT_S = 30.0  # far above a healthy cell of these models once started (about a second), so load never reaches it
+TIMEOUT_S = 30.0
 
 
 @needs_ray
@@ -230,14 +234,20 @@ def test_a_hung_cell_on_ray_is_the_one_timed_out_and_the_others_finish(tmp_path,
 
     from rbench.parent.engine import run_grid
     from rbench.parent.plan import RunOptions, make_plan
+    from rbench.plugins.executors import ray as ray_executor
     from rbench.registry import load_registry
 
     site = tmp_path / "site"
     make_distribution(site, "hangplug", {"rbench.backends": {"hang": "hangplug_mod"}}, {"hangplug_mod": HANG_PLUGIN})
     monkeypatch.syspath_prepend(str(site))
+    hung = tmp_path / "hung"
     env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-           "RBENCH_CACHE_DIR": str(tmp_path / "cache")}
+           "RBENCH_CACHE_DIR": str(tmp_path / "cache"), "RBENCH_TEST_HUNG": str(hung)}
     monkeypatch.setenv("RBENCH_CACHE_DIR", env["RBENCH_CACHE_DIR"])
+    # The driver's clock stands still until ByobNet's forward has begun, then jumps past the timeout:
+    # a cell is timed out by the time since its own start, so only ByobNet's (started before the jump)
+    # may be; a cell counted from its submission, or started after, would be too.
+    monkeypatch.setattr(ray_executor, "clock", lambda: 2 * TIMEOUT_S if hung.exists() else 0.0)
     cluster = ray_cluster(env)
     cluster.start_head(cpus=1)  # one cell at a time, four cells
     models = ["test_vit", "test_byobnet", "test_resnet", "test_efficientnet"]

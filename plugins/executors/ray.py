@@ -28,6 +28,7 @@ from pathlib import Path
 import rbench
 
 POLL_S = 0.2  # how often the driver collects the tasks' events while none ends
+clock = time.monotonic  # the driver's clock for `--cell-timeout`; a test drives its own
 ENDED = "ended"  # a task's own event, never relayed: its cell's outcome is ready
 
 
@@ -124,7 +125,7 @@ def execute(grid: rbench.Grid):
         task = run_one.options(**options, max_retries=0).remote(job, [cell.to_json()], events, sent,
                                                                 *(checkpoints[path] for path in sent))
         tasks[task] = cell
-    started: dict[str, float] = {}  # cell key -> when its start event came (time.monotonic)
+    started: dict[str, float] = {}  # cell key -> when its start event came (`clock()`)
     task_of = {cell.key: task for task, cell in tasks.items()}
 
     def finish(task):
@@ -147,7 +148,7 @@ def execute(grid: rbench.Grid):
                 yield finish(task)
                 continue
             if event["event"] == "start":
-                started[event["key"]] = time.monotonic()
+                started[event["key"]] = clock()
             grid.on_event(event)
 
     try:
@@ -155,7 +156,7 @@ def execute(grid: rbench.Grid):
             yield from relay()
             wait = POLL_S
             if grid.cell_timeout:
-                now = time.monotonic()
+                now = clock()
                 for task, cell in list(tasks.items()):
                     if cell.key in started and now - started[cell.key] >= grid.cell_timeout:
                         ray.cancel(task, force=True)
