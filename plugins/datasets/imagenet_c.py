@@ -10,7 +10,7 @@ Three ways to run it:
   made once, on disk, for the whole zoo, by the first cells that read them (slice by slice:
   `CorruptionTasks`), and every model then reads them through its own eval transform, as it
   would read the published files. mCE and relative mCE are
-  normalised by AlexNet's published errors.
+  normalised by AlexNet's published errors, or by a model of the same store (`reference_model`).
 - `-d imagenet-c --data imagenet-c=PATH` on the published ImageNet-C folder
   (`<corruption>/<severity>/<wnid>/*.JPEG`, or the four archives' `noise/`, `blur/`,
   `weather/`, `digital/` above that): scored the same way. Which of the two a folder is, is
@@ -25,7 +25,9 @@ Data options (`--data-option imagenet-c.KEY=VALUE`, or `imagenet-c-native.KEY=VA
 default is all of it), `corruptions` and `severities` (comma-separated subsets). For a val
 folder also `build_dir` (where the JPEGs are made, default `imagenet-c/` in the rbench cache
 folder) and `build_workers` (processes, default all cores); for the published folder `val`
-(an ImageNet val folder, for the clean error of relative mCE).
+(an ImageNet val folder, for the clean error of relative mCE). `reference_model` (imagenet-c
+only) is a report option: mCE and relative mCE against that model of the store, applied by
+`report_rows` when the files are written, never part of the listing.
 
 Only `rbench`'s public API and the imagenet plugin's class list are imported here, and
 numpy/torch/OpenCV only inside functions.

@@ -24,7 +24,8 @@ default 1), `class_step` (every n-th class, default 6: 167 classes, so about 52,
 ImageNet val pass), `perturbations` (comma-separated subset), `difficulty` (1, 2 or 3: the
 stronger noise of the noise perturbations, the step between compared frames of the others),
 `reference` (a CSV of per-perturbation FP and T5D to normalise by: mFR and mT5D), `build_dir`
-and `build_workers`.
+and `build_workers`; and the report option `reference_model` (mFR and mT5D against a model of
+the same store, applied by `report_rows` when the files are written, never part of the listing).
 
 Only `rbench`'s public API is imported here (and the imagenet plugin's class list and the shared
 corruption functions), and numpy/torch/OpenCV only inside functions.
