@@ -279,19 +279,26 @@ def get_registry() -> Registry:
     return _REGISTRY
 
 
-def check_data_options(spec: DatasetSpec, given: Mapping[str, str]) -> None:
+def check_data_options(spec: DatasetSpec, given: Mapping[str, str], report: bool = False) -> None:
     """A `DataError` for a `--data-option` key that `spec` does not declare (see
-    `DatasetSpec.options`), listing the keys it takes; nothing is checked for a spec whose
-    `options` is None (not declared)."""
+    `DatasetSpec.options` and `DatasetSpec.report_options`), listing the keys it takes; with
+    `report` (`rbench report`, which lists no data), for any key but a report option. Nothing is
+    checked for a spec whose `options` is None (not declared), but on a report."""
     import difflib
 
-    if spec.options is None:
+    if spec.options is None and not report:
         return
-    unknown = sorted(set(given) - set(spec.options))
+    takes_keys = list(spec.report_options) if report else [*spec.options, *spec.report_options]
+    unknown = sorted(set(given) - set(takes_keys))
     if not unknown:
         return
-    close = difflib.get_close_matches(unknown[0], list(spec.options), n=1, cutoff=0.6)
-    takes = (f"it takes {', '.join(f'{spec.name}.{key}' for key in spec.options)}" if spec.options
+    if report and unknown[0] in (spec.options or {}):
+        raise DataError(f"--data-option {spec.name}.{unknown[0]} is read when the data is listed: give it to "
+                        f"`rbench run`; `rbench report` takes "
+                        + (", ".join(f"{spec.name}.{key}" for key in takes_keys) if takes_keys
+                           else f"no option of {spec.name}"))
+    close = difflib.get_close_matches(unknown[0], takes_keys, n=1, cutoff=0.6)
+    takes = (f"it takes {', '.join(f'{spec.name}.{key}' for key in takes_keys)}" if takes_keys
              else "it takes no options")
     raise DataError(f"unknown --data-option {spec.name}.{unknown[0]}"
                     + (f" (did you mean {spec.name}.{close[0]}?)" if close else "")

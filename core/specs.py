@@ -234,6 +234,26 @@ class DataRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReportRequest:
+    """One view's rows as a report is about to write them, for `DatasetSpec.report_rows`.
+
+    `view`: the view's name. `rows`: every row of its `results-<view>.csv` (this store's, at full
+    precision, the view's own score columns included, and any `--import`ed ones), never to be
+    changed in place. `options`: the data set's `--data-option` settings given to this command
+    (its report options, and on `rbench run` the others too). `store`: the store reported.
+    `final`: True for `rbench report`, whose rows are all there (an option that names something
+    they lack is a `DataError`); False while `rbench run` may still add rows (what cannot be
+    computed yet is left empty, and a note says so).
+    """
+
+    view: str
+    rows: Sequence[Mapping[str, Any]]
+    options: Mapping[str, str]
+    store: Path
+    final: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class DatasetSpec:
     """A data set source.
 
@@ -265,6 +285,14 @@ class DatasetSpec:
     of a Ray cluster that shares no disk with the driver) and returns the source with its files
     there. None: the files of its sources must be at the listed paths on every machine that runs
     its cells.
+
+    `report_options` declares data options applied when a report is written, never when the
+    source is listed: `KEY -> description`, as `options`. `rbench run` and `rbench report` both
+    take them (`--data-option NAME.KEY=VALUE`); `load` never sees them, so they change no cell's
+    key and no listing, and a report alone applies them to the stored predictions.
+    `report_rows(request)` applies them: called with a `ReportRequest` for each view of this data
+    set that a report writes, whenever one of them is given, it returns `(rows, notes)`: the rows
+    to write (new dicts; the same order is not needed) and one-line notes for the user.
     """
 
     name: str
@@ -277,6 +305,8 @@ class DatasetSpec:
     data_dir: bool = False
     default: bool = False
     remake: Callable[[Source], Source] | None = None
+    report_options: Mapping[str, str] = field(default_factory=dict)
+    report_rows: Callable[[ReportRequest], tuple[list[dict[str, Any]], list[str]]] | None = None
 
     def view_bases(self) -> Mapping[str, str | None]:
         """`views`, or `{name: None}` for a source with a single view of its own name."""

@@ -59,7 +59,8 @@ def test_every_builtin_and_the_example_data_set_declares_its_options():
      "unknown --data-option imagenet.lables (did you mean imagenet.labels?); it takes imagenet.labels"),
     ("imagenet-c.severity=3", "unknown --data-option imagenet-c.severity (did you mean imagenet-c.severities?); "
                               "it takes imagenet-c.per_class, imagenet-c.corruptions, imagenet-c.severities, "
-                              "imagenet-c.val, imagenet-c.build_dir, imagenet-c.build_workers"),
+                              "imagenet-c.val, imagenet-c.build_dir, imagenet-c.build_workers, "
+                              "imagenet-c.reference_model"),
 ])
 def test_an_unknown_data_option_is_one_line_naming_the_accepted_keys(option, expected, tmp_path):
     name = option.split(".")[0]

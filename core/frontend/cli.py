@@ -348,9 +348,12 @@ def _run_and_report(plan, registry, console, embedded: bool, force: bool, retry_
 @click.option("--import", "imports", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
               help="A file of timm's published results folder (results-<view>.csv, benchmark-<kind>-<tag>.csv, "
                    "model_metadata[-in1k].csv), or a folder of them, merged as extra rows.")
+@click.option("--data-option", "data_option", multiple=True, metavar="NAME.KEY=VALUE",
+              help="A data set's report option, applied to the stored predictions, e.g. "
+                   "imagenet-c.reference_model=resnet18.tv_in1k: normalise mCE by that model of the store.")
 @metrics_option
 @html_option
-def report(store, out, imports, metric_names, html) -> None:
+def report(store, out, imports, data_option, metric_names, html) -> None:
     """Rebuild every CSV from a store's records and predictions (no model runs), optionally
     ranked among imported published results; with --html, an offline site of them."""
     from ..parent.api import NothingToReport, load_report
@@ -361,7 +364,8 @@ def report(store, out, imports, metric_names, html) -> None:
     if html is not None:
         check_site_dir(html, out)
     try:
-        report = load_report(store if store is not None else out, import_=imports, metrics=metric_names, out=out)
+        report = load_report(store if store is not None else out, import_=imports, metrics=metric_names, out=out,
+                             data_options=_data_options(data_option))
     except NothingToReport as exc:
         for problem in exc.skipped:  # why the records are not there
             click.echo(f"rbench: warning: {problem}", err=True)

@@ -8,11 +8,12 @@ as one line). Nothing here prints; progress goes to an optional callback. The co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import RbenchError, unknown_name
+from ..registry import check_data_options
 from ..report.results import PUBLISHED_GLOBS, import_published, report_files, write_reports
 from ..report.tables import Report, Tables, failures_frame
 from ..specs import Progress
@@ -137,7 +138,8 @@ def run_plan(plan: Plan, registry, *, force: bool = False, retry_failed: bool = 
     grid, store = outcome.grid, outcome.store
     return Report(tables=Tables(outcome.files.files), failures=failures_frame(grid.failures),
                   store=plan.options.store_dir, out=plan.options.out,
-                  notes=[*grid.scorer.notes, *store.notes, *store.robustness_notes], skipped=list(outcome.skipped),
+                  notes=[*grid.scorer.notes, *store.notes, *store.report_notes, *store.robustness_notes],
+                  skipped=list(outcome.skipped),
                   unreadable=list(grid.unreadable), skipped_cells=skipped_cells, new_rows=outcome.new_rows,
                   rows=outcome.rows, results=store, grid_results=grid)
 
@@ -176,16 +178,20 @@ def store_folder(path: str | Path) -> Path:
 
 
 def load_report(path: str | Path = "results", *, import_: str | Path | Iterable[str | Path] = (),
-                metrics: str | Iterable[str] | None = None, out: str | Path | None = None) -> Report:
+                metrics: str | Iterable[str] | None = None, out: str | Path | None = None,
+                data_options: Mapping[str, Mapping[str, str]] | None = None) -> Report:
     """The report of an existing store, as `rbench report` makes it, without running anything
     (nor importing torch). `path` is the `--out` folder of a run (its store is `path/store`) or
     a store folder. `import_` are files of timm's published results folder, or folders of
     them, whose rows join the tables (marked imported: the store's own rows win); `metrics` the
     metrics to score with (default: every loaded one). With `out`, the files are written there
-    (as `rbench report --out`); without, nothing is written.
+    (as `rbench report --out`); without, nothing is written. `data_options` (NAME -> {KEY:
+    VALUE}, `--data-option`) are report options of the data sets (`DatasetSpec.report_options`,
+    such as `{"imagenet-c": {"reference_model": "resnet18.tv_in1k"}}`).
 
     Raises `RbenchError` for a path that is a file or does not exist (without `import_`), a
-    published file that cannot be read, and `NothingToReport` when there is nothing to report."""
+    published file that cannot be read, a data option that is not a report option or names what
+    the store lacks, and `NothingToReport` when there is nothing to report."""
     from ..registry import get_registry
 
     imports = [import_] if isinstance(import_, (str, Path)) else list(import_)
@@ -198,8 +204,11 @@ def load_report(path: str | Path = "results", *, import_: str | Path | Iterable[
     if out is not None:
         check_out_dir(Path(out))
     registry = get_registry()
+    data_options = {str(name): {str(k): str(v) for k, v in given.items()} for name, given in (data_options or {}).items()}
+    for name, given in data_options.items():
+        check_data_options(registry.get("datasets", name), given, report=True)
     store = Store(store_folder(path))
-    store_report = StoreReport(store, select_metrics(split_names(metrics), registry), registry)
+    store_report = StoreReport(store, select_metrics(split_names(metrics), registry), registry, data_options, final=True)
     store_report.load()
     results = store_report.results()
     for file in published_files(imports):
@@ -210,7 +219,7 @@ def load_report(path: str | Path = "results", *, import_: str | Path | Iterable[
     made = write_reports(results, Path(out)) if out is not None else report_files(results)
     return Report(tables=Tables(made.files), failures=failures_frame(results.failures), store=store.root,
                   out=Path(out) if out is not None else None,
-                  notes=[*results.scorer.notes, *results.notes, *results.robustness_notes],
+                  notes=[*results.scorer.notes, *results.notes, *results.report_notes, *results.robustness_notes],
                   skipped=[*store.problems, *store_report.skipped], unreadable=list(results.unreadable),
                   rows=row_count(results), results=results)
 

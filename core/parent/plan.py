@@ -187,8 +187,12 @@ def load_source(spec, views: frozenset[str] | None, options: RunOptions) -> Sour
     path = options.data_paths.get(spec.name)
     if path is None and spec.default_folder and options.data_root is not None:
         path = options.data_root / spec.default_folder
+    # Report options are applied when reporting (`DatasetSpec.report_options`): the listing, and so
+    # the cells' keys, never depend on them.
+    given = {key: value for key, value in options.data_options.get(spec.name, {}).items()
+             if key not in spec.report_options}
     request = DataRequest(path=path, cache_dir=cache_dir(), views=views, allow_partial=options.allow_partial,
-                          options=options.data_options.get(spec.name, {}))
+                          options=given)
     source = spec.load(request)
     declared = spec.view_bases()
     undeclared = [v.name for v in source.views if v.name not in declared]
@@ -234,6 +238,8 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
     wanted = requested_views(options.datasets, registry) if "validate" in options.benches else {}
     for name in [*options.data_paths, *options.data_options]:
         registry.get("datasets", name)  # a typo in --data NAME=PATH is an error too
+    for name, given in options.data_options.items():  # a report option applies to the store's rows of a data
+        check_data_options(registry.get("datasets", name), given)  # set this run may not list
     stacks = [resolve_stack(name, registry) for name in options.backends] or [best_stack(registry)]
     # A checkpoint that is damaged, empty or unsafe, or two weights given one row name: one line,
     # before any model runs.

@@ -8,8 +8,9 @@ cells that are missing.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from ..record import CellRecord, versions
 from ..registry import Registry
 from ..report.results import ReportFiles, Results, write_reports
 from ..report.scoring import Scorer, ScoredView
-from ..specs import MetricSpec
+from ..specs import MetricSpec, ReportRequest
 from ..store import Store
 from ..worker.backends import BackendStack
 from .engine import run_grid
@@ -40,15 +41,37 @@ def view_part_columns(registry: Registry) -> dict[str, Sequence[str]]:
     return {view: columns for spec in registry.datasets.values() for view, columns in spec.part_columns.items()}
 
 
+def row_reports(registry: Registry, data_options: Mapping[str, Mapping[str, str]], store: Path,
+                final: bool) -> dict[str, Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]], list[str]]]]:
+    """For each view of a data set given one of its report options (`DatasetSpec.report_options`),
+    what makes its rows as written (`Results.row_reports`): its `report_rows` with those options."""
+    found = {}
+    for name, given in data_options.items():
+        spec = registry.get("datasets", name)
+        if spec.report_rows is None or not set(given) & set(spec.report_options):
+            continue
+        for view in spec.view_bases():
+            found[view] = functools.partial(_report_rows, spec.report_rows, view, dict(given), store, final)
+    return found
+
+
+def _report_rows(report_rows, view: str, options: dict[str, str], store: Path, final: bool, rows):
+    return report_rows(ReportRequest(view=view, rows=rows, options=options, store=store, final=final))
+
+
 class StoreReport:
     """The reports of a whole store: its records, each scored once, made into `Results` on
     demand. `rbench report` writes `results()` of every record; `rbench run` holds the store's
     records, replaces each one its cells write, and writes the same, so a run's `--out` is what
-    `rbench report` writes for that store."""
+    `rbench report` writes for that store. `data_options` are the `--data-option` settings given
+    (their report options are applied to the rows: `row_reports`); `final` says that no row will
+    come (`rbench report`), not a run still adding them."""
 
-    def __init__(self, store: Store, metrics: Sequence[MetricSpec], registry: Registry):
+    def __init__(self, store: Store, metrics: Sequence[MetricSpec], registry: Registry,
+                 data_options: Mapping[str, Mapping[str, str]] | None = None, final: bool = False):
         self.store = store
         self.bases = view_bases(registry)
+        self.row_reports = row_reports(registry, data_options or {}, store.root, final)
         self.scorer = Scorer(store, metrics, registry)
         self.records: dict[str, CellRecord] = {}  # key -> record
         self._scored: dict[str, list[ScoredView]] = {}  # key -> the views scored from its predictions
@@ -82,7 +105,7 @@ class StoreReport:
         """The `Results` of the records held (only those of `keys`, when given), in key order
         as the store lists them, so the later of two rows of one model and size is the same."""
         chosen = self.records if keys is None else set(keys) & set(self.records)
-        results = Results(bases=self.bases, scorer=self.scorer)
+        results = Results(bases=self.bases, scorer=self.scorer, row_reports=self.row_reports)
         for key in sorted(chosen):
             results.add_record(self.records[key], scored=self._scored[key])
         return results
@@ -120,7 +143,7 @@ def run(plan: Plan, registry: Registry, *, force: bool = False, retry_failed: bo
     """Run the plan's missing cells; rewrite the reports in `--out` (every record of the store)
     as each record arrives."""
     options = plan.options
-    report = StoreReport(Store(options.store_dir), plan.metrics, registry)
+    report = StoreReport(Store(options.store_dir), plan.metrics, registry, options.data_options)
     grid: set[str] = set()  # this run's cells: held, then run
     ran: set[str] | None = None  # the cells this run ran, once they start
     written = Results()

@@ -504,6 +504,11 @@ class Results:
     unreadable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # rows replaced by others of the same model and size
     robustness_notes: list[str] = field(default_factory=list)  # views with too few models, from the last write
+    # view -> its rows as its data set's report options make them (`DatasetSpec.report_rows`: rows
+    # -> (rows, notes)), applied when the files are made
+    row_reports: Mapping[str, Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]], list[str]]]] = \
+        field(default_factory=dict)
+    report_notes: list[str] = field(default_factory=list)  # what those said, at the last write
     _imported: set[tuple[str, str, int]] = field(default_factory=set)
     _imported_benchmarks: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, tag, model)
     _imported_metadata: set[str] = field(default_factory=set)  # models
@@ -686,15 +691,23 @@ class ReportFiles:
 
 
 def report_files(results: Results) -> ReportFiles:
-    """Every file that the results make, as CSV text; `results.robustness_notes` says which
-    robustness files cannot be made and why."""
+    """Every file that the results make, as CSV text, each view's rows as its data set's report
+    options make them (`results.row_reports`, whose notes go to `results.report_notes`);
+    `results.robustness_notes` says which robustness files cannot be made and why."""
     from ..worker.metadata import in1k_rows
 
     frames: dict[str, Any] = {}
     stale: list[str] = []
-    for view, rows in results.validation.items():
+    validation = dict(results.validation)
+    results.report_notes = []
+    for view, report in results.row_reports.items():
+        rows, notes = report(validation.get(view, []))
+        results.report_notes.extend(notes)
+        if view in validation:
+            validation[view] = rows
+    for view, rows in validation.items():
         base = results.bases.get(view)
-        base_rows = results.validation.get(base, []) if base else None
+        base_rows = validation.get(base, []) if base else None
         frames[f"results-{view}.csv"] = validation_table(rows, base_rows, results.columns.get(view))
     metric_columns = results.metric_columns
     for view, rows in results.metric_rows.items():
@@ -715,11 +728,11 @@ def report_files(results: Results) -> ReportFiles:
     for view, rows in results.conformance.items():
         frames[f"conformance-{view}.csv"] = conformance_table(rows)
     results.robustness_notes = []
-    for view, rows in results.validation.items():
+    for view, rows in validation.items():
         base = results.bases.get(view)
-        if not base or not results.validation.get(base):
+        if not base or not validation.get(base):
             continue
-        frame, note = robustness_table(view, base, rows, results.validation[base], results._imported)
+        frame, note = robustness_table(view, base, rows, validation[base], results._imported)
         if frame is None:
             results.robustness_notes.append(note)
             stale.append(f"robustness-{view}.csv")  # an earlier report's, on other rows

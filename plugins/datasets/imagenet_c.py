@@ -10,7 +10,7 @@ Three ways to run it:
   made once, on disk, for the whole zoo, by the first cells that read them (slice by slice:
   `CorruptionTasks`), and every model then reads them through its own eval transform, as it
   would read the published files. mCE and relative mCE are
-  normalised by AlexNet's published errors.
+  normalised by AlexNet's published errors, or by a model of the same store (`reference_model`).
 - `-d imagenet-c --data imagenet-c=PATH` on the published ImageNet-C folder
   (`<corruption>/<severity>/<wnid>/*.JPEG`, or the four archives' `noise/`, `blur/`,
   `weather/`, `digital/` above that): scored the same way. Which of the two a folder is, is
@@ -25,7 +25,9 @@ Data options (`--data-option imagenet-c.KEY=VALUE`, or `imagenet-c-native.KEY=VA
 default is all of it), `corruptions` and `severities` (comma-separated subsets). For a val
 folder also `build_dir` (where the JPEGs are made, default `imagenet-c/` in the rbench cache
 folder) and `build_workers` (processes, default all cores); for the published folder `val`
-(an ImageNet val folder, for the clean error of relative mCE).
+(an ImageNet val folder, for the clean error of relative mCE). `reference_model` (imagenet-c
+only) is a report option: mCE and relative mCE against that model of the store, applied by
+`report_rows` when the files are written, never part of the listing.
 
 Only `rbench`'s public API and the imagenet plugin's class list are imported here, and
 numpy/torch/OpenCV only inside functions.
@@ -43,7 +45,7 @@ from pathlib import Path
 
 import rbench
 
-from . import imagenet
+from . import imagenet, reference
 
 CORRUPTIONS = (
     "gaussian_noise", "shot_noise", "impulse_noise",
@@ -383,6 +385,48 @@ def _views(name: str, starts: Sequence[int], cells: Sequence[tuple[str, int]], r
     return views
 
 
+# --- normalised by a model of the store (a report option) -----------------------------------
+
+NORMALISED = "mce and relative_mce"
+
+
+def report_rows(request: rbench.ReportRequest) -> tuple[list[dict], list[str]]:
+    """The imagenet-c rows with `mce` and `relative_mce` normalised by the `reference_model` of
+    the same store instead of AlexNet: CE_c = sum_s E_c,s / sum_s E^ref_c,s and the relative
+    CE_c = sum_s (E_c,s - E_clean) / sum_s (E^ref_c,s - E^ref_clean), the sums over the
+    corruption-severities that both the row and the reference ran (a note names a row that ran
+    others too), then 100 x their mean over the corruptions. Other views are left as they are."""
+    if request.view != "imagenet-c":
+        return [dict(row) for row in request.rows], []
+    name, found, notes = reference.reference_rows(request, "imagenet-c", NORMALISED)
+    rows = []
+    for row in request.rows:
+        ref = reference.reference_for(found, row)
+        if ref is None:
+            if found:
+                notes.append(f"imagenet-c: {row['model']} at {row['img_size']} px has no row of {name} at its size to "
+                             f"normalise by; its {NORMALISED} are empty")
+            rows.append({**row, "mce": None, "relative_mce": None})
+            continue
+        ran = [(c, s) for c in CORRUPTIONS for s in SEVERITIES if row.get(severity_column(c, s)) is not None]
+        shared = [(c, s) for c, s in ran if ref.get(severity_column(c, s)) is not None]
+        if len(shared) < len(ran):
+            notes.append(f"imagenet-c: {NORMALISED} of {row['model']} are over the {len(shared)} of its {len(ran)} "
+                         f"corruption-severities that {name} ran too")
+        by_corruption: dict[str, list[tuple[float, float]]] = {}
+        for c, s in shared:
+            column = severity_column(c, s)
+            by_corruption.setdefault(c, []).append((1.0 - reference.number(row[column]) / 100.0,
+                                                    1.0 - reference.number(ref[column]) / 100.0))
+        clean = 1.0 - reference.number(row.get("clean_top1")) / 100.0
+        ref_clean = 1.0 - reference.number(ref.get("clean_top1")) / 100.0
+        ces = [reference.ratio(sum(e for e, _ in errors), sum(r for _, r in errors)) for errors in by_corruption.values()]
+        relative = [reference.ratio(sum(e - clean for e, _ in errors), sum(r - ref_clean for _, r in errors))
+                    for errors in by_corruption.values()]
+        rows.append({**row, "mce": 100.0 * reference.mean(ces), "relative_mce": 100.0 * reference.mean(relative)})
+    return rows, notes
+
+
 # --- options and folders -------------------------------------------------------------------
 
 def _val_samples(name: str, root: Path, per_class: int, request: rbench.DataRequest):
@@ -617,6 +661,8 @@ def rbench_datasets():
             options=dict(OPTIONS, val="PATH: the val folder, for the clean error (relative mCE) with the published folder",
                          build_dir="PATH: where the corrupted JPEGs are made (default: the rbench cache)",
                          build_workers="N: processes that make them (default: the CPU count of the machine making them)"),
+            report_options={reference.OPTION: reference.option_help(NORMALISED, "AlexNet's published errors")},
+            report_rows=report_rows,
             description="ImageNet-C as published: made once from ImageNet val (224 px, JPEG 85) or read from the "
                         "published folder; 15 corruptions x 5 severities, mCE and relative mCE (needs rbench[corruptions])"),
         rbench.DatasetSpec(

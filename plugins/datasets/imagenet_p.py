@@ -24,7 +24,8 @@ default 1), `class_step` (every n-th class, default 6: 167 classes, so about 52,
 ImageNet val pass), `perturbations` (comma-separated subset), `difficulty` (1, 2 or 3: the
 stronger noise of the noise perturbations, the step between compared frames of the others),
 `reference` (a CSV of per-perturbation FP and T5D to normalise by: mFR and mT5D), `build_dir`
-and `build_workers`.
+and `build_workers`; and the report option `reference_model` (mFR and mT5D against a model of
+the same store, applied by `report_rows` when the files are written, never part of the listing).
 
 Only `rbench`'s public API is imported here (and the imagenet plugin's class list and the shared
 corruption functions), and numpy/torch/OpenCV only inside functions.
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import rbench
 
-from . import imagenet
+from . import imagenet, reference
 
 PERTURBATIONS = ("gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "snow",
                  "brightness", "translate", "rotate", "tilt", "scale")
@@ -545,6 +546,46 @@ class StabilityScorer:
         return result
 
 
+# --- normalised by a model of the store (a report option) -----------------------------------
+
+NORMALISED = "mfr and mt5d"
+
+
+def report_rows(request: rbench.ReportRequest) -> tuple[list[dict], list[str]]:
+    """The imagenet-p rows with `mfr` and `mt5d` normalised by the `reference_model` of the same
+    store instead of a reference CSV: 100 x the mean, over the perturbations that both the row
+    and the reference ran (a note names a row that ran others too), of `<p>_fp / reference <p>_fp`
+    (and `<p>_t5d / reference <p>_t5d`); empty where a reference value is 0."""
+    name, found, notes = reference.reference_rows(request, "imagenet-p", NORMALISED)
+    if "reference" in request.options:
+        notes.append(f"imagenet-p: {NORMALISED} against {name} (imagenet-p.{reference.OPTION}), not the "
+                     "imagenet-p.reference CSV")
+    for ref in found.values():
+        zero = [p for p in PERTURBATIONS if ref.get(fp_column(p)) == 0 or ref.get(t5d_column(p)) == 0]
+        if zero:
+            notes.append(f"imagenet-p: {name} at {ref['img_size']} px never flips on {zero[0]}: {NORMALISED} against "
+                         "it are empty")
+    rows = []
+    for row in request.rows:
+        ref = reference.reference_for(found, row)
+        if ref is None:
+            if found:
+                notes.append(f"imagenet-p: {row['model']} at {row['img_size']} px has no row of {name} at its size to "
+                             f"normalise by; its {NORMALISED} are empty")
+            rows.append({**row, "mfr": None, "mt5d": None})
+            continue
+        ran = [p for p in PERTURBATIONS if row.get(fp_column(p)) is not None]
+        shared = [p for p in ran if ref.get(fp_column(p)) is not None]
+        if len(shared) < len(ran):
+            notes.append(f"imagenet-p: {NORMALISED} of {row['model']} are over the {len(shared)} of its {len(ran)} "
+                         f"perturbations that {name} ran too")
+        values = {column: [reference.ratio(reference.number(row.get(column(p))), reference.number(ref.get(column(p))))
+                           for p in shared] for column in (fp_column, t5d_column)}
+        rows.append({**row, "mfr": 100.0 * reference.mean(values[fp_column]),
+                     "mt5d": 100.0 * reference.mean(values[t5d_column])})
+    return rows, notes
+
+
 # --- options, folders, the source ----------------------------------------------------------
 
 def check_library() -> None:
@@ -620,7 +661,8 @@ def _chosen(root: Path, per_class: int, class_step: int, request: rbench.DataReq
 
 
 NO_REFERENCE = ("; no reference: mfr and mt5d are empty (give one with --data-option "
-                "imagenet-p.reference=FILE, a CSV perturbation,flip_prob,top5_dist)")
+                "imagenet-p.reference=FILE, a CSV perturbation,flip_prob,top5_dist, or "
+                "imagenet-p.reference_model=NAME, a model of the store, to rbench run or rbench report)")
 
 
 def _common_options(options: dict) -> tuple[list[str], int, dict | None]:
@@ -830,6 +872,8 @@ def rbench_datasets():
     return [
         rbench.DatasetSpec(
             name="imagenet-p", load=load, default_folder="imagenet/val", views={"imagenet-p": None}, options=OPTIONS,
+            report_options={reference.OPTION: reference.option_help(NORMALISED, "the reference CSV")},
+            report_rows=report_rows,
             description="ImageNet-P's 10 perturbation sequences made once from ImageNet val (lossless PNG frames; "
                         "needs rbench[corruptions]) or decoded from the published mp4 folder (needs rbench[video]); "
                         "flip probability and top-5 distance per perturbation, mFR/mT5D against a reference CSV"),
