@@ -270,7 +270,8 @@ class Scorer:
     def _lacking_note(view: str, cells: Mapping[str, tuple[str, str, str]]) -> str:
         found = sorted(set(cells.values()))
         shown = ", ".join(f"{row} on {source}" for row, _, source in found[:4]) + (", ..." if len(found) > 4 else "")
-        models = ",".join(sorted({model for _, model, _ in found}))
+        names = sorted({model for _, model, _ in found})
+        models = ",".join(names) if len(names) <= 8 else f"<those {len(names)} models>"  # a zoo: one line still
         sources = ",".join(sorted({source for _, _, source in found}))
         return (f"{view}: no row for {len(found)} cell(s) ({shown}): their predictions files keep neither its "
                 f"class subset nor the full scores; run them again keeping the scores: rbench run -m {models} "
