@@ -33,6 +33,7 @@ from .host import cpu_name, cpu_tag, cpu_telemetry
 from .paths import cache_dir, timm_info_file
 from .runtime import ExportedModel, exporter_reason
 from .specs import (
+    AddedViews,
     BackendSpec,
     CellDone,
     CellNote,
@@ -61,6 +62,7 @@ from . import statistics
 
 
 __all__ = [
+    "AddedViews",
     "BackendSpec",
     "BuildProgress",
     "Cell",

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import pluggy
 
-from .specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec
+from .specs import AddedViews, BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec
 
 PROJECT = "rbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -28,6 +28,23 @@ def rbench_datasets() -> Iterable[DatasetSpec]:
         @rbench.hookimpl
         def rbench_datasets():
             return [rbench.DatasetSpec(name="objectnet", description="...", load=load)]
+    """
+
+
+@hookspec
+def rbench_added_views() -> Iterable[AddedViews]:
+    """Return views over existing sources that this plugin adds (a module of the
+    `rbench.datasets` group; it may implement `rbench_datasets` too). Each is scored from the
+    stored predictions of its source's cells by `rbench report` (and every later run), with
+    no model run.
+
+    Example::
+
+        @rbench.hookimpl
+        def rbench_added_views():
+            return [rbench.AddedViews(name="val-on-objectnet-classes", description="...",
+                                      source="imagenet", views={"val-on-objectnet": "imagenet"},
+                                      make=objectnet_views)]
     """
 
 

@@ -64,6 +64,27 @@ def _restriction_of(source: Source, view: ViewSpec) -> str | None:
     return next(name for name, c in restrictions(source).items() if c == classes)
 
 
+def can_score(columns: Sequence[str], source: Source, view: ViewSpec) -> bool:
+    """Whether a predictions file of these `columns`, made over `source` (as its listing keeps
+    it), gives `view`'s predictions: always for a view over all classes; for a class
+    restriction, when the file has its columns for every sample the view scores (those the
+    source's views of that restriction score), or the full `scores`. `view` may be a view the
+    source did not have when the file was made (one added after the run)."""
+    import numpy as np
+
+    if view.classes is None or "scores" in columns:
+        return True
+    classes = tuple(int(c) for c in view.classes)
+    name = next((name for name, c in restrictions(source).items() if c == classes), None)
+    if name is None or f"{name}/topk_class" not in columns:
+        return False
+    if any(v is view for v in source.views):
+        return True
+    covered = _members(source, [v for v in source.views if _restriction_of(source, v) == name])
+    chosen = np.arange(len(source.samples)) if view.samples is None else np.asarray(list(view.samples), dtype=np.int64)
+    return bool(covered[chosen].all())
+
+
 def _members(source: Source, views: Sequence[ViewSpec]):
     """A boolean mask over the source's samples: those any of `views` scores."""
     import numpy as np

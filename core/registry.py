@@ -18,10 +18,11 @@ import pluggy
 
 from . import hookspecs
 from .errors import DataError, PluginError, RbenchError, unknown_name
-from .specs import BackendSpec, DatasetSpec, ExecutorOption, ExecutorSpec, MetricSpec
+from .specs import AddedViews, BackendSpec, DatasetSpec, ExecutorOption, ExecutorSpec, MetricSpec
 
 KINDS = {
     "datasets": ("rbench.datasets", "rbench_datasets", DatasetSpec),
+    "added_views": ("rbench.datasets", "rbench_added_views", AddedViews),  # data set plugins add them
     "metrics": ("rbench.metrics", "rbench_metrics", MetricSpec),
     "backends": ("rbench.backends", "rbench_backends", BackendSpec),
     "executors": ("rbench.executors", "rbench_executors", ExecutorSpec),
@@ -44,6 +45,7 @@ class Registry:
     """Every spec that the registered plugins provide, by kind and name."""
 
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    added_views: dict[str, AddedViews] = field(default_factory=dict)
     metrics: dict[str, MetricSpec] = field(default_factory=dict)
     backends: dict[str, BackendSpec] = field(default_factory=dict)
     executors: dict[str, ExecutorSpec] = field(default_factory=dict)
@@ -133,7 +135,7 @@ def load_registry(extra: Iterable[tuple[str, ModuleType | object]] = ()) -> Regi
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     registry = Registry()
-    for kind, (group, _, _) in KINDS.items():
+    for group in dict.fromkeys(group for group, _, _ in KINDS.values()):
         for ep in _entry_points(group):
             name, dist = f"{group}:{ep.name}", _distribution(ep)
             try:
@@ -161,7 +163,7 @@ def load_registry(extra: Iterable[tuple[str, ModuleType | object]] = ()) -> Regi
                 if spec.name in table:
                     other = _provider(registry, kind, spec.name)
                     raise PluginError(
-                        f"{kind.rstrip('s')} name {spec.name!r} is provided twice: by plugin {other.name} "
+                        f"{_noun(kind)} name {spec.name!r} is provided twice: by plugin {other.name} "
                         f"(from {other.distribution}) and by plugin {info.name} (from {info.distribution}); "
                         "uninstall one of them"
                     )
@@ -169,7 +171,12 @@ def load_registry(extra: Iterable[tuple[str, ModuleType | object]] = ()) -> Regi
                 info.provides.append(f"{kind}:{spec.name}")
     _check_metric_columns(registry)
     _check_declarations(registry)
+    _check_added_views(registry)
     return registry
+
+
+def _noun(kind: str) -> str:
+    return "added views" if kind == "added_views" else kind.rstrip("s")
 
 
 def _provider(registry: Registry, kind: str, name: str) -> PluginInfo:
@@ -216,6 +223,25 @@ def _check_metric_columns(registry: Registry) -> None:
                 f"(from {first.distribution}) and by metric {metric.name!r} of plugin {second.name} "
                 f"(from {second.distribution}); a column has one metric: rename it, or uninstall one of them"
             )
+
+
+def _check_added_views(registry: Registry) -> None:
+    """Every view name is one view's: an added view's name is no data set's view (`DatasetSpec.views`)
+    nor another `AddedViews`' view, so its `results-<view>.csv` is its own."""
+    owner: dict[str, tuple[str, str]] = {}  # view -> (what declares it, the plugin entry)
+    for name, spec in registry.datasets.items():
+        for view in spec.view_bases():
+            owner.setdefault(view, (f"data set {name!r}", f"datasets:{name}"))
+    for name, spec in registry.added_views.items():
+        info = _provider(registry, "added_views", name)
+        for view in spec.views:
+            if view in owner:
+                what, entry = owner[view]
+                other = next(p for p in registry.plugins.values() if entry in p.provides)
+                raise PluginError(f"the view {view!r} of added views {name!r} of plugin {info.name} (from "
+                                  f"{info.distribution}) is also a view of {what} of plugin {other.name} (from "
+                                  f"{other.distribution}); a view has one name: rename it, or uninstall one of them")
+            owner[view] = (f"added views {name!r}", f"added_views:{name}")
 
 
 def _check_declarations(registry: Registry) -> None:

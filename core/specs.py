@@ -1,7 +1,8 @@
 """The frozen, keyword-only dataclasses that plugins return from the hooks in `hookspecs`.
 
 One dataclass per kind of plugin, so that a plugin file is a list of plain values:
-`DatasetSpec` (a source of images with its scored views), `MetricSpec` and `BackendSpec`.
+`DatasetSpec` (a source of images with its scored views), `AddedViews` (views over a source's
+stored predictions), `MetricSpec` and `BackendSpec`.
 Nothing here imports torch: the callables in a spec import what they need when called.
 """
 
@@ -311,6 +312,31 @@ class DatasetSpec:
     def view_bases(self) -> Mapping[str, str | None]:
         """`views`, or `{name: None}` for a source with a single view of its own name."""
         return self.views or {self.name: None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddedViews:
+    """Views over an existing source, declared by a data set plugin, scored from the stored
+    predictions of that source's cells: `rbench report` gives their rows with no model run.
+
+    `source` is the `Source.name` they extend (`"imagenet"`); `views` maps each view's name to
+    its base view (for the diff columns), or None, as `DatasetSpec.views` does; a name is unique
+    among every data set's views and every `AddedViews`' views. `make(source)` gets the source
+    as its store listing kept it (samples, labels and the views of the run) and returns the
+    views, each declared in `views` (fewer when the samples do not allow one). Each is scored
+    as a view of the run is (metrics, `score`, `columns`, its own `results-<view>.csv`), after
+    the source's own views, for every record of the source whose run scored the whole source
+    (a run that named views with `-d` gets only those). A view that restricts the classes
+    (`ViewSpec.classes`) needs that restriction in the predictions file, or its full scores
+    (`rbench run --keep scores`): a cell whose file has neither gets no row, and the report
+    names it. `make` and the views' `score` follow `ViewSpec`'s rules (module-level functions,
+    or classes of JSON attributes, of the plugin's package)."""
+
+    name: str
+    description: str
+    source: str
+    views: Mapping[str, str | None]
+    make: Callable[[Source], Sequence[ViewSpec]]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -70,7 +70,7 @@ def test_every_hook_and_entry_point_group_is_documented_in_writing_plugins():
 def test_every_python_block_of_writing_plugins_runs_and_its_hooks_return_specs(monkeypatch, tmp_path):
     import sys
 
-    from rbench.specs import BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec
+    from rbench.specs import AddedViews, BackendSpec, DatasetSpec, ExecutorSpec, MetricSpec
 
     blocks = python_blocks("writing-plugins.md")
     assert len(blocks) >= 3
@@ -83,11 +83,12 @@ def test_every_python_block_of_writing_plugins_runs_and_its_hooks_return_specs(m
         write_jpegs(tmp_path / "n01440764", 2, seed=i)  # an Imagenette class, for the testing example
         module.tmp_path = tmp_path
         exec(compile(code, f"writing-plugins.md block {i}", "exec"), module.__dict__)
-        for name in ("rbench_datasets", "rbench_metrics", "rbench_backends", "rbench_executors"):
+        for name in ("rbench_datasets", "rbench_added_views", "rbench_metrics", "rbench_backends", "rbench_executors"):
             hook = getattr(module, name, None)
             if hook is not None:
                 specs = list(hook())
-                assert specs and all(isinstance(s, (DatasetSpec, MetricSpec, BackendSpec, ExecutorSpec)) for s in specs)
+                assert specs and all(isinstance(s, (DatasetSpec, AddedViews, MetricSpec, BackendSpec, ExecutorSpec))
+                                     for s in specs)
                 returned += len(specs)
         load_registry(extra=[(f"test:docs{i}", module)])  # registers like an installed plugin
     assert returned >= 3

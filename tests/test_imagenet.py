@@ -174,8 +174,11 @@ def test_view_names_select_views(complete, model_file, tmp_path):
                  "-d", "imagenet-real,imagenet-a-clean", "--bench", "validate", "--img-size", str(IMG_SIZE),
                  "--workers", "0", "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.glob("results-*.csv")) == ["results-imagenet-a-clean.csv", "results-imagenet-real.csv"]
-    assert sorted(p.name for p in out.glob("metrics-*.csv")) == ["metrics-imagenet-a-clean.csv", "metrics-imagenet-real.csv"]
+    # and the 1000-way view that the imagenet plugin adds beside each 200-class view run
+    assert sorted(p.name for p in out.glob("results-*.csv")) == [
+        "results-imagenet-a-clean-1k.csv", "results-imagenet-a-clean.csv", "results-imagenet-real.csv"]
+    assert sorted(p.name for p in out.glob("metrics-*.csv")) == [
+        "metrics-imagenet-a-clean-1k.csv", "metrics-imagenet-a-clean.csv", "metrics-imagenet-real.csv"]
 
 
 def test_flat_val_folder_with_a_label_file(complete, model_file, tmp_path):

@@ -710,6 +710,14 @@ def list_(kind: str, pattern: str | None) -> None:
         shown = table(kind, ("name", "default folder", "description", "plugin"))
         for s in specs:
             shown.add_row(*map(plain, (s.name, s.default_folder or "-", s.description, provider[f"datasets:{s.name}"])))
+        added = [s for n, s in sorted(registry.added_views.items())
+                 if fnmatchcase(n, pattern or "*") or any(fnmatchcase(v, pattern or "*") for v in s.views)]
+        if added:  # views a plugin adds to a source's stored predictions: no data set of their own
+            open_console().print(shown)
+            shown = table("views added to stored sources", ("name", "source", "views", "description", "plugin"))
+            for s in added:
+                views = ", ".join(f"{v} (base {b})" if b else v for v, b in s.views.items())
+                shown.add_row(*map(plain, (s.name, s.source, views, s.description, provider[f"added_views:{s.name}"])))
     elif kind == "executors":
         shown = table(kind, ("name", "description", "options", "plugin"))
         for s in specs:

@@ -32,8 +32,10 @@ from .plan import Plan
 
 
 def view_bases(registry: Registry) -> dict[str, str | None]:
-    """Each view that a loaded data set plugin can produce, and its base view."""
-    return {view: base for spec in registry.datasets.values() for view, base in spec.view_bases().items()}
+    """Each view that a loaded data set plugin can produce or adds to a source (`AddedViews`), and its base view."""
+    bases = {view: base for spec in registry.datasets.values() for view, base in spec.view_bases().items()}
+    bases.update((view, base) for added in registry.added_views.values() for view, base in added.views.items())
+    return bases
 
 
 def view_part_columns(registry: Registry) -> dict[str, Sequence[str]]:

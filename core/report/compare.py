@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import RbenchError, UnknownNameError
-from ..predictions import view_predictions
+from ..predictions import can_score, view_predictions
 from ..worker.models import architecture
 from ..record import CellRecord
 from .scoring import Scorer, paired_hits, record_model
@@ -72,12 +72,14 @@ def _hits_by_view(scorer: Scorer, records: list[CellRecord], views: set[str] | N
     """`{view: (images key, top-1 hits)}` over a model's records (the later record of a view wins)."""
     found: dict[str, tuple[str, Any]] = {}
     for record in records:
-        listing, source = scorer.source(record)
-        wanted = [v for v in source.views if views is None or v.name in views]
+        listing, source, record_views = scorer.record_views(record)
+        wanted = [v for v in record_views if views is None or v.name in views]
         if not wanted:
             continue
         frame = scorer.store.get_predictions(record, label_sets=False)
         for view in wanted:
+            if not can_score(frame.columns, source, view):  # an added view this file cannot give
+                continue
             predictions = view_predictions(frame, source, view)
             if len(predictions):
                 found[view.name] = paired_hits(listing, predictions)

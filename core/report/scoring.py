@@ -14,9 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..predictions import view_predictions
+from ..errors import PluginError
+from ..predictions import can_score, view_predictions
 from ..record import Cell, CellRecord
-from ..specs import MetricSpec, Source
+from ..specs import AddedViews, MetricSpec, Source, ViewSpec
 from ..store import Store
 
 
@@ -223,8 +224,13 @@ def _plain(values: Mapping[str, Any]) -> dict[str, Any] | None:
 
 class Scorer:
     """Turns validation records into rows. Keeps each source listing it reads, once.
-    `registry`: the plugins whose data sets rebuild the listings' callables (None: listings
-    without callables).
+    `registry`: the plugins whose data sets rebuild the listings' callables and add views to
+    stored sources (`AddedViews`; None: listings without callables, no added views).
+
+    A record's views are its source listing's, then the views the loaded plugins add to that
+    source (`AddedViews.make` of the listing), scored the same way from the same predictions
+    file. An added view whose class restriction the file cannot give (`predictions.can_score`)
+    gives no row; `notes` names those cells once per view, and how to run them again.
 
     What a predictions file's rows hold beyond its record's columns (each view's sample count,
     scored images and their top-1 hits, logit differences and the view's own score; and each
@@ -235,7 +241,10 @@ class Scorer:
     for the views, the data set plugin's distribution, whose code a view's score is), else it is
     computed again and replaced. A file whose size and modification time are those its entry
     saw is not read again; any other is read whole and its SHA-256 checked, as a report without
-    entries would.
+    entries would. The added views of one `AddedViews` have entries of their own, named and
+    checked by it and its plugin's distribution (name and version), so that a new version of
+    the plugin scores them again: `scores/<sha256>-added-<hash>-views.json` and
+    `scores/<sha256>-added-<hash>-<metric>-<version>.json`.
     """
 
     def __init__(self, store: Store, metrics: Sequence[MetricSpec], registry=None):
@@ -247,7 +256,26 @@ class Scorer:
         # each row with its reference row, view by view)
         self._frames: dict[str, Any] = {}
         self._unwritten = False  # whether a score entry could not be written (said once in `notes`)
-        self.notes: list[str] = []  # views that gave no row, and why
+        self._notes: list[str] = []  # views that gave no row, and why
+        self._added: dict[str, list[tuple[AddedViews, list[ViewSpec]]]] = {}  # listing -> its added views
+        # added view -> {record key: (row name, model, source)} of the cells whose file cannot give it
+        self._lacking: dict[str, dict[str, tuple[str, str, str]]] = {}
+
+    @property
+    def notes(self) -> list[str]:
+        """What the rows leave out, and why: one line each (an added view's cells, one line a view)."""
+        return [*self._notes, *(self._lacking_note(view, cells) for view, cells in self._lacking.items() if cells)]
+
+    @staticmethod
+    def _lacking_note(view: str, cells: Mapping[str, tuple[str, str, str]]) -> str:
+        found = sorted(set(cells.values()))
+        shown = ", ".join(f"{row} on {source}" for row, _, source in found[:4]) + (", ..." if len(found) > 4 else "")
+        names = sorted({model for _, model, _ in found})
+        models = ",".join(names) if len(names) <= 8 else f"<those {len(names)} models>"  # a zoo: one line still
+        sources = ",".join(sorted({source for _, _, source in found}))
+        return (f"{view}: no row for {len(found)} cell(s) ({shown}): their predictions files keep neither its "
+                f"class subset nor the full scores; run them again keeping the scores: rbench run -m {models} "
+                f"-d {sources} --keep scores --force (and the options of their run)")
 
     def source(self, record: CellRecord) -> tuple[str, Source]:
         """`(listing name, Source)` of a validation record (see `Store.listing_name`)."""
@@ -256,53 +284,102 @@ class Scorer:
             self._sources[listing] = self.store.get_source(listing, self.registry)
         return listing, self._sources[listing]
 
+    def added_views(self, listing: str, source: Source) -> list[tuple[AddedViews, list[ViewSpec]]]:
+        """The views that the loaded plugins add to a stored source (`AddedViews` of its name),
+        made once per listing: `(added views, the views its make gave)`, in the registry's order.
+        A `PluginError` naming the plugin for a view it does not declare."""
+        if listing not in self._added:
+            found = []
+            table = self.registry.added_views if self.registry is not None else {}
+            for added in table.values():
+                if added.source != source.name:
+                    continue
+                views = list(added.make(source))
+                wrong = next((v for v in views if not isinstance(v, ViewSpec) or v.name not in added.views), None)
+                if wrong is not None:
+                    what = (f"the view {wrong.name!r}, which its AddedViews.views does not declare"
+                            if isinstance(wrong, ViewSpec) else f"a {type(wrong).__name__}, not a ViewSpec")
+                    plugin = next(p for p in self.registry.plugins.values() if f"added_views:{added.name}" in p.provides)
+                    raise PluginError(f"added views {added.name!r} of plugin {plugin.name} (from {plugin.distribution}) "
+                                      f"returned {what} from its make; fix or uninstall the plugin")
+                if views:
+                    found.append((added, views))
+            self._added[listing] = found
+        return self._added[listing]
+
+    def record_views(self, record: CellRecord) -> tuple[str, Source, list[ViewSpec]]:
+        """`(listing name, Source, views)` of a validation record: the source as its listing
+        keeps it, and its views followed by those the loaded plugins add to it."""
+        listing, source = self.source(record)
+        return listing, source, [*source.views, *(v for _, views in self.added_views(listing, source) for v in views)]
+
     def views(self, record: CellRecord) -> list[ScoredView]:
-        """The scored views of a validation record, one row each.
+        """The scored views of a validation record, one row each: its source's, then those the
+        loaded plugins add to that source (see `added_views`).
 
         Raises `DamagedPredictions` for a predictions file that is not whole, and a
         `ListingError` for a source listing that cannot be used.
         """
         # The listing's own name pairs the rows of one listing, whatever name the record gives it.
         listing, source = self.source(record)
-        scored_views, metric_values = self._scores(record, listing, source)
+        for cells in self._lacking.values():
+            cells.pop(record.key, None)  # scored again below
         common = {**record.common, "model": record_model(record)}
         found = []
-        for view, scored in zip(source.views, scored_views):
-            if scored["count"] == 0:
-                self.notes.append(f"{common['model']} on {view.name}: no row, the view has no readable sample "
-                                  f"in {source.root}")
-                continue
-            row: dict[str, Any] = {"count": scored["count"], **stack_columns(record.cell, scored["differences"])}
-            for metric in self.metrics:
-                row.update(metric_values[metric.name][view.name])
-            if scored["score"] is not None:
-                row.update(scored["score"])
-            images, (count, hits) = scored["images"], scored["hits"]
-            pairing = Paired(images=f"{listing}:{images}", packed_hits=base64.b64decode(hits), scored=count,
-                             samples=functools.partial(self._per_sample, record, view.name))
-            found.append(ScoredView(view=view.name, columns=tuple(view.columns) if view.columns else None,
-                                    scored=ScoredRow({**common, **row, "partial": record.partial}, pairing)))
+        groups = [(None, list(source.views)), *self.added_views(listing, source)]
+        for added, views in groups:
+            scored_views, metric_values = self._scores(record, listing, source, views, added)
+            for view, scored in zip(views, scored_views):
+                if scored.get("lacks"):
+                    self._lacking.setdefault(view.name, {})[record.key] = (
+                        common["model"], record.cell.model or record.common["model"], source.name)
+                    continue
+                if scored["count"] == 0:
+                    self._notes.append(f"{common['model']} on {view.name}: no row, the view has no readable sample "
+                                       f"in {source.root}")
+                    continue
+                found.append(self._scored_view(record, listing, common, view, scored, metric_values))
         return found
 
-    def _scores(self, record: CellRecord, listing: str, source: Source):
-        """`(each view's scores, {metric: {view: values}})` of a validation record: from its score
-        entries where they are whole and current, else computed from its predictions file (and
-        kept)."""
+    def _scored_view(self, record: CellRecord, listing: str, common: Mapping[str, Any], view: ViewSpec,
+                     scored: Mapping[str, Any], metric_values: Mapping[str, Mapping[str, Any]]) -> ScoredView:
+        """The row of one view of a validation record, from its scores and the metrics' values."""
+        row: dict[str, Any] = {"count": scored["count"], **stack_columns(record.cell, scored["differences"])}
+        for metric in self.metrics:
+            row.update(metric_values[metric.name][view.name])
+        if scored["score"] is not None:
+            row.update(scored["score"])
+        images, (count, hits) = scored["images"], scored["hits"]
+        pairing = Paired(images=f"{listing}:{images}", packed_hits=base64.b64decode(hits), scored=count,
+                         samples=functools.partial(self._per_sample, record, view.name))
+        return ScoredView(view=view.name, columns=tuple(view.columns) if view.columns else None,
+                          scored=ScoredRow({**common, **row, "partial": record.partial}, pairing))
+
+    def _scores(self, record: CellRecord, listing: str, source: Source, views_scored: Sequence[ViewSpec],
+                added: AddedViews | None = None):
+        """`(each view's scores, {metric: {view: values}})` of `views_scored`, the source's own
+        views or those of `added`, of a validation record: from its score entries where they are
+        whole and current, else computed from its predictions file (and kept)."""
         from .. import __version__
 
         sha = record.predictions.sha256
         stamp = list(self.store.predictions_stamp(record))  # before any read: a later change shows
         kept = bool(_SHA256.fullmatch(sha))  # entries are named by it
         about = {"predictions": sha, "listing": listing, "rbench": __version__}
-        views_about = {**about, "kind": "views", "dataset": self._dataset_distribution(source.name)}
-        views_name = f"{sha}-views"
+        prefix = sha
+        if added is not None:  # the plugin's code makes these views: its version names their entries
+            distribution = self._distribution("added_views", added.name)
+            about = {**about, "added": added.name, "dataset": distribution}
+            prefix = f"{sha}-added-{_name_part(f'{added.name} {distribution}')}"
+        views_about = {"dataset": self._distribution("datasets", source.name), **about, "kind": "views"}
+        views_name = f"{prefix}-views"
         views = self._entry(views_name, views_about) if kept else None
-        if views is not None and [v["view"] for v in views["views"]] != [v.name for v in source.views]:
+        if views is not None and [v["view"] for v in views["views"]] != [v.name for v in views_scored]:
             views = None
         metric_values: dict[str, dict[str, Any]] = {}
         missing: dict[str, tuple[str, dict[str, Any]]] = {}  # metric -> (entry name, what it is about)
         for metric in self.metrics:
-            name = f"{sha}-{_name_part(metric.name)}-{_name_part(str(metric.version))}"
+            name = f"{prefix}-{_name_part(metric.name)}-{_name_part(str(metric.version))}"
             metric_about = {**about, "kind": "metric", "metric": metric.name, "version": str(metric.version)}
             entry = self._entry(name, metric_about) if kept else None
             if entry is None:
@@ -319,7 +396,11 @@ class Scorer:
         frame = self.store.get_predictions(record, label_sets=False)
         computed: list[dict[str, Any]] = []
         fresh: dict[str, dict[str, Any]] = {name: {} for name in missing}
-        for view in source.views:
+        for view in views_scored:
+            if not can_score(frame.columns, source, view):  # an added view the file cannot give
+                if views is None:
+                    computed.append({"view": view.name, "count": 0, "lacks": True})
+                continue
             predictions = view_predictions(frame, source, view)
             if views is None:
                 computed.append(self._view_scores(frame, view, predictions))
@@ -370,22 +451,23 @@ class Scorer:
             return
         if not self.store.put_scores(name, content) and not self._unwritten:
             self._unwritten = True
-            self.notes.append(f"score entries cannot be written in {self.store.root / 'scores'}; every report "
+            self._notes.append(f"score entries cannot be written in {self.store.root / 'scores'}; every report "
                               "scores the predictions files again")
 
-    def _dataset_distribution(self, name: str) -> str | None:
-        """The distribution (name and version) of the loaded plugin that provides data set `name`."""
+    def _distribution(self, kind: str, name: str) -> str | None:
+        """The distribution (name and version) of the loaded plugin that provides `name` of `kind`
+        (`datasets`, `added_views`)."""
         plugins = self.registry.plugins.values() if self.registry is not None else ()
-        return next((p.distribution for p in plugins if f"datasets:{name}" in p.provides), None)
+        return next((p.distribution for p in plugins if f"{kind}:{name}" in p.provides), None)
 
     def _per_sample(self, record: CellRecord, view_name: str) -> dict[str, Any]:
         """`per_sample` of one view of a validation record, read from its predictions file."""
-        _, source = self.source(record)
+        _, source, views = self.record_views(record)
         frame = self._frames.pop(record.key, None)
         if frame is None:
             frame = self.store.get_predictions(record, label_sets=False)
         self._frames[record.key] = frame  # the most recent last
         while len(self._frames) > FRAMES_KEPT:
             del self._frames[next(iter(self._frames))]
-        view = next(v for v in source.views if v.name == view_name)
+        view = next(v for v in views if v.name == view_name)
         return per_sample(view_predictions(frame, source, view))

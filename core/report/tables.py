@@ -119,7 +119,7 @@ def predictions_table(store: Store, model: str, view: str | None = None, *, img_
     import numpy as np
     import polars as pl
 
-    from ..predictions import view_predictions
+    from ..predictions import can_score, view_predictions
     from .compare import records_of
     from .scoring import Scorer
 
@@ -132,8 +132,8 @@ def predictions_table(store: Store, model: str, view: str | None = None, *, img_
     scorer = Scorer(store, [], registry)
     found: dict[str, tuple[Any, Any, Any]] = {}  # view -> (record, source, view spec); the later record wins
     for record in records:
-        _, source = scorer.source(record)
-        for spec in source.views:
+        _, source, views = scorer.record_views(record)
+        for spec in views:
             found[spec.name] = (record, source, spec)
     if view is None and len(found) != 1:
         raise RbenchError(f"{tag} has rows on {len(found)} views in {store.root} ({', '.join(sorted(found))}); "
@@ -143,7 +143,11 @@ def predictions_table(store: Store, model: str, view: str | None = None, *, img_
         raise RbenchError(f"{tag} has no row on the view {view!r} in {store.root}; its views: "
                           f"{', '.join(sorted(found)) or 'none'}")
     record, source, spec = found[view]
-    predictions = view_predictions(store.get_predictions(record, label_sets=False), source, spec)
+    frame = store.get_predictions(record, label_sets=False)
+    if not can_score(frame.columns, source, spec):
+        raise RbenchError(f"{tag} has no row on the view {view!r} in {store.root}: its predictions file keeps neither "
+                          "the view's class subset nor the full scores; run it again with --keep scores --force")
+    predictions = view_predictions(frame, source, spec)
     hit, scored = predictions.correct(1)
     topk = np.asarray(predictions.topk, dtype=np.int64).reshape(len(predictions), -1)
     labels = list(predictions.labels)

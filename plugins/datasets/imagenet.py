@@ -1,5 +1,6 @@
 """The ImageNet test sets: ImageNet val (with its ReaL and A/R-clean views), ImageNetV2
-matched-frequency, ImageNet-Sketch, ImageNet-A and ImageNet-R.
+matched-frequency, ImageNet-Sketch, ImageNet-A and ImageNet-R; and the 1000-way views of A, R
+and their clean counterparts, added to the stored predictions of those sources.
 
 Class indices are ImageNet-1k indices in the order of timm's `imagenet_synsets.txt` (sorted
 wnids). Every label file comes from timm's installed wheel (`timm/data/_info`), never from the
@@ -254,6 +255,38 @@ def load_a(request: rbench.DataRequest) -> rbench.Source:
 
 def load_r(request: rbench.DataRequest) -> rbench.Source:
     return _load_subset(request, "r")
+
+
+# --- the 1000-way views of ImageNet-A and -R, added to the stored sources ------------------
+
+def _all_classes(view: rbench.ViewSpec) -> rbench.ViewSpec:
+    return rbench.ViewSpec(name=f"{view.name}-1k", samples=view.samples, labels=view.labels)
+
+
+def views_1k(source: rbench.Source) -> list[rbench.ViewSpec]:
+    """Beside each of ImageNet-A's, -R's and their clean counterparts' 200-class views that the
+    stored source has, the same samples scored over all 1000 classes (`<view>-1k`): the top-5
+    over every class is in every predictions file, so no model runs again."""
+    return [_all_classes(view) for view in source.views if view.name in ADDED_1K]
+
+
+# 1000-way view -> its base, as the 200-class views are wired: A and R against their clean val views.
+ADDED_1K = {"imagenet-a-clean": None, "imagenet-r-clean": None,
+            "imagenet-a": "imagenet-a-clean-1k", "imagenet-r": "imagenet-r-clean-1k"}
+
+
+def _views_1k_of(name: str, source: str, *views: str) -> rbench.AddedViews:
+    return rbench.AddedViews(name=name, source=source, make=views_1k,
+                             views={f"{view}-1k": ADDED_1K[view] for view in views},
+                             description=f"{', '.join(views)} over all 1000 classes (top-1/top-5 of every class), "
+                                         "from the stored predictions")
+
+
+@rbench.hookimpl
+def rbench_added_views():
+    return [_views_1k_of("imagenet-a-r-clean-1k", "imagenet", "imagenet-a-clean", "imagenet-r-clean"),
+            _views_1k_of("imagenet-a-1k", "imagenet-a", "imagenet-a"),
+            _views_1k_of("imagenet-r-1k", "imagenet-r", "imagenet-r")]
 
 
 @rbench.hookimpl
