@@ -16,6 +16,7 @@ import importlib.util
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,9 @@ def package_outputs(which: str, predicted: dict[str, int]) -> dict[str, dict[str
 
     frame = pd.DataFrame({"file_name": list(predicted), "predicted_class": list(predicted.values()),
                           "predicted_probability": 1.0})
-    augmented = augment_model_predictions(load_annotations(which_factor=which), {"model": frame})
+    with warnings.catch_warnings():  # pandas' deprecations inside the package, not ours to fix
+        warnings.simplefilter("ignore")
+        augmented = augment_model_predictions(load_annotations(which_factor=which), {"model": frame})
     accuracies = compute_factor_accuracies(augmented, FACTORS, error_type="is_correct")
     ratios = error_ratio(accuracies)
 
