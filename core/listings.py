@@ -11,7 +11,8 @@ package of its `DatasetSpec.load`), without calling `__init__`.
      "views": [{"name", "samples", "labels", "classes", "columns", "score"}, ...],
      "sample_transform": null | {"function": "module:name"} | {"class": "module:name", "state": {...}},
      "build": null | {"folder", "slices": [[name, first, end], ...], "tasks", "make", "setup" (callables as
-               above), "group", "workers", "files", "about", "label"}}
+               above), "group", "workers", "files", "about", "label"},
+     "keep_scores": true (only when the source keeps full scores)}
 
 A label is an int or a list of ints (a label set); a file listed several times (virtual
 samples) is written once.
@@ -32,7 +33,8 @@ from .specs import Source, SourceBuild, ViewSpec
 
 FORMAT = "rbench-source-listing"
 VERSION = 1
-_SOURCE_FIELDS = {"name", "root", "samples", "views", "partial", "note", "sample_transform", "identity", "build"}
+_SOURCE_FIELDS = {"name", "root", "samples", "views", "partial", "note", "sample_transform", "identity", "build",
+                  "keep_scores"}
 _BUILD_FIELDS = {"folder", "slices", "tasks", "make", "setup", "group", "workers", "files", "about", "label"}
 _VIEW_FIELDS = {"name", "samples", "labels", "classes", "score", "columns"}
 
@@ -124,7 +126,9 @@ def to_data(source: Source, package: str | None) -> dict[str, Any]:
             "files": list(files), "sample_files": sample_files,
             "sample_labels": [_label(label) for _, label in source.samples], "views": views,
             "sample_transform": _callable(source.sample_transform, f"{where} its sample_transform", package),
-            "build": _build_data(source.build, f"{where} its build", package)}
+            "build": _build_data(source.build, f"{where} its build", package),
+            # Only when set: the listings of sources that keep compact predictions stay as they were.
+            **({"keep_scores": True} if source.keep_scores else {})}
 
 
 def _build_data(build: SourceBuild | None, where: str, package: str | None) -> dict[str, Any] | None:
@@ -204,4 +208,5 @@ def from_data(data: Any, registry) -> Source:
                             files=tuple(map(str, build["files"])), about=dict(build["about"]), label=str(build["label"]))
     return Source(name=str(data["name"]), root=Path(data["root"]), samples=samples, views=views,
                   partial=bool(data["partial"]), note=str(data["note"]), identity=str(data["identity"]),
-                  sample_transform=rebuilt(data["sample_transform"]), build=build)
+                  sample_transform=rebuilt(data["sample_transform"]), build=build,
+                  keep_scores=data.get("keep_scores") is True)

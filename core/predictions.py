@@ -4,7 +4,9 @@ Each batch of logits is reduced on the device as it comes out of the model to a 
 per sample (the top-k classes and their log-probabilities, the true label's log-probability,
 the log-sum-exp, the sum of squared probabilities), once over all classes and once per class
 restriction that a view uses (ImageNet-A's and -R's 200 classes). Only these cross back to the
-host, so a cell's memory grows by about 40 bytes a sample, whatever the number of classes.
+host, so a cell's memory grows by about 50 bytes a sample, whatever the number of classes. A
+cell that keeps scores (`--keep scores`) also keeps each sample's log-probabilities over every
+class in float16: 2 bytes a class a sample, the price of answering any later view.
 
 The file's columns (documented in docs/predictions.md):
 
@@ -24,6 +26,9 @@ The file's columns (documented in docs/predictions.md):
                     Float32       only in a cell validated against a reference stack: the largest
                                   and the mean |logit - reference logit| over all classes, the
                                   reference model run on the same input in the same cell
+    scores          Array[Float16, C]  only in a cell that keeps scores: log-softmax over all C
+                                  classes, rounded to float16 (no class restriction needs columns
+                                  of its own then: `view_predictions` computes it from these)
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import RbenchError
+from .errors import DataError, RbenchError
 from .files import write_atomic
 from .specs import Predictions, Source, ViewSpec
 
@@ -41,6 +46,9 @@ TOPK = 5
 FIELDS = ("topk_class", "topk_logp", "label_logp", "logsumexp", "prob_sq_sum")
 # A non-reference stack's cell only: each sample's logits against the reference stack's.
 REFERENCE_FIELDS = ("logit_absdiff_max", "logit_absdiff_mean")
+SCORES = "scores"  # the full log-probabilities, in a cell that keeps scores
+KEEP_CHOICES = ("compact", "scores")  # what a validation cell keeps of each prediction (`--keep`)
+SCORES_FLOOR = -65504.0  # float16's lowest finite value: a log-probability below it is kept as this
 
 
 class DamagedPredictions(RbenchError):
@@ -58,10 +66,21 @@ def restrictions(source: Source) -> dict[str, tuple[int, ...]]:
 
 
 def _restriction_of(source: Source, view: ViewSpec) -> str | None:
+    """The name of the view's class restriction in a file of `source`: that of the source's
+    first view with those classes, or the view's own for a view the source does not hold (one
+    declared after the run: its restriction has columns only if one of the source's views shares it)."""
     if view.classes is None:
         return None
     classes = tuple(int(c) for c in view.classes)
-    return next(name for name, c in restrictions(source).items() if c == classes)
+    return next((name for name, c in restrictions(source).items() if c == classes), view.name)
+
+
+def can_score(columns, source: Source, view: ViewSpec) -> bool:
+    """Whether a predictions file of `source` with these column names gives `view`'s predictions:
+    a view without a class restriction always; one with a restriction when the file has that
+    restriction's columns or the full scores (`scores`)."""
+    restriction = _restriction_of(source, view)
+    return restriction is None or f"{restriction}/topk_class" in columns or SCORES in columns
 
 
 def can_score(columns: Sequence[str], source: Source, view: ViewSpec) -> bool:
@@ -111,10 +130,11 @@ class Reducer:
 
     FLUSH_EVERY = 32  # batches held on the device before their copy to the host
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, keep_scores: bool = False):
         import numpy as np
 
         self.source = source
+        self.keep_scores = keep_scores
         n = len(source.samples)
         self.labels = np.asarray([label for _, label in source.samples], dtype=np.int64)
         self.restrictions = restrictions(source)
@@ -166,6 +186,8 @@ class Reducer:
         idx = torch.as_tensor(indices, dtype=torch.long)
         labels = state["labels"][idx.to(logits.device)]
         reduced = self._reduce(logits, labels)
+        if self.keep_scores:  # float16 on the device: 2 bytes a class cross to the host
+            reduced[SCORES] = (logits - reduced["logsumexp"][:, None]).clamp(min=SCORES_FLOOR).half()
         # Class indices in 16 bits where they fit: the host keeps ~50 bytes a sample.
         self._class_dtype = "int16" if logits.shape[1] <= 2**15 else "int32"
         for name in self.restrictions:
@@ -194,7 +216,8 @@ class Reducer:
         for field, value in chunk["reduced"].items():
             values = value.numpy()
             if field not in self.arrays:
-                dtype = np.dtype(self._class_dtype) if field.endswith("topk_class") else np.float32
+                dtype = (np.dtype(self._class_dtype) if field.endswith("topk_class")
+                         else np.float16 if field == SCORES else np.float32)
                 self.arrays[field] = np.zeros((self._n, *values.shape[1:]), dtype=dtype)
             self.arrays[field][index] = values
 
@@ -243,6 +266,9 @@ class Reducer:
         for field in REFERENCE_FIELDS:
             if field in self.arrays:
                 columns[field] = pl.Series(field, self.arrays[field], dtype=pl.Float32)
+        if SCORES in self.arrays:
+            values = self.arrays[SCORES]
+            columns[SCORES] = pl.Series(SCORES, values, dtype=pl.Array(pl.Float16, values.shape[1]))
         for view in self.source.views:
             if view.labels is not None:
                 sets: list[Any] = [None] * n
@@ -304,6 +330,13 @@ def read(path: Path, sha256: str | None = None, rows: int | None = None, label_s
         raise DamagedPredictions(f"predictions file {path} lacks the column {missing[0]!r}")
     if rows is not None and frame.height != rows:
         raise DamagedPredictions(f"predictions file {path} has {frame.height} rows, not the {rows} that were written")
+    if SCORES in frame.columns:
+        dtype = frame.schema[SCORES]
+        width = frame.schema["topk_class"]
+        if not (isinstance(dtype, pl.Array) and dtype.inner == pl.Float16 and isinstance(width, pl.Array)
+                and dtype.size >= width.size):
+            raise DamagedPredictions(f"predictions file {path} has a {SCORES!r} column of type {dtype}, not "
+                                     "an array of float16 over every class")
     return frame
 
 
@@ -340,8 +373,34 @@ def frame_rows(frame, indices):
     return position[wanted]
 
 
+def _restricted_from_scores(scores, logsumexp, labels, classes: Sequence[int]) -> dict[str, Any]:
+    """The restriction columns (`FIELDS`) over `classes` of some samples, from their full
+    float16 log-probabilities `scores` `[n, C]`, the log-sum-exp of their logits and their
+    labels: as the reducer computes them from the logits, up to float16's rounding (classes
+    whose float16 scores tie are ranked by class position, lowest first)."""
+    import numpy as np
+
+    index = np.asarray(classes, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    sub = np.asarray(scores, dtype=np.float32)[:, index]
+    peak = sub.max(axis=1, initial=-np.inf)
+    mass = peak + np.log(np.exp(sub - peak[:, None]).sum(axis=1))  # log of the probability inside the restriction
+    logp = sub - mass[:, None]
+    order = np.argsort(-logp, axis=1, kind="stable")[:, :min(TOPK, len(index))]
+    position = np.full(max(int(index.max(initial=0)), int(labels.max(initial=0))) + 1, -1, dtype=np.int64)
+    position[index] = np.arange(len(index))
+    at = np.where(labels >= 0, position[np.clip(labels, 0, None)], -1)
+    label_logp = np.where(at >= 0, np.take_along_axis(logp, np.clip(at, 0, None)[:, None], axis=1)[:, 0], np.nan)
+    return {"topk_class": index[order], "topk_logp": np.take_along_axis(logp, order, axis=1).astype(np.float32),
+            "label_logp": label_logp.astype(np.float32),
+            "logsumexp": (np.asarray(logsumexp, dtype=np.float32) + mass).astype(np.float32),
+            "prob_sq_sum": np.exp(2.0 * logp).sum(axis=1).astype(np.float32)}
+
+
 def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
-    """The `Predictions` of `view` from a source's predictions frame (unreadable samples left out)."""
+    """The `Predictions` of `view` from a source's predictions frame (unreadable samples left
+    out). A class restriction is read from its own columns when the file has them, else
+    computed from the full scores (`can_score` says whether the file can give the view)."""
     import numpy as np
     import polars as pl
 
@@ -362,14 +421,25 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
         labels = frame["label"].to_numpy()[rows].tolist()
     restriction = _restriction_of(source, view)
     prefix = f"{restriction}/" if restriction else ""
+    if not can_score(frame.columns, source, view):
+        raise DataError(f"the predictions of source {source.name} have neither the columns of view "
+                                 f"{view.name}'s classes nor full scores; run its cells again with --keep scores")
+    from_scores = prefix + "topk_class" not in frame.columns
     # Only the view's columns, and no gather at all when the view is the whole file in order.
-    needed = frame.select([prefix + field for field in FIELDS])
+    needed = frame.select(["label", "logsumexp", SCORES] if from_scores else [prefix + field for field in FIELDS])
     if len(rows) == frame.height and np.array_equal(rows, np.arange(frame.height)):
         picked = needed
     else:
         picked = needed[rows] if len(rows) else needed.clear()
+    if from_scores:
+        width = frame.schema[SCORES].size
+        scores = picked[SCORES].to_numpy().reshape(picked.height, width) if picked.height else np.zeros((0, width))
+        computed = _restricted_from_scores(scores, picked["logsumexp"].to_numpy(),
+                                           picked["label"].to_numpy().astype(np.int64), view.classes)
 
     def column(field: str):
+        if from_scores:
+            return computed[field]
         series = picked[prefix + field]
         if isinstance(series.dtype, pl.Array):
             width = series.dtype.size if hasattr(series.dtype, "size") else series.dtype.width

@@ -18,7 +18,7 @@ import json
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import DataError
@@ -74,6 +74,17 @@ class Cell:
     def reference(self) -> str | None:
         """The reference stack a non-reference stack's validation cell is compared with, else None."""
         return self.identity.get("reference")
+
+    @property
+    def keeps_scores(self) -> bool:
+        """Whether this validation cell keeps each sample's full scores (`--keep scores`), not
+        only the compact predictions. Only such a cell has `keep` in its identity, so compact
+        cells keep the keys they always had."""
+        return self.identity.get("keep") == "scores"
+
+    def keeping_scores(self) -> Cell:
+        """This validation cell keeping full scores: its file has every compact column too."""
+        return replace(self, identity={**self.identity, "keep": "scores"})
 
     @property
     def views(self) -> tuple[str, ...]:

@@ -205,6 +205,12 @@ class Source:
     `build`: the files some samples are made into by the cells that read them (`SourceBuild`);
     their sizes are not in the cells' keys (they do not exist when the run is planned), so the
     build's folder name or `identity` must say everything that decides their pixels.
+
+    `keep_scores`: its validation cells always keep each sample's full scores (log-probabilities
+    over every class, as `rbench run --keep scores` asks; 2 bytes a class a sample), for a data
+    set whose scoring needs the whole probability vector rather than the top-5 (a decision over
+    groups of classes, such as model-vs-human's 16 categories, each the mean probability of its
+    WordNet hyponyms).
     """
 
     name: str
@@ -216,6 +222,7 @@ class Source:
     sample_transform: Callable[[int, Any], Any] | None = None
     identity: str = ""
     build: SourceBuild | None = None
+    keep_scores: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -217,6 +217,12 @@ def main() -> None:
 @metrics_option
 @click.option("--limit", type=run_number("limit"), metavar="N",
               help="Validate on the first N images of each data set only, for a quick look (rows marked partial).")
+@click.option("--keep", "keep", multiple=True, metavar="compact|scores|NAME=scores",
+              help="What validation keeps of each prediction: compact (top-5, the label's log-probability; "
+                   "about 50 bytes a sample) or scores (also the log-probabilities over every class, float16, "
+                   "compressed: about 1.6 KB a sample at 1000 classes), so that views declared after the run "
+                   "(a class subset, a label mapping) can be scored. NAME=scores for one data set; repeatable. "
+                   "[default: compact]")
 @click.option("--dry-run", is_flag=True, help="Print the grid (each cell, done or pending, its images) and exit.")
 @click.option("--force", is_flag=True, help="Redo every cell, even those the store already holds.")
 @click.option("--retry-failed", is_flag=True, help="Run again the cells that failed in an earlier run.")
@@ -224,7 +230,7 @@ def main() -> None:
 def run(models, datasets, backends, benches, out, data_root, data, data_dir, data_option, store, batch_size, workers,
         img_size, weights, weights_name, trust_checkpoint, allow_partial, warmup_steps, bench_steps, bench_seconds, bench_repeats,
         latency_queries, latency_seconds, latency_batch_size, no_retry,
-        executor, executor_option, cell_timeout, cache_dir, cache_size, no_cache, metric_names, limit, dry_run, force,
+        executor, executor_option, cell_timeout, cache_dir, cache_size, no_cache, metric_names, limit, keep, dry_run, force,
         retry_failed, html, **executor_flags) -> None:
     """Validate and benchmark models; write the CSVs of timm's results folder."""
     from dataclasses import replace
@@ -245,7 +251,7 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
         warmup_steps=warmup_steps, bench_steps=bench_steps, bench_seconds=bench_seconds, bench_repeats=bench_repeats,
         latency_queries=latency_queries, latency_seconds=latency_seconds, latency_batch_size=latency_batch_size,
         retry=not no_retry, executor=executor, cell_timeout=cell_timeout, cache=not no_cache, cache_dir=cache_dir,
-        cache_size=parse_size(cache_size, "--cache-size"), metrics=metric_names, limit=limit)
+        cache_size=parse_size(cache_size, "--cache-size"), metrics=metric_names, limit=limit, keep=keep)
     options = replace(options, executor_options=executor_settings(click.get_current_context(), registry,
                                                                   options.executor, executor_option, executor_flags))
     check_out_dir(out)
@@ -260,12 +266,16 @@ def run(models, datasets, backends, benches, out, data_root, data, data_dir, dat
 
 def _print_grid(plan, console, force: bool, retry_failed: bool) -> None:
     """The cells a run would run (`--dry-run`), each with its state in the store and its images."""
+    from ..parent.engine import held_cells
     from ..parent.plan import plan_cells
     from ..store import Store
 
     cells = plan_cells(plan)
     store = Store(plan.options.store_dir)
-    held = {} if force or not store.root.is_dir() else store.load(c.key for c in cells)
+    if not force and store.root.is_dir():
+        cells, held = held_cells(cells, store)
+    else:
+        held = {}
     images = {s.name: len(s.samples) for s in plan.sources}
     shown = table(f"grid: {len(cells)} cell(s)", ("cell", "state", "images"), right=("images",))
     pending_images = 0

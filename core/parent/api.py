@@ -24,7 +24,7 @@ from .run import RunResults, StoreReport, row_count, run
 # `evaluate`'s options beyond the data sets, backends and kinds: each `rbench run` option, with
 # underscores, that `run_options` takes as it is (or sets a `RunOptions` field by that name) ...
 RUN_OPTIONS = ("data_dir", "data_root", "store", "batch_size", "workers", "img_size", "weights", "weights_name",
-               "trust_checkpoint", "allow_partial", "executor", "executor_options", "cell_timeout", "limit")
+               "trust_checkpoint", "allow_partial", "executor", "executor_options", "cell_timeout", "limit", "keep")
 # ... the `BenchSettings` field each benchmark option sets ...
 BENCH_OPTIONS = {"warmup_steps": "warmup_steps", "bench_steps": "steps", "bench_seconds": "seconds",
                  "bench_repeats": "repeats", "latency_queries": "latency_queries",
@@ -100,7 +100,8 @@ def evaluate(models: str | Iterable[str] | None = None, *, datasets: str | Itera
     `bench_repeats`, `latency_queries`, `latency_seconds`, `latency_batch_size`, `retry`
     (False: `--no-retry`), `executor`, `executor_options` (a mapping), `cell_timeout`,
     `cache` (False: `--no-cache`), `cache_dir`, `cache_size` (bytes, or text such as "100GB"),
-    `metrics`, `limit`. The defaults are `rbench run`'s.
+    `metrics`, `limit`, `keep` (`--keep`: "scores", or NAME=VALUE items, or a mapping NAME ->
+    "scores" or "compact"). The defaults are `rbench run`'s.
 
     `progress(event)`, when given, gets a `GridStarted` event (`{"event": "grid", "todo":
     cells, "held": n}`) once the store's records are read, then each cell's events

@@ -87,6 +87,18 @@ class Grid:
         return sorted({c.weights for c in cells if c.kind == "validate" and c.weights not in (None, *WEIGHTS_CHOICES)})
 
 
+def held_cells(cells: list[Cell], store: Store) -> tuple[list[Cell], dict[str, CellRecord]]:
+    """`(cells, {key: record})`: the cells with their records that the store holds. A
+    validation cell asked for compact predictions that the store holds only with full scores
+    kept (done) is that cell, in its place: its file has every compact column."""
+    held = store.load(c.key for c in cells)
+    twins = {c.key: c.keeping_scores() for c in cells
+             if c.kind == "validate" and not c.keeps_scores and c.key not in held}
+    with_scores = {key: record for key, record in store.load(t.key for t in twins.values()).items() if record.ok}
+    cells = [twins[c.key] if c.key in twins and twins[c.key].key in with_scores else c for c in cells]
+    return cells, {**held, **with_scores}
+
+
 def run_grid(plan, registry, *, force: bool = False, retry_failed: bool = False,
              on_event: Callable[[Event], None] = lambda event: None,
              on_start: Callable[[list[Cell], int], None] = lambda todo, done: None,
@@ -110,7 +122,7 @@ def _run_grid(plan, registry, store: Store, force, retry_failed, on_event, on_st
     identities = {source.name: source_identity(source) for source in plan.sources}
     cells = plan_cells(plan, identities)
     listings = {s.name: store.put_source(s, identities[s.name], registry) for s in plan.sources}
-    held = {} if force else store.load(c.key for c in cells)
+    cells, held = (cells, {}) if force else held_cells(cells, store)
     todo = []
     for cell in cells:
         record = held.get(cell.key)

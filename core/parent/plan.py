@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,13 @@ class RunOptions:
     cell_timeout: float | None = None
     metrics: list[str] = field(default_factory=list)  # empty: every loaded metric, accuracy first
     limit: int | None = None  # the first N samples of each source, for a quick look (rows marked partial)
+    keep: str = "compact"  # what validation keeps of each prediction (KEEP_CHOICES): compact, or full scores
+    keep_datasets: dict[str, str] = field(default_factory=dict)  # per data set, over `keep` (`--keep NAME=scores`)
+
+    def keeps_scores(self, source: Source) -> bool:
+        """Whether the validation cells of `source` keep full scores: the source declares it
+        (`Source.keep_scores`), or `--keep` asks it for every data set or for this one."""
+        return source.keep_scores or self.keep_datasets.get(source.name, self.keep) == "scores"
 
     @property
     def store_dir(self) -> Path:
@@ -121,17 +128,45 @@ def default_suite(options: RunOptions) -> RunOptions:
     )
 
 
+def parse_keep(values: str | Iterable[str] | Mapping[str, str] | None) -> tuple[str | None, dict[str, str]]:
+    """`--keep` values (`scores`, `imagenet=scores`, repeatable; or a mapping NAME -> VALUE) ->
+    `(the value for every data set or None, {data set: value})`; an `RbenchError` for a value
+    that is not one of `KEEP_CHOICES`."""
+    from ..predictions import KEEP_CHOICES
+
+    if values is None:
+        return None, {}
+    if isinstance(values, Mapping):
+        items = [f"{name}={value}" for name, value in values.items()]
+    else:
+        items = [values] if isinstance(values, str) else list(values)
+    every, per_dataset = None, {}
+    for item in items:
+        name, _, value = str(item).strip().rpartition("=")
+        if value not in KEEP_CHOICES or (_ and not name):
+            raise RbenchError(f"--keep {item!r}: expected {' or '.join(KEEP_CHOICES)}, for every data set, or "
+                              f"NAME={'|'.join(KEEP_CHOICES)} for one (for example --keep imagenet=scores)")
+        if name:
+            per_dataset[name] = value
+        else:
+            every = value
+    return every, per_dataset
+
+
 def run_options(registry: Registry, *, models: list[str], datasets: list[str], backends: list[str],
                 benches: list[str], data_paths: Mapping[str, Path], data_dir: Path | None = None,
                 batch_size: int | None = None, workers: int | None = None, weights: str | None = None,
-                executor: str | None = None, bench: Mapping[str, Any] | None = None, **given: Any) -> RunOptions:
+                executor: str | None = None, bench: Mapping[str, Any] | None = None,
+                keep: str | Iterable[str] | Mapping[str, str] | None = None, **given: Any) -> RunOptions:
     """What `rbench run` was given, resolved into `RunOptions`: the one place its defaults are
     decided. Lists may be empty and values None when not given. `--data-dir` is the data set
     that takes a folder (`Registry.data_dir_dataset`); a folder given for a data set asks for
     it; no models is the embedded default suite; `bench` overrides `BenchSettings` fields; no
-    executor is the registry's default for runs with or without benchmarks. `given` sets the
-    other `RunOptions` fields as they are."""
-    options = RunOptions(data_paths=dict(data_paths), **given)
+    executor is the registry's default for runs with or without benchmarks. `keep` is what
+    `--keep` takes (`parse_keep`; none: compact predictions). `given` sets the other
+    `RunOptions` fields as they are."""
+    every, per_dataset = parse_keep(keep)
+    options = RunOptions(data_paths=dict(data_paths), keep=every or "compact", keep_datasets=per_dataset, **given)
     if data_dir is not None:
         options.data_paths.setdefault(registry.data_dir_dataset(), data_dir)
     if datasets:
@@ -236,7 +271,7 @@ def make_plan(options: RunOptions, registry: Registry) -> Plan:
     if "validate" in options.benches and not options.datasets:
         options = replace(options, datasets=[registry.default_dataset()])
     wanted = requested_views(options.datasets, registry) if "validate" in options.benches else {}
-    for name in [*options.data_paths, *options.data_options]:
+    for name in [*options.data_paths, *options.data_options, *options.keep_datasets]:
         registry.get("datasets", name)  # a typo in --data NAME=PATH is an error too
     for name, given in options.data_options.items():  # a report option applies to the store's rows of a data
         check_data_options(registry.get("datasets", name), given)  # set this run may not list
@@ -347,12 +382,13 @@ def plan_cells(plan, data: Mapping[str, str] | None = None) -> list[Cell]:
             for stack in plan.stacks:
                 against = {"reference": reference} if stack is not plan.stacks[0] else {}
                 for source in plan.sources:
-                    cells.append(Cell(kind="validate", model=name, source=source.name, backend=stack.name,
-                                      device=stack.device, ray_resources=stack.ray_resources, **weighted, identity={
-                                          "kind": "validate", "model": name, "weights": entry.weights_id, **named,
-                                          "source": source.name,
-                                          "data": data[source.name], "views": [v.name for v in source.views],
-                                          "backend": stack.name, "img_size": options.img_size, **against, **common}))
+                    cell = Cell(kind="validate", model=name, source=source.name, backend=stack.name,
+                                device=stack.device, ray_resources=stack.ray_resources, **weighted, identity={
+                                    "kind": "validate", "model": name, "weights": entry.weights_id, **named,
+                                    "source": source.name,
+                                    "data": data[source.name], "views": [v.name for v in source.views],
+                                    "backend": stack.name, "img_size": options.img_size, **against, **common})
+                    cells.append(cell.keeping_scores() if options.keeps_scores(source) else cell)
         # A benchmark times random weights whatever the entry's, but its rows join the entry's
         # accuracy rows: pretrained weights' rows name the architecture (as timm's benchmark files
         # do, joined by architecture and size), other weights' carry their row name, and their

@@ -222,7 +222,8 @@ def validate_cell(context: JobContext, cell: Cell, progress) -> tuple[list[Entry
                 progress(done, len(source.samples))
 
             try:
-                return predict(model, batches, stack, config, source, advance, reference=reference)
+                return predict(model, batches, stack, config, source, advance, reference=reference,
+                               keep_scores=cell.keeps_scores)
             except CacheCorrupted as exc:  # removed; the next pass decodes and writes it again
                 progress.note(f"input cache: {exc}; rebuilding it")
                 cache.remove(exc.path)

@@ -41,16 +41,18 @@ def forward(model, batches, stack: BackendStack, data_config: dict[str, Any],
 
 
 def predict(model, batches, stack: BackendStack, data_config: dict[str, Any], source: Source,
-            on_batch: Callable[[int], None] = lambda n: None, reference: tuple[Any, BackendStack] | None = None):
+            on_batch: Callable[[int], None] = lambda n: None, reference: tuple[Any, BackendStack] | None = None,
+            keep_scores: bool = False):
     """`(predictions frame, count of non-finite logits)` for every sample of `batches` over
     `source`: each batch of `forward` reduced as it comes (the device is never left idle).
     With a `reference` `(model, stack)`, the frame also holds each sample's logit differences
-    from the reference model on the same input (`predictions.REFERENCE_FIELDS`)."""
+    from the reference model on the same input (`predictions.REFERENCE_FIELDS`). With
+    `keep_scores`, it also holds each sample's log-probabilities over every class (`scores`)."""
     import torch
 
     from ..predictions import Reducer
 
-    reducer = Reducer(source)
+    reducer = Reducer(source, keep_scores=keep_scores)
     with torch.inference_mode():
         for logits, indices, ok, expected in forward(model, batches, stack, data_config, reference):
             reducer.add(logits, indices, ok, reference=expected)
