@@ -75,26 +75,21 @@ def _restriction_of(source: Source, view: ViewSpec) -> str | None:
     return next((name for name, c in restrictions(source).items() if c == classes), view.name)
 
 
-def can_score(columns, source: Source, view: ViewSpec) -> bool:
-    """Whether a predictions file of `source` with these column names gives `view`'s predictions:
-    a view without a class restriction always; one with a restriction when the file has that
-    restriction's columns or the full scores (`scores`)."""
-    restriction = _restriction_of(source, view)
-    return restriction is None or f"{restriction}/topk_class" in columns or SCORES in columns
-
-
 def can_score(columns: Sequence[str], source: Source, view: ViewSpec) -> bool:
     """Whether a predictions file of these `columns`, made over `source` (as its listing keeps
     it), gives `view`'s predictions: always for a view over all classes; for a class
-    restriction, when the file has its columns for every sample the view scores (those the
-    source's views of that restriction score), or the full `scores`. `view` may be a view the
-    source did not have when the file was made (one added after the run)."""
+    restriction, when the file has its columns for every sample the view scores
+    (`_restriction_covers`), or the full `scores`. `view` may be a view the source did not have
+    when the file was made (one added after the run)."""
+    return view.classes is None or SCORES in columns or _restriction_covers(columns, source, view)
+
+
+def _restriction_covers(columns: Sequence[str], source: Source, view: ViewSpec) -> bool:
+    """Whether the file's columns of `view`'s class restriction hold every sample it scores:
+    they are filled only for the samples the source's views of that restriction score."""
     import numpy as np
 
-    if view.classes is None or "scores" in columns:
-        return True
-    classes = tuple(int(c) for c in view.classes)
-    name = next((name for name, c in restrictions(source).items() if c == classes), None)
+    name = _restriction_of(source, view)
     if name is None or f"{name}/topk_class" not in columns:
         return False
     if any(v is view for v in source.views):
@@ -423,8 +418,8 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
     prefix = f"{restriction}/" if restriction else ""
     if not can_score(frame.columns, source, view):
         raise DataError(f"the predictions of source {source.name} have neither the columns of view "
-                                 f"{view.name}'s classes nor full scores; run its cells again with --keep scores")
-    from_scores = prefix + "topk_class" not in frame.columns
+                        f"{view.name}'s classes nor full scores; run its cells again with --keep scores")
+    from_scores = restriction is not None and not _restriction_covers(frame.columns, source, view)
     # Only the view's columns, and no gather at all when the view is the whole file in order.
     needed = frame.select(["label", "logsumexp", SCORES] if from_scores else [prefix + field for field in FIELDS])
     if len(rows) == frame.height and np.array_equal(rows, np.arange(frame.height)):
