@@ -135,7 +135,7 @@ def test_a_view_added_after_the_run_is_scored_by_report_from_the_stored_predicti
     assert not (report / "metrics-synthetic-first5.csv").exists()
     lines = [line for line in result.stderr.splitlines() if "synthetic-first5" in line]
     assert len(lines) == 1, result.stderr
-    assert model in lines[0] and "rbench run -m test_byobnet -d synthetic --keep scores --force" in lines[0]
+    assert model in lines[0] and "rbench run -m test_byobnet -d synthetic --keep scores (" in lines[0]
 
     # `rbench run` of the same command with the plugin installed: nothing runs, the same files.
     rerun = tmp_path / "rerun"
@@ -269,3 +269,52 @@ def test_1000_way_imagenet_a_and_r_views_match_an_independent_forward_pass(compl
         diff = float(expected[f"{name}-1k"][0]) - float(expected[f"{name}-clean-1k"][0])
         assert rows[f"{name}-1k"]["top1_diff"] == f"{diff:+.3f}"  # against the clean 1000-way view
         assert "top1_diff" not in csv_rows(out / f"results-{name}-clean-1k.csv")[0]
+
+
+def test_a_class_restricted_view_added_after_a_keep_scores_run_is_scored_from_the_full_scores(tmp_path):
+    """The class subset the compact file cannot give: after `--keep scores`, a report gives its
+    row, equal to the argmax over those classes of the stored scores, counted here."""
+    import numpy as np
+
+    import torch
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "spread.safetensors"
+    pinned = imagenet_fixtures.pinned_head_model(3, list(range(CLASSES)), weights)
+    with torch.no_grad():  # logits far apart: the answer depends on the image, no float16 ties
+        pinned.get_classifier().weight[:CLASSES] *= 40.0
+    save_file({k: v.contiguous() for k, v in pinned.state_dict().items()}, str(weights))
+    model = checkpoint_row("test_byobnet", weights)
+    out = tmp_path / "out"
+    result = invoke_run("-m", "test_byobnet", "--weights", str(weights), "-d", "synthetic",
+                        "--bench", "validate", "--img-size", "64", "--workers", "0", "--keep", "scores",
+                        "--out", str(out))
+    assert result.exit_code == 0, result.output
+    site = tmp_path / "site"
+    install(site, shift=1)
+    report = tmp_path / "report"
+    result = rbench_cli("report", "--store", str(out / "store"), "--out", str(report), site=site)
+    assert result.returncode == 0, result.stderr
+    assert "synthetic-first5" not in result.stderr
+
+    frame = pl.read_parquet(next((out / "store" / "predictions").glob("*.parquet")))
+    classes = [0, 1, 2, 3, 4]
+    right1 = n = 0
+    nll = []
+    changed = 0  # samples whose top-1 over the five classes is not their top-1 over all
+    for row in frame.iter_rows(named=True):
+        if not row["ok"] or row["label"] >= 5:
+            continue
+        scores = np.asarray(row["scores"], dtype=np.float64)[classes]
+        n += 1
+        right1 += int(np.argmax(scores)) == row["label"]
+        changed += int(np.argmax(scores)) != row["topk_class"][0]
+        nll.append(np.logaddexp.reduce(scores) - scores[row["label"]])  # the label's log-probability over the five
+    assert n == 50 and changed > 0
+    written = read_rows(report / "results-synthetic-first5.csv")[model]
+    # five classes: every label is in the top-5
+    assert (written["top1"], written["top5"]) == (f"{100 * right1 / n:.3f}", "100.000")
+    metrics = read_rows(report / "metrics-synthetic-first5.csv")[model]
+    # from the same float16 scores: only float32 arithmetic (~1e-6 relative) between the two
+    assert float(metrics["nll"]) == pytest.approx(float(np.mean(nll)), rel=1e-5)
+    assert abs(float(metrics["nll"]) - float(read_rows(report / "metrics-synthetic.csv")[model]["nll"])) > 0.1

@@ -275,7 +275,7 @@ class Scorer:
         sources = ",".join(sorted({source for _, _, source in found}))
         return (f"{view}: no row for {len(found)} cell(s) ({shown}): their predictions files keep neither its "
                 f"class subset nor the full scores; run them again keeping the scores: rbench run -m {models} "
-                f"-d {sources} --keep scores --force (and the options of their run)")
+                f"-d {sources} --keep scores (and the options of their run)")
 
     def source(self, record: CellRecord) -> tuple[str, Source]:
         """`(listing name, Source)` of a validation record (see `Store.listing_name`)."""

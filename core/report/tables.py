@@ -146,7 +146,7 @@ def predictions_table(store: Store, model: str, view: str | None = None, *, img_
     frame = store.get_predictions(record, label_sets=False)
     if not can_score(frame.columns, source, spec):
         raise RbenchError(f"{tag} has no row on the view {view!r} in {store.root}: its predictions file keeps neither "
-                          "the view's class subset nor the full scores; run it again with --keep scores --force")
+                          "the view's class subset nor the full scores; run it again with --keep scores")
     predictions = view_predictions(frame, source, spec)
     hit, scored = predictions.correct(1)
     topk = np.asarray(predictions.topk, dtype=np.int64).reshape(len(predictions), -1)
