@@ -244,10 +244,23 @@ def test_a_hung_cell_on_ray_is_the_one_timed_out_and_the_others_finish(tmp_path,
     env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
            "RBENCH_CACHE_DIR": str(tmp_path / "cache"), "RBENCH_TEST_HUNG": str(hung)}
     monkeypatch.setenv("RBENCH_CACHE_DIR", env["RBENCH_CACHE_DIR"])
-    # The driver's clock stands still until ByobNet's forward has begun, then jumps past the timeout:
-    # a cell is timed out by the time since its own start, so only ByobNet's (started before the jump)
-    # may be; a cell counted from its submission, or started after, would be too.
-    monkeypatch.setattr(ray_executor, "clock", lambda: 2 * TIMEOUT_S if hung.exists() else 0.0)
+    events, records = [], []
+    jumped = []
+
+    def clock() -> float:
+        """The driver's clock: still until ByobNet's forward has begun and the driver has reported
+        its cell started (its start is then on the clock's 0), then past the timeout for good. A
+        cell is timed out by the time since its own start, so only ByobNet's may be; a cell
+        counted from its submission, or started after the jump, would be too."""
+        if not jumped and hung.exists():
+            started = {e["key"] for e in events if e["event"] == "start"}
+            if started - {e["key"] for e in events if e["event"] == "done"}:  # one CPU: ByobNet's
+                jumped.append(True)
+        return 2 * TIMEOUT_S if jumped else 0.0
+
+    monkeypatch.setattr(ray_executor, "clock", clock)
+    # Events collected every second: ByobNet's forward begins before the driver hears of its start.
+    monkeypatch.setattr(ray_executor, "POLL_S", 1.0)
     cluster = ray_cluster(env)
     cluster.start_head(cpus=1)  # one cell at a time, four cells
     models = ["test_vit", "test_byobnet", "test_resnet", "test_efficientnet"]
@@ -255,7 +268,6 @@ def test_a_hung_cell_on_ray_is_the_one_timed_out_and_the_others_finish(tmp_path,
     plan = make_plan(RunOptions(models=models, weights="random", benches=["validate"], backends=["cpu+hang"],
                                 workers=0, img_size=32, executor="ray", executor_options={"address": cluster.address},
                                 cell_timeout=TIMEOUT_S, out=tmp_path / "out"), registry)
-    events, records = [], []
     for name, value in RAY_ENV.items():
         monkeypatch.setenv(name, value)
     try:

@@ -401,11 +401,8 @@ def report_rows(request: rbench.ReportRequest) -> tuple[list[dict], list[str]]:
     name, found, notes = reference.reference_rows(request, "imagenet-c", NORMALISED)
     rows = []
     for row in request.rows:
-        ref = reference.reference_for(found, row)
+        ref = reference.reference_for(found, row, name, "imagenet-c", NORMALISED, notes)
         if ref is None:
-            if found:
-                notes.append(f"imagenet-c: {row['model']} at {row['img_size']} px has no row of {name} at its size to "
-                             f"normalise by; its {NORMALISED} are empty")
             rows.append({**row, "mce": None, "relative_mce": None})
             continue
         ran = [(c, s) for c in CORRUPTIONS for s in SEVERITIES if row.get(severity_column(c, s)) is not None]

@@ -567,11 +567,8 @@ def report_rows(request: rbench.ReportRequest) -> tuple[list[dict], list[str]]:
                          "it are empty")
     rows = []
     for row in request.rows:
-        ref = reference.reference_for(found, row)
+        ref = reference.reference_for(found, row, name, "imagenet-p", NORMALISED, notes)
         if ref is None:
-            if found:
-                notes.append(f"imagenet-p: {row['model']} at {row['img_size']} px has no row of {name} at its size to "
-                             f"normalise by; its {NORMALISED} are empty")
             rows.append({**row, "mfr": None, "mt5d": None})
             continue
         ran = [p for p in PERTURBATIONS if row.get(fp_column(p)) is not None]

@@ -41,12 +41,19 @@ def reference_rows(request: rbench.ReportRequest, dataset: str, columns: str) ->
     return name, found, [f"{request.view}: {columns} are empty until {name} ({dataset}.{OPTION}) has a row"]
 
 
-def reference_for(found: Mapping[int, Mapping[str, Any]], row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def reference_for(found: Mapping[int, Mapping[str, Any]], row: Mapping[str, Any], name: str, dataset: str,
+                  columns: str, notes: list[str]) -> Mapping[str, Any] | None:
     """The reference row that normalises `row`: the reference's row at the same image size, else
-    its only row; None when it has rows at several other sizes."""
+    its only row; None when it has rows at several other sizes (with a note, in `notes`, that
+    the row's `columns` are empty)."""
     if row["img_size"] in found:
         return found[row["img_size"]]
-    return next(iter(found.values())) if len(found) == 1 else None
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if found:
+        notes.append(f"{dataset}: {row['model']} at {row['img_size']} px has no row of {name} at its size to "
+                     f"normalise by; its {columns} are empty")
+    return None
 
 
 def number(value: Any) -> float:
