@@ -251,7 +251,9 @@ class ReportRequest:
     (its report options, and on `rbench run` the others too). `store`: the store reported.
     `final`: True for `rbench report`, whose rows are all there (an option that names something
     they lack is a `DataError`); False while `rbench run` may still add rows (what cannot be
-    computed yet is left empty, and a note says so).
+    computed yet is left empty, and a note says so). `view_rows`: every view's rows of the same
+    report, as this one's (before any `report_rows`), for a column that pairs a row with the same
+    model's row of another view (ImageNet-O's AUPR against its ImageNet val images).
     """
 
     view: str
@@ -259,6 +261,7 @@ class ReportRequest:
     options: Mapping[str, str]
     store: Path
     final: bool
+    view_rows: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -299,8 +302,9 @@ class DatasetSpec:
     take them (`--data-option NAME.KEY=VALUE`); `load` never sees them, so they change no cell's
     key and no listing, and a report alone applies them to the stored predictions.
     `report_rows(request)` applies them: called with a `ReportRequest` for each view of this data
-    set that a report writes, whenever one of them is given, it returns `(rows, notes)`: the rows
-    to write (new dicts; the same order is not needed) and one-line notes for the user.
+    set that a report writes, whenever one of them is given (on every report when the data set
+    declares no report option), it returns `(rows, notes)`: the rows to write (new dicts; the
+    same order is not needed) and one-line notes for the user.
     """
 
     name: str

@@ -44,21 +44,23 @@ def view_part_columns(registry: Registry) -> dict[str, Sequence[str]]:
 
 
 def row_reports(registry: Registry, data_options: Mapping[str, Mapping[str, str]], store: Path,
-                final: bool) -> dict[str, Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]], list[str]]]]:
+                final: bool) -> dict[str, Callable[..., tuple[list[dict[str, Any]], list[str]]]]:
     """For each view of a data set given one of its report options (`DatasetSpec.report_options`),
-    what makes its rows as written (`Results.row_reports`): its `report_rows` with those options."""
+    or of a data set that declares none, what makes its rows as written (`Results.row_reports`):
+    its `report_rows` with those options."""
     found = {}
-    for name, given in data_options.items():
-        spec = registry.get("datasets", name)
-        if spec.report_rows is None or not set(given) & set(spec.report_options):
+    for spec in registry.datasets.values():
+        given = data_options.get(spec.name, {})
+        if spec.report_rows is None or (spec.report_options and not set(given) & set(spec.report_options)):
             continue
         for view in spec.view_bases():
             found[view] = functools.partial(_report_rows, spec.report_rows, view, dict(given), store, final)
     return found
 
 
-def _report_rows(report_rows, view: str, options: dict[str, str], store: Path, final: bool, rows):
-    return report_rows(ReportRequest(view=view, rows=rows, options=options, store=store, final=final))
+def _report_rows(report_rows, view: str, options: dict[str, str], store: Path, final: bool, rows, view_rows=None):
+    return report_rows(ReportRequest(view=view, rows=rows, options=options, store=store, final=final,
+                                     view_rows=view_rows or {}))
 
 
 class StoreReport:

@@ -504,9 +504,9 @@ class Results:
     unreadable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # rows replaced by others of the same model and size
     robustness_notes: list[str] = field(default_factory=list)  # views with too few models, from the last write
-    # view -> its rows as its data set's report options make them (`DatasetSpec.report_rows`: rows
-    # -> (rows, notes)), applied when the files are made
-    row_reports: Mapping[str, Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]], list[str]]]] = \
+    # view -> its rows as its data set's report options make them (`DatasetSpec.report_rows`: (rows,
+    # every view's rows) -> (rows, notes)), applied when the files are made
+    row_reports: Mapping[str, Callable[..., tuple[list[dict[str, Any]], list[str]]]] = \
         field(default_factory=dict)
     report_notes: list[str] = field(default_factory=list)  # what those said, at the last write
     _imported: set[tuple[str, str, int]] = field(default_factory=set)
@@ -700,8 +700,9 @@ def report_files(results: Results) -> ReportFiles:
     stale: list[str] = []
     validation = dict(results.validation)
     results.report_notes = []
+    view_rows = dict(results.validation)  # as scored: what each report pairs its rows with
     for view, report in results.row_reports.items():
-        rows, notes = report(validation.get(view, []))
+        rows, notes = report(validation.get(view, []), view_rows)
         results.report_notes.extend(notes)
         if view in validation:
             validation[view] = rows
