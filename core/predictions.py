@@ -421,14 +421,18 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
                         f"{view.name}'s classes nor full scores; run its cells again with --keep scores")
     from_scores = restriction is not None and not _restriction_covers(frame.columns, source, view)
     # Only the view's columns, and no gather at all when the view is the whole file in order.
-    needed = frame.select(["label", "logsumexp", SCORES] if from_scores else [prefix + field for field in FIELDS])
+    has_scores = SCORES in frame.columns
+    needed = frame.select(["label", "logsumexp", SCORES] if from_scores
+                          else [prefix + field for field in FIELDS] + ([SCORES] if has_scores else []))
     if len(rows) == frame.height and np.array_equal(rows, np.arange(frame.height)):
         picked = needed
     else:
         picked = needed[rows] if len(rows) else needed.clear()
-    if from_scores:
+    scores = None
+    if has_scores:
         width = frame.schema[SCORES].size
         scores = picked[SCORES].to_numpy().reshape(picked.height, width) if picked.height else np.zeros((0, width))
+    if from_scores:
         computed = _restricted_from_scores(scores, picked["logsumexp"].to_numpy(),
                                            picked["label"].to_numpy().astype(np.int64), view.classes)
 
@@ -458,7 +462,8 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
         label_logp = np.where(same, label_logp, np.nan).astype(np.float32)
     predictions = Predictions(indices=chosen, labels=labels, topk=column("topk_class").astype(np.int64),
                               topk_logp=column("topk_logp"), label_logp=label_logp,
-                              logsumexp=column("logsumexp"), prob_sq_sum=column("prob_sq_sum"))
+                              logsumexp=column("logsumexp"), prob_sq_sum=column("prob_sq_sum"),
+                              scores=None if scores is None else scores.astype(np.float32))
     if table is not None:
         predictions.__dict__["_label_table"] = table  # the view's, computed once (read-only arrays)
     return predictions

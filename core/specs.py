@@ -67,6 +67,11 @@ class Predictions:
       log-probability + logsumexp).
     - `prob_sq_sum` `[n]`: the sum of the squared probabilities over the view's classes (so
       that a Brier score is exact: `prob_sq_sum - 2 exp(label_logp) + 1`).
+    - `scores` `[n, C]` float32, or None: each sample's log-probabilities over every class of the
+      model (log-softmax over all C classes, whatever the view's class restriction), as the file's
+      `scores` column keeps them (float16 values); None when the file is compact (kept only with
+      `--keep scores` or `Source.keep_scores`). For a score that needs the whole probability
+      vector, such as a decision over groups of classes.
     """
 
     indices: Any
@@ -76,6 +81,7 @@ class Predictions:
     label_logp: Any
     logsumexp: Any
     prob_sq_sum: Any
+    scores: Any = None
 
     def __len__(self) -> int:
         return len(self.indices)
