@@ -1,0 +1,122 @@
+"""ObjectNet on a miniature of the published objectnet-1.0 layout, against an oracle that crops,
+forwards and maps the predictions itself, as ObjectNet's own evaluation code
+(abarbu/objectnet-template-pytorch) does; the `val-on-objectnet-classes` view of ImageNet val."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from timm.data import create_transform, resolve_data_config
+
+from . import imagenet_fixtures
+from .conftest import csv_rows, invoke_apart, invoke_run
+from .test_imagenet import IMG_SIZE, checkpoint_row
+
+# A few of ObjectNet's 113 scored folders with their ImageNet classes, as its published mapping
+# (mappings/objectnet_to_imagenet_1k.json) lists them: alarm_clock is two ImageNet classes.
+FOLDERS = {"alarm_clock": {409, 530}, "banana": {954}, "backpack": {414}, "chair": {423, 559, 765}}
+OTHER = "air_freshener"  # one of ObjectNet's 200 classes that do not overlap ImageNet: not scored
+# What the test model can predict: the classes above and some ImageNet classes mapped to no ObjectNet class.
+FAVOURED = sorted(set().union(*FOLDERS.values()) | {1, 2, 3})
+PER_FOLDER = 5
+BORDER = 2
+
+
+def png_with_border(path, rng: np.random.Generator) -> None:
+    """A PNG with a 2-pixel red frame around random content, as ObjectNet's images are framed."""
+    height, width = rng.integers(40, 90, size=2)
+    pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    for frame in (pixels[:BORDER], pixels[-BORDER:], pixels[:, :BORDER], pixels[:, -BORDER:]):
+        frame[...] = (255, 0, 0)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture(scope="module")
+def objectnet_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("objectnet") / "objectnet-1.0"
+    rng = np.random.default_rng(3)
+    for folder in [*FOLDERS, OTHER]:
+        (root / "images" / folder).mkdir(parents=True)
+        for i in range(PER_FOLDER):
+            png_with_border(root / "images" / folder / f"{folder[:3]}{i:04d}.png", rng)
+    (root / "mappings").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "byob.safetensors"
+    return imagenet_fixtures.pinned_head_model(11, FAVOURED, path), path
+
+
+def oracle_logits(model, files) -> torch.Tensor:
+    """The frame cut off as a numpy slice, then timm's eval transform and a plain forward."""
+    config = resolve_data_config({"img_size": IMG_SIZE}, model=model, use_test_size=True)
+    transform = create_transform(**config, is_training=False)
+    images = [transform(Image.fromarray(np.asarray(Image.open(f).convert("RGB"))[BORDER:-BORDER, BORDER:-BORDER]))
+              for f in files]
+    with torch.no_grad():
+        return model(torch.stack(images))
+
+
+def objectnet_score(logits, labels) -> tuple[str, str]:
+    """ObjectNet's rule: the 5 best of the 1000 classes, each mapped to its ObjectNet class (or
+    none); top-1 right when the first maps to the image's class, top-5 when any does."""
+    to_objectnet = {c: name for name, ids in FOLDERS.items() for c in ids}
+    right1 = right5 = 0
+    for scores, label in zip(logits.tolist(), labels):
+        mapped = [to_objectnet.get(c) for c in sorted(range(1000), key=lambda c: -scores[c])[:5]]
+        right1 += mapped[0] == label
+        right5 += label in mapped
+    return f"{100 * right1 / len(labels):.3f}", f"{100 * right5 / len(labels):.3f}"
+
+
+def run(root, weights, out, *extra):
+    return invoke_run("-m", "test_byobnet", "--weights", str(weights), "-d", "objectnet", "--data",
+                      f"objectnet={root}", "--bench", "validate", "--img-size", str(IMG_SIZE), "--workers", "0",
+                      "--out", str(out), *extra)
+
+
+def test_objectnet_matches_the_oracle_and_report_rebuilds_it(objectnet_root, model_file, tmp_path):
+    model, weights = model_file
+    out = tmp_path / "out"
+    result = run(objectnet_root, weights, out, "--allow-partial")
+    assert result.exit_code == 0, result.output
+
+    files = [f for folder in FOLDERS for f in sorted((objectnet_root / "images" / folder).iterdir())]
+    labels = [f.parent.name for f in files]
+    top1, top5 = objectnet_score(oracle_logits(model, files), labels)
+    row = {r["model"]: r for r in csv_rows(out / "results-objectnet.csv")}[checkpoint_row("test_byobnet", weights)]
+    assert (row["top1"], row["top5"]) == (top1, top5)
+    assert 0 < float(top5) < 100  # the mapping and the crop decide the numbers
+
+    report = tmp_path / "report"
+    result = invoke_apart("report", "--store", str(out / "store"), "--out", str(report))
+    assert result.exit_code == 0, result.output
+    assert csv_rows(report / "results-objectnet.csv") == csv_rows(out / "results-objectnet.csv")
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("no-images", "has no images/ folder"),
+    ("unknown-folder", "has the folder 'not_a_class', which is not an ObjectNet class"),
+    ("missing-classes", "lacks 109 of ObjectNet's 113 scored class folders ('band_aid'"),
+])
+def test_bad_layout_is_one_line_before_any_model_runs(objectnet_root, tmp_path, case, expected):
+    import shutil
+
+    root = tmp_path / "objectnet-1.0"
+    if case == "no-images":
+        (root / "mappings").mkdir(parents=True)
+    else:
+        shutil.copytree(objectnet_root, root)
+        if case == "unknown-folder":
+            (root / "images" / "not_a_class").mkdir()
+            png_with_border(root / "images" / "not_a_class" / "x.png", np.random.default_rng(0))
+    # random weights: no model file is read before the layout fails
+    result = invoke_run("-m", "test_byobnet", "--weights", "random", "-d", "objectnet",
+                        "--data", f"objectnet={root}", "--bench", "validate", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], result.output
