@@ -120,3 +120,54 @@ def test_bad_layout_is_one_line_before_any_model_runs(objectnet_root, tmp_path, 
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], result.output
+
+
+def golden_logits(case) -> torch.Tensor:
+    """A case's logits as the golden file describes them: -1 - c/1024 for every class c, then the listed classes set."""
+    row = torch.tensor([-1.0 - c / 1024.0 for c in range(1000)])
+    for c, value in case["logits"].items():
+        row[int(c)] = float(value)
+    return row
+
+
+def test_scores_equal_the_references_golden_values():
+    """rbench's views, read through the predictions reducer, give the numbers that ObjectNet's
+    evaluation code and imagenet-testbed's functions gave on the same logits (tests/data), where
+    the definitions coincide; the one that differs (imagenet-testbed's top-5 of
+    val-on-objectnet-classes, over ObjectNet classes collapsed by their best ImageNet class, so
+    that five different ObjectNet classes always compete) is checked to differ as it should."""
+    import json
+    from pathlib import Path
+
+    import rbench
+    from plugins.datasets import objectnet
+
+    from .conftest import predictions_of
+
+    golden = json.loads((Path(__file__).parent / "data" / "objectnet_golden.json").read_text())
+    assert golden["references"]["template"]["repository"] == "abarbu/objectnet-template-pytorch"
+    cases = golden["cases"]
+    logits = torch.stack([golden_logits(case) for case in cases])
+    from rbench.registry import load_registry
+
+    accuracy = load_registry().metrics["accuracy"].compute
+
+    # The objectnet view: all 1000 classes, each image labelled with its ObjectNet class's ImageNet classes.
+    labels = [objectnet.GROUP_OF[objectnet.FOLDER_TO_IMAGENET[case["folder"]][0]] for case in cases]
+    view = rbench.ViewSpec(name=objectnet.NAME)
+    got = accuracy(predictions_of(logits, labels, view=view), view)
+    assert got["top1"] == pytest.approx(golden["template"]["top1"])
+    assert got["top5"] == pytest.approx(golden["template"]["top5"])
+    assert got["top1"] == pytest.approx(100 * 5 / 12) and got["top5"] == pytest.approx(100 * 9 / 12)  # by hand
+
+    # val-on-objectnet-classes: the plugin's own view over a val-like source of these labels.
+    val = rbench.Source(name="imagenet", root=Path("."), samples=[(f"{c['name']}.JPEG", c["imagenet_label"]) for c in cases],
+                        views=[rbench.ViewSpec(name="imagenet")])
+    [val_view] = objectnet.val_views(val)
+    got = accuracy(predictions_of(logits, list(val_view.labels), indices=list(val_view.samples), view=val_view), val_view)
+    testbed = golden["testbed"]
+    assert got["top1"] == pytest.approx(testbed["val_on_objectnet_classes"]["top1"], abs=1e-4)
+    assert got["top1"] == pytest.approx(testbed["objectnet_top1"])  # testbed's objectnet rule, restricted the same way
+    # top-5 follows ObjectNet's rule: 'group-fills-top5' has chair x3 and alarm clock x2 before bicycle.
+    assert testbed["val_on_objectnet_classes"]["top5"] == 100.0
+    assert got["top5"] == pytest.approx(100 * 11 / 12)
