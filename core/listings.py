@@ -12,7 +12,8 @@ package of its `DatasetSpec.load`), without calling `__init__`.
      "sample_transform": null | {"function": "module:name"} | {"class": "module:name", "state": {...}},
      "build": null | {"folder", "slices": [[name, first, end], ...], "tasks", "make", "setup" (callables as
                above), "group", "workers", "files", "about", "label"},
-     "keep_scores": true (only when the source keeps full scores)}
+     "keep_scores": true (only when the source keeps full scores),
+     "border": pixels (only when the source crops a border before the resize)}
 
 A label is an int or a list of ints (a label set); a file listed several times (virtual
 samples) is written once.
@@ -34,7 +35,7 @@ from .specs import Source, SourceBuild, ViewSpec
 FORMAT = "rbench-source-listing"
 VERSION = 1
 _SOURCE_FIELDS = {"name", "root", "samples", "views", "partial", "note", "sample_transform", "identity", "build",
-                  "keep_scores"}
+                  "keep_scores", "border"}
 _BUILD_FIELDS = {"folder", "slices", "tasks", "make", "setup", "group", "workers", "files", "about", "label"}
 _VIEW_FIELDS = {"name", "samples", "labels", "classes", "score", "columns"}
 
@@ -128,7 +129,8 @@ def to_data(source: Source, package: str | None) -> dict[str, Any]:
             "sample_transform": _callable(source.sample_transform, f"{where} its sample_transform", package),
             "build": _build_data(source.build, f"{where} its build", package),
             # Only when set: the listings of sources that keep compact predictions stay as they were.
-            **({"keep_scores": True} if source.keep_scores else {})}
+            **({"keep_scores": True} if source.keep_scores else {}),
+            **({"border": int(source.border)} if source.border else {})}
 
 
 def _build_data(build: SourceBuild | None, where: str, package: str | None) -> dict[str, Any] | None:
@@ -209,4 +211,4 @@ def from_data(data: Any, registry) -> Source:
     return Source(name=str(data["name"]), root=Path(data["root"]), samples=samples, views=views,
                   partial=bool(data["partial"]), note=str(data["note"]), identity=str(data["identity"]),
                   sample_transform=rebuilt(data["sample_transform"]), build=build,
-                  keep_scores=data.get("keep_scores") is True)
+                  keep_scores=data.get("keep_scores") is True, border=int(data.get("border", 0)))

@@ -217,6 +217,10 @@ class Source:
     set whose scoring needs the whole probability vector rather than the top-5 (a decision over
     groups of classes, such as model-vs-human's 16 categories, each the mean probability of its
     WordNet hyponyms).
+
+    `border`: pixels cut off every side of each decoded image before the eval resize (a frame
+    drawn around a data set's images, such as ObjectNet's, that its authors' evaluation removes
+    before the model's transform); it is in the cells' keys and the decoded-input cache's.
     """
 
     name: str
@@ -229,6 +233,7 @@ class Source:
     identity: str = ""
     build: SourceBuild | None = None
     keep_scores: bool = False
+    border: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

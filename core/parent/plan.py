@@ -348,6 +348,8 @@ def source_identity(source: Source) -> str:
             size = stats[path].st_size if stats[path] else -1
         digest.update(f"{path}\0{size}\0{label}\n".encode())
     digest.update(source.identity.encode())
+    if source.border:  # only when set: the keys of sources without one stay as they were
+        digest.update(f"\0border {source.border}".encode())
     return digest.hexdigest()[:20]
 
 

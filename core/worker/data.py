@@ -81,13 +81,15 @@ class ImageDataset:
     would make more than `RESIZE_LIMIT` times the crop's pixels (a long thin image, told from its
     header before it is decoded) gives a zero image and `ok=False` instead of killing the pass;
     the caller leaves it out of the metrics and lists it.
-    A `sample_transform` (see `Source`) runs on the cropped image; a `writer` (an input-cache
+    A `border` (see `Source`) is cut off the decoded image before the resize; a
+    `sample_transform` (see `Source`) runs on the cropped image; a `writer` (an input-cache
     entry being built) gets every row as it is made. Both run here, in the loader worker.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], geometry, input_size: Sequence[int],
-                 sample_transform=None, writer=None):
+                 sample_transform=None, writer=None, border: int = 0):
         self.samples = samples
+        self.border = border
         self.geometry = geometry
         self.shape = (input_size[1], input_size[2], 3)
         self.sample_transform = sample_transform
@@ -100,6 +102,10 @@ class ImageDataset:
     def _pixels(self, index: int, image):
         import numpy as np
 
+        if self.border:
+            from PIL import ImageOps
+
+            image = ImageOps.crop(image, border=self.border)
         image = self.geometry(image)
         if self.sample_transform is not None:
             image = self.sample_transform(index, image)
@@ -140,7 +146,7 @@ def make_loader(source: Source, data_config: dict[str, Any], *, batch_size: int,
     import torch
 
     dataset = ImageDataset(source.samples, eval_geometry(data_config), data_config["input_size"],
-                           source.sample_transform, writer)
+                           source.sample_transform, writer, source.border)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                                        pin_memory=pin_memory, persistent_workers=False)
 

@@ -128,6 +128,7 @@ def entry_key(source: Source, config: Mapping[str, Any], geometry_transform: Any
         "transform": str(geometry_transform), "versions": _versions(),
         "resize_limit": RESIZE_LIMIT,  # which images are skipped as too large
         "sample_transform": None if transform is None else f"{type(transform).__module__}.{type(transform).__qualname__}",
+        **({"border": source.border} if source.border else {}),
     }
     digest = hashlib.sha256(json.dumps(head, sort_keys=True).encode())
     stats = file_stats(path for path, _ in source.samples)
