@@ -421,7 +421,8 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
                         f"{view.name}'s classes nor full scores; run its cells again with --keep scores")
     from_scores = restriction is not None and not _restriction_covers(frame.columns, source, view)
     # Only the view's columns, and no gather at all when the view is the whole file in order.
-    has_scores = SCORES in frame.columns
+    # Only a view's own `score` reads them: an n x C copy for ImageNet val is ~200 MB a view.
+    has_scores = SCORES in frame.columns and view.score is not None
     needed = frame.select(["label", "logsumexp", SCORES] if from_scores
                           else [prefix + field for field in FIELDS] + ([SCORES] if has_scores else []))
     if len(rows) == frame.height and np.array_equal(rows, np.arange(frame.height)):

@@ -69,8 +69,9 @@ class Predictions:
       that a Brier score is exact: `prob_sq_sum - 2 exp(label_logp) + 1`).
     - `scores` `[n, C]` float32, or None: each sample's log-probabilities over every class of the
       model (log-softmax over all C classes, whatever the view's class restriction), as the file's
-      `scores` column keeps them (float16 values); None when the file is compact (kept only with
-      `--keep scores` or `Source.keep_scores`). For a score that needs the whole probability
+      `scores` column keeps them (float16 values), for a view with its own `score` (the one reader
+      of them); None elsewhere, and when the file is compact (kept only with `--keep scores` or
+      `Source.keep_scores`). For a score that needs the whole probability
       vector, such as a decision over groups of classes.
     """
 
