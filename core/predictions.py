@@ -422,7 +422,7 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
     from_scores = restriction is not None and not _restriction_covers(frame.columns, source, view)
     # Only the view's columns, and no gather at all when the view is the whole file in order.
     # Only a view's own `score` reads them: an n x C copy for ImageNet val is ~200 MB a view.
-    has_scores = SCORES in frame.columns and view.score is not None
+    has_scores = SCORES in frame.columns and (view.score is not None or from_scores)
     needed = frame.select(["label", "logsumexp", SCORES] if from_scores
                           else [prefix + field for field in FIELDS] + ([SCORES] if has_scores else []))
     if len(rows) == frame.height and np.array_equal(rows, np.arange(frame.height)):
@@ -464,7 +464,7 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
     predictions = Predictions(indices=chosen, labels=labels, topk=column("topk_class").astype(np.int64),
                               topk_logp=column("topk_logp"), label_logp=label_logp,
                               logsumexp=column("logsumexp"), prob_sq_sum=column("prob_sq_sum"),
-                              scores=None if scores is None else scores.astype(np.float32))
+                              scores=None if scores is None or view.score is None else scores.astype(np.float32))
     if table is not None:
         predictions.__dict__["_label_table"] = table  # the view's, computed once (read-only arrays)
     return predictions

@@ -236,16 +236,23 @@ def test_decision_and_biases_equal_model_vs_human_golden(tmp_path):
 
 # --- Predictions.scores ---------------------------------------------------------------------
 
+def _no_columns(predictions):
+    return {}
+
+
 def test_predictions_carry_the_full_scores_only_from_a_scores_file():
+    """A view with its own score (their one reader) gets the full scores; others never do."""
     logits = torch.randn(6, 1000, generator=torch.Generator().manual_seed(3)) * 5
     source = Source(name="s", root=Path("."), samples=[(f"img{i}", i) for i in range(6)],
-                    views=[ViewSpec(name="v", samples=[1, 3, 4], classes=[1, 3, 4, 7])])
+                    views=[ViewSpec(name="v", samples=[1, 3, 4], classes=[1, 3, 4, 7], score=_no_columns)])
     frames = {}
     for keep in (False, True):
         reducer = Reducer(source, keep_scores=keep)
         reducer.add(logits, torch.arange(6), torch.ones(6, dtype=torch.bool))
         frames[keep] = reducer.frame()
     assert view_predictions(frames[False], source, source.views[0]).scores is None
+    plain = ViewSpec(name="w", samples=[1, 3, 4], classes=[1, 3, 4, 7])
+    assert view_predictions(frames[True], source, plain).scores is None
     scores = view_predictions(frames[True], source, source.views[0]).scores
     assert scores.dtype == np.float32 and scores.shape == (3, 1000)
     # every class's log-probability (not the view's restriction), of the view's samples, in float16
