@@ -416,10 +416,10 @@ def view_predictions(frame, source: Source, view: ViewSpec) -> Predictions:
         labels = frame["label"].to_numpy()[rows].tolist()
     restriction = _restriction_of(source, view)
     prefix = f"{restriction}/" if restriction else ""
-    if not can_score(frame.columns, source, view):
+    from_scores = restriction is not None and not _restriction_covers(frame.columns, source, view)
+    if from_scores and SCORES not in frame.columns:  # `can_score` is False
         raise DataError(f"the predictions of source {source.name} have neither the columns of view "
                         f"{view.name}'s classes nor full scores; run its cells again with --keep scores")
-    from_scores = restriction is not None and not _restriction_covers(frame.columns, source, view)
     # Only the view's columns, and no gather at all when the view is the whole file in order.
     # Only a view's own `score` reads them: an n x C copy for ImageNet val is ~200 MB a view.
     has_scores = SCORES in frame.columns and (view.score is not None or from_scores)
