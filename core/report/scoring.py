@@ -299,7 +299,7 @@ class Scorer:
                 if wrong is not None:
                     what = (f"the view {wrong.name!r}, which its AddedViews.views does not declare"
                             if isinstance(wrong, ViewSpec) else f"a {type(wrong).__name__}, not a ViewSpec")
-                    plugin = next(p for p in self.registry.plugins.values() if f"added_views:{added.name}" in p.provides)
+                    plugin = self._plugin("added_views", added.name)
                     raise PluginError(f"added views {added.name!r} of plugin {plugin.name} (from {plugin.distribution}) "
                                       f"returned {what} from its make; fix or uninstall the plugin")
                 if views:
@@ -454,11 +454,15 @@ class Scorer:
             self._notes.append(f"score entries cannot be written in {self.store.root / 'scores'}; every report "
                               "scores the predictions files again")
 
-    def _distribution(self, kind: str, name: str) -> str | None:
-        """The distribution (name and version) of the loaded plugin that provides `name` of `kind`
-        (`datasets`, `added_views`)."""
+    def _plugin(self, kind: str, name: str):
+        """The loaded plugin that provides `name` of `kind` (`datasets`, `added_views`), or None."""
         plugins = self.registry.plugins.values() if self.registry is not None else ()
-        return next((p.distribution for p in plugins if f"{kind}:{name}" in p.provides), None)
+        return next((p for p in plugins if f"{kind}:{name}" in p.provides), None)
+
+    def _distribution(self, kind: str, name: str) -> str | None:
+        """The distribution (name and version) of the loaded plugin that provides `name` of `kind`."""
+        plugin = self._plugin(kind, name)
+        return plugin.distribution if plugin is not None else None
 
     def _per_sample(self, record: CellRecord, view_name: str) -> dict[str, Any]:
         """`per_sample` of one view of a validation record, read from its predictions file."""
