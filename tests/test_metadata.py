@@ -269,7 +269,9 @@ def test_tags_of_one_architecture_and_config_share_one_build(monkeypatch):
 
 MODEL_METADATA_HEADER = ("model,architecture,pretrain,pretrain_data,finetune_chain,technique,num_classes,"
                          "train_img_size,test_img_size,crop_pct,test_crop_pct,interpolation,mean,std,param_count,"
-                         "gmacs,macts,license,paper,origin_url,hub_id,note")
+                         "gmacs,macts,license,paper,origin_url,hub_id,recipe,optimizer,loss,epochs,lr_schedule,"
+                         "augmentation,mixup,cutmix,label_smoothing,drop_path,random_erasing,ema,repeated_aug,"
+                         "recipe_source,note")
 
 
 def test_metadata_command_writes_both_files_and_lists_unknown_tags(tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .console import GridConsole, conformance_table, open_console, plain, print_metadata_notes, print_results, table
+from .console import GridConsole, conformance_table, open_console, plain, print_metadata_notes, print_recipe_coverage, print_results, table
 from ..version import __version__
 from ..errors import PluginError, RbenchError
 from ..worker.input_cache import DEFAULT_LIMIT
@@ -535,11 +535,15 @@ def status(store, out) -> None:
               help="Folder for model_metadata.csv and model_metadata-in1k.csv.")
 @click.option("--workers", type=run_number("workers"),
               help="Processes that count on the meta device; 0 counts in this process. [default: CPU count]")
-def metadata(models, out, workers) -> None:
-    """Pretraining data, technique, configs, parameters and GMACs of timm's pretrained tags.
+@click.option("--counts/--no-counts", default=True, show_default=True,
+              help="Count parameters, GMACs and activations on the meta device (--no-counts: seconds for the whole zoo).")
+def metadata(models, out, workers, counts) -> None:
+    """Pretraining data, technique, training recipe, configs, parameters and GMACs of timm's pretrained tags.
 
     Writes model_metadata.csv (one row per tag) and model_metadata-in1k.csv (model,pretrain for
-    the tags with a 1000-class ImageNet head). Offline: timm's configs and the meta device only.
+    the tags with a 1000-class ImageNet head), and prints how many 1000-class tags have a known
+    training recipe and each of its facts (rules and sources: rbench/worker/recipes.csv).
+    Offline: timm's configs, the rules, and the meta device only.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -554,7 +558,7 @@ def metadata(models, out, workers) -> None:
     names = resolve_models(split_names(models) or ["all"])
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        rows = metadata_rows(names, workers=workers, progress=progress)
+        rows = metadata_rows(names, workers=workers, progress=progress, counts=counts)
     written = [write_csv(model_metadata_table(rows), out / "model_metadata.csv"),
                write_csv(metadata_table(in1k_rows(rows)), out / "model_metadata-in1k.csv")]
     shown = table("pretraining technique", ("technique", "tags", "1000-class"), right=("tags", "1000-class"))
@@ -563,6 +567,7 @@ def metadata(models, out, workers) -> None:
         mine = [row for row in rows if row["technique"] == technique]
         shown.add_row(plain(technique), str(len(mine)), str(len(in1k_rows(mine))))
     console.print(shown)
+    print_recipe_coverage(console, in1k_rows(rows))
     print_metadata_notes(console, rows)
     console.print("[bold]wrote[/] " + plain(", ".join(str(p) for p in written)))
 

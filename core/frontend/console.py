@@ -231,6 +231,22 @@ def print_results(out, results, written) -> None:
         out.print("[bold]wrote[/] " + plain(", ".join(str(p) for p in written)))
 
 
+def print_recipe_coverage(out, rows) -> None:
+    """How many of the 1000-class tags `rows` have a training recipe (family and optimizer), and
+    how many have each fact of it."""
+    from ..worker.recipes import recipe_coverage
+
+    total, known, by_fact = recipe_coverage(rows)
+    if not total:
+        return
+    shown = table("training recipe facts of the 1000-class tags", ("fact", "tags", "share"), right=("tags", "share"))
+    for fact, count in by_fact.items():
+        shown.add_row(plain(fact), str(count), f"{100 * count / total:.1f}%")
+    out.print(shown)
+    out.print(f"recipe family and optimizer known for {known} of {total} 1000-class tags "
+              f"({100 * known / total:.1f}%); rules and sources: rbench/worker/recipes.csv")
+
+
 def print_metadata_notes(out, rows) -> None:
     """Tags that could not be counted on the meta device, then tags that no name rule knows."""
     from ..worker.metadata import unknown_tags

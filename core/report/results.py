@@ -48,7 +48,11 @@ METADATA_COLUMNS = ("model", "pretrain")
 MODEL_METADATA_COLUMNS = (
     "model", "architecture", "pretrain", "pretrain_data", "finetune_chain", "technique", "num_classes",
     "train_img_size", "test_img_size", "crop_pct", "test_crop_pct", "interpolation", "mean", "std",
-    "param_count", "gmacs", "macts", "license", "paper", "origin_url", "hub_id", "note",
+    "param_count", "gmacs", "macts", "license", "paper", "origin_url", "hub_id",
+    # how the tag was trained, from published sources (rbench/worker/recipes.csv)
+    "recipe", "optimizer", "loss", "epochs", "lr_schedule", "augmentation", "mixup", "cutmix", "label_smoothing",
+    "drop_path", "random_erasing", "ema", "repeated_aug", "recipe_source",
+    "note",
 )
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from .benchmark import MetaCounts, meta_counts
 from .models import architecture, pretrained_name
+from .recipes import recipe_row, weights_origin
 
 # Data sets a tag names: regex (matched between `_` separators of the tag) -> data set.
 DATASETS: tuple[tuple[str, str], ...] = (
@@ -194,6 +195,7 @@ def config_row(name: str) -> dict[str, Any]:
         "pretrain_data": how.data,
         "finetune_chain": " -> ".join(how.chain) or UNKNOWN,
         "technique": how.technique,
+        **recipe_row(name, weights_origin(cfg)),
     }
     if cfg is None:
         return row
@@ -230,17 +232,26 @@ def _build_key(cfg) -> tuple:
 BUILDS_PER_PROCESS = 40
 
 
-def metadata_rows(names: Iterable[str], *, workers: int | None = None, progress=None) -> list[dict[str, Any]]:
+def metadata_rows(names: Iterable[str], *, workers: int | None = None, progress=None,
+                  counts: bool = True) -> list[dict[str, Any]]:
     """One row per pretrained tag of `names` (bare architectures take their default tag), in order.
 
     Parameters, GMACs and activations come from the meta device: one build per architecture and
     config, one forward pass per eval size, spread over `workers` processes (default: one per
-    CPU; 0 or 1: this process). `progress` is a rich `Progress` to show the tags done.
+    CPU; 0 or 1: this process); `counts=False` leaves them out (seconds for the whole zoo).
+    `progress` is a rich `Progress` to show the tags done.
     """
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
         tag = pretrained_name(name)
         rows.setdefault(tag, config_row(tag))
+    if counts:
+        _count_rows(rows, workers, progress)
+    return [{k: v for k, v in row.items() if k not in ("eval_size", "build_key")} for row in rows.values()]
+
+
+def _count_rows(rows: dict[str, dict[str, Any]], workers: int | None, progress) -> None:
+    """Add the meta device's counts to `rows` (tag -> row), one build per architecture and config."""
     shared: dict[tuple, list[str]] = {}
     for tag, row in rows.items():
         shared.setdefault(row.get("build_key", (tag,)), []).append(tag)
@@ -255,7 +266,6 @@ def metadata_rows(names: Iterable[str], *, workers: int | None = None, progress=
                 _add_counts(rows[tag], counts)
             if progress:
                 progress.advance(task, len(tags))
-    return [{k: v for k, v in row.items() if k not in ("eval_size", "build_key")} for row in rows.values()]
 
 
 def _add_counts(row: dict[str, Any], counts: MetaCounts) -> None:
