@@ -71,6 +71,8 @@ HAND_CHECKED = [
     ("vit_small_patch16_224.dino", "in1k-selfsl", "in1k", "self-supervised"),
     # SEER: SwAV on 1B random Instagram images, then ImageNet-1k
     ("regnety_320.seer_ft_in1k", "ig1b-selfsl", "ig1b -> in1k", "self-supervised"),
+    # EUPE: "distilling from multiple domain-expert foundation vision encoders" (arXiv 2603.22387), on LVD-1689M
+    ("vit_small_patch16_dinov3_qkvb.eupe_lvd1689m", "lvd1689m-dist", "lvd1689m", "distilled"),
     # AIMv2: autoregressive image-text pretraining
     ("aimv2_large_patch14_224.apple_pt", "dfn2b+coyo700m+hqitp134m-gen", "dfn2b+coyo700m+hqitp134m",
      "image-text generative"),

@@ -99,6 +99,9 @@ TECHNIQUES: tuple[tuple[str, str], ...] = (
     (r"_swsl_", "semi-weakly-supervised"),  # teacher trained on hashtags labels Instagram images
     (r"_wsl_|\.swag_", "weakly-supervised"),  # Instagram hashtags as labels
     (r"tinyclip|(^|[._])dist(illed)?([._]|$)|ssld|\.usi_in1k$|\.c_radio$", "distilled"),
+    # EUPE (arXiv 2603.22387, abstract): "We achieve this by distilling from multiple
+    # domain-expert foundation vision encoders"
+    (r"\.eupe_", "distilled"),
     (r"\.(fb_)?dino$|ijepa|\.lvd142m$|(\.|dinov3_)lvd1689m$|\.sat493m$|\.seer", "self-supervised"),
     (r"clip|siglip|tipsv2|^vitamin_|^vit_pe_", "image-text contrastive"),  # CLIP, SigLIP and kin
     (r"^beit|\.(fc)?mae|\.mim_|^eva_(giant|large)_patch14_\d+\.|^samvit_|^sam2_hiera", "masked image modelling"),
