@@ -134,23 +134,29 @@ def recipe_row(name: str, origin: str, rules: Iterable[RecipeRule] | None = None
     fact, and any broader source that says otherwise."""
     by_fact = rules_by_fact(name, origin, rules)
     row: dict[str, str | None] = dict.fromkeys(FACTS)
-    used: dict[RecipeRule, list[str]] = {}
+    used: dict[str, list[str]] = {}  # source -> the facts it gives, in FACTS order
     differing: list[str] = []
     for fact in FACTS:
         if fact not in by_fact:
             continue
         winner, *others = by_fact[fact]
         row[fact] = dict(winner.facts)[fact]
-        used.setdefault(winner, []).append(fact)
+        used.setdefault(winner.source, []).append(fact)
         for other in others:
             value = dict(other.facts)[fact]
-            if value != row[fact]:
+            if not _agrees(row[fact], value):
                 differing.append(f"{fact} {value!r} in {other.source}")
-    parts = [f"{rule.source} ({', '.join(facts)})" for rule, facts in used.items()]
+    parts = [f"{source} ({', '.join(facts)})" for source, facts in used.items()]
     if differing:
         parts.append("differs: " + "; ".join(differing))
     row[SOURCE_COLUMN] = " | ".join(parts) or None
     return row
+
+
+def _agrees(specific: str, broad: str) -> bool:
+    """Whether a broader rule's value says the same as the winning one, or less of it
+    (`RandAugment` beside `RandAugment (rand-m9-mstd0.5)`)."""
+    return specific.lower().startswith(broad.lower())
 
 
 def recipe_coverage(rows: Iterable[Mapping[str, Any]]) -> tuple[int, int, dict[str, int]]:
