@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .console import GridConsole, conformance_table, open_console, plain, print_metadata_notes, print_recipe_coverage, print_results, table
+from .console import (GridConsole, conformance_table, open_console, plain, print_metadata_notes, print_recipe_coverage,
+                      print_results, table)
 from ..version import __version__
 from ..errors import PluginError, RbenchError
 from ..worker.input_cache import DEFAULT_LIMIT
