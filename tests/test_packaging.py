@@ -38,6 +38,8 @@ def test_wheel_packages_match_module_folders(tmp_path):
     assert in_wheel == _module_folders()
     for folder in _module_folders():
         assert f"{folder}/__init__.py" in names, f"{folder} lacks __init__.py"
+    # the data files the code reads beside its modules (package-data in pyproject.toml)
+    assert {"rbench/worker/recipes.csv", "rbench/report/site.js", "rbench/report/site.css"} <= names
 
 
 def test_import_rbench_and_discovery_do_not_import_torch():
