@@ -76,6 +76,20 @@ HAND_CHECKED = [
     # AIMv2: autoregressive image-text pretraining
     ("aimv2_large_patch14_224.apple_pt", "dfn2b+coyo700m+hqitp134m-gen", "dfn2b+coyo700m+hqitp134m",
      "image-text generative"),
+    # Perception Encoder (arXiv 2504.13181, 'Model Training'): "We scale up image pretraining to 5.4B
+    # publicly available image alt-text pairs curated with MetaCLIP"
+    ("vit_pe_core_base_patch16_224.fb", "metaclip5.4b-clip", "metaclip5.4b", "image-text contrastive"),
+    ("vit_pe_spatial_tiny_patch16_512.fb", "metaclip5.4b-clip", "metaclip5.4b", "image-text contrastive"),
+    # Sapiens2 (arXiv 2604.21681, §3.1 "Humans-1B Dataset", §3.2 "Self-Supervised Learning")
+    ("vit_base_patch16_sapiens2.fb", "humans1b-selfsl", "humans1b", "self-supervised"),
+    # LingBot-Vision (robbyant/lingbot-vision README: a self-supervised ViT-g teacher, "distill ViT-L,
+    # ViT-B, and ViT-S backbones from it"; arXiv 2607.05247 §4 as reading notes give it: 160.75M images)
+    ("vit_giant_patch16_lingbot.robbyant", "lingbot161m-selfsl", "lingbot161m", "self-supervised"),
+    ("vit_base_patch16_lingbot.robbyant", "lingbot161m-dist", "lingbot161m", "distilled"),
+    # InternViT-300M (Mini-InternVL, arXiv 2410.16261, §3.2): distilled from InternViT-6B on a mixture
+    # "sourced from a diverse range of publicly accessible resources, as detailed in Table 1"
+    ("vit_intern300m_patch14_448.ogvl_dist", "internvit300m-distill-mix-dist", "internvit300m-distill-mix",
+     "distilled"),
 ]
 
 
@@ -92,7 +106,7 @@ def test_hand_checked_tags_cover_every_technique():
 
 
 def test_unknown_tags_fall_back_to_unknown():
-    how = pretraining("vit_base_patch16_lingbot.robbyant")
+    how = pretraining("gemma4_vit_167m.gemma4_e4b_it")  # Gemma 4 publishes no vision-tower data
     assert (how.data, how.technique, how.pretrain) == ("unknown", "unknown", "unknown")
 
 
@@ -277,25 +291,25 @@ MODEL_METADATA_HEADER = ("model,architecture,pretrain,pretrain_data,finetune_cha
 
 
 def test_metadata_command_writes_both_files_and_lists_unknown_tags(tmp_path):
-    result = CliRunner().invoke(main, ["metadata", "-m", "test_vit*,vit_small_patch16_lingbot.robbyant",
+    result = CliRunner().invoke(main, ["metadata", "-m", "test_vit*,gemma4_vit_167m.gemma4_e4b_it",
                                        "--out", str(tmp_path), "--workers", "0"])
     assert result.exit_code == 0, result.output
     assert ",".join(MODEL_METADATA_COLUMNS) == MODEL_METADATA_HEADER
     lines = (tmp_path / "model_metadata.csv").read_text().splitlines()
     assert lines[0] == MODEL_METADATA_HEADER
     rows = {row["model"]: row for row in csv.DictReader(lines)}
-    assert sorted(rows) == ["test_vit.r160_in1k", "test_vit2.r160_in1k", "test_vit3.r160_in1k",
-                            "vit_small_patch16_lingbot.robbyant"]
+    assert sorted(rows) == ["gemma4_vit_167m.gemma4_e4b_it", "test_vit.r160_in1k", "test_vit2.r160_in1k",
+                            "test_vit3.r160_in1k"]
     vit = rows["test_vit.r160_in1k"]
     assert vit["pretrain"] == "in1k" and vit["finetune_chain"] == "in1k" and vit["technique"] == "supervised"
     assert vit["num_classes"] == "1000" and vit["test_img_size"] == "160" and vit["crop_pct"] == "0.950"
     assert vit["mean"] == "0.5,0.5,0.5" and vit["hub_id"] == "timm/test_vit.r160_in1k"
     assert float(vit["param_count"]) > 0 and float(vit["gmacs"]) >= 0 and vit["note"] == ""
-    # only tags with a 1000-class head go to the two-column file (the lingbot tag has none)
+    # only tags with a 1000-class head go to the two-column file (the gemma4 tag has none)
     assert (tmp_path / "model_metadata-in1k.csv").read_text().splitlines() == [
         "model,pretrain", "test_vit.r160_in1k,in1k", "test_vit2.r160_in1k,in1k", "test_vit3.r160_in1k,in1k"]
     assert "1 tag(s) with unknown pretraining" in result.output
-    assert "vit_small_patch16_lingbot.robbyant" in result.output.split("unknown pretraining")[1]
+    assert "gemma4_vit_167m.gemma4_e4b_it" in result.output.split("unknown pretraining")[1]
 
 
 def test_run_bench_metadata_writes_both_files(tmp_path):

@@ -88,6 +88,21 @@ UNNAMED_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"\.apple_mclip(_lt)?$", ("datacompdr1b",)),  # MobileCLIP's DataComp-1B with reinforced captions
     (r"\.msft_florence2$", ("fld5b",)),  # Florence-2's 126M images with 5.4B annotations
     (r"\.ssld_stage2", ("in22k",)),  # PaddleClas SSLD: stage 1 on ImageNet-22k, stage 2 on in1k
+    # Perception Encoder (arXiv 2504.13181, 'Model Training' before §2.5): "We scale up image pretraining
+    # to 5.4B publicly available image alt-text pairs curated with MetaCLIP"; PE lang and spatial are
+    # aligned from PE core, the small ones distilled from PE core G
+    (r"^vit_pe_", ("metaclip5.4b",)),
+    # Sapiens2 (arXiv 2604.21681, §3.1 "Humans-1B Dataset"): "a curated, balanced corpus of ~1B
+    # high-quality human images for pretraining"
+    (r"_sapiens2\.fb$", ("humans1b",)),
+    # LingBot-Vision (arXiv 2607.05247, §4, as two reading notes of the paper give it; the repo's
+    # paper.pdf is not stored): "Training data: 160.75M images from 2B raw web images" (retrieval-
+    # curated ~143M, plus ImageNet-21k, ImageNet-1k, GLDv2, Mapillary-SLS as-is)
+    (r"_lingbot\.robbyant$", ("lingbot161m",)),
+    # InternViT-300M (Mini-InternVL, arXiv 2410.16261, §3.2): distilled from InternViT-6B on "a dataset
+    # sourced from a diverse range of publicly accessible resources, as detailed in Table 1" (natural,
+    # OCR, chart and multi-disciplinary images)
+    (r"\.ogvl_dist$", ("internvit300m-distill-mix",)),
 )
 
 # Pretraining technique: regex on `architecture.tag` -> technique; the first match wins.
@@ -102,6 +117,13 @@ TECHNIQUES: tuple[tuple[str, str], ...] = (
     # EUPE (arXiv 2603.22387, abstract): "We achieve this by distilling from multiple
     # domain-expert foundation vision encoders"
     (r"\.eupe_", "distilled"),
+    # LingBot-Vision (github robbyant/lingbot-vision README): "a family of self-supervised ViT
+    # backbones"; "We train a ViT-g/16 teacher ... and distill ViT-L, ViT-B, and ViT-S backbones from it"
+    (r"^vit_giant_patch16_lingbot\.", "self-supervised"),
+    (r"_lingbot\.robbyant$", "distilled"),
+    # Sapiens2 (arXiv 2604.21681, §3.2 "Self-Supervised Learning"): "we combine masked image
+    # reconstruction with self-distilled contrastive objectives"
+    (r"_sapiens2\.fb$", "self-supervised"),
     (r"\.(fb_)?dino$|ijepa|\.lvd142m$|(\.|dinov3_)lvd1689m$|\.sat493m$|\.seer", "self-supervised"),
     (r"clip|siglip|tipsv2|^vitamin_|^vit_pe_", "image-text contrastive"),  # CLIP, SigLIP and kin
     (r"^beit|\.(fc)?mae|\.mim_|^eva_(giant|large)_patch14_\d+\.|^samvit_|^sam2_hiera", "masked image modelling"),
