@@ -82,14 +82,6 @@ HAND_CHECKED = [
     ("vit_pe_spatial_tiny_patch16_512.fb", "metaclip5.4b-clip", "metaclip5.4b", "image-text contrastive"),
     # Sapiens2 (arXiv 2604.21681, §3.1 "Humans-1B Dataset", §3.2 "Self-Supervised Learning")
     ("vit_base_patch16_sapiens2.fb", "humans1b-selfsl", "humans1b", "self-supervised"),
-    # LingBot-Vision (robbyant/lingbot-vision README: a self-supervised ViT-g teacher, "distill ViT-L,
-    # ViT-B, and ViT-S backbones from it"; arXiv 2607.05247 §4 as reading notes give it: 160.75M images)
-    ("vit_giant_patch16_lingbot.robbyant", "lingbot161m-selfsl", "lingbot161m", "self-supervised"),
-    ("vit_base_patch16_lingbot.robbyant", "lingbot161m-dist", "lingbot161m", "distilled"),
-    # InternViT-300M (Mini-InternVL, arXiv 2410.16261, §3.2): distilled from InternViT-6B on a mixture
-    # "sourced from a diverse range of publicly accessible resources, as detailed in Table 1"
-    ("vit_intern300m_patch14_448.ogvl_dist", "internvit300m-distill-mix-dist", "internvit300m-distill-mix",
-     "distilled"),
 ]
 
 

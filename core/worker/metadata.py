@@ -95,14 +95,6 @@ UNNAMED_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # Sapiens2 (arXiv 2604.21681, §3.1 "Humans-1B Dataset"): "a curated, balanced corpus of ~1B
     # high-quality human images for pretraining"
     (r"_sapiens2\.fb$", ("humans1b",)),
-    # LingBot-Vision (arXiv 2607.05247, §4, as two reading notes of the paper give it; the repo's
-    # paper.pdf is not stored): "Training data: 160.75M images from 2B raw web images" (retrieval-
-    # curated ~143M, plus ImageNet-21k, ImageNet-1k, GLDv2, Mapillary-SLS as-is)
-    (r"_lingbot\.robbyant$", ("lingbot161m",)),
-    # InternViT-300M (Mini-InternVL, arXiv 2410.16261, §3.2): distilled from InternViT-6B on "a dataset
-    # sourced from a diverse range of publicly accessible resources, as detailed in Table 1" (natural,
-    # OCR, chart and multi-disciplinary images)
-    (r"\.ogvl_dist$", ("internvit300m-distill-mix",)),
 )
 
 # Pretraining technique: regex on `architecture.tag` -> technique; the first match wins.
