@@ -125,7 +125,7 @@ def test_the_most_specific_rule_wins_and_the_other_source_is_named():
 
     rules = parse_rules([
         header,
-        row(tag="ra2_in1k", recipe="RA2", optimizer="RMSProp", epochs="450", source="family table"),
+        row(tag="ra2_in1k", recipe="RA2", optimizer="RMSProp", epochs="450", ema="yes", source="family table"),
         row(tag="ra2_in1k", architecture="resnet50d", epochs="600", ema="0.9999", source="model card"),
         row(architecture="resnet50d", loss="CE", augmentation="RandAugment", source="architecture page"),
         row(tag="ra2_in1k", architecture="resnet50d", augmentation="RandAugment (rand-m9-mstd0.5)", source="model card"),
@@ -133,13 +133,18 @@ def test_the_most_specific_rule_wins_and_the_other_source_is_named():
     got = recipe_row("resnet50d.ra2_in1k", "", rules)
     assert (got["recipe"], got["optimizer"], got["epochs"], got["ema"], got["loss"]) == ("RA2", "RMSProp", "600", "0.9999", "CE")
     # sources in the order of the first fact each gives (FACTS: recipe, optimizer, loss, epochs, ...)
-    # a broader value that says less of the same (`RandAugment`) is not a disagreement
+    # a broader value that says less of the same (`RandAugment`; `yes` beside the decay) is not a disagreement
     assert got["augmentation"] == "RandAugment (rand-m9-mstd0.5)"
     assert got["recipe_source"] == ("family table (recipe, optimizer) | architecture page (loss) | "
                                     "model card (epochs, augmentation, ema) | "
                                     "differs: epochs '450' in family table")
     other = recipe_row("resnet50.ra2_in1k", "", rules)  # the narrower rule does not reach it
-    assert other["epochs"] == "450" and other["loss"] is None
+    assert other["epochs"] == "450" and other["loss"] is None and other["ema"] == "yes"
+    # `none` where the broader rule says `yes` is a disagreement, noted
+    off = parse_rules([header, row(tag="ra2_in1k", ema="yes", source="family table"),
+                       row(tag="ra2_in1k", architecture="resnet50d", ema="none", source="model card")])
+    assert recipe_row("resnet50d.ra2_in1k", "", off)["recipe_source"] == (
+        "model card (ema) | differs: ema 'yes' in family table")
     assert recipe_row("vgg11.tv_in1k", "", rules) == {**dict.fromkeys(FACTS), "recipe_source": None}
 
 

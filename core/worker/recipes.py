@@ -155,7 +155,9 @@ def recipe_row(name: str, origin: str, rules: Iterable[RecipeRule] | None = None
 
 def _agrees(specific: str, broad: str) -> bool:
     """Whether a broader rule's value says the same as the winning one, or less of it
-    (`RandAugment` beside `RandAugment (rand-m9-mstd0.5)`)."""
+    (`RandAugment` beside `RandAugment (rand-m9-mstd0.5)`, `yes` beside an EMA decay)."""
+    if broad == "yes":
+        return specific != "none"
     return specific.lower().startswith(broad.lower())
 
 
