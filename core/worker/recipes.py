@@ -58,6 +58,8 @@ class RecipeRule:
         return sum(pattern is not None for _, pattern in self.patterns)
 
     def matches(self, architecture: str, tag: str, origin: str) -> bool:
+        """Whether every pattern the rule sets matches the tag (`tag` and `architecture` whole,
+        `origin` anywhere in the weights' origin)."""
         text = {"tag": tag, "architecture": architecture, "origin": origin}
         for matcher, pattern in self.patterns:
             if pattern is None:
@@ -68,6 +70,7 @@ class RecipeRule:
         return True
 
     def describe(self) -> str:
+        """Where the rule is written, for messages: `recipes.csv line 12`."""
         return f"{RECIPES_FILE.name} line {self.line}"
 
 
