@@ -42,7 +42,7 @@ def test_every_rule_names_a_source_and_gives_a_fact():
     assert len(rules) >= 10
     for rule in rules:
         assert rule.source.strip() and rule.facts, rule.describe()
-        assert all(value.strip() == value and value for _, value in rule.facts), rule.describe()
+        assert all(value.strip() == value and value for value in rule.facts.values()), rule.describe()
 
 
 def test_a_malformed_rule_names_its_line():
@@ -178,6 +178,6 @@ def test_metadata_prints_the_coverage_of_the_whole_zoo(tmp_path, all_tags):
     for name, origin in in1k:  # each fact from the rules that match, read directly
         architecture, _, tag = name.partition(".")
         matching = [r for r in recipe_rules() if r.matches(architecture, tag, origin)]
-        brute += any(dict(r.facts).get("recipe") for r in matching) and any(dict(r.facts).get("optimizer") for r in matching)
+        brute += any("recipe" in r.facts for r in matching) and any("optimizer" in r.facts for r in matching)
     assert known == brute
     assert known / total >= 0.60, f"{known} of {total} 1000-class tags have a recipe family and an optimizer"

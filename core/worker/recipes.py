@@ -48,7 +48,7 @@ class RecipeRule:
 
     line: int  # in the file, for messages
     patterns: tuple[tuple[str, re.Pattern | None], ...]  # (matcher, compiled regex or None), in MATCHERS order
-    facts: tuple[tuple[str, str], ...]  # (fact, value), only the facts the rule gives
+    facts: Mapping[str, str]  # fact -> value, only the facts the rule gives, in FACTS order
     source: str
     note: str
 
@@ -74,10 +74,10 @@ class RecipeRule:
         return f"{RECIPES_FILE.name} line {self.line}"
 
 
-def parse_rules(lines: Iterable[str], *, start: int = 1) -> tuple[RecipeRule, ...]:
+def parse_rules(lines: Iterable[str]) -> tuple[RecipeRule, ...]:
     """The rules of the CSV text `lines` (comments and blank lines skipped). A malformed row (an
     unknown column, a bad regex, no source, no fact) raises ValueError naming its line."""
-    numbered = [(n, line) for n, line in enumerate(lines, start) if line.strip() and not line.lstrip().startswith("#")]
+    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip() and not line.lstrip().startswith("#")]
     if not numbered:
         return ()
     reader = csv.reader(line for _, line in numbered)
@@ -96,7 +96,7 @@ def parse_rules(lines: Iterable[str], *, start: int = 1) -> tuple[RecipeRule, ..
                 patterns.append((matcher, re.compile(row[matcher]) if row[matcher] else None))
             except re.error as e:
                 raise ValueError(f"{where}: bad {matcher} regex {row[matcher]!r}: {e}") from None
-        facts = tuple((f, row[f]) for f in FACTS if row[f])
+        facts = {f: row[f] for f in FACTS if row[f]}
         if not row["source"]:
             raise ValueError(f"{where}: a rule must name its source")
         if not facts:
@@ -124,7 +124,7 @@ def rules_by_fact(name: str, origin: str, rules: Iterable[RecipeRule] | None = N
     found: dict[str, list[RecipeRule]] = {}
     for rule in recipe_rules() if rules is None else rules:
         if rule.matches(architecture, tag, origin):
-            for fact, _ in rule.facts:
+            for fact in rule.facts:
                 found.setdefault(fact, []).append(rule)
     for candidates in found.values():
         candidates.sort(key=lambda r: -r.specificity)  # stable: file order among equals
@@ -143,10 +143,10 @@ def recipe_row(name: str, origin: str, rules: Iterable[RecipeRule] | None = None
         if fact not in by_fact:
             continue
         winner, *others = by_fact[fact]
-        row[fact] = dict(winner.facts)[fact]
+        row[fact] = winner.facts[fact]
         used.setdefault(winner.source, []).append(fact)
         for other in others:
-            value = dict(other.facts)[fact]
+            value = other.facts[fact]
             if not _agrees(row[fact], value):
                 differing.append(f"{fact} {value!r} in {other.source}")
     parts = [f"{source} ({', '.join(facts)})" for source, facts in used.items()]
