@@ -405,11 +405,9 @@ def report_rows(request: rbench.ReportRequest) -> tuple[list[dict], list[str]]:
         if ref is None:
             rows.append({**row, "mce": None, "relative_mce": None})
             continue
-        ran = [(c, s) for c in CORRUPTIONS for s in SEVERITIES if row.get(severity_column(c, s)) is not None]
-        shared = [(c, s) for c, s in ran if ref.get(severity_column(c, s)) is not None]
-        if len(shared) < len(ran):
-            notes.append(f"imagenet-c: {NORMALISED} of {row['model']} are over the {len(shared)} of its {len(ran)} "
-                         f"corruption-severities that {name} ran too")
+        shared = reference.shared_runs(row, ref, [(c, s) for c in CORRUPTIONS for s in SEVERITIES],
+                                       lambda run: severity_column(*run), "corruption-severities", name,
+                                       "imagenet-c", NORMALISED, notes)
         by_corruption: dict[str, list[tuple[float, float]]] = {}
         for c, s in shared:
             column = severity_column(c, s)

@@ -571,11 +571,8 @@ def report_rows(request: rbench.ReportRequest) -> tuple[list[dict], list[str]]:
         if ref is None:
             rows.append({**row, "mfr": None, "mt5d": None})
             continue
-        ran = [p for p in PERTURBATIONS if row.get(fp_column(p)) is not None]
-        shared = [p for p in ran if ref.get(fp_column(p)) is not None]
-        if len(shared) < len(ran):
-            notes.append(f"imagenet-p: {NORMALISED} of {row['model']} are over the {len(shared)} of its {len(ran)} "
-                         f"perturbations that {name} ran too")
+        shared = reference.shared_runs(row, ref, PERTURBATIONS, fp_column, "perturbations", name, "imagenet-p",
+                                       NORMALISED, notes)
         values = {column: [reference.ratio(reference.number(row.get(column(p))), reference.number(ref.get(column(p))))
                            for p in shared] for column in (fp_column, t5d_column)}
         rows.append({**row, "mfr": 100.0 * reference.mean(values[fp_column]),

@@ -9,7 +9,7 @@ others: the cells' keys never depend on it. Only `rbench`'s public API is import
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import rbench
@@ -54,6 +54,19 @@ def reference_for(found: Mapping[int, Mapping[str, Any]], row: Mapping[str, Any]
         notes.append(f"{dataset}: {row['model']} at {row['img_size']} px has no row of {name} at its size to "
                      f"normalise by; its {columns} are empty")
     return None
+
+
+def shared_runs(row: Mapping[str, Any], ref: Mapping[str, Any], runs: Sequence[Any], column: Callable[[Any], str],
+                what: str, name: str, dataset: str, columns: str, notes: list[str]) -> list[Any]:
+    """Of `runs` (corruption-severities, perturbations), those that `row` ran (a value in its
+    `column(run)`) and the reference row `ref` ran too; a note in `notes` when the row ran others,
+    since its `columns` are then over fewer `what` than it ran."""
+    ran = [run for run in runs if row.get(column(run)) is not None]
+    shared = [run for run in ran if ref.get(column(run)) is not None]
+    if len(shared) < len(ran):
+        notes.append(f"{dataset}: {columns} of {row['model']} are over the {len(shared)} of its {len(ran)} "
+                     f"{what} that {name} ran too")
+    return shared
 
 
 def number(value: Any) -> float:
